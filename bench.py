@@ -1,0 +1,193 @@
+"""Benchmarks: tinygrad StudentZ against its PyTorch twin and against the teacher, on the same device in one process.
+
+  DEV=CUDA python bench.py train --precision fp32 tf32 bf16    # train-step time, tinygrad vs torch eager
+  DEV=CUDA python bench.py teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
+  python bench.py all --json results.json                       # everything, one JSON row per measurement
+
+Every number is a median over repetitions after warm-up; each row names the device and card, and each ratio is
+against a baseline measured in the same process.
+"""
+from __future__ import annotations
+import argparse, json, os, platform, statistics, sys, time
+from pathlib import Path
+
+import backend
+
+ROOT = Path(__file__).resolve().parent
+
+
+def card_name(device: str) -> str:
+  if device.startswith("CUDA"):
+    try:
+      import torch
+      return torch.cuda.get_device_name(0)
+    except Exception: return "CUDA GPU"
+  return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def timed(fn, warmup: int, reps: int, sync=lambda: None) -> float:
+  """Median seconds per call; fn must block until its work is done (or sync must)."""
+  for _ in range(warmup): fn()
+  sync()
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts)
+
+
+def bench_config(args):
+  import studentz as sz
+  return sz.Config(vocab_size=args.vocab, d_model=args.d, hidden=args.h, n_blocks=len(args.dilations),
+                   dilation_schedule=list(args.dilations), kernel_size=args.k, proj_dim=args.D, max_len=args.len,
+                   batch_size=args.batch, dropout=0.0, steps=10_000, warmup_steps=100).validate()
+
+
+def bench_train(args, device: str) -> list[dict]:
+  """One optimiser step (forward, backward, clip, AdamW) of the student: tinygrad vs PyTorch eager, same weights."""
+  import numpy as np
+  from tinygrad import Tensor
+  from tinygrad.helpers import Context
+  from tinygrad.nn.state import get_state_dict
+  import studentz as sz
+  rows = []
+  rng = np.random.default_rng(0)
+  cfg0 = bench_config(args)
+  B, L = cfg0.batch_size, cfg0.max_len
+  lens = rng.integers(L // 2, L + 1, B)
+  mask = (np.arange(L)[None] < lens[:, None]).astype(np.float32)
+  tokens = (rng.integers(4, cfg0.vocab_size, (B, L)) * mask).astype(np.int32)
+  teacher = rng.standard_normal((B, cfg0.proj_dim)).astype(np.float32)
+  teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+  batch = {"tokens": tokens, "mask": mask, "teacher": teacher}
+  for prec in args.precision:
+    cfg = sz.Config.from_dict({**cfg0.to_dict(), "precision": "mixed" if prec == "bf16" else "fp32"})
+    ctx = {"ALLOW_TF32": 1} if prec == "tf32" else {}
+    with Context(**ctx):
+      Tensor.manual_seed(0)
+      enc = sz.Encoder(cfg)
+      weights = {k: v.numpy() for k, v in get_state_dict(enc).items()}
+      tr = sz.Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
+      first = tr.step(batch)["loss"]
+      t_tg = timed(lambda: tr.step(batch), args.warmup, args.reps)
+    row = {"bench": "train_step", "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden,
+           "blocks": cfg.n_blocks, "vocab": cfg.vocab_size, "device": device, "card": card_name(device),
+           "tinygrad_ms": t_tg * 1e3, "tinygrad_tokens_per_s": B * L / t_tg, "tinygrad_first_loss": first}
+    if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first))
+    rows.append(row)
+    print_row(row)
+  return rows
+
+
+def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
+  try:
+    import torch
+    import bench_torch as bt
+  except ImportError:
+    return {"torch_ms": None, "note": "torch not installed"}
+  dev = "cuda" if device.startswith("CUDA") else "cpu"
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
+  torch.manual_seed(0)
+  model = bt.TorchEncoder(cfg).to(dev)
+  model.load_from_tinygrad(weights)
+  model.to(dev).train()
+  opt, sched = bt.make_optimizer(model, cfg)
+  tb = (torch.from_numpy(batch["tokens"]).long().to(dev), torch.from_numpy(batch["mask"]).to(dev),
+        torch.from_numpy(batch["teacher"]).to(dev))
+  ac = torch.bfloat16 if prec == "bf16" else None
+  first = float(bt.train_step(model, opt, sched, tb, cfg, ac))
+  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+  t = timed(lambda: bt.train_step(model, opt, sched, tb, cfg, ac).item(), args.warmup, args.reps, sync)
+  rel = abs(first - tg_loss) / max(abs(first), 1e-9)
+  tol = 1e-3 if prec == "fp32" else 3e-2
+  if rel > tol: print(f"WARNING: torch and tinygrad first-step losses differ: {first} vs {tg_loss}", file=sys.stderr)
+  return {"torch_ms": t * 1e3, "torch_first_loss": first, "same_loss": rel <= tol}
+
+
+def bench_teacher(args, device: str) -> list[dict]:
+  """Teacher sentences/s at several lengths: our tinygrad port against HF transformers on the same device."""
+  import numpy as np
+  from teacher import load_teacher
+  t = load_teacher(args.teacher)
+  rows = []
+  for L in args.lens:
+    L = min(L, t.max_seq_length)
+    word = "word "
+    # sentences that tokenize to about L tokens, so both sides do the same work
+    texts = [(word * (L - 2)).strip()] * args.teacher_n
+    emb = lambda: t.embed(texts, batch_size=args.batch)
+    emb()
+    secs = timed(emb, 1, args.reps_teacher)
+    row = {"bench": "teacher_encode", "teacher": t.name, "L": L, "B": args.batch, "n": len(texts), "device": device,
+           "card": card_name(device), "tinygrad_sent_per_s": len(texts) / secs}
+    if not args.no_torch: row.update(hf_teacher(t, texts, L, args, device))
+    rows.append(row)
+    print_row(row)
+  return rows
+
+
+def hf_teacher(t, texts, L, args, device) -> dict:
+  try:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+  except ImportError:
+    return {"hf_sent_per_s": None}
+  from teacher.hub import resolve
+  path = resolve(args.teacher)
+  dev = "cuda" if device.startswith("CUDA") else "cpu"
+  tok = AutoTokenizer.from_pretrained(path)
+  model = AutoModel.from_pretrained(path).float().to(dev).eval()  # fp32 like our port, whatever the file holds
+
+  def run():
+    with torch.inference_mode():
+      for i in range(0, len(texts), args.batch):
+        enc = tok(texts[i:i + args.batch], padding=True, truncation=True, max_length=L, return_tensors="pt").to(dev)
+        h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        z = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+        z.cpu()
+  run()
+  secs = timed(run, 1, args.reps_teacher)
+  return {"hf_sent_per_s": len(texts) / secs}
+
+
+def print_row(row: dict) -> None:
+  print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("what", nargs="*", default=["all"], choices=["all", "train", "teacher"], help="which benchmarks")
+  p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+  p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"])
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--len", type=int, default=128)
+  p.add_argument("--d", type=int, default=256)
+  p.add_argument("--h", type=int, default=512)
+  p.add_argument("--k", type=int, default=5)
+  p.add_argument("--D", type=int, default=384)
+  p.add_argument("--vocab", type=int, default=16000)
+  p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 1, 2, 4])
+  p.add_argument("--warmup", type=int, default=5)
+  p.add_argument("--reps", type=int, default=30)
+  p.add_argument("--teacher", default="all-MiniLM-L6-v2")
+  p.add_argument("--lens", type=int, nargs="+", default=[32, 128])
+  p.add_argument("--teacher-n", type=int, default=512)
+  p.add_argument("--reps-teacher", type=int, default=3)
+  p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+  args = p.parse_args(argv)
+  device = backend.check_device()
+  print(f"device {device} ({card_name(device)})", file=sys.stderr)
+  what = set(args.what)
+  rows = []
+  if what & {"all", "train"}: rows += bench_train(args, device)
+  if what & {"all", "teacher"}: rows += bench_teacher(args, device)
+  if args.json:
+    args.json.write_text(json.dumps(rows, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

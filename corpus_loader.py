@@ -1,0 +1,127 @@
+"""Batch loader over a prepared data folder: seeded per-epoch order, fixed shapes, length buckets, data-parallel
+shards, and a small state dict for exact resume."""
+from __future__ import annotations
+
+import numpy as np
+
+from corpus_store import open_data_dir
+from student_tokenizer import EOS
+
+
+class Loader:
+  """Numpy batches {tokens int32 [B, L], mask float32 [B, L], teacher float32 [B, D], index int64 [B],
+  valid float32 [B]} from memory-mapped arrays.
+
+  - batch_size is PER RANK: a global batch has batch_size * world rows and rank r takes rows [r*B, (r+1)*B), so
+    ranks are disjoint and together cover each global batch, and every rank sees the same shapes at each step.
+  - Epoch e is ordered by np.random.default_rng(seed + e); the plan depends only on (seed, epoch, settings).
+  - length_buckets=(16, 32, 64): a global batch holds rows of one bucket only (smallest bucket >= its length) and
+    is cut to that width, so shapes come from a small fixed set. Rows longer than max_len (or the largest bucket)
+    are cut there, keeping EOS.
+  - drop_last=False pads the last batch of each bucket by repeating rows; `valid` is 0 for those repeats.
+  - Iteration: `next(loader)` / `for b in loader` is INFINITE across epochs; `epoch_batches()` yields the rest of
+    the current epoch then moves to the next one. `len(loader)` is batches per epoch.
+  - state_dict() -> {epoch, position, seed, ...}; load_state_dict() resumes at exactly the next batch.
+  teacher_key=None leaves out "teacher" (for tokenizer-only uses)."""
+
+  def __init__(self, data_dir, split, batch_size: int, *, teacher_key, seed: int = 0, shuffle: bool = True,
+               drop_last: bool = True, shard=(0, 1), length_buckets=None, max_len: int | None = None):
+    self.dd = open_data_dir(data_dir)
+    self.split = split
+    self.rows = self.dd.indices(split)
+    rank, world = (int(x) for x in shard)
+    if world < 1 or not 0 <= rank < world:
+      raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    if int(batch_size) < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    self.rank, self.world, self.batch_size = rank, world, int(batch_size)
+    self.global_batch = self.batch_size * world
+    self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
+    stored = self.dd.max_len
+    L = stored if max_len is None else int(max_len)
+    if not 3 <= L <= stored: raise ValueError(f"max_len must be in [3, {stored}] (the data's max_len), got {max_len}")
+    if length_buckets:
+      b = sorted({int(x) for x in length_buckets})
+      if b[0] < 3 or b[-1] > L: raise ValueError(f"length_buckets must lie in [3, {L}], got {length_buckets}")
+      self.buckets = np.array(b, np.int64)
+    else:
+      self.buckets = np.array([L], np.int64)
+    self.max_len = int(self.buckets[-1])
+    self.lengths = np.minimum(np.asarray(self.dd.lengths)[self.rows], self.max_len)
+    self._bucket_of = np.searchsorted(self.buckets, self.lengths)  # smallest bucket >= length
+    self.teacher = self.dd.teacher_vectors(teacher_key) if teacher_key is not None else None
+    counts = np.bincount(self._bucket_of, minlength=len(self.buckets))
+    per = counts // self.global_batch if self.drop_last else -(-counts // self.global_batch)
+    self._len = int(per.sum())
+    if self._len == 0:
+      raise ValueError(f"split {split!r} has {self.rows.size} rows, fewer than one global batch of "
+                       f"{self.global_batch} per length bucket (batch_size {batch_size} x world {world})")
+    self.epoch = self.position = 0
+    self._plan_epoch, self._plan = None, None
+
+  def __len__(self) -> int: return self._len
+
+  def _make_plan(self, epoch: int) -> list[tuple[np.ndarray, int, int]]:
+    """[(positions into self.rows [global_batch], width, n_valid)] for one epoch."""
+    rng = np.random.default_rng(self.seed + epoch)
+    order = rng.permutation(self.rows.size) if self.shuffle else np.arange(self.rows.size)
+    G, plan = self.global_batch, []
+    for k, width in enumerate(self.buckets):
+      members = order[self._bucket_of[order] == k]  # keeps the shuffled order within the bucket
+      full = members.size // G
+      for j in range(full): plan.append((members[j * G:(j + 1) * G], int(width), G))
+      rem = members.size - full * G
+      if rem and not self.drop_last:
+        plan.append((np.resize(np.concatenate([members[full * G:], members]), G), int(width), rem))
+    if self.shuffle and len(self.buckets) > 1:
+      plan = [plan[i] for i in rng.permutation(len(plan))]  # interleave buckets instead of short-then-long
+    return plan
+
+  def _get_plan(self):
+    if self._plan_epoch != self.epoch: self._plan, self._plan_epoch = self._make_plan(self.epoch), self.epoch
+    return self._plan
+
+  def _batch(self, pos: np.ndarray, width: int, n_valid: int) -> dict:
+    a, b = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+    rows = self.rows[pos[a:b]]
+    # memmap fancy indexing reads rows in sorted order anyway; ask only for the columns we keep
+    tokens = np.asarray(self.dd.tokens[rows, :width], dtype=np.int32)
+    full = np.asarray(self.dd.lengths[rows], np.int64)
+    cut = full > width
+    if cut.any(): tokens[cut, width - 1] = EOS
+    lens = np.minimum(full, width)
+    batch = {"tokens": tokens, "mask": (np.arange(width)[None, :] < lens[:, None]).astype(np.float32),
+             "index": rows.astype(np.int64), "valid": (np.arange(a, b) < n_valid).astype(np.float32)}
+    if self.teacher is not None: batch["teacher"] = np.asarray(self.teacher[rows], dtype=np.float32)
+    return batch
+
+  def __iter__(self): return self
+
+  def __next__(self) -> dict:
+    plan = self._get_plan()
+    if self.position >= len(plan):
+      self.epoch, self.position = self.epoch + 1, 0
+      plan = self._get_plan()
+    item = plan[self.position]
+    self.position += 1
+    return self._batch(*item)
+
+  def epoch_batches(self):
+    """The remaining batches of the current epoch; afterwards the loader stands at the start of the next one."""
+    plan = self._get_plan()
+    while self.position < len(plan):
+      item = plan[self.position]
+      self.position += 1
+      yield self._batch(*item)
+    self.epoch, self.position = self.epoch + 1, 0
+
+  def state_dict(self) -> dict:
+    return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "global_batch": self.global_batch,
+            "split": str(self.split), "buckets": self.buckets.tolist()}
+
+  def load_state_dict(self, state: dict) -> None:
+    for k in ("global_batch", "buckets"):
+      if k in state and state[k] != self.state_dict()[k]:
+        raise ValueError(f"cannot resume: saved {k}={state[k]} differs from this loader's {self.state_dict()[k]}")
+    self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+    self._plan_epoch = None
+

@@ -1,0 +1,571 @@
+"""StudentZ: an attention-free student encoder (dilated TCN) distilled into a teacher's sentence-embedding space.
+
+Read top to bottom: config -> building blocks -> encoder -> losses -> optimiser -> train step -> checkpoints.
+Shapes: B batch, L tokens, d residual channels, h block channels, D teacher dimension.
+"""
+from __future__ import annotations
+import json, math, os, tempfile
+from dataclasses import dataclass, field, asdict, fields
+from pathlib import Path
+
+import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+import numpy as np
+from embedding import TokenEmbedding
+from tinygrad import Tensor, TinyJit, dtypes, Device
+from tinygrad.helpers import Context
+from tinygrad.nn.optim import Optimizer
+from tinygrad.nn.state import get_state_dict, safe_save, safe_load
+
+FORMAT_VERSION = 1
+# Block outputs are materialised in the forward (contiguous) and their gradients in the backward
+# (contiguous_backward), so no kernel recomputes a whole block: 130 -> 116 ms (fp32), 111 -> 92 ms (bf16) per step on
+# an H100 at B=64, L=128. STUDENTZ_CONTIG_ACT=0/1 keeps the other variants for benchmarks.
+CONTIG_ACT = int(os.environ.get("STUDENTZ_CONTIG_ACT", "2"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# config
+
+@dataclass
+class Config:
+  # --- encoder ---
+  vocab_size: int = 16000          # student BPE vocabulary (PAD=0 BOS=1 EOS=2 UNK=3)
+  d_model: int = 256               # channels of the residual stream
+  hidden: int = 512                # channels inside each TCN block
+  n_blocks: int = 8                # residual TCN blocks; len(dilation_schedule) must equal this
+  kernel_size: int = 5             # taps of each dilated convolution (odd, so centred padding is symmetric)
+  dilation_schedule: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 1, 2, 4])  # receptive field grows ~2x/block
+  dropout: float = 0.1             # inside blocks, training only
+  norm: str = "layer"              # "layer" (per token over channels) or "group" (masked stats over tokens)
+  padding: str = "centred"         # "centred" sees both sides; "causal" sees only the past (streaming)
+  pool: str = "gated"              # "mean" (masked mean) or "gated" (learned per-token weights, no token mixing)
+  proj_dim: int = 384              # D: the teacher's dimension (set from the teacher at train time)
+  max_len: int = 64                # tokens per sentence including BOS/EOS; longer text is truncated
+  # --- decoder (z -> tokens) ---
+  dec_blocks: int = 6              # causal TCN blocks of the decoder
+  dec_dilation_schedule: list = field(default_factory=lambda: [1, 2, 4, 8, 1, 2])
+  mode_b_proj: str = "mlp"         # how the teacher vector enters the decoder in mode B: "mlp" or "identity"
+  mode_b_ratio: float = 0.5        # share of decoder batches fed from the teacher vector (mode B)
+  label_smoothing: float = 0.1     # decoder cross-entropy smoothing
+  # --- objective ---
+  loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1})
+  temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
+  # --- optimisation ---
+  optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 2e-3, "weight_decay": 0.01})
+  batch_size: int = 128            # sentences per optimiser step (split into grad_accum micro-batches)
+  grad_accum: int = 1              # micro-batches per step; memory scales with batch_size / grad_accum
+  warmup_steps: int = 200          # linear warmup, then cosine decay to lr * min_lr_ratio
+  min_lr_ratio: float = 0.05
+  clip_norm: float = 1.0           # global gradient-norm clip (0 disables)
+  precision: str = "fp32"          # "fp32" or "mixed" (half activations, fp32 master weights, dynamic loss scale)
+  # --- run ---
+  steps: int = 3000                # optimiser steps
+  eval_every: int = 250            # validate (and checkpoint) every N steps
+  patience: int = 8                # early stop after this many evaluations without a better val_cos
+  log_every: int = 25
+  max_bad_steps: int = 50          # stop after this many consecutive non-finite steps
+  seed: int = 0
+  data_limit: int = 0              # use only the first N corpus sentences (0 = all)
+
+  def validate(self) -> "Config":
+    errs = []
+    def need(ok, msg):
+      if not ok: errs.append(msg)
+    for k in ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "proj_dim", "batch_size", "grad_accum",
+              "steps", "eval_every", "log_every", "dec_blocks"):
+      need(isinstance(getattr(self, k), int) and getattr(self, k) > 0, f"{k} must be a positive integer")
+    need(self.vocab_size >= 64, "vocab_size must be at least 64")
+    need(self.max_len >= 3, "max_len must be at least 3 (BOS, a token, EOS)")
+    need(self.kernel_size % 2 == 1, "kernel_size must be odd so centred padding is symmetric")
+    need(len(self.dilation_schedule) == self.n_blocks,
+         f"dilation_schedule has {len(self.dilation_schedule)} entries but n_blocks is {self.n_blocks}")
+    need(len(self.dec_dilation_schedule) == self.dec_blocks,
+         f"dec_dilation_schedule has {len(self.dec_dilation_schedule)} entries but dec_blocks is {self.dec_blocks}")
+    need(all(isinstance(x, int) and x > 0 for x in self.dilation_schedule + self.dec_dilation_schedule),
+         "dilations must be positive integers")
+    need(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+    need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
+    need(0 <= self.mode_b_ratio <= 1, "mode_b_ratio must be in [0, 1]")
+    need(self.norm in ("layer", "group"), "norm must be 'layer' or 'group'")
+    need(self.padding in ("centred", "causal"), "padding must be 'centred' or 'causal'")
+    need(self.pool in ("mean", "gated"), "pool must be 'mean' or 'gated'")
+    need(self.mode_b_proj in ("mlp", "identity"), "mode_b_proj must be 'mlp' or 'identity'")
+    need(self.precision in ("fp32", "mixed"), "precision must be 'fp32' or 'mixed'")
+    need(self.temperature > 0, "temperature must be positive")
+    need(self.batch_size % self.grad_accum == 0, "batch_size must be divisible by grad_accum")
+    opt = self.optimizer
+    need(isinstance(opt, dict) and opt.get("type", "adamw") == "adamw", "optimizer.type must be 'adamw'")
+    if isinstance(opt, dict):
+      unknown = set(opt) - {"type", "lr", "weight_decay", "betas", "eps"}
+      need(not unknown, f"unknown optimizer keys: {sorted(unknown)}")
+      need(isinstance(opt.get("lr", 0), (int, float)) and opt.get("lr", 0) > 0, "optimizer.lr must be positive")
+      need(opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay must be >= 0")
+    lw = self.loss_weights
+    unknown = set(lw) - {"cos", "mse", "ce", "sem"}
+    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem)")
+    need(all(isinstance(v, (int, float)) and v >= 0 for v in lw.values()), "loss_weights must be >= 0")
+    need(self.warmup_steps >= 0 and 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0 and min_lr_ratio in [0, 1]")
+    need(self.clip_norm >= 0, "clip_norm must be >= 0")
+    if errs: raise ValueError("invalid config: " + "; ".join(errs))
+    return self
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Config":
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown: raise ValueError(f"invalid config: unknown keys {unknown}")
+    base = cls()
+    for k, v in d.items():  # merge nested dicts so a config may name only the keys it changes
+      if isinstance(getattr(base, k), dict) and isinstance(v, dict): v = {**getattr(base, k), **v}
+      setattr(base, k, v)
+    return base.validate()
+
+  def to_dict(self) -> dict: return asdict(self)
+
+  def override(self, *pairs: tuple[str, str]) -> "Config":
+    """Apply `--key value` overrides (all at once, then validate); nested keys use dots (optimizer.lr). Values parse
+    as JSON (numbers, lists, true/false), else stay strings. Values are data: nothing is ever evaluated as code."""
+    d = self.to_dict()
+    for key, value in pairs:
+      try: parsed = json.loads(value)
+      except json.JSONDecodeError: parsed = value
+      head, _, sub = key.replace("-", "_").partition(".")
+      if head not in d: raise ValueError(f"invalid config: unknown key {key!r}")
+      if sub:
+        if not isinstance(d[head], dict): raise ValueError(f"invalid config: {head} has no sub-keys")
+        d[head] = {**d[head], sub: parsed}
+      else:
+        d[head] = parsed
+    return Config.from_dict(d)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# building blocks (channels-last: activations are (B, L, C) so Linear, norms and pooling need no transposes)
+
+def _uniform(*shape, fan_in: int) -> Tensor:
+  bound = 1 / math.sqrt(fan_in)
+  return Tensor.uniform(*shape, low=-bound, high=bound)
+
+
+class Linear:
+  def __init__(self, n_in: int, n_out: int, bias: bool = True):
+    self.weight = _uniform(n_out, n_in, fan_in=n_in)  # PyTorch layout, so a torch reference can load it as is
+    self.bias = Tensor.zeros(n_out) if bias else None
+
+  def __call__(self, x: Tensor) -> Tensor:
+    return x.linear(self.weight.cast(x.dtype).T, None if self.bias is None else self.bias.cast(x.dtype))
+
+
+class DilatedConv:
+  """Conv1d over tokens as one matmul over k shifted views: (B, L, C_in) -> (B, L, C_out).
+
+  `causal` pads only on the left, so position t sees t - (k-1)*dilation .. t; otherwise the window is centred.
+  Weight layout is PyTorch's Conv1d (C_out, C_in, k)."""
+
+  def __init__(self, n_in: int, n_out: int, k: int, dilation: int, causal: bool):
+    self.k, self.dilation, self.causal = k, dilation, causal
+    self.weight = _uniform(n_out, n_in, k, fan_in=n_in * k)
+    self.bias = Tensor.zeros(n_out)
+
+  @property
+  def span(self) -> int: return (self.k - 1) * self.dilation
+
+  def __call__(self, x: Tensor) -> Tensor:  # x (B, L, C_in), zero at padding positions
+    # k shifted views side by side, then one GEMM. (Measured on an H100: one GEMM to (B, L, k*C_out) followed by a
+    # shifted sum of its slices was 15-20% slower in tinygrad 0.14; see RESULTS.md.)
+    L = x.shape[1]
+    left = self.span if self.causal else self.span // 2
+    xp = x.pad(((0, 0), (left, self.span - left), (0, 0)))                         # (B, L + span, C_in)
+    taps = Tensor.cat(*[xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], dim=-1)  # (B,L,k*C)
+    w = self.weight.cast(x.dtype).permute(2, 1, 0).reshape(self.k * self.weight.shape[1], self.weight.shape[0])
+    return taps.matmul(w) + self.bias.cast(x.dtype)
+
+
+class CondNorm:
+  """LayerNorm (per token) or masked GroupNorm, with a per-mode scale and shift (conditional norm / FiLM).
+
+  The mode (0 = tokens, 1 = teacher vector) lets one network serve both input modes; extra FiLM (gamma, beta) from a
+  vector z can be added by the caller."""
+
+  def __init__(self, dim: int, kind: str = "layer", n_modes: int = 2, groups: int = 8, eps: float = 1e-5):
+    self.kind, self.groups, self.eps = kind, groups, eps
+    self.weight, self.bias = Tensor.ones(n_modes, dim), Tensor.zeros(n_modes, dim)
+
+  def __call__(self, x: Tensor, mask: Tensor, mode: Tensor) -> Tensor:  # x (B, L, C) mask (B, L) mode (B,) int
+    xf = x.float()
+    if self.kind == "layer":
+      y = xf.layernorm(axis=-1, eps=self.eps)
+    else:  # masked GroupNorm: statistics over valid tokens only, so padding never changes the result
+      B, L, C = xf.shape
+      g = xf.reshape(B, L, self.groups, C // self.groups)
+      m = mask.reshape(B, L, 1, 1)
+      n = (m.sum(axis=(1, 3), keepdim=True) * (C // self.groups)).maximum(1)
+      mu = (g * m).sum(axis=(1, 3), keepdim=True) / n
+      var = (((g - mu) * m) ** 2).sum(axis=(1, 3), keepdim=True) / n
+      y = ((g - mu) * (var + self.eps).rsqrt()).reshape(B, L, C)
+    w, b = self.weight[mode].unsqueeze(1), self.bias[mode].unsqueeze(1)           # (B, 1, C)
+    return (y * w + b).cast(x.dtype)
+
+
+class TCNBlock:
+  """x + Conv1x1(Dropout(GELU(Norm(DilatedConv(x))))) with optional FiLM (gamma, beta) after the norm."""
+
+  def __init__(self, d: int, h: int, k: int, dilation: int, causal: bool, norm: str, dropout: float):
+    self.conv = DilatedConv(d, h, k, dilation, causal)
+    self.norm = CondNorm(h, norm)
+    self.out = Linear(h, d)
+    self.dropout = dropout
+
+  def __call__(self, x: Tensor, mask: Tensor, mode: Tensor, film: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    m = mask.unsqueeze(-1).cast(x.dtype)                                           # (B, L, 1)
+    y = self.norm(self.conv(x * m), mask, mode)                                    # (B, L, h)
+    if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
+    y = y.gelu().dropout(self.dropout)
+    out = x + self.out(y)                                                          # (B, L, d)
+    if CONTIG_ACT >= 2: out = out.contiguous_backward()
+    return out.contiguous() if CONTIG_ACT else out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# encoder: tokens -> z in the teacher's space
+
+class Encoder:
+  def __init__(self, cfg: Config):
+    self.cfg = cfg
+    causal = cfg.padding == "causal"
+    self.embed = TokenEmbedding(cfg.vocab_size, cfg.d_model)
+    self.blocks = [TCNBlock(cfg.d_model, cfg.hidden, cfg.kernel_size, dl, causal, cfg.norm, cfg.dropout)
+                   for dl in cfg.dilation_schedule]
+    self.norm = CondNorm(cfg.d_model, "layer")
+    self.gate = Linear(cfg.d_model, 1) if cfg.pool == "gated" else None
+    self.proj = Linear(cfg.d_model, cfg.proj_dim)
+    self.act_dtype = dtypes.float32
+
+  @property
+  def receptive_field(self) -> int:
+    return 1 + sum((self.cfg.kernel_size - 1) * d for d in self.cfg.dilation_schedule)
+
+  def features(self, tokens: Tensor, mask: Tensor, mode: Tensor | None = None) -> Tensor:
+    """Per-token features (B, L, d) after the TCN stack and final norm."""
+    if mode is None: mode = Tensor.zeros(tokens.shape[0], dtype=dtypes.int32, device=tokens.device)
+    x = self.embed(tokens).cast(self.act_dtype)                                    # (B, L, d)
+    for blk in self.blocks: x = blk(x, mask, mode)
+    return self.norm(x, mask, mode)
+
+  def pool(self, x: Tensor, mask: Tensor) -> Tensor:
+    """(B, L, d) -> (B, d); weights are normalised over valid tokens only, so padding never changes the result."""
+    xf, m = x.float(), mask.float()
+    if self.gate is None:
+      w = m
+    else:  # a sigmoid gate per token: a soft choice of which tokens matter, with no interaction between tokens
+      w = self.gate(x).float().squeeze(-1).sigmoid() * m + 1e-6 * m                # (B, L)
+    return (xf * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).maximum(1e-6)
+
+  def __call__(self, tokens: Tensor, mask: Tensor) -> Tensor:  # tokens (B, L) int, mask (B, L) float -> z (B, D)
+    pooled = self.pool(self.features(tokens, mask), mask)                          # (B, d)
+    return self.proj(pooled.cast(self.act_dtype)).float()                          # (B, D)
+
+
+def display_grid(dim: int) -> tuple[int, int]:
+  """The grid z is shown on: 768 -> 32x24, 384 -> 16x24; other sizes get the squarest factorisation."""
+  if dim % 24 == 0: return dim // 24, 24
+  best = max(r for r in range(1, int(math.isqrt(dim)) + 1) if dim % r == 0)
+  return dim // best, best
+
+
+def as_grid(z: np.ndarray) -> np.ndarray:
+  """z (..., D) -> (..., rows, cols) for display."""
+  r, c = display_grid(z.shape[-1])
+  return z.reshape(*z.shape[:-1], r, c)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# losses (z_s student, z_t teacher; both (B, D))
+
+def cosine_loss(zs: Tensor, zt: Tensor) -> Tensor:
+  return 1 - _cos(zs, zt).mean()
+
+
+def _cos(a: Tensor, b: Tensor) -> Tensor:
+  return (a * b).sum(-1) / ((a * a).sum(-1) * (b * b).sum(-1) + 1e-12).sqrt()
+
+
+def mse_loss(zs: Tensor, zt: Tensor) -> Tensor:
+  """Mean squared error per coordinate, scaled by D so it is the squared distance: independent of the dimension."""
+  return ((zs - zt) ** 2).sum(-1).mean()
+
+
+def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
+  """Symmetric in-batch InfoNCE: each student vector must pick its own teacher vector among the batch's."""
+  a = zs / ((zs * zs).sum(-1, keepdim=True) + 1e-12).sqrt()
+  b = zt / ((zt * zt).sum(-1, keepdim=True) + 1e-12).sqrt()
+  logits = a.matmul(b.T) / temperature                                             # (B, B)
+  labels = Tensor.arange(zs.shape[0]).to(zs.device)
+  return (logits.sparse_categorical_crossentropy(labels) + logits.T.sparse_categorical_crossentropy(labels)) / 2
+
+
+def distill_losses(zs: Tensor, zt: Tensor, cfg: Config) -> dict[str, Tensor]:
+  w = cfg.loss_weights
+  parts = {"cos": cosine_loss(zs, zt), "mse": mse_loss(zs, zt)}
+  if w.get("sem", 0) > 0: parts["sem"] = info_nce(zs, zt, cfg.temperature)
+  parts["loss"] = sum(w.get(k, 0) * v for k, v in parts.items())
+  return parts
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# optimiser: AdamW on tinygrad's Optimizer base, with the LR schedule, clipping and overflow skip inside the graph
+
+def lr_at(step: Tensor, cfg: Config) -> Tensor:
+  """Linear warmup then cosine decay, computed on device from a step counter so the JIT sees no Python scalars."""
+  base, warm, total = float(cfg.optimizer["lr"]), max(cfg.warmup_steps, 1), max(cfg.steps, 1)
+  s = step.float() + 1
+  warm_lr = base * s / warm
+  prog = ((s - warm) / max(total - warm, 1)).clip(0, 1)
+  cos_lr = base * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + (prog * math.pi).cos()))
+  return (s < warm).where(warm_lr, cos_lr)
+
+
+def decays(name: str, t: Tensor) -> bool:
+  """Weight decay on matrices only: biases, norm scales/shifts and gates are left alone."""
+  return len(t.shape) >= 2 and ".norm" not in name and not name.startswith("norm") and "film" not in name
+
+
+class AdamW(Optimizer):
+  """Decoupled AdamW (Loshchilov & Hutter). A step whose gradients are not finite leaves params and moments as they
+  were, so mixed precision can skip it and back off the loss scale; the caller passes `ok` (a 0/1 tensor)."""
+
+  def __init__(self, named: dict[str, Tensor], lr: float, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01):
+    super().__init__(list(named.values()), lr, fused=False)
+    self.names = list(named)
+    self.b1, self.b2, self.eps, self.wd = b1, b2, eps, weight_decay
+    self.decay = [decays(n, t) for n, t in named.items()]
+    self.m = [Tensor.zeros(*t.shape, dtype=dtypes.float32, device=t.device).contiguous() for t in self.params]
+    self.v = [Tensor.zeros(*t.shape, dtype=dtypes.float32, device=t.device).contiguous() for t in self.params]
+    self.t = Tensor.zeros(1, dtype=dtypes.float32, device=self.device).contiguous()
+
+  def update(self, grads: list[Tensor], lr: Tensor, ok: Tensor) -> list[Tensor]:
+    """Schedule one update with these gradients; returns the tensors to realize."""
+    t_new = self.t + ok
+    self.t.assign(t_new)
+    keep = ok > 0.5
+    bc1, bc2 = 1 - self.b1 ** t_new.maximum(1), 1 - self.b2 ** t_new.maximum(1)
+    for i, (p, g) in enumerate(zip(self.params, grads)):
+      g = g.float()
+      m_new = self.b1 * self.m[i] + (1 - self.b1) * g
+      v_new = self.b2 * self.v[i] + (1 - self.b2) * g * g
+      step = (m_new / bc1) / ((v_new / bc2).sqrt() + self.eps)
+      if self.decay[i]: step = step + self.wd * p.detach()
+      p_new = p.detach() - lr * step
+      self.m[i].assign(keep.where(m_new, self.m[i]))
+      self.v[i].assign(keep.where(v_new, self.v[i]))
+      p.assign(keep.where(p_new, p.detach()).cast(p.dtype))
+    return [self.t, *self.m, *self.v, *self.params]
+
+  def state(self) -> dict[str, Tensor]:
+    return {"t": self.t, **{f"m.{n}": m for n, m in zip(self.names, self.m)},
+            **{f"v.{n}": v for n, v in zip(self.names, self.v)}}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# training: one JIT'd step (forward, backward, clip, overflow check, update, loss-scale bookkeeping)
+
+def half_dtype(device: str):
+  """bf16 where the backend has it natively (CUDA), else fp16 (which needs the dynamic loss scale)."""
+  return dtypes.bfloat16 if device.split(":")[0] in ("CUDA", "NV", "AMD") else dtypes.float16
+
+
+class Trainer:
+  """Owns the model(s), optimiser and step counter; `step(batch)` runs one JIT'd optimiser step.
+
+  `loss_fn(models, batch) -> dict of scalar Tensors` (with key "loss") defines the objective, so the decoder and
+  joint A/B training reuse this machinery."""
+
+  def __init__(self, cfg: Config, models: dict, loss_fn, device: str | None = None):
+    self.cfg, self.models, self.loss_fn = cfg, models, loss_fn
+    self.device = device or Device.DEFAULT
+    named = {f"{k}.{n}": t for k, m in models.items() for n, t in get_state_dict(m).items()}
+    self.named = named
+    opt = cfg.optimizer
+    self.opt = AdamW(named, float(opt["lr"]), *opt.get("betas", (0.9, 0.999)), eps=opt.get("eps", 1e-8),
+                     weight_decay=opt.get("weight_decay", 0.01))
+    self.mixed = cfg.precision == "mixed"
+    act = half_dtype(self.device) if self.mixed else dtypes.float32
+    for m in models.values(): m.act_dtype = act
+    # fp16 needs a large loss scale to keep small gradients representable; bf16 has fp32's range, scale 1 is fine
+    init_scale = 2.0 ** 15 if act == dtypes.float16 else 1.0
+    self.step_t = Tensor.zeros(1, dtype=dtypes.int32).contiguous().realize()
+    self.scale = Tensor([init_scale], dtype=dtypes.float32).contiguous().realize()
+    self.good = Tensor.zeros(1, dtype=dtypes.int32).contiguous().realize()       # good steps since last scale change
+    self.dynamic_scale = act == dtypes.float16
+    self.micro_bs = cfg.batch_size // cfg.grad_accum
+    self.grad_acc = None
+    if cfg.grad_accum > 1:
+      self.grad_acc = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.opt.params]
+    self._step = TinyJit(self._step_impl)
+    self._micro = TinyJit(self._micro_impl)
+    self._apply = TinyJit(self._apply_impl)
+
+  # -- the graph pieces
+  def _grads(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
+    parts = self.loss_fn(self.models, batch)
+    self._keys = self.metric_keys(parts)  # runs while the JIT captures, so step() knows the figure names
+    # gradient() of the params only: backward() would also differentiate w.r.t. inputs such as the mask
+    grads = (parts["loss"] * self.scale.reshape(())).gradient(*self.opt.params)
+    # materialise each gradient once: it feeds the norm, both moments and the update, and tinygrad would otherwise
+    # fuse (and so recompute) the whole backward chain into each of those consumers
+    return parts, [g.contiguous() for g in grads]
+
+  def _update(self, grads: list[Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
+    inv = 1 / self.scale
+    grads = [g.float() * inv for g in grads]
+    # contiguous: one scalar kernel, instead of the norm being re-derived inside every parameter's update kernel
+    sq = Tensor.stack(*[(g * g).sum() for g in grads]).sum().contiguous()
+    gnorm = sq.sqrt()
+    ok = (sq == sq) & (sq < float("inf"))                                          # no NaN, no Inf anywhere
+    okf = ok.cast(dtypes.float32).reshape(1)
+    if self.cfg.clip_norm > 0:
+      coef = (self.cfg.clip_norm / (gnorm + 1e-6)).minimum(1.0).contiguous()
+      grads = [ok.where(g * coef, 0) for g in grads]
+    else:
+      grads = [ok.where(g, 0) for g in grads]
+    lr = lr_at(self.step_t, self.cfg)
+    outs = self.opt.update(grads, lr, okf)
+    self.step_t.assign(self.step_t + ok.cast(dtypes.int32).reshape(1))
+    if self.dynamic_scale:  # overflow: halve the scale; 1000 good steps in a row: double it
+      good = ok.where(self.good + 1, 0)
+      grow = good >= 1000
+      self.scale.assign(ok.where(grow.where(self.scale * 2, self.scale), (self.scale / 2).maximum(1.0)))
+      self.good.assign(grow.where(0, good))
+    outs += [self.step_t, self.scale, self.good]
+    return gnorm, outs, okf
+
+  def _pack(self, parts: dict[str, Tensor], gnorm: Tensor, okf: Tensor, lr: Tensor) -> Tensor:
+    keys = self.metric_keys(parts)
+    return Tensor.stack(*[parts[k].float().reshape(()) for k in keys],
+                        gnorm.reshape(()), okf.reshape(()), lr.reshape(()), self.scale.reshape(()))
+
+  def _step_impl(self, **batch) -> Tensor:
+    lr = lr_at(self.step_t, self.cfg)
+    parts, grads = self._grads(batch)
+    gnorm, outs, okf = self._update(grads)
+    packed = self._pack(parts, gnorm, okf, lr)
+    Tensor.realize(packed, *outs)
+    return packed
+
+  def _micro_impl(self, **batch) -> Tensor:
+    parts, grads = self._grads(batch)
+    for a, g in zip(self.grad_acc, grads): a.assign(a + g.float() / self.cfg.grad_accum)
+    packed = Tensor.stack(*[parts[k].float().reshape(()) for k in self.metric_keys(parts)])
+    Tensor.realize(packed, *self.grad_acc)
+    return packed
+
+  def _apply_impl(self) -> Tensor:
+    lr = lr_at(self.step_t, self.cfg)
+    gnorm, outs, okf = self._update(list(self.grad_acc))
+    for a in self.grad_acc: a.assign(a.zeros_like())
+    out = Tensor.stack(gnorm.reshape(()), okf.reshape(()), lr.reshape(()), self.scale.reshape(()))
+    Tensor.realize(out, *outs, *self.grad_acc)
+    return out
+
+  @staticmethod
+  def metric_keys(parts: dict) -> list[str]:
+    return ["loss"] + sorted(k for k in parts if k != "loss")
+
+  # -- public
+  def step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    """One optimiser step on a numpy batch (B = cfg.batch_size). Returns the step's figures as floats."""
+    with Context(TRAINING=1):
+      if self.grad_acc is None:
+        vals = self._step(**{k: Tensor(v) for k, v in batch.items()}).numpy()
+      else:
+        acc = None
+        for i in range(self.cfg.grad_accum):
+          sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
+          v = self._micro(**{k: Tensor(np.ascontiguousarray(x[sl])) for k, x in batch.items()}).numpy()
+          acc = v if acc is None else acc + v
+        tail = self._apply().numpy()
+        vals = np.concatenate([acc / self.cfg.grad_accum, tail])
+    return dict(zip(self._keys + ["grad_norm", "ok", "lr", "loss_scale"], vals.tolist()))
+
+  @property
+  def step_count(self) -> int: return int(self.step_t.numpy()[0])
+
+  def state(self) -> dict[str, Tensor]:
+    """Everything needed to resume bit-for-bit: optimiser moments, step, loss scale."""
+    return {**{f"opt.{k}": v for k, v in self.opt.state().items()},
+            "trainer.step": self.step_t, "trainer.scale": self.scale, "trainer.good": self.good}
+
+
+def distill_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+  enc: Encoder = models["encoder"]
+  zs = enc(batch["tokens"], batch["mask"])
+  return distill_losses(zs, batch["teacher"], enc.cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# checkpoints: safetensors + JSON, written atomically so a kill at any moment leaves the last good one loadable
+
+def _fsync_dir(path: Path) -> None:
+  try:
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+  except OSError: pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+  except BaseException:
+    if os.path.exists(tmp): os.unlink(tmp)
+    raise
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], dtype=None, metadata: dict | None = None) -> None:
+  """safetensors via a temp file + fsync + rename; `dtype` casts float tensors (fp16 for shipped weights).
+
+  Tensors leave the device through numpy, so saving never compiles a CPU kernel (GPU hosts may have no clang)."""
+  from safetensors.numpy import save
+  arrays = {}
+  for k, t in tensors.items():
+    if dtype is not None and dtypes.is_float(t.dtype): t = t.cast(dtype)
+    arrays[k] = np.ascontiguousarray(t.numpy())
+  atomic_write_bytes(Path(path), save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that is missing, corrupt or made for another model; the message says which and what to do."""
+
+
+def load_tensors(path: Path) -> dict[str, np.ndarray]:
+  """safetensors -> numpy (no code execution possible); corrupt or truncated files raise CheckpointError."""
+  from safetensors.numpy import load_file
+  path = Path(path)
+  if not path.is_file(): raise CheckpointError(f"checkpoint file not found: {path}")
+  try:
+    return load_file(str(path))
+  except Exception as e:
+    raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict: bool = True) -> None:
+  """Copy arrays into a model's tensors, casting to each tensor's own dtype (never adopting the file's)."""
+  sd = get_state_dict(model)
+  missing = [k for k in sd if prefix + k not in arrays]
+  if strict and missing: raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+  for k, t in sd.items():
+    if prefix + k not in arrays: continue
+    a = arrays[prefix + k]
+    if tuple(a.shape) != tuple(t.shape):
+      raise CheckpointError(f"tensor {k} has shape {tuple(a.shape)} in the checkpoint but {tuple(t.shape)} in the "
+                            f"model: the checkpoint was made with another config (vocabulary or teacher dimension)")
+    t.assign(Tensor(np.ascontiguousarray(a.astype(np.float32 if dtypes.is_float(t.dtype) else a.dtype)),
+                    device=t.device).cast(t.dtype)).realize()

@@ -1,0 +1,191 @@
+"""A sentence-embedding teacher: HF folder -> tokenizer + tinygrad encoder + sentence-transformers pooling.
+
+Throughput comes from two things: sentences are sorted by length so a batch holds similar lengths, and every batch
+is padded to a fixed batch size and one of a few length buckets, so each (batch, bucket) shape is captured once by
+TinyJit and then replayed without re-scheduling.
+"""
+import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
+import functools, hashlib, json, os
+from pathlib import Path
+import numpy as np
+from tinygrad import Tensor, TinyJit, dtypes
+from teacher.models import Encoder, ModelLoadError, load_model
+
+LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+# how many sentences are tokenized and length-sorted at a time: big enough for good sorting, bounded memory
+SORT_WINDOW_BATCHES = 64
+# checkpoints whose position table starts after padding_idx + 1 (fairseq style) lose two usable positions
+OFFSET_POSITION_TYPES = ("mpnet", "roberta", "xlm-roberta", "camembert")
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len")  # sentence-transformers concatenates them in this order
+
+
+def _read_json(path: Path, default=None):
+  return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
+
+
+def _token_str(tok) -> str | None:
+  return tok.get("content") if isinstance(tok, dict) else tok  # special_tokens_map may hold AddedToken dicts
+
+
+def load_tokenizer(folder: Path, max_seq_length: int):
+  """tokenizer.json via `tokenizers`, else vocab.txt as a BERT WordPiece tokenizer; truncating, never padding."""
+  from tokenizers import Tokenizer
+  from tokenizers.implementations import BertWordPieceTokenizer
+  tcfg = {**_read_json(folder / "special_tokens_map.json", {}), **_read_json(folder / "tokenizer_config.json", {})}
+  if (folder / "tokenizer.json").is_file():
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+  elif (folder / "vocab.txt").is_file():
+    specials = {k: _token_str(tcfg.get(f"{k}_token")) or f"[{k.upper()}]" for k in ("unk", "sep", "cls", "pad", "mask")}
+    tok = BertWordPieceTokenizer(
+      str(folder / "vocab.txt"), lowercase=bool(tcfg.get("do_lower_case", True)), clean_text=True,
+      handle_chinese_chars=bool(tcfg.get("tokenize_chinese_chars", True)), strip_accents=tcfg.get("strip_accents"),
+      **{f"{k}_token": v for k, v in specials.items()})
+  else:
+    raise ModelLoadError(f"{folder}: no tokenizer.json or vocab.txt")
+  tok.no_padding()  # we pad to our own length buckets
+  tok.enable_truncation(max_length=max_seq_length)  # counts the special tokens, as HF's truncation=True does
+  pad = _token_str(tcfg.get("pad_token"))
+  pad_id = tok.token_to_id(pad) if pad else None
+  return tok, pad_id
+
+
+def read_pooling(folder: Path) -> tuple[tuple[str, ...], bool, int | None]:
+  """(pooling modes, normalise?, max_seq_length) from sentence-transformers metadata; plain HF -> mean, no norm."""
+  modules = _read_json(folder / "modules.json", [])
+  pool_dir = next((m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
+  pcfg = _read_json(folder / pool_dir / "config.json", None) if pool_dir else None
+  if pcfg is None: modes = ("mean",)
+  elif isinstance(pcfg.get("pooling_mode"), str):  # newer configs may name the single mode directly
+    modes = ({"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(pcfg["pooling_mode"],
+                                                                                    pcfg["pooling_mode"]),)
+  else:
+    keys = {m: "pooling_mode_cls_token" if m == "cls" else f"pooling_mode_{m}_tokens" for m in POOLING_MODES}
+    modes = tuple(m for m in POOLING_MODES if pcfg.get(keys[m]))
+    unsupported = [k for k in ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken") if pcfg.get(k)]
+    if unsupported: raise ModelLoadError(f"{folder}: unsupported pooling {', '.join(unsupported)}")
+  if not modes or any(m not in POOLING_MODES for m in modes):
+    raise ModelLoadError(f"{folder}: unsupported pooling config {pcfg}")
+  normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+  max_len = (_read_json(folder / "sentence_bert_config.json", {}) or {}).get("max_seq_length")
+  return modes, normalize, max_len
+
+
+def _cache_root(cache_dir) -> Path:
+  return Path(cache_dir or os.environ.get("STUDENTZ_CACHE") or Path.home() / ".cache" / "studentz").expanduser()
+
+
+def file_fingerprint(path: Path, cache_dir=None) -> str:
+  """sha256 hex of a file, remembered in a side file keyed by size + mtime so reloading a teacher is cheap."""
+  path, st = Path(path).resolve(), Path(path).stat()
+  side = _cache_root(cache_dir) / "fingerprints" / (hashlib.sha1(str(path).encode()).hexdigest() + ".json")
+  cached = _read_json(side, None) if side.exists() else None
+  if cached and cached.get("size") == st.st_size and cached.get("mtime_ns") == st.st_mtime_ns:
+    return cached["sha256"]
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""): h.update(chunk)
+  digest = h.hexdigest()
+  try:
+    side.parent.mkdir(parents=True, exist_ok=True)
+    side.write_text(json.dumps({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}))
+  except OSError: pass  # a read-only cache only costs a re-hash next time
+  return digest
+
+
+class Teacher:
+  """A loaded teacher: `embed(texts)` -> np.float32 [N, dim], pooled/normalised as its sentence-transformers config."""
+
+  def __init__(self, folder: str | Path, name: str | None = None, cache_dir=None):
+    self.folder, self.cache_dir = Path(folder), cache_dir
+    self.name = name or self.folder.name
+    self.model: Encoder = load_model(self.folder)
+    self.config = self.model.config
+    self.pooling, self.normalize, st_max = read_pooling(self.folder)
+    pos_limit = self.config.get("max_position_embeddings", 512)
+    pos_limit -= 2 if self.config.get("model_type") in OFFSET_POSITION_TYPES else 0
+    self.max_seq_length = int(min(st_max or pos_limit, pos_limit))
+    self.tokenizer, pad_id = load_tokenizer(self.folder, self.max_seq_length)
+    self.pad_id = pad_id if pad_id is not None else int(self.config.get("pad_token_id") or 0)
+    self.dim = self.model.dim * len(self.pooling)
+    self.buckets = sorted({min(b, self.max_seq_length) for b in LENGTH_BUCKETS} | {self.max_seq_length})
+    self._empty_ids = np.asarray(self.tokenizer.encode("").ids, dtype=np.int32)  # the filler row: CLS SEP
+    self._jits: dict[tuple[int, int], TinyJit] = {}
+
+  def __repr__(self) -> str:
+    return (f"Teacher({self.name!r}, {self.config.get('model_type')}, dim={self.dim}, max_seq_length="
+            f"{self.max_seq_length}, pooling={'+'.join(self.pooling)}, normalize={self.normalize})")
+
+  @functools.cached_property
+  def fingerprint(self) -> str: return file_fingerprint(self.folder / "model.safetensors", self.cache_dir)
+
+  # ---- model math -------------------------------------------------------------------------------------------------
+  def hidden_states(self, input_ids, attention_mask) -> Tensor:
+    """Last hidden state (B, L, d) for given ids/mask (numpy or Tensor); unjitted, for parity tests."""
+    ids = input_ids if isinstance(input_ids, Tensor) else Tensor(np.asarray(input_ids, dtype=np.int32))
+    mask = attention_mask if isinstance(attention_mask, Tensor) else Tensor(np.asarray(attention_mask, np.float32))
+    return self.model(ids.cast(dtypes.int32), mask.float())
+
+  def pool(self, h: Tensor, mask: Tensor) -> Tensor:
+    """(B, L, d) hidden, (B, L) mask -> (B, dim) sentence vectors, as sentence-transformers' Pooling + Normalize."""
+    m = mask.float().unsqueeze(-1)  # (B, L, 1)
+    count = m.sum(1).maximum(1e-9)  # (B, 1)
+    parts = {"cls": lambda: h[:, 0], "max": lambda: (m > 0).where(h, -1e9).max(1),
+             "mean": lambda: (h * m).sum(1) / count, "mean_sqrt_len": lambda: (h * m).sum(1) / count.sqrt()}
+    vecs = [parts[p]() for p in self.pooling]
+    out = vecs[0].cat(*vecs[1:], dim=1) if len(vecs) > 1 else vecs[0]
+    if self.normalize: out = out / out.square().sum(-1, keepdim=True).sqrt().maximum(1e-12)
+    return out  # (B, dim)
+
+  def _sentence_vectors(self, ids: Tensor, mask: Tensor) -> Tensor:
+    return self.pool(self.model(ids, mask), mask).realize()
+
+  def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    # one TinyJit per shape: a jit replays a fixed kernel graph, so a new shape needs its own capture
+    key = ids.shape
+    if key not in self._jits: self._jits[key] = TinyJit(self._sentence_vectors)
+    out = self._jits[key](Tensor(ids).realize(), Tensor(mask).realize())
+    return out.numpy().copy()  # the jit reuses its output buffer on the next call
+
+  # ---- batching -----------------------------------------------------------------------------------------------------
+  def bucket(self, n_tokens: int) -> int:
+    return next(b for b in self.buckets if b >= n_tokens)
+
+  def encode(self, texts: list[str]) -> list[np.ndarray]:
+    """Token ids per text (specials added, truncated to max_seq_length)."""
+    return [np.asarray(e.ids, dtype=np.int32) for e in self.tokenizer.encode_batch(list(texts))]
+
+  def embed(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """np.float32 [N, dim] for `texts`, in input order."""
+    texts = list(texts)
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = np.zeros((len(texts), self.dim), dtype=np.float32)
+    if not texts: return out
+    # few inputs: shrink the batch to a power of two so a 3-sentence call doesn't compute 64 rows
+    B = min(batch_size, 1 << (len(texts) - 1).bit_length())
+    bar = None
+    if progress:
+      from progress import Progress
+      bar = Progress(len(texts), desc=f"embed {self.name}", unit="sent")
+    window = B * SORT_WINDOW_BATCHES
+    for w0 in range(0, len(texts), window):
+      ids_list = self.encode(texts[w0:w0 + window])
+      order = sorted(range(len(ids_list)), key=lambda i: -len(ids_list[i]))  # longest first: worst shape early
+      for b0 in range(0, len(order), B):
+        rows = order[b0:b0 + B]
+        L = self.bucket(max(len(ids_list[i]) for i in rows))
+        ids = np.full((B, L), self.pad_id, dtype=np.int32)
+        mask = np.zeros((B, L), dtype=np.float32)
+        for r in range(B):
+          seq = ids_list[rows[r]] if r < len(rows) else self._empty_ids  # filler rows keep the batch shape fixed
+          ids[r, :len(seq)], mask[r, :len(seq)] = seq, 1.0
+        out[[w0 + i for i in rows]] = self._forward(ids, mask)[:len(rows)]
+        if bar: bar.update(len(rows))
+    if bar: bar.close()
+    return out
+
+
+def load_teacher(name_or_path, cache_dir=None) -> Teacher:
+  """A Teacher from a local HF folder, a packaged short name ("all-MiniLM-L6-v2") or a hub id (see teacher.hub)."""
+  from teacher.hub import resolve  # lazy: resolution may need pip/network, loading a model never does
+  folder = Path(resolve(str(name_or_path), cache_dir=cache_dir))
+  return Teacher(folder, name=str(name_or_path), cache_dir=cache_dir)

@@ -1,0 +1,263 @@
+"""Tinygrad ports of the HF encoders we distill from: BERT, DistilBERT and MPNet (inference only, float32).
+
+All three are the same post-LN transformer; they differ in how positions enter (absolute ids, MPNet's
+padding-offset ids plus a relative attention bias) and in how the checkpoint names the weights. So there is one
+`Encoder` that reads as math, three small subclasses, and a per-architecture table from our names to HF's.
+"""
+import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
+import json, math, functools
+from pathlib import Path
+import numpy as np
+from tinygrad import Tensor, dtypes
+from tinygrad.nn.state import get_state_dict
+
+# additive attention mask for padded keys: finite so a row never becomes NaN, big enough that exp() underflows to 0
+MASK_VALUE = -1e9
+# wrappers the weights may sit under (task heads, sentence-transformers' auto_model); stripped before matching
+PREFIXES = ("bert.", "distilbert.", "mpnet.", "roberta.", "model.", "encoder_model.", "0.auto_model.", "auto_model.")
+
+
+class ModelLoadError(ValueError):
+  """A checkpoint we cannot turn into one of our ports; the message names the file and what is wrong."""
+
+
+def gelu_erf(x: Tensor) -> Tensor:
+  # HF's "gelu" is the exact erf form; tinygrad's default gelu() is the tanh approximation (off by ~1e-3)
+  return 0.5 * x * (1.0 + (x / math.sqrt(2.0)).erf())
+
+
+ACTIVATIONS = {
+  "gelu": gelu_erf,
+  "gelu_new": lambda x: x.gelu(), "gelu_pytorch_tanh": lambda x: x.gelu(), "gelu_fast": lambda x: x.gelu(),
+  "relu": Tensor.relu, "silu": Tensor.silu, "swish": Tensor.silu, "quick_gelu": Tensor.quick_gelu,
+}
+
+
+class Linear:
+  def __init__(self, d_in: int, d_out: int):
+    self.weight, self.bias = Tensor.empty(d_out, d_in), Tensor.empty(d_out)  # placeholders until weights load
+
+  def __call__(self, x: Tensor) -> Tensor: return x.linear(self.weight.T, self.bias)
+
+
+class LayerNorm:
+  def __init__(self, d: int, eps: float):
+    self.weight, self.bias, self.eps = Tensor.empty(d), Tensor.empty(d), eps
+
+  def __call__(self, x: Tensor) -> Tensor: return x.layernorm(eps=self.eps) * self.weight + self.bias
+
+
+class Embedding:
+  def __init__(self, n: int, d: int): self.weight = Tensor.empty(n, d)
+
+  def __call__(self, idx: Tensor) -> Tensor: return self.weight[idx]  # tinygrad folds this into a gather
+
+
+class Layer:
+  """One post-LN block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+  def __init__(self, d: int, heads: int, d_ff: int, eps: float, act):
+    self.heads, self.act = heads, act
+    self.q, self.k, self.v, self.o = Linear(d, d), Linear(d, d), Linear(d, d), Linear(d, d)
+    self.ln1, self.ff1, self.ff2, self.ln2 = LayerNorm(d, eps), Linear(d, d_ff), Linear(d_ff, d), LayerNorm(d, eps)
+
+  def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
+    B, L, d = x.shape
+    q, k, v = [lin(x).reshape(B, L, self.heads, d // self.heads).transpose(1, 2) for lin in (self.q, self.k, self.v)]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias  # (B, H, L, L)
+    ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, d)  # (B, L, d)
+    x = self.ln1(x + self.o(ctx))
+    return self.ln2(x + self.ff2(self.act(self.ff1(x))))
+
+
+class Encoder:
+  """Embeddings + post-LN layers -> last hidden state (B, L, d). Subclasses say where positions come from."""
+  model_type = ""
+  layer_prefix = "encoder.layer."
+  layer_names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                 "o": "attention.output.dense", "ln1": "attention.output.LayerNorm", "ff1": "intermediate.dense",
+                 "ff2": "output.dense", "ln2": "output.LayerNorm"}
+  top_names = {"word": "embeddings.word_embeddings", "pos": "embeddings.position_embeddings",
+               "type": "embeddings.token_type_embeddings", "emb_ln": "embeddings.LayerNorm"}
+
+  def __init__(self, config: dict):
+    self.config = config
+    d, heads, d_ff, n_layers = self.sizes(config)
+    if d % heads: raise ModelLoadError(f"hidden size {d} is not a multiple of {heads} heads")
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    act_name = config.get("hidden_act", config.get("activation", "gelu"))
+    if act_name not in ACTIVATIONS: raise ModelLoadError(f"unsupported activation {act_name!r}")
+    self.dim, self.heads = d, heads
+    self.word = Embedding(config["vocab_size"], d)
+    self.pos = Embedding(config["max_position_embeddings"], d)
+    self.emb_ln = LayerNorm(d, eps)
+    self.layers = [Layer(d, heads, d_ff, eps, ACTIVATIONS[act_name]) for _ in range(n_layers)]
+
+  @staticmethod
+  def sizes(c: dict) -> tuple[int, int, int, int]:
+    return c["hidden_size"], c["num_attention_heads"], c["intermediate_size"], c["num_hidden_layers"]
+
+  def embed(self, ids: Tensor, mask: Tensor) -> Tensor:  # (B, L, d)
+    return self.word(ids) + self.pos(Tensor.arange(ids.shape[1]).reshape(1, -1).expand(ids.shape))
+
+  def position_bias(self, L: int) -> Tensor | None: return None  # (1, H, L, L) or None
+
+  def __call__(self, ids: Tensor, mask: Tensor) -> Tensor:
+    """ids (B, L) int, mask (B, L) 1 for tokens 0 for padding -> last hidden state (B, L, d) float32."""
+    x = self.emb_ln(self.embed(ids, mask))  # (B, L, d)
+    bias = ((1.0 - mask.float()) * MASK_VALUE).reshape(mask.shape[0], 1, 1, mask.shape[1])  # (B, 1, 1, L)
+    if (pb := self.position_bias(ids.shape[1])) is not None: bias = pb + bias  # (B, H, L, L)
+    for layer in self.layers: x = layer(x, bias)
+    return x
+
+  def hf_name(self, ours: str) -> str:
+    """Our state-dict key -> the checkpoint's key (without wrapper prefixes)."""
+    head, _, rest = ours.partition(".")
+    if head == "layers":
+      i, sub, leaf = rest.split(".")
+      return f"{self.layer_prefix}{i}.{self.layer_names[sub]}.{leaf}"
+    return f"{self.top_names[head]}.{rest}"
+
+
+class BertModel(Encoder):
+  model_type = "bert"
+
+  def __init__(self, config: dict):
+    if config.get("position_embedding_type", "absolute") != "absolute":
+      raise ModelLoadError(f"BERT position_embedding_type {config['position_embedding_type']!r} is not supported")
+    super().__init__(config)
+    self.type = Embedding(config.get("type_vocab_size", 2), self.dim)
+
+  def embed(self, ids: Tensor, mask: Tensor) -> Tensor:
+    # single-segment input: every token has type 0, as sentence-transformers feeds it
+    return super().embed(ids, mask) + self.type.weight[0]
+
+
+class DistilBertModel(Encoder):
+  model_type = "distilbert"
+  layer_prefix = "transformer.layer."
+  layer_names = {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin", "o": "attention.out_lin",
+                 "ln1": "sa_layer_norm", "ff1": "ffn.lin1", "ff2": "ffn.lin2", "ln2": "output_layer_norm"}
+  top_names = {k: v for k, v in Encoder.top_names.items() if k != "type"}
+
+  def __init__(self, config: dict):
+    super().__init__({**config, "layer_norm_eps": 1e-12})  # DistilBERT hardcodes its LayerNorm eps
+
+  @staticmethod
+  def sizes(c: dict) -> tuple[int, int, int, int]: return c["dim"], c["n_heads"], c["hidden_dim"], c["n_layers"]
+
+
+@functools.lru_cache(maxsize=None)
+def relative_position_bucket(L: int, num_buckets: int = 32, max_distance: int = 128) -> np.ndarray:
+  """HF MPNet's bucket of (key - query) for an L x L grid, bidirectional; float32 like torch so edges agree."""
+  rel = np.arange(L)[None, :] - np.arange(L)[:, None]  # (L, L) memory - context
+  n = -rel
+  half = num_buckets // 2
+  ret = (n < 0).astype(np.int64) * half
+  n = np.abs(n)
+  max_exact = half // 2
+  log_ratio = np.log(np.maximum(n, 1).astype(np.float32) / np.float32(max_exact))  # n < max_exact never uses it
+  scaled = log_ratio / np.float32(math.log(max_distance / max_exact))
+  large = np.minimum(max_exact + (scaled * np.float32(half - max_exact)).astype(np.int64), half - 1)
+  return (ret + np.where(n < max_exact, n, large)).astype(np.int32)
+
+
+class MPNetModel(Encoder):
+  model_type = "mpnet"
+  layer_names = {"q": "attention.attn.q", "k": "attention.attn.k", "v": "attention.attn.v", "o": "attention.attn.o",
+                 "ln1": "attention.LayerNorm", "ff1": "intermediate.dense", "ff2": "output.dense",
+                 "ln2": "output.LayerNorm"}
+  top_names = {**DistilBertModel.top_names, "rel_bias": "encoder.relative_attention_bias"}
+  padding_idx = 1  # fixed in HF's MPNetEmbeddings, whatever the config says
+
+  def __init__(self, config: dict):
+    super().__init__(config)
+    self.num_buckets = config.get("relative_attention_num_buckets", 32)
+    self.rel_bias = Embedding(self.num_buckets, self.heads)
+
+  def embed(self, ids: Tensor, mask: Tensor) -> Tensor:
+    # fairseq positions: real tokens count up from padding_idx + 1, pad tokens sit at padding_idx
+    real = (ids != self.padding_idx).cast(dtypes.int32)
+    return self.word(ids) + self.pos(real.cumsum(1) * real + self.padding_idx)
+
+  def position_bias(self, L: int) -> Tensor:
+    buckets = Tensor(relative_position_bucket(L, self.num_buckets), device=self.rel_bias.weight.device)  # (L, L)
+    return self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, L, L)
+
+
+ARCHITECTURES = {cls.model_type: cls for cls in (BertModel, DistilBertModel, MPNetModel)}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+  """Every tensor in a .safetensors file as numpy (bf16 widened by hand: numpy has no bfloat16)."""
+  from safetensors import safe_open
+  out, raw = {}, None
+  with safe_open(str(path), framework="numpy") as f:
+    for key in f.keys():
+      try: out[key] = f.get_tensor(key)
+      except (TypeError, ValueError):  # bf16: decode from the header offsets below
+        raw = raw if raw is not None else _raw_header(path)
+        info, data_start = raw[0][key], raw[1]
+        if info["dtype"] != "BF16": raise
+        start, end = info["data_offsets"]
+        with open(path, "rb") as fh:
+          fh.seek(data_start + start)
+          u16 = np.frombuffer(fh.read(end - start), dtype="<u2")
+        out[key] = (u16.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+  return out
+
+
+def _raw_header(path: Path) -> tuple[dict, int]:
+  with open(path, "rb") as fh:
+    n = int.from_bytes(fh.read(8), "little")
+    return json.loads(fh.read(n)), 8 + n
+
+
+def normalise_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Strip wrapper prefixes and map old LayerNorm gamma/beta names, so one table matches every variant."""
+  out = {}
+  for key, value in state.items():
+    stripped = True
+    while stripped:
+      stripped = False
+      for p in PREFIXES:
+        if key.startswith(p): key, stripped = key[len(p):], True
+    if key.endswith(".gamma"): key = key[:-len(".gamma")] + ".weight"
+    elif key.endswith(".beta"): key = key[:-len(".beta")] + ".bias"
+    out.setdefault(key, value)
+  return out
+
+
+def build_model(config: dict, state: dict[str, np.ndarray], source: str = "checkpoint") -> Encoder:
+  """An architecture from `config` (HF config.json dict) with weights from `state`; extra keys are ignored."""
+  mtype = config.get("model_type")
+  if mtype not in ARCHITECTURES:
+    raise ModelLoadError(f"{source}: unsupported model_type {mtype!r} (supported: {', '.join(ARCHITECTURES)})")
+  model = ARCHITECTURES[mtype](config)
+  state = normalise_keys(state)
+  wanted = {ours: model.hf_name(ours) for ours in get_state_dict(model)}
+  missing = sorted(hf for hf in wanted.values() if hf not in state)
+  if missing:
+    shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+    raise ModelLoadError(f"{source}: missing weights for {mtype}: {shown}")
+  params = get_state_dict(model)
+  for ours, hf in wanted.items():
+    arr = state[hf]
+    if tuple(arr.shape) != params[ours].shape:
+      raise ModelLoadError(f"{source}: weight {hf} has shape {tuple(arr.shape)}, config implies {params[ours].shape}")
+    # checkpoints may be fp16/bf16; the ports compute in float32 for parity with the HF reference
+    params[ours].replace(Tensor(np.ascontiguousarray(arr, dtype=np.float32)).realize())
+  return model
+
+
+def load_model(folder: str | Path) -> Encoder:
+  """config.json + model.safetensors in `folder` -> a loaded port (never unpickles .bin files)."""
+  folder = Path(folder)
+  cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+  if not cfg_path.is_file(): raise ModelLoadError(f"{folder}: no config.json")
+  if not weights.is_file():
+    hint = " (only pytorch_model.bin found: convert it to safetensors; pickles are not loaded)" \
+      if (folder / "pytorch_model.bin").exists() else ""
+    raise ModelLoadError(f"{folder}: no model.safetensors{hint}")
+  config = json.loads(cfg_path.read_text())
+  return build_model(config, read_safetensors(weights), source=str(weights))

@@ -1,0 +1,105 @@
+"""Student encoder properties: receptive fields of both padding modes, padding invariance, config validation."""
+import numpy as np
+import pytest
+from tinygrad import Tensor
+
+import backend
+import studentz as sz
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return sz.Config(vocab_size=64, d_model=16, hidden=24, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3,
+                   proj_dim=24, max_len=12, dropout=0.0, pool="gated").validate()
+
+
+def _feats(enc, ids, mask):
+  return enc.features(Tensor(ids), Tensor(mask)).numpy()
+
+
+@pytest.mark.parametrize("padding", ["centred", "causal"])
+def test_receptive_field(cfg, padding):
+  c = sz.Config.from_dict({**cfg.to_dict(), "padding": padding})
+  Tensor.manual_seed(0)
+  enc = sz.Encoder(c)
+  rf = enc.receptive_field                       # 1 + (k-1) * sum(dilations) = 7
+  assert rf == 7
+  rng = np.random.default_rng(0)
+  ids = rng.integers(4, 64, (2, 12)).astype(np.int32)
+  mask = np.ones((2, 12), np.float32)
+  base = _feats(enc, ids, mask)
+  p = 6
+  ids2 = ids.copy()
+  ids2[:, p] = (ids2[:, p] + 1 - 4) % 60 + 4
+  diff = np.abs(_feats(enc, ids2, mask) - base).max(axis=(0, 2))   # per position
+  changed = set(np.nonzero(diff > 1e-6)[0].tolist())
+  if padding == "causal":   # sees only the past: positions p .. p + rf - 1 may change, nothing before p
+    assert min(changed) == p and max(changed) <= p + rf - 1
+  else:                     # centred window: p - rf//2 .. p + rf//2
+    assert min(changed) >= p - rf // 2 and max(changed) <= p + rf // 2 and p in changed
+    assert changed != {p}   # it does look at both sides
+
+
+@pytest.mark.parametrize("pool", ["mean", "gated"])
+def test_padding_never_changes_z(cfg, pool):
+  c = sz.Config.from_dict({**cfg.to_dict(), "pool": pool})
+  Tensor.manual_seed(1)
+  enc = sz.Encoder(c)
+  sent = np.array([1, 17, 33, 9, 41, 2], np.int32)
+  zs = []
+  for L in (8, 12):   # the same sentence padded to two lengths (and next to a different neighbour row)
+    ids = np.zeros((2, L), np.int32)
+    mask = np.zeros((2, L), np.float32)
+    ids[0, :6], mask[0, :6] = sent, 1
+    ids[1, :L], mask[1, :L] = np.arange(L) % 50 + 4, 1
+    zs.append(enc(Tensor(ids), Tensor(mask)).numpy()[0])
+  np.testing.assert_allclose(zs[0], zs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_group_norm_is_padding_invariant(cfg):
+  c = sz.Config.from_dict({**cfg.to_dict(), "norm": "group"})
+  Tensor.manual_seed(2)
+  enc = sz.Encoder(c)
+  ids = np.array([[1, 5, 6, 7, 2, 0, 0, 0]], np.int32)
+  m = (ids > 0).astype(np.float32)
+  m[0, 0] = 1
+  z1 = enc(Tensor(ids), Tensor(m)).numpy()
+  ids2 = np.concatenate([ids, np.zeros((1, 4), np.int32)], 1)
+  z2 = enc(Tensor(ids2), Tensor(np.concatenate([m, np.zeros((1, 4), np.float32)], 1))).numpy()
+  np.testing.assert_allclose(z1, z2, rtol=1e-5, atol=1e-6)
+
+
+def test_config_validation_messages():
+  with pytest.raises(ValueError, match="dilation_schedule has 3 entries but n_blocks is 8"):
+    sz.Config(dilation_schedule=[1, 2, 4]).validate()
+  with pytest.raises(ValueError, match="optimizer.lr must be positive"):
+    sz.Config().override(("optimizer.lr", "-1"))
+  with pytest.raises(ValueError, match="unknown key"):
+    sz.Config().override(("bogus", "1"))
+  with pytest.raises(ValueError, match="unknown keys"):
+    sz.Config.from_dict({"vocab_size": 100, "colour": "red"})
+  c = sz.Config().override(("n_blocks", "2"), ("dilation_schedule", "[1, 3]"), ("optimizer.lr", "0.01"))
+  assert c.n_blocks == 2 and c.dilation_schedule == [1, 3] and c.optimizer["lr"] == 0.01
+  assert c.optimizer["weight_decay"] == 0.01     # nested dicts merge, they are not replaced
+  # a config value is data, never code
+  with pytest.raises(ValueError, match="norm must be"):
+    sz.Config().override(("norm", "__import__('os').system('true')"))
+
+
+def test_display_grid():
+  assert sz.display_grid(768) == (32, 24) and sz.display_grid(384) == (16, 24)
+  assert sz.as_grid(np.zeros((3, 768))).shape == (3, 32, 24)
+
+
+def test_device_switches(monkeypatch):
+  monkeypatch.delenv("DEV", raising=False)
+  monkeypatch.setenv("METAL", "1")
+  assert backend.select_device() == "METAL"
+  import os
+  assert "METAL" not in os.environ and os.environ["DEV"] == "METAL"
+  monkeypatch.setenv("DEV", "CPU")
+  monkeypatch.setenv("CLANG", "1")
+  assert backend.select_device() == "CPU"
+  with pytest.raises(backend.DeviceError, match="unknown device 'TPU'"):
+    backend.select_device("TPU")
+  monkeypatch.setenv("DEV", "CPU")

@@ -1,0 +1,446 @@
+"""Distill a transformer sentence encoder (the teacher) into the attention-free StudentZ encoder.
+
+  python train.py                                  # bundled Wikipedia, default teacher, sized for this machine
+  python train.py --config cfg.json --steps 5000 --out runs/big --optimizer.lr 1e-3
+  python train.py --resume runs/big                # continue runs/big/last exactly where it stopped
+  python train.py --eval runs/big/best --json      # metric table of a checkpoint
+
+Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> evaluation.
+"""
+from __future__ import annotations
+import argparse, json, os, signal, sys, time
+from pathlib import Path
+
+import backend
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_TEACHER = "all-MiniLM-L6-v2"
+
+# A 2-core CPU cannot train the full model in minutes: this profile keeps the default run short there. Values the
+# user sets (config file or --key) always win; the run prints which profile it took.
+CPU_PROFILE = dict(vocab_size=4000, d_model=128, hidden=256, n_blocks=4, dilation_schedule=[1, 2, 4, 8],
+                   dec_blocks=3, dec_dilation_schedule=[1, 2, 4], batch_size=64, steps=300, eval_every=100,
+                   warmup_steps=30, data_limit=4000, max_len=48)
+
+
+def default_corpus() -> Path | None:
+  for base in (os.environ.get("STUDENTZ_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
+    if base and (p := Path(base) / "wikipedia" / "enwiki-docs.jsonl.gz").is_file(): return p
+  return None
+
+
+def default_stsb() -> Path | None:
+  for base in (os.environ.get("STUDENTZ_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
+    if base and (p := Path(base) / "stsb" / "sts-test.csv").is_file(): return p
+  return None
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog="Any config field can be overridden as --key value (nested: --optimizer.lr 1e-3, --loss_weights.sem 0); "
+           "run with --print-config to see them all. Device: DEV=CUDA / CUDA=1 / METAL=1 / CPU=1 before the command.")
+  p.add_argument("--config", type=Path, help="JSON config file (fields of studentz.Config); unset fields keep defaults")
+  p.add_argument("--teacher", default=None, help=f"teacher name, local HF folder or hub id (default {DEFAULT_TEACHER})")
+  p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
+  p.add_argument("--out", type=Path, default=None, help="run folder for metrics.jsonl and checkpoints (default runs/NAME)")
+  p.add_argument("--data-source", type=Path, default=None,
+                 help="corpus: text (one per line), JSONL with a 'text' field, or .gz of either "
+                      "(default: the bundled Wikipedia shard)")
+  p.add_argument("--data-dir", type=Path, default=None, help="where prepared data is cached (default runs/data/...)")
+  p.add_argument("--profile", choices=["auto", "full", "cpu"], default="auto",
+                 help="auto: small model + corpus slice on CPU, full config on a GPU (default auto)")
+  p.add_argument("--time-limit", type=float, default=0, metavar="MIN",
+                 help="stop training after this many minutes (validates and checkpoints first); 0 = no limit")
+  p.add_argument("--teacher-batch-size", type=int, default=0, help="teacher batch (default 256 on GPU, 32 on CPU)")
+  p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
+  p.add_argument("--eval", type=Path, default=None, metavar="CKPT_DIR", help="evaluate a checkpoint and exit")
+  p.add_argument("--json", action="store_true", help="with --eval: print one JSON object")
+  p.add_argument("--stsb-limit", type=int, default=0,
+                 help="with --eval: use only the first N STS-B test pairs (0 = all 1379; the teacher's side is cached)")
+  p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  args, rest = p.parse_known_args(argv)
+  overrides = []
+  i = 0
+  while i < len(rest):  # the remaining --key value pairs are config overrides
+    tok = rest[i]
+    if not tok.startswith("--") or i + 1 >= len(rest) or "=" in tok and False:
+      p.error(f"unexpected argument {tok!r}: config overrides take the form --key value")
+    key, _, val = tok[2:].partition("=")
+    if val == "":
+      val = rest[i + 1]
+      i += 1
+    overrides.append((key, val))
+    i += 1
+  return p, args, overrides
+
+
+def resolve_config(args, overrides, device: str):
+  from studentz import Config
+  user: dict = {}
+  if args.config:
+    if not args.config.is_file(): raise SystemExit(f"error: config file not found: {args.config}")
+    try: user = json.loads(args.config.read_text())
+    except json.JSONDecodeError as e: raise SystemExit(f"error: {args.config} is not valid JSON: {e}")
+    if not isinstance(user, dict): raise SystemExit(f"error: {args.config} must hold a JSON object")
+  if args.steps is not None: overrides = [*overrides, ("steps", str(args.steps))]
+  cfg = Config.from_dict(user).override(*overrides)
+  set_by_user = set(user) | {k.split(".")[0].replace("-", "_") for k, _ in overrides}
+  profile = args.profile
+  if profile == "auto": profile = "cpu" if device.split(":")[0] == "CPU" else "full"
+  if profile == "cpu":
+    cfg = Config.from_dict({**cfg.to_dict(), **{k: v for k, v in CPU_PROFILE.items() if k not in set_by_user}})
+  return cfg.validate(), profile
+
+
+def main(argv=None) -> int:
+  parser, args, overrides = parse_args(argv)
+  device = backend.check_device()
+  if args.eval is not None: return run_eval(args.eval, json_out=args.json, stsb_limit=args.stsb_limit)
+  from studentz import CheckpointError
+  try:
+    if args.resume is not None: return resume(args)
+    cfg, profile = resolve_config(args, overrides, device)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if args.print_config:
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+  teacher_name = args.teacher or DEFAULT_TEACHER
+  out = args.out or ROOT / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
+  if (out / "last").exists():
+    print(f"error: {out} already holds a run; use --resume {out} to continue it or pick another --out",
+          file=sys.stderr)
+    return 2
+  print(f"device {device} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
+        "--profile full for the full config)" if profile == "cpu" else ""), file=sys.stderr)
+  try:
+    return train(cfg, teacher_name, out, args, device)
+  except (CheckpointError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def load_teacher_or_exit(name: str):
+  from teacher import load_teacher
+  try:
+    return load_teacher(name)
+  except Exception as e:  # missing folder, offline hub id, corrupt weights: one line, no traceback
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise SystemExit(f"error: cannot load teacher {name!r}: {msg}")
+
+
+def prepare_data(cfg, teacher, args, quiet: bool):
+  """Sentences, student tokenizer, token ids and teacher vectors: each computed once and cached on disk."""
+  import corpus
+  source = args.data_source or default_corpus()
+  if source is None:
+    raise SystemExit("error: no corpus found: pass --data-source PATH (text, JSONL or .gz) or set STUDENTZ_DATA "
+                     "to a folder holding wikipedia/enwiki-docs.jsonl.gz")
+  if not Path(source).is_file(): raise SystemExit(f"error: corpus file not found: {source}")
+  data_dir = args.data_dir or ROOT / "runs" / "data" / f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}" \
+      f"-v{cfg.vocab_size}-l{cfg.max_len}"
+  dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
+                      limit=cfg.data_limit or None, progress=not quiet)
+  tbs = args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
+  corpus.compute_teacher_vectors(data_dir, teacher, batch_size=tbs, progress=not quiet)
+  return dd, Path(data_dir)
+
+
+def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> int:
+  import numpy as np
+  import corpus
+  from tinygrad import Tensor
+  from progress import Progress
+  import studentz as sz
+
+  teacher = load_teacher_or_exit(teacher_name)
+  if cfg.proj_dim != teacher.dim:
+    cfg = sz.Config.from_dict({**cfg.to_dict(), "proj_dim": teacher.dim})
+  _, data_dir = prepare_data(cfg, teacher, args, args.quiet)
+  from student_tokenizer import StudentTokenizer
+  tok = StudentTokenizer.load(data_dir / "tokenizer.json")
+  if tok.vocab_size > cfg.vocab_size: raise ValueError(f"tokenizer has {tok.vocab_size} ids > vocab_size")
+  tkey = teacher.fingerprint
+  train_loader = corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=tkey, seed=cfg.seed)
+  val = split_rows(data_dir, "val", tkey, 2048)
+  print(f"data: {len(train_loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
+        f"run folder {out}", file=sys.stderr)
+
+  Tensor.manual_seed(cfg.seed)
+  enc = sz.Encoder(cfg)
+  trainer = sz.Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
+  n_params = sum(int(np.prod(t.shape)) for t in trainer.named.values())
+  meta = {"teacher": {"name": teacher.name, "dim": teacher.dim, "fingerprint": teacher.fingerprint},
+          "data_dir": str(data_dir), "n_params": n_params}
+  ck = Checkpointer(out, cfg, meta, tok)
+  best, bad_evals, start = -1.0, 0, 0
+  if state is not None:  # resume: weights, optimiser, schedule, loss scale, RNG and data position
+    best, bad_evals = ck.restore(state, trainer, train_loader)
+    start = trainer.step_count
+  print(f"model: {n_params / 1e6:.2f}M params, receptive field {enc.receptive_field} tokens, "
+        f"precision {cfg.precision}", file=sys.stderr)
+
+  stop = {"flag": False}
+  def on_signal(sig, frame):  # Ctrl-C: finish the step, write last/, exit cleanly
+    stop["flag"] = True
+  old = signal.signal(signal.SIGINT, on_signal)
+  bar = Progress(cfg.steps, "train", "step", disable=args.quiet)
+  bar.n = start
+  t_last, tok_count, bad_run = time.perf_counter(), 0, 0
+  deadline = time.perf_counter() + args.time_limit * 60 if args.time_limit > 0 else float("inf")
+  log = open(out / "metrics.jsonl", "a")
+  try:
+    for step in range(start, cfg.steps):
+      batch = next(train_loader)
+      m = trainer.step({"tokens": batch["tokens"], "mask": batch["mask"], "teacher": batch["teacher"]})
+      tok_count += int(batch["mask"].sum())
+      bad_run = 0 if m["ok"] > 0.5 else bad_run + 1
+      if bad_run:
+        print(f"\nwarning: step {step + 1} had non-finite loss/gradients (loss {m['loss']}): skipped, "
+              f"loss scale {m['loss_scale']:g}", file=sys.stderr)
+      if bad_run >= cfg.max_bad_steps:
+        ck.save("last", trainer, enc, train_loader, best, bad_evals, {})
+        raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
+                         f"precision fp32. Last good state is in {out / 'last'}")
+      if (step + 1) % cfg.log_every == 0 or step == start:
+        now = time.perf_counter()
+        rate = tok_count / (now - t_last)
+        t_last, tok_count = now, 0
+        rec = {"step": step + 1, "time": time.time(), **{k: round(v, 6) for k, v in m.items()}, "tokens_per_s": rate,
+               "cos_loss": round(m["cos"], 6), "cos": round(1 - m["cos"], 6)}
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        bar.update(step + 1 - bar.n, loss=m["loss"], cos=1 - m["cos"], tok_s=int(rate))
+      if time.perf_counter() > deadline and not stop["flag"]:
+        print(f"\ntime limit of {args.time_limit:g} min reached at step {step + 1}", file=sys.stderr)
+        stop["flag"] = True
+      if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stop["flag"]:
+        vm = validate(enc, val, cfg)
+        improved = vm["val_cos"] > best
+        if improved: best, bad_evals = vm["val_cos"], 0
+        else: bad_evals += 1
+        log.write(json.dumps({"step": step + 1, "time": time.time(), **vm, "best_val_cos": best}) + "\n")
+        log.flush()
+        ck.save("last", trainer, enc, train_loader, best, bad_evals, vm)
+        if improved: ck.link("best")
+        print(f"\nstep {step + 1}: val_cos {vm['val_cos']:.4f} val_mse {vm['val_mse']:.4f}"
+              f"{' (best)' if improved else ''}", file=sys.stderr)
+        if bad_evals >= cfg.patience:
+          print(f"early stop: no better val_cos in {bad_evals} evaluations", file=sys.stderr)
+          break
+      if stop["flag"]:
+        if time.perf_counter() > deadline: break
+        print(f"interrupted: state saved in {out / 'last'}; continue with --resume {out}", file=sys.stderr)
+        break
+  finally:
+    bar.close()
+    log.close()
+    signal.signal(signal.SIGINT, old)
+  print(f"best val_cos {best:.4f}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
+  return 0
+
+
+def validate(enc, rows: dict, cfg) -> dict:
+  """Mean cosine and squared distance between student and teacher vectors on held-out sentences."""
+  import numpy as np
+  zs, zt = embed_split(enc, rows, cfg)
+  cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
+  return {"val_cos": float(cos.mean()), "val_mse": float(((zs - zt) ** 2).sum(-1).mean()), "val_n": len(zs)}
+
+
+def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int) -> dict:
+  """The first `limit` sentences of a split (a fixed, deterministic held-out set): ids, mask and teacher vectors."""
+  import numpy as np
+  import corpus
+  dd = corpus.open_data_dir(data_dir)
+  idx = dd.indices(split)[:limit]
+  tokens = np.asarray(dd.tokens[idx], dtype=np.int32)
+  mask = (np.arange(tokens.shape[1])[None] < np.asarray(dd.lengths[idx])[:, None]).astype(np.float32)
+  return {"tokens": tokens, "mask": mask, "teacher": np.asarray(dd.teacher_vectors(teacher_key)[idx]),
+          "index": idx, "texts": dd.texts(idx)}
+
+
+def embed_split(enc, rows: dict, cfg):
+  return encode_ids(enc, rows["tokens"], rows["mask"], cfg.batch_size), rows["teacher"]
+
+
+def encode_ids(enc, tokens, mask, batch_size: int):
+  """Student vectors for token ids, in fixed-size batches under one JIT (the last batch is padded)."""
+  import numpy as np
+  from tinygrad import Tensor, TinyJit
+  if not hasattr(enc, "_jit_encode"): enc._jit_encode = TinyJit(lambda t, m: enc(t, m).realize())
+  out = []
+  for i in range(0, len(tokens), batch_size):
+    t, m = tokens[i:i + batch_size], mask[i:i + batch_size]
+    n = len(t)
+    if n < batch_size:
+      t = np.concatenate([t, np.zeros((batch_size - n, t.shape[1]), t.dtype)])
+      m = np.concatenate([m, np.zeros((batch_size - n, m.shape[1]), m.dtype)])
+    out.append(enc._jit_encode(Tensor(np.ascontiguousarray(t, dtype=np.int32)),
+                               Tensor(np.ascontiguousarray(m, dtype=np.float32))).numpy()[:n])
+  return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
+
+
+class Checkpointer:
+  """`out/step-N/` folders written completely, then `out/last` / `out/best` symlinks swapped atomically: a kill at any
+  moment leaves the previous checkpoint loadable."""
+
+  def __init__(self, out: Path, cfg, meta: dict, tokenizer):
+    self.out, self.cfg, self.meta, self.tok = Path(out), cfg, meta, tokenizer
+    self.out.mkdir(parents=True, exist_ok=True)
+    self.current: Path | None = None
+
+  def save(self, name: str, trainer, enc, loader, best: float, bad_evals: int, metrics: dict) -> Path:
+    import studentz as sz
+    from tinygrad import Tensor
+    from tinygrad.nn.state import get_state_dict
+    step = trainer.step_count
+    d = self.out / f"step-{step:07d}"
+    d.mkdir(parents=True, exist_ok=True)
+    sz.save_tensors(d / "model.safetensors", {f"encoder.{k}": v for k, v in get_state_dict(enc).items()})
+    dev = Tensor._device_rng_counters
+    rng = {f"rng.{i}": t for i, t in enumerate(dev.values())}
+    sz.save_tensors(d / "train_state.safetensors", {**trainer.state(), **rng})
+    info = {"format_version": sz.FORMAT_VERSION, "step": step, "config": self.cfg.to_dict(), **self.meta,
+            "metrics": metrics, "best_val_cos": best, "bad_evals": bad_evals, "loader": loader.state_dict()}
+    sz.atomic_write_bytes(d / "config.json", json.dumps(info, indent=2).encode())
+    sz.atomic_write_bytes(d / "tokenizer.json", self.tok.to_json_str().encode())
+    self.current = d
+    self.link(name)
+    self._prune()
+    return d
+
+  def link(self, name: str) -> None:
+    """Point out/name at the newest step folder: a relative symlink replaced with one atomic rename."""
+    tmp = self.out / f".{name}.tmp"
+    if tmp.is_symlink() or tmp.exists(): tmp.unlink()
+    os.symlink(self.current.name, tmp)
+    os.replace(tmp, self.out / name)
+
+  def _prune(self) -> None:
+    keep = {os.path.realpath(self.out / n) for n in ("last", "best") if (self.out / n).exists()}
+    for d in self.out.glob("step-*"):
+      if os.path.realpath(d) not in keep:
+        for f in d.iterdir(): f.unlink()
+        d.rmdir()
+
+  def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
+    import studentz as sz
+    from tinygrad import Tensor
+    d = state["dir"]
+    arrays = sz.load_tensors(d / "model.safetensors")
+    for k, m in trainer.models.items(): sz.assign_state(m, arrays, prefix=f"{k}.")
+    ts = sz.load_tensors(d / "train_state.safetensors")
+    for k, t in trainer.state().items():
+      if k not in ts: raise sz.CheckpointError(f"{d} lacks training state {k}: cannot resume exactly")
+      t.assign(Tensor(np.ascontiguousarray(ts[k])).cast(t.dtype)).realize()
+    Tensor.rand(1).realize()  # creates the device RNG counters so they can be restored
+    for i, t in enumerate(Tensor._device_rng_counters.values()):
+      if f"rng.{i}" in ts: t.assign(Tensor(ts[f"rng.{i}"])).realize()
+    loader.load_state_dict(state["info"]["loader"])
+    self.current = d.resolve()
+    return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])
+
+
+def read_checkpoint_info(ckpt: Path) -> dict:
+  from studentz import CheckpointError
+  ckpt = Path(ckpt)
+  cfg_file = ckpt / "config.json"
+  if not ckpt.exists(): raise CheckpointError(f"checkpoint not found: {ckpt}")
+  if not cfg_file.is_file(): raise CheckpointError(f"{ckpt} is not a StudentZ checkpoint (no config.json)")
+  try: info = json.loads(cfg_file.read_text())
+  except json.JSONDecodeError as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
+  if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
+  return info
+
+
+def resume(args) -> int:
+  from studentz import Config
+  run = Path(args.resume)
+  last = run / "last"
+  info = read_checkpoint_info(last)
+  cfg = Config.from_dict(info["config"])
+  if args.steps is not None: cfg = cfg.override(("steps", str(args.steps)))
+  args.data_dir = args.data_dir or Path(info["data_dir"])
+  print(f"resuming {run} at step {info['step']}", file=sys.stderr)
+  return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
+               state={"dir": last.resolve(), "info": info})
+
+
+def load_encoder(ckpt: Path):
+  """(encoder, info, tokenizer) from a checkpoint folder."""
+  import studentz as sz
+  from student_tokenizer import StudentTokenizer
+  info = read_checkpoint_info(ckpt)
+  cfg = sz.Config.from_dict(info["config"])
+  enc = sz.Encoder(cfg)
+  sz.assign_state(enc, sz.load_tensors(Path(ckpt) / "model.safetensors"), prefix="encoder.")
+  return enc, info, StudentTokenizer.load(Path(ckpt) / "tokenizer.json")
+
+
+def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0) -> int:
+  """val_cos / val_mse / retrieval P@10 on held-out sentences, STS-B Spearman of student and teacher."""
+  import numpy as np
+  import corpus, metrics
+  from studentz import CheckpointError
+  try:
+    enc, info, tok = load_encoder(ckpt)
+  except CheckpointError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  cfg = enc.cfg
+  data_dir = Path(info["data_dir"])
+  rows = split_rows(data_dir, "test", info["teacher"]["fingerprint"], 4096)
+  zs, zt = embed_split(enc, rows, cfg)
+  cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
+  res = {"checkpoint": str(ckpt), "step": info["step"], "teacher": info["teacher"]["name"],
+         "val_cos": float(cos.mean()), "val_mse": float(((zs - zt) ** 2).sum(-1).mean()), "eval_n": len(zs),
+         "retrieval_p_at_10": metrics.retrieval_overlap_at_k(zs, zt, k=10) if len(zs) > 10 else None}
+  stsb = default_stsb()
+  if stsb is not None:
+    s1, s2, scores = metrics.load_stsb(stsb)
+    if stsb_limit > 0: s1, s2, scores = s1[:stsb_limit], s2[:stsb_limit], scores[:stsb_limit]
+    res["stsb_n"] = len(s1)
+    ids1, m1 = tok.encode_batch(s1, cfg.max_len)
+    ids2, m2 = tok.encode_batch(s2, cfg.max_len)
+    e1, e2 = encode_ids(enc, ids1, m1, cfg.batch_size), encode_ids(enc, ids2, m2, cfg.batch_size)
+    res["stsb_spearman"] = metrics.stsb_spearman(e1, e2, scores)
+    t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir)
+    res["teacher_stsb_spearman"] = metrics.stsb_spearman(t1, t2, scores) if t1 is not None else None
+    if t1 is not None: res["stsb_ratio"] = res["stsb_spearman"] / res["teacher_stsb_spearman"]
+  if json_out:
+    print(json.dumps(res))
+  else:
+    for k, v in res.items(): print(f"{k:>24}  {v:.4f}" if isinstance(v, float) else f"{k:>24}  {v}")
+  return 0
+
+
+def teacher_stsb_vectors(info: dict, s1, s2, data_dir: Path):
+  """The teacher's STS-B test vectors, computed once per teacher and cached next to the data."""
+  import numpy as np
+  cache = data_dir / f"stsb-test-{info['teacher']['fingerprint'][:12]}-{len(s1)}.npz"
+  if cache.is_file():
+    z = np.load(cache)
+    return z["a"], z["b"]
+  try:
+    from teacher import load_teacher
+    t = load_teacher(info["teacher"]["name"])
+  except Exception as e:
+    print(f"warning: teacher unavailable ({e}); teacher_stsb_spearman is null", file=sys.stderr)
+    return None, None
+  a, b = t.embed(list(s1), progress=True), t.embed(list(s2), progress=True)
+  tmp = cache.with_suffix(".tmp.npz")
+  np.savez(tmp, a=a, b=b)
+  os.replace(tmp, cache)
+  return a, b
+
+
+def cli() -> None:
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()
