@@ -26,6 +26,8 @@ CONTIG_ACT = int(os.environ.get("STUDENTZ_CONTIG_ACT", "2"))
 # ----------------------------------------------------------------------------------------------------------------------
 # config
 
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
 @dataclass
 class Config:
   # --- encoder ---
@@ -66,8 +68,20 @@ class Config:
   max_bad_steps: int = 50          # stop after this many consecutive non-finite steps
   seed: int = 0
   data_limit: int = 0              # use only the first N corpus sentences (0 = all)
+  length_buckets: list = field(default_factory=lambda: [32, 64])  # batches cut to the shortest bucket that fits:
+                                   # short sentences stop paying for max_len; one JIT capture per bucket ([] = off)
 
   def validate(self) -> "Config":
+    # types first: every value check below compares or measures, which on a wrong type (a string from --key value, a
+    # JSON list where a number belongs) would raise TypeError deep inside instead of naming the field
+    default = type(self)()
+    wrong = []
+    for f in fields(self):
+      v, want = getattr(self, f.name), type(getattr(default, f.name))
+      num = isinstance(v, (int, float)) and not isinstance(v, bool)
+      if not (isinstance(v, want) and not isinstance(v, bool) if want is not float else num):
+        wrong.append(f"{f.name} must be {_TYPE_WORDS[want]}, got {json.dumps(v, default=str)[:40]}")
+    if wrong: raise ValueError("invalid config: " + "; ".join(wrong))
     errs = []
     def need(ok, msg):
       if not ok: errs.append(msg)
@@ -99,13 +113,20 @@ class Config:
       unknown = set(opt) - {"type", "lr", "weight_decay", "betas", "eps"}
       need(not unknown, f"unknown optimizer keys: {sorted(unknown)}")
       need(isinstance(opt.get("lr", 0), (int, float)) and opt.get("lr", 0) > 0, "optimizer.lr must be positive")
-      need(opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay must be >= 0")
+      def number(x): return isinstance(x, (int, float)) and not isinstance(x, bool)
+      need(number(opt.get("weight_decay", 0)) and opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay must be >= 0")
+      need(number(opt.get("eps", 1e-8)) and opt.get("eps", 1e-8) > 0, "optimizer.eps must be positive")
+      betas = opt.get("betas", [0.9, 0.999])
+      need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas),
+           "optimizer.betas must be two numbers in [0, 1)")
     lw = self.loss_weights
     unknown = set(lw) - {"cos", "mse", "ce", "sem"}
     need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem)")
     need(all(isinstance(v, (int, float)) and v >= 0 for v in lw.values()), "loss_weights must be >= 0")
     need(self.warmup_steps >= 0 and 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0 and min_lr_ratio in [0, 1]")
     need(self.clip_norm >= 0, "clip_norm must be >= 0")
+    need(isinstance(self.length_buckets, list) and all(isinstance(b, int) and 3 <= b for b in self.length_buckets),
+         "length_buckets must be a list of integers >= 3")
     if errs: raise ValueError("invalid config: " + "; ".join(errs))
     return self
 
@@ -401,9 +422,13 @@ class Trainer:
     self.grad_acc = None
     if cfg.grad_accum > 1:
       self.grad_acc = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.opt.params]
-    self._step = TinyJit(self._step_impl)
-    self._micro = TinyJit(self._micro_impl)
+    self._jits: dict = {}  # one TinyJit per (function, batch shape): a JIT replays fixed shapes only
     self._apply = TinyJit(self._apply_impl)
+
+  def _jit(self, name: str, batch: dict) -> TinyJit:
+    key = (name, tuple(tuple(v.shape) for v in batch.values()))
+    if key not in self._jits: self._jits[key] = TinyJit(getattr(self, f"_{name}_impl"))
+    return self._jits[key]
 
   # -- the graph pieces
   def _grads(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
@@ -476,12 +501,13 @@ class Trainer:
     """One optimiser step on a numpy batch (B = cfg.batch_size). Returns the step's figures as floats."""
     with Context(TRAINING=1):
       if self.grad_acc is None:
-        vals = self._step(**{k: Tensor(v) for k, v in batch.items()}).numpy()
+        vals = self._jit("step", batch)(**{k: Tensor(v) for k, v in batch.items()}).numpy()
       else:
         acc = None
         for i in range(self.cfg.grad_accum):
           sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
-          v = self._micro(**{k: Tensor(np.ascontiguousarray(x[sl])) for k, x in batch.items()}).numpy()
+          micro = {k: np.ascontiguousarray(x[sl]) for k, x in batch.items()}
+          v = self._jit("micro", micro)(**{k: Tensor(x) for k, x in micro.items()}).numpy()
           acc = v if acc is None else acc + v
         tail = self._apply().numpy()
         vals = np.concatenate([acc / self.cfg.grad_accum, tail])
@@ -561,11 +587,13 @@ def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict:
   sd = get_state_dict(model)
   missing = [k for k in sd if prefix + k not in arrays]
   if strict and missing: raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+  # every shape is checked before any tensor is written, so a refused checkpoint leaves the model as it was
+  bad = [f"tensor {k} has shape {tuple(arrays[prefix + k].shape)} in the checkpoint but {tuple(t.shape)} in the model"
+         for k, t in sd.items() if prefix + k in arrays and tuple(arrays[prefix + k].shape) != tuple(t.shape)]
+  if bad: raise CheckpointError("; ".join(bad) + ": the checkpoint was made with another config (vocabulary or "
+                                "teacher dimension)")
   for k, t in sd.items():
     if prefix + k not in arrays: continue
     a = arrays[prefix + k]
-    if tuple(a.shape) != tuple(t.shape):
-      raise CheckpointError(f"tensor {k} has shape {tuple(a.shape)} in the checkpoint but {tuple(t.shape)} in the "
-                            f"model: the checkpoint was made with another config (vocabulary or teacher dimension)")
     t.assign(Tensor(np.ascontiguousarray(a.astype(np.float32 if dtypes.is_float(t.dtype) else a.dtype)),
                     device=t.device).cast(t.dtype)).realize()

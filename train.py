@@ -20,7 +20,7 @@ DEFAULT_TEACHER = "all-MiniLM-L6-v2"
 # user sets (config file or --key) always win; the run prints which profile it took.
 CPU_PROFILE = dict(vocab_size=4000, d_model=128, hidden=256, n_blocks=4, dilation_schedule=[1, 2, 4, 8],
                    dec_blocks=3, dec_dilation_schedule=[1, 2, 4], batch_size=64, steps=300, eval_every=100,
-                   warmup_steps=30, data_limit=4000, max_len=48)
+                   warmup_steps=30, data_limit=4000, max_len=48, length_buckets=[])
 
 
 def default_corpus() -> Path | None:
@@ -56,6 +56,8 @@ def parse_args(argv=None):
   p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
   p.add_argument("--eval", type=Path, default=None, metavar="CKPT_DIR", help="evaluate a checkpoint and exit")
   p.add_argument("--json", action="store_true", help="with --eval: print one JSON object")
+  p.add_argument("--decode-limit", type=int, default=512,
+                 help="with --eval: decode this many held-out sentences (<= 32 tokens) in modes A and B (0 = skip)")
   p.add_argument("--stsb-limit", type=int, default=0,
                  help="with --eval: use only the first N STS-B test pairs (0 = all 1379; the teacher's side is cached)")
   p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -80,10 +82,11 @@ def resolve_config(args, overrides, device: str):
   from studentz import Config
   user: dict = {}
   if args.config:
-    if not args.config.is_file(): raise SystemExit(f"error: config file not found: {args.config}")
+    # ValueError, not SystemExit(msg): main turns it into one line and exit status 2 like every other bad input
+    if not args.config.is_file(): raise ValueError(f"config file not found: {args.config}")
     try: user = json.loads(args.config.read_text())
-    except json.JSONDecodeError as e: raise SystemExit(f"error: {args.config} is not valid JSON: {e}")
-    if not isinstance(user, dict): raise SystemExit(f"error: {args.config} must hold a JSON object")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{args.config} is not valid JSON: {e}")
+    if not isinstance(user, dict): raise ValueError(f"{args.config} must hold a JSON object")
   if args.steps is not None: overrides = [*overrides, ("steps", str(args.steps))]
   cfg = Config.from_dict(user).override(*overrides)
   set_by_user = set(user) | {k.split(".")[0].replace("-", "_") for k, _ in overrides}
@@ -97,7 +100,8 @@ def resolve_config(args, overrides, device: str):
 def main(argv=None) -> int:
   parser, args, overrides = parse_args(argv)
   device = backend.check_device()
-  if args.eval is not None: return run_eval(args.eval, json_out=args.json, stsb_limit=args.stsb_limit)
+  if args.eval is not None:
+    return run_eval(args.eval, json_out=args.json, stsb_limit=args.stsb_limit, decode_limit=args.decode_limit)
   from studentz import CheckpointError
   try:
     if args.resume is not None: return resume(args)
@@ -123,13 +127,25 @@ def main(argv=None) -> int:
     return 2
 
 
+def load_teacher(name: str):
+  """The teacher for `name`. Looked up as a module attribute on every use, so tests can swap in a fake teacher
+  (anything with .name, .dim, .fingerprint and .embed(texts, batch_size)) without loading real weights."""
+  from teacher import load_teacher as load
+  return load(name)
+
+
 def load_teacher_or_exit(name: str):
-  from teacher import load_teacher
   try:
     return load_teacher(name)
   except Exception as e:  # missing folder, offline hub id, corrupt weights: one line, no traceback
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise SystemExit(f"error: cannot load teacher {name!r}: {msg}")
+    fail(f"cannot load teacher {name!r}: {msg}")
+
+
+def fail(msg: str):
+  """One line on stderr and exit status 2 (bad input), the same contract main() keeps for config errors."""
+  print(f"error: {msg}", file=sys.stderr)
+  raise SystemExit(2)
 
 
 def prepare_data(cfg, teacher, args, quiet: bool):
@@ -137,9 +153,9 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   import corpus
   source = args.data_source or default_corpus()
   if source is None:
-    raise SystemExit("error: no corpus found: pass --data-source PATH (text, JSONL or .gz) or set STUDENTZ_DATA "
-                     "to a folder holding wikipedia/enwiki-docs.jsonl.gz")
-  if not Path(source).is_file(): raise SystemExit(f"error: corpus file not found: {source}")
+    fail("no corpus found: pass --data-source PATH (text, JSONL or .gz) or set STUDENTZ_DATA "
+         "to a folder holding wikipedia/enwiki-docs.jsonl.gz")
+  if not Path(source).is_file(): fail(f"corpus file not found: {source}")
   data_dir = args.data_dir or ROOT / "runs" / "data" / f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}" \
       f"-v{cfg.vocab_size}-l{cfg.max_len}"
   dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
@@ -159,22 +175,30 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   teacher = load_teacher_or_exit(teacher_name)
   if cfg.proj_dim != teacher.dim:
     cfg = sz.Config.from_dict({**cfg.to_dict(), "proj_dim": teacher.dim})
-  _, data_dir = prepare_data(cfg, teacher, args, args.quiet)
+  dd, data_dir = prepare_data(cfg, teacher, args, args.quiet)
   from student_tokenizer import StudentTokenizer
   tok = StudentTokenizer.load(data_dir / "tokenizer.json")
   if tok.vocab_size > cfg.vocab_size: raise ValueError(f"tokenizer has {tok.vocab_size} ids > vocab_size")
   tkey = teacher.fingerprint
-  train_loader = corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=tkey, seed=cfg.seed)
+  buckets = sorted({b for b in cfg.length_buckets if b < cfg.max_len} | {cfg.max_len}) if cfg.length_buckets else None
+  train_loader = corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=tkey, seed=cfg.seed,
+                               length_buckets=buckets)
   val = split_rows(data_dir, "val", tkey, 2048)
   print(f"data: {len(train_loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
         f"run folder {out}", file=sys.stderr)
 
   Tensor.manual_seed(cfg.seed)
   enc = sz.Encoder(cfg)
-  trainer = sz.Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
+  models, loss_fn = {"encoder": enc}, sz.distill_loss_fn
+  joint = cfg.loss_weights.get("ce", 0) > 0
+  if joint:  # the decoder learns z -> text alongside: mode A rows decode z_s (CE reaches the encoder), mode B z_t
+    from decoder import Decoder, ModeBProjection, joint_loss_fn
+    models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
+    loss_fn = joint_loss_fn
+  trainer = sz.Trainer(cfg, models, loss_fn)
   n_params = sum(int(np.prod(t.shape)) for t in trainer.named.values())
   meta = {"teacher": {"name": teacher.name, "dim": teacher.dim, "fingerprint": teacher.fingerprint},
-          "data_dir": str(data_dir), "n_params": n_params}
+          "data_dir": str(data_dir), "data_source": str(Path(dd.meta["source"]).resolve()), "n_params": n_params}
   ck = Checkpointer(out, cfg, meta, tok)
   best, bad_evals, start = -1.0, 0, 0
   if state is not None:  # resume: weights, optimiser, schedule, loss scale, RNG and data position
@@ -195,17 +219,22 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   try:
     for step in range(start, cfg.steps):
       batch = next(train_loader)
-      m = trainer.step({"tokens": batch["tokens"], "mask": batch["mask"], "teacher": batch["teacher"]})
+      feed = {"tokens": batch["tokens"], "mask": batch["mask"], "teacher": batch["teacher"]}
+      if joint:  # mode A and mode B batches alternate (share mode_b_ratio of B); drawn from the step number, so a
+        # resumed run draws the same sequence
+        use_b = np.random.default_rng([cfg.seed, step]).random() < cfg.mode_b_ratio
+        feed["mode_b"] = np.full(len(batch["tokens"]), float(use_b), np.float32)
+      m = trainer.step(feed)
       tok_count += int(batch["mask"].sum())
       bad_run = 0 if m["ok"] > 0.5 else bad_run + 1
       if bad_run:
         print(f"\nwarning: step {step + 1} had non-finite loss/gradients (loss {m['loss']}): skipped, "
               f"loss scale {m['loss_scale']:g}", file=sys.stderr)
       if bad_run >= cfg.max_bad_steps:
-        ck.save("last", trainer, enc, train_loader, best, bad_evals, {})
+        ck.save("last", trainer, train_loader, best, bad_evals, {})
         raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
                          f"precision fp32. Last good state is in {out / 'last'}")
-      if (step + 1) % cfg.log_every == 0 or step == start:
+      if (step + 1) % cfg.log_every == 0 or step == start or bad_run:  # every skipped step leaves a record (ok=0)
         now = time.perf_counter()
         rate = tok_count / (now - t_last)
         t_last, tok_count = now, 0
@@ -219,14 +248,16 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
         stop["flag"] = True
       if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stop["flag"]:
         vm = validate(enc, val, cfg)
+        if joint: vm.update(decode_watch(models, tok, val))
         improved = vm["val_cos"] > best
         if improved: best, bad_evals = vm["val_cos"], 0
         else: bad_evals += 1
         log.write(json.dumps({"step": step + 1, "time": time.time(), **vm, "best_val_cos": best}) + "\n")
         log.flush()
-        ck.save("last", trainer, enc, train_loader, best, bad_evals, vm)
+        ck.save("last", trainer, train_loader, best, bad_evals, vm)
         if improved: ck.link("best")
-        print(f"\nstep {step + 1}: val_cos {vm['val_cos']:.4f} val_mse {vm['val_mse']:.4f}"
+        extra = f" distinct-2 {vm['val_distinct2']:.3f} e.g. {vm['val_decode_example'][:60]!r}" if joint else ""
+        print(f"\nstep {step + 1}: val_cos {vm['val_cos']:.4f} val_mse {vm['val_mse']:.4f}{extra}"
               f"{' (best)' if improved else ''}", file=sys.stderr)
         if bad_evals >= cfg.patience:
           print(f"early stop: no better val_cos in {bad_evals} evaluations", file=sys.stderr)
@@ -249,6 +280,16 @@ def validate(enc, rows: dict, cfg) -> dict:
   zs, zt = embed_split(enc, rows, cfg)
   cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
   return {"val_cos": float(cos.mean()), "val_mse": float(((zs - zt) ** 2).sum(-1).mean()), "val_n": len(zs)}
+
+
+def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
+  """Collapse alarm: distinct-1/2 of greedy decodes of a few held-out sentences (mode A) during training."""
+  import metrics
+  from generate import decode
+  zs = encode_ids(models["encoder"], rows["tokens"][:n], rows["mask"][:n], models["encoder"].cfg.batch_size)
+  hyps = decode(models["decoder"], zs, tok, strategy="greedy", mode=0)
+  return {"val_distinct1": metrics.distinct_n(hyps, 1), "val_distinct2": metrics.distinct_n(hyps, 2),
+          "val_decode_example": hyps[0] if hyps else ""}
 
 
 def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int) -> dict:
@@ -293,14 +334,15 @@ class Checkpointer:
     self.out.mkdir(parents=True, exist_ok=True)
     self.current: Path | None = None
 
-  def save(self, name: str, trainer, enc, loader, best: float, bad_evals: int, metrics: dict) -> Path:
+  def save(self, name: str, trainer, loader, best: float, bad_evals: int, metrics: dict) -> Path:
     import studentz as sz
     from tinygrad import Tensor
     from tinygrad.nn.state import get_state_dict
     step = trainer.step_count
     d = self.out / f"step-{step:07d}"
     d.mkdir(parents=True, exist_ok=True)
-    sz.save_tensors(d / "model.safetensors", {f"encoder.{k}": v for k, v in get_state_dict(enc).items()})
+    sz.save_tensors(d / "model.safetensors", {f"{name}.{k}": v for name, m in trainer.models.items()
+                                              for k, v in get_state_dict(m).items()})
     dev = Tensor._device_rng_counters
     rng = {f"rng.{i}": t for i, t in enumerate(dev.values())}
     sz.save_tensors(d / "train_state.safetensors", {**trainer.state(), **rng})
@@ -328,6 +370,7 @@ class Checkpointer:
         d.rmdir()
 
   def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
+    import numpy as np
     import studentz as sz
     from tinygrad import Tensor
     d = state["dir"]
@@ -365,6 +408,8 @@ def resume(args) -> int:
   cfg = Config.from_dict(info["config"])
   if args.steps is not None: cfg = cfg.override(("steps", str(args.steps)))
   args.data_dir = args.data_dir or Path(info["data_dir"])
+  # the run's own corpus: prepare() would rebuild data_dir from the default corpus and resume on other sentences
+  if args.data_source is None and info.get("data_source"): args.data_source = Path(info["data_source"])
   print(f"resuming {run} at step {info['step']}", file=sys.stderr)
   return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
                state={"dir": last.resolve(), "info": info})
@@ -381,19 +426,21 @@ def load_encoder(ckpt: Path):
   return enc, info, StudentTokenizer.load(Path(ckpt) / "tokenizer.json")
 
 
-def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0) -> int:
+def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int = 512) -> int:
   """val_cos / val_mse / retrieval P@10 on held-out sentences, STS-B Spearman of student and teacher."""
   import numpy as np
   import corpus, metrics
   from studentz import CheckpointError
   try:
     enc, info, tok = load_encoder(ckpt)
-  except CheckpointError as e:
-    print(f"error: {e}", file=sys.stderr)
+    cfg = enc.cfg
+    data_dir = Path(info["data_dir"])
+    rows = split_rows(data_dir, "test", info["teacher"]["fingerprint"], 4096)
+  except (CheckpointError, ValueError, OSError, KeyError, corpus.TeacherCacheIncomplete) as e:
+    # a bad config.json, a moved or deleted data folder, a missing teacher cache: one line, not a traceback
+    msg = f"{ckpt}/config.json lacks {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+    print(f"error: {msg}", file=sys.stderr)
     return 2
-  cfg = enc.cfg
-  data_dir = Path(info["data_dir"])
-  rows = split_rows(data_dir, "test", info["teacher"]["fingerprint"], 4096)
   zs, zt = embed_split(enc, rows, cfg)
   cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
   res = {"checkpoint": str(ckpt), "step": info["step"], "teacher": info["teacher"]["name"],
@@ -411,11 +458,37 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0) -> int:
     t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir)
     res["teacher_stsb_spearman"] = metrics.stsb_spearman(t1, t2, scores) if t1 is not None else None
     if t1 is not None: res["stsb_ratio"] = res["stsb_spearman"] / res["teacher_stsb_spearman"]
+  if decode_limit > 0 and any(k.startswith("decoder.") for k in _tensor_names(Path(ckpt) / "model.safetensors")):
+    res.update(run_decode_eval(ckpt, info, rows, decode_limit))
   if json_out:
     print(json.dumps(res))
   else:
-    for k, v in res.items(): print(f"{k:>24}  {v:.4f}" if isinstance(v, float) else f"{k:>24}  {v}")
+    for k, v in res.items():
+      if k.startswith("samples_"):
+        print(f"{k}:")
+        for s in v: print(f"    {s['input']!r}\n ->  {s['output']!r}")
+      else:
+        print(f"{k:>24}  {v:.4f}" if isinstance(v, float) else f"{k:>24}  {v}")
   return 0
+
+
+def _tensor_names(path: Path) -> list[str]:
+  from safetensors import safe_open
+  with safe_open(str(path), framework="numpy") as f: return list(f.keys())
+
+
+def run_decode_eval(ckpt: Path, info: dict, rows: dict, limit: int) -> dict:
+  """Mode A / mode B decode metrics on held-out sentences of at most 32 tokens (the teacher re-embeds decodes)."""
+  import evaluate
+  models, _, tok = evaluate.load_models(ckpt)
+  try:
+    t = load_teacher(info["teacher"]["name"])
+  except Exception as e:
+    print(f"warning: teacher unavailable ({e}); no decode metrics", file=sys.stderr)
+    return {}
+  short = evaluate.short_rows(rows, 32, limit)
+  return evaluate.decode_metrics(models, tok, short, lambda texts: t.embed(texts, batch_size=64),
+                                 models["encoder"].cfg.batch_size)
 
 
 def teacher_stsb_vectors(info: dict, s1, s2, data_dir: Path):
@@ -426,7 +499,6 @@ def teacher_stsb_vectors(info: dict, s1, s2, data_dir: Path):
     z = np.load(cache)
     return z["a"], z["b"]
   try:
-    from teacher import load_teacher
     t = load_teacher(info["teacher"]["name"])
   except Exception as e:
     print(f"warning: teacher unavailable ({e}); teacher_stsb_spearman is null", file=sys.stderr)

@@ -1,0 +1,168 @@
+"""StudentZ decoder: z -> tokens with an autoregressive causal TCN, FiLM-conditioned on z.
+
+One decoder serves two input modes (the CondNorm `mode`): mode A (0) decodes the student encoder's z, mode B (1)
+decodes a teacher vector after `ModeBProjection`. Training is teacher-forced: input BOS + target[:-1], target the
+sentence without BOS. `step` is the same math for one new token from cached conv inputs (generate.py drives it).
+Shapes: B batch, L tokens, d residual channels, h block channels, D z dimension, V vocabulary.
+"""
+from __future__ import annotations
+
+import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+from embedding import TokenEmbedding
+from student_tokenizer import PAD
+from studentz import Config, CondNorm, DilatedConv, Linear, TCNBlock, distill_losses
+from tinygrad import Tensor, dtypes
+
+
+def _zero_linear(n_in: int, n_out: int) -> Linear:
+  lin = Linear(n_in, n_out)
+  lin.weight = Tensor.zeros(n_out, n_in).contiguous()
+  return lin
+
+
+class Decoder:
+  """embed(prev tokens) + Linear(z) -> causal TCN blocks, each FiLM(z) after its norm -> CondNorm -> logits (B, L, V).
+
+  The decoder's norms are LayerNorm (per token) whatever `cfg.norm` says for the encoder: masked GroupNorm takes its
+  statistics over the whole sequence, so under teacher forcing every position would see the future through them.
+  `norm="group"` is accepted for experiments, but then the model is not causal and `step` refuses it."""
+
+  def __init__(self, cfg: Config, tie_output: bool = False, norm: str = "layer"):
+    self.cfg = cfg
+    d, h, D = cfg.d_model, cfg.hidden, cfg.proj_dim
+    self.embed = TokenEmbedding(cfg.vocab_size, d)
+    self.z_in = Linear(D, d)                                                       # z as a bias on every input token
+    self.blocks = [TCNBlock(d, h, cfg.kernel_size, dl, True, norm, cfg.dropout) for dl in cfg.dec_dilation_schedule]
+    # zero FiLM at init: every block starts as the unconditioned block, and z enters through z_in only
+    self.films = [_zero_linear(D, 2 * h) for _ in cfg.dec_dilation_schedule]
+    self.norm = CondNorm(d, "layer")
+    self.tie_output = tie_output
+    if tie_output:  # logits = x @ embedding^T + a free bias: V*d fewer parameters, the embedding gets both gradients
+      self.head_bias = Tensor.zeros(cfg.vocab_size)
+    else:
+      self.head = Linear(d, cfg.vocab_size)
+    self.act_dtype = dtypes.float32
+
+  @property
+  def receptive_field(self) -> int:
+    return 1 + sum((self.cfg.kernel_size - 1) * dl for dl in self.cfg.dec_dilation_schedule)
+
+  def condition(self, z: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """z (B, D) -> input bias (B, d) and one FiLM (gamma, beta) pair (B, h) each per block."""
+    z = z.cast(self.act_dtype)
+    h = self.cfg.hidden
+    films = []
+    for film in self.films:
+      gb = film(z)                                                                 # (B, 2h)
+      films.append((gb[:, :h], gb[:, h:]))
+    return self.z_in(z), films
+
+  def logits(self, x: Tensor) -> Tensor:  # (..., d) -> (..., V) float32
+    if self.tie_output: return (x.matmul(self.embed.weight.cast(x.dtype).T) + self.head_bias.cast(x.dtype)).float()
+    return self.head(x).float()
+
+  def __call__(self, tokens: Tensor, z: Tensor, mode: Tensor | None = None) -> Tensor:
+    """tokens (B, L) int: the teacher-forcing input (BOS + target[:-1]); z (B, D); mode (B,) int -> logits (B, L, V)."""
+    B, L = tokens.shape
+    if mode is None: mode = Tensor.zeros(B, dtype=dtypes.int32, device=tokens.device)
+    # causal convs: a position never sees later ones, so padding after EOS cannot reach a real target; an all-ones
+    # mask keeps this forward identical to `step`, which has no notion of padding
+    ones = Tensor.ones(B, L, device=tokens.device)
+    zb, films = self.condition(z)
+    x = self.embed(tokens).cast(self.act_dtype) + zb.unsqueeze(1)                 # (B, L, d)
+    for blk, film in zip(self.blocks, films): x = blk(x, ones, mode, film)
+    return self.logits(self.norm(x, ones, mode))                                   # (B, L, V)
+
+  def step(self, tok: Tensor, bufs: list[Tensor], zb: Tensor, films: list[tuple[Tensor, Tensor]],
+           mode: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """One new token per row from the cached block inputs: the math of __call__ at the last position.
+
+    tok (B,) int; bufs[i] (B, span_i + 1, d) the last inputs of block i (zeros before the start, like the causal
+    pad); zb, films from `condition`. Returns logits (B, V) and the updated buffers (oldest input dropped)."""
+    B = tok.shape[0]
+    ones = Tensor.ones(B, 1, device=tok.device)
+    x = self.embed(tok.reshape(B, 1)).cast(self.act_dtype) + zb.unsqueeze(1)      # (B, 1, d)
+    new_bufs = []
+    for blk, buf, film in zip(self.blocks, bufs, films):
+      win = buf[:, 1:].cat(x, dim=1)                                               # (B, span + 1, d)
+      new_bufs.append(win)
+      # mirrors TCNBlock.__call__ after its conv (keep the two in step; test_decoder checks they agree)
+      y = blk.norm(conv_last(blk.conv, win), ones, mode)                           # (B, 1, h)
+      y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
+      x = x + blk.out(y.gelu())                                                    # (B, 1, d)
+    return self.logits(self.norm(x, ones, mode))[:, 0], new_bufs                   # (B, V)
+
+
+def conv_last(conv: DilatedConv, win: Tensor) -> Tensor:
+  """The causal DilatedConv's output at the last position of `win` (B, span + 1, C_in) -> (B, 1, C_out)."""
+  assert conv.causal, "incremental decoding needs causal convolutions"
+  taps = Tensor.cat(*[win[:, j * conv.dilation: j * conv.dilation + 1] for j in range(conv.k)], dim=-1)  # (B,1,k*C)
+  w = conv.weight.cast(win.dtype).permute(2, 1, 0).reshape(conv.k * conv.weight.shape[1], conv.weight.shape[0])
+  return taps.matmul(w) + conv.bias.cast(win.dtype)
+
+
+class ModeBProjection:
+  """Teacher vector -> the decoder's z space. "mlp": t + Linear(GELU(Linear(t))), the second layer zero-initialised
+  so it starts as the identity; "identity": t as is. The teacher vector is data: no gradient flows into it."""
+
+  def __init__(self, cfg: Config):
+    self.kind = cfg.mode_b_proj
+    D = cfg.proj_dim
+    if self.kind == "mlp": self.fc1, self.fc2 = Linear(D, D), _zero_linear(D, D)
+    self.act_dtype = dtypes.float32
+
+  def __call__(self, t: Tensor) -> Tensor:  # (B, D) -> (B, D)
+    t = t.detach().float()
+    if self.kind == "identity": return t
+    return t + self.fc2(self.fc1(t.cast(self.act_dtype)).gelu()).float()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# losses
+
+def teacher_forcing(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+  """tokens/mask (B, L) as the loader gives them (BOS ... EOS PAD) -> decoder input (= tokens: BOS + target[:-1]),
+  targets (B, L) (tokens shifted left, PAD last) and their mask (B, L)."""
+  targets = tokens[:, 1:].pad(((0, 0), (0, 1)), value=PAD)
+  tmask = mask.float()[:, 1:].pad(((0, 0), (0, 1)))
+  return tokens, targets, tmask
+
+
+def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+  """Per-token cross-entropy (B, L) with PyTorch's label smoothing: (1 - eps) * nll + eps * mean over V of -log p."""
+  logp = logits.float().log_softmax(-1)                                            # (B, L, V)
+  onehot = targets.unsqueeze(-1) == Tensor.arange(logits.shape[-1]).to(logits.device)
+  nll = -onehot.where(logp, 0).sum(-1)
+  if label_smoothing == 0: return nll
+  return (1 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
+
+
+def decoder_ce(logits: Tensor, targets: Tensor, mask: Tensor, label_smoothing: float = 0.0) -> Tensor:
+  """Mean cross-entropy over real target positions (mask 1); pad positions contribute nothing."""
+  m = mask.float()
+  return (token_ce(logits, targets, label_smoothing) * m).sum() / m.sum().maximum(1)
+
+
+def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+  """Distillation + loss_weights["ce"] * decoder CE, for studentz.Trainer.
+
+  models: encoder, decoder, proj_b. batch: tokens (B, L), mask (B, L), teacher (B, D), mode_b (B,) float (1: the row's
+  decoder is fed proj_b(teacher), 0: the student z, so its CE also trains the encoder)."""
+  enc, dec, proj = models["encoder"], models["decoder"], models["proj_b"]
+  cfg = enc.cfg
+  tokens, mask, zt = batch["tokens"], batch["mask"], batch["teacher"]
+  zs = enc(tokens, mask)                                                           # (B, D)
+  parts = distill_losses(zs, zt, cfg)
+  mb = batch["mode_b"].float()                                                     # (B,)
+  is_b = mb > 0.5
+  cond = is_b.unsqueeze(-1).where(proj(zt), zs)                                    # (B, D)
+  inp, targets, tmask = teacher_forcing(tokens, mask)
+  logits = dec(inp, cond, is_b.cast(dtypes.int32))                                 # (B, L, V)
+  tok = token_ce(logits, targets, dec.cfg.label_smoothing) * tmask                 # (B, L)
+  row_sum, row_n = tok.sum(-1), tmask.sum(-1)                                      # (B,)
+  parts["ce"] = row_sum.sum() / row_n.sum().maximum(1)
+  # per-mode means for logging; max(1) keeps a batch without rows of one mode at 0 instead of NaN
+  parts["ce_a"] = (row_sum * (1 - mb)).sum() / (row_n * (1 - mb)).sum().maximum(1)
+  parts["ce_b"] = (row_sum * mb).sum() / (row_n * mb).sum().maximum(1)
+  parts["loss"] = parts["loss"] + cfg.loss_weights.get("ce", 0.0) * parts["ce"]
+  return parts

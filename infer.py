@@ -1,0 +1,205 @@
+"""Run a trained StudentZ checkpoint on sentences: z, its decode (if the checkpoint has a decoder), cos to the teacher.
+
+  python infer.py "A man is playing a guitar." --ckpt runs/NAME/best          # human view: decode, cos, z heatmap
+  python infer.py "one" "two" --ckpt runs/NAME/best --json                     # one JSON object per text
+  python infer.py --file sentences.txt --ckpt runs/NAME/best > out.jsonl        # one text per line (- = stdin)
+  STUDENTZ_CKPT=runs/NAME/best python infer.py "text" --png z.png --strategy beam --beam 4
+
+JSON lines carry `input`, `z` (D floats), `text` (the decode, or null without a decoder), `cos_teacher` (or null).
+"""
+from __future__ import annotations
+import argparse, json, os, struct, sys, zlib
+from pathlib import Path
+
+import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+import numpy as np
+
+NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
+SHADES = " ░▒▓█"
+# diverging map (ColorBrewer RdBu ends): blue for negative, near-white at 0, red for positive
+COLD, MID, HOT = np.array([33, 102, 172]), np.array([247, 247, 247]), np.array([178, 24, 43])
+
+
+class UsageError(Exception):
+  """Bad input from the user: reported as one `error:` line, exit 2."""
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n")[0])
+  p.add_argument("texts", nargs="*", help="sentences to encode ('-' alone reads stdin, one per line)")
+  p.add_argument("--ckpt", help="checkpoint folder written by train.py (runs/NAME/best); default $STUDENTZ_CKPT")
+  p.add_argument("--file", help="read one text per line from PATH ('-' = stdin); implies --json")
+  p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
+  p.add_argument("--png", help="save the first text's z heatmap as a PNG")
+  p.add_argument("--no-teacher", action="store_true", help="skip loading the teacher (no cos_teacher)")
+  p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="greedy")
+  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--top-k", type=int, default=0)
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--beam", type=int, default=4, help="beam width for --strategy beam")
+  p.add_argument("--seed", type=int, default=0)
+  return p.parse_args(argv)
+
+
+def read_texts(args) -> list[str]:
+  src = args.file if args.file is not None else ("-" if args.texts == ["-"] else None)
+  if src is None: return list(args.texts)
+  if args.file is not None and args.texts: raise UsageError("give texts either as arguments or with --file, not both")
+  try:
+    raw = sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
+  except (OSError, UnicodeDecodeError) as e:
+    raise UsageError(f"cannot read {'stdin' if src == '-' else src}: {e}")
+  return raw.splitlines()
+
+
+def resolve_ckpt(arg: str | None) -> Path:
+  ckpt = arg or os.environ.get("STUDENTZ_CKPT", "").strip()
+  if not ckpt: raise UsageError(NO_CKPT)
+  path = Path(ckpt).expanduser()
+  # a run folder (runs/NAME) is an easy slip for runs/NAME/best: accept it rather than fail
+  if not (path / "config.json").exists() and (path / "best" / "config.json").exists(): path = path / "best"
+  return path
+
+
+def load_checkpoint(ckpt: Path):
+  import evaluate
+  from studentz import CheckpointError
+  try:
+    return evaluate.load_models(ckpt)
+  except CheckpointError as e:
+    raise UsageError(str(e))
+  except Exception as e:  # bad config, shape mismatch, broken tokenizer.json: all mean an unusable checkpoint
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise UsageError(f"cannot load checkpoint {ckpt}: {msg}")
+
+
+def teacher_vectors(info: dict, texts: list[str], dim: int):
+  """(vectors or None, reason it is None)."""
+  import train
+  name = (info.get("teacher") or {}).get("name")
+  if not name: return None, "the checkpoint names no teacher"
+  try:
+    t = train.load_teacher(name)
+    zt = np.asarray(t.embed(texts, batch_size=32), np.float32)
+  except Exception as e:  # not cached, offline hub id, no such folder: the student still works without it
+    return None, f"teacher {name!r} unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+  if zt.shape != (len(texts), dim): return None, f"teacher {name!r} gives vectors of shape {zt.shape}, not (N, {dim})"
+  return zt, ""
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1) + 1e-12)
+
+
+# ---- rendering ------------------------------------------------------------------------------------------------------
+
+def _scaled(z: np.ndarray) -> np.ndarray:
+  """The display grid of z in [-1, 1], symmetric about 0 so the colour of 0 means 0."""
+  import studentz as sz
+  g = sz.as_grid(np.asarray(z, np.float32))
+  m = float(np.abs(g).max())
+  return g / m if m > 0 else g
+
+
+def rgb(v: np.ndarray) -> np.ndarray:
+  """v in [-1, 1] (any shape) -> uint8 RGB (..., 3) on the diverging map."""
+  v = np.clip(v, -1, 1)[..., None]
+  out = np.where(v < 0, MID + (COLD - MID) * -v, MID + (HOT - MID) * v)
+  return np.rint(out).astype(np.uint8)
+
+
+def heatmap_lines(z: np.ndarray, color: bool) -> list[str]:
+  """Two terminal columns per cell: 256-colour backgrounds on a tty, else sign + shade of |z| (readable in a log)."""
+  g = _scaled(z)
+  lines = []
+  for row in g:
+    if color:
+      c = np.rint(rgb(row) / 255 * 5).astype(int)  # the xterm 6x6x6 colour cube
+      lines.append("".join(f"\x1b[48;5;{16 + 36 * r + 6 * gg + b}m  " for r, gg, b in c) + "\x1b[0m")
+    else:
+      lines.append("".join(("-" if v < 0 else "+") + SHADES[min(int(abs(v) * len(SHADES)), len(SHADES) - 1)]
+                           for v in row))
+  return lines
+
+
+def png_bytes(z: np.ndarray, cell: int = 8) -> bytes:
+  """A truecolour PNG of z's display grid, `cell` x `cell` pixels per value (zlib + struct only)."""
+  img = np.repeat(np.repeat(rgb(_scaled(z)), cell, axis=0), cell, axis=1)
+  h, w = img.shape[:2]
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+  raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))  # filter 0 (none) on every scanline
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+# ---- main -----------------------------------------------------------------------------------------------------------
+
+def run(args) -> int:
+  import train
+  from generate import decode
+  texts = read_texts(args)
+  if not texts: raise UsageError("no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)")
+  json_out = args.json or args.file is not None or args.texts == ["-"]
+  ckpt = resolve_ckpt(args.ckpt)
+  device = backend.check_device()
+  print(f"device: {device}", file=sys.stderr if json_out else sys.stdout)
+  models, info, tok = load_checkpoint(ckpt)
+  enc = models["encoder"]
+  cfg = enc.cfg
+
+  for i, t in enumerate(texts):
+    if not t.strip(): print(f"note: text {i + 1} is empty: encoded as an empty sentence", file=sys.stderr)
+  ids, mask, cut = tok.encode_batch(texts, cfg.max_len, return_truncated=True)
+  for i in np.flatnonzero(cut):
+    print(f"note: text {i + 1} is longer than max_len={cfg.max_len} tokens: truncated", file=sys.stderr)
+  # one JIT batch shape for the whole call; a lone sentence need not pay for cfg.batch_size rows
+  z = train.encode_ids(enc, ids, mask, min(cfg.batch_size, len(texts)))
+
+  decoded: list = [None] * len(texts)
+  if "decoder" in models:
+    decoded = decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
+                     seed=args.seed)
+  cos, why = [None] * len(texts), "skipped: --no-teacher"
+  if not args.no_teacher:
+    zt, reason = teacher_vectors(info, texts, z.shape[1])
+    if zt is not None: cos = [float(c) for c in cosines(z, zt)]
+    else: print(f"note: {reason}; cos_teacher is null", file=sys.stderr)
+    why = "see the note on stderr"  # the reason can be long; say it once, not per text
+
+  if args.png:
+    try: Path(args.png).write_bytes(png_bytes(z[0]))
+    except OSError as e: raise UsageError(f"cannot write {args.png}: {e}")
+
+  color = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+  for i, text in enumerate(texts):
+    if json_out:
+      print(json.dumps({"input": text, "text": decoded[i], "cos_teacher": cos[i],
+                        "z": [float(v) for v in z[i]]}), flush=True)
+      continue
+    print(f"\n> {text}")
+    print(f"  decode:         {decoded[i]!r}" if decoded[i] is not None else "  decode:         (no decoder)")
+    print(f"  cos(z_s, z_t):  {cos[i]:.4f}" if cos[i] is not None else f"  cos(z_s, z_t):  unavailable ({why})")
+    r, c = _scaled(z[i]).shape
+    print(f"  z: {z.shape[1]}-d as {r}x{c}, |z|max {np.abs(z[i]).max():.3g}, norm {np.linalg.norm(z[i]):.3g}")
+    for line in heatmap_lines(z[i], color): print("  " + line)
+  if args.png: print(f"wrote {args.png}", file=sys.stderr)
+  return 0
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    return run(args)
+  except UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def cli() -> None:
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

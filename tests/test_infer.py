@@ -1,0 +1,112 @@
+"""infer.py on a tiny untrained checkpoint (built here, no training): JSON lines, determinism, errors, PNG, teacher."""
+import json, os, struct, subprocess, sys, zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, SHARED_DATA
+
+import infer
+
+D = 24
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+  """A checkpoint folder in train.py's layout: encoder + decoder + proj_b weights, config.json, tokenizer.json."""
+  import metrics, studentz as sz
+  from decoder import Decoder, ModeBProjection
+  from student_tokenizer import StudentTokenizer
+  from tinygrad.nn.state import get_state_dict
+  path = SHARED_DATA / "stsb" / "sts-train.csv"
+  if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
+  s1, s2, _ = metrics.load_stsb(path)
+  tok = StudentTokenizer.fit((s1[:25] + s2[:25]), vocab_size=300)
+  cfg = sz.Config(vocab_size=tok.vocab_size, d_model=16, hidden=24, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3,
+                  proj_dim=D, max_len=16, dec_blocks=2, dec_dilation_schedule=[1, 2],
+                  loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}).validate()
+  out = tmp_path_factory.mktemp("ckpt") / "best"
+  out.mkdir()
+  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  sz.save_tensors(out / "model.safetensors", {f"{k}.{n}": t for k, m in models.items()
+                                              for n, t in get_state_dict(m).items()})
+  info = {"format_version": 1, "step": 0, "config": cfg.to_dict(), "data_dir": str(out),
+          "teacher": {"name": "none-such-teacher", "dim": D, "fingerprint": "x"}, "metrics": {}}
+  (out / "config.json").write_text(json.dumps(info))
+  tok.save(out / "tokenizer.json")
+  return out
+
+
+def run_json(capsys, *argv):
+  rc = infer.main([*argv, "--json"])
+  cap = capsys.readouterr()
+  assert rc == 0, cap.err
+  return [json.loads(line) for line in cap.out.splitlines()], cap.err
+
+
+def test_json_lines_order_determinism_and_missing_teacher(ckpt, capsys):
+  texts = ["A man is playing a guitar.", "", "A man is playing a guitar.", "word " * 40]
+  rows, err = run_json(capsys, *texts, "--ckpt", str(ckpt))
+  assert [r["input"] for r in rows] == texts  # one line per text, input order
+  for r in rows:
+    assert len(r["z"]) == D and all(isinstance(v, float) and np.isfinite(v) for v in r["z"])
+    assert isinstance(r["text"], str)
+    assert r["cos_teacher"] is None  # none-such-teacher cannot load: null, not a crash
+  assert rows[0]["z"] == rows[2]["z"] and rows[0]["z"] != rows[1]["z"]
+  assert "none-such-teacher" in err and "unavailable" in err
+  assert "text 2 is empty" in err and "text 4 is longer than max_len=16" in err
+  # a second call (fresh models, fresh JIT) gives the same vector and the same greedy decode
+  again, _ = run_json(capsys, texts[0], "--ckpt", str(ckpt), "--no-teacher")
+  assert again[0]["z"] == rows[0]["z"] and again[0]["text"] == rows[0]["text"]
+
+
+def test_human_view_png_and_teacher_cos(ckpt, capsys, monkeypatch, tmp_path):
+  import train
+
+  class FakeTeacher:  # the real teacher costs minutes on CPU; any fixed vectors exercise the cos path
+    name, dim, fingerprint = "fake", D, "x"
+    def embed(self, texts, batch_size=64): return np.ones((len(texts), D), np.float32)
+  monkeypatch.setattr(train, "load_teacher", lambda name: FakeTeacher())
+  png = tmp_path / "z.png"
+  assert infer.main(["Two dogs run.", "--ckpt", str(ckpt), "--png", str(png)]) == 0
+  out = capsys.readouterr().out
+  assert "device:" in out and "decode:" in out and "cos(z_s, z_t):  " in out and "unavailable" not in out
+  heat = [line for line in out.splitlines() if line.startswith("  ") and set(line.strip()) <= set("+-" + infer.SHADES)]
+  assert len(heat) == 1 and len(heat[0].strip()) == 2 * D  # 24-d shows as 1x24, two plain characters per cell
+  data = png.read_bytes()
+  assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+  w, h = struct.unpack(">II", data[16:24])
+  assert (w, h) == (D * 8, 8)
+  assert zlib.crc32(data[12:29]) & 0xFFFFFFFF == struct.unpack(">I", data[29:33])[0]
+
+
+def test_file_input_implies_json(ckpt, capsys, tmp_path):
+  f = tmp_path / "in.txt"
+  f.write_text("first line\nsecond line\n")
+  assert infer.main(["--file", str(f), "--ckpt", str(ckpt), "--no-teacher", "--strategy", "sample", "--seed", "3"]) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [r["input"] for r in rows] == ["first line", "second line"]
+
+
+def test_bad_inputs_exit_2_one_line(ckpt, capsys, tmp_path, monkeypatch):
+  monkeypatch.delenv("STUDENTZ_CKPT", raising=False)
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  for name in ("config.json", "tokenizer.json"): (bad / name).write_bytes((ckpt / name).read_bytes())
+  (bad / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:100])
+  cases = [(["x", "--ckpt", str(bad)], "not a readable safetensors"),
+           (["x", "--ckpt", str(tmp_path / "nope")], "checkpoint not found"),
+           (["--ckpt", str(ckpt)], "no texts"),
+           (["--file", str(tmp_path / "missing.txt"), "--ckpt", str(ckpt)], "cannot read")]
+  for argv, msg in cases:
+    assert infer.main(argv) == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and msg in err[0], (argv, err)
+
+
+def test_no_checkpoint_subprocess_exit_2_no_traceback():
+  env = {k: v for k, v in os.environ.items() if k != "STUDENTZ_CKPT"}
+  p = subprocess.run([sys.executable, str(ROOT / "infer.py"), "hello"], capture_output=True, text=True, env=env,
+                     cwd=ROOT, timeout=120)
+  assert p.returncode == 2 and p.stdout == ""
+  assert p.stderr.strip() == f"error: {infer.NO_CKPT}"

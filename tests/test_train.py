@@ -1,0 +1,307 @@
+"""Training end to end: overfitting a tiny student, exact resume (Ctrl-C and SIGKILL), the train.py CLI, checkpoints.
+
+Every new tinygrad shape costs seconds of clang compile on a 2-core CPU, so the file uses two tiny configs only: one
+student (vocab 300, d 32, hidden 48, 2 blocks, L 24, B 20, D 24) trained directly with studentz.Trainer (dropout 0), and
+the same student with dropout 0.2 for every train.main run. Their eval-mode forward kernels are shared. The teacher is a
+fake one (a fixed random unit vector per sentence): the real MiniLM does ~15 sentences/s on this CPU.
+"""
+import hashlib, json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+import corpus, metrics, train
+import studentz as sz
+from student_tokenizer import StudentTokenizer
+from tinygrad import Tensor, dtypes
+from tinygrad.nn.state import get_state_dict
+
+WIKI = SHARED_DATA / "wikipedia" / "enwiki-docs.jsonl.gz"
+STSB_TRAIN = SHARED_DATA / "stsb" / "sts-train.csv"
+D, VOCAB, MAX_LEN, BATCH = 24, 300, 24, 20
+N_SENT = 2000  # enough for >10 test-split rows (1% hash split), so --eval reports a retrieval P@10
+TINY = dict(vocab_size=VOCAB, d_model=32, hidden=48, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3,
+            max_len=MAX_LEN, batch_size=BATCH, proj_dim=D)
+RUN_STEPS, INTERRUPT_AT = 12, 6
+# what a train.main run reads from --config: the tiny student, dropout > 0 so resume must restore the RNG, evaluation
+# every 4 steps so the interruption at step 6 falls between two evaluations
+RUN_CFG = dict(TINY, dropout=0.2, steps=RUN_STEPS, eval_every=4, log_every=1, warmup_steps=3, data_limit=N_SENT)
+
+
+class FakeTeacher:
+  """A fixed random unit vector per sentence, seeded by the sentence's hash: identical in every process."""
+  name, dim, fingerprint, max_seq_length = "fake-teacher", D, "fa7e" * 16, 128
+
+  def embed(self, texts, batch_size=64, **_):
+    out = np.stack([np.random.default_rng(list(hashlib.sha256(t.encode()).digest()[:8])).standard_normal(D)
+                    for t in texts]).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def fake_teacher(name): return FakeTeacher()
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+  v = np.random.default_rng(seed).standard_normal((n, D)).astype(np.float32)
+  return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def encoder_state(enc) -> dict:
+  return {f"encoder.{k}": v for k, v in get_state_dict(enc).items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the tiny student, trained directly
+
+
+@pytest.fixture(scope="module")
+def sentences():
+  """(cfg, ids, mask) of 100 real STS-B sentences under a student tokenizer fitted on them."""
+  s1, _, _ = metrics.load_stsb(STSB_TRAIN)
+  texts = list(dict.fromkeys(s1))[:100]
+  tok = StudentTokenizer.fit(texts, vocab_size=VOCAB)
+  ids, mask = tok.encode_batch(texts, MAX_LEN)
+  cfg = sz.Config(**TINY, dropout=0.0, steps=300, warmup_steps=10, optimizer={"type": "adamw", "lr": 3e-3})
+  return cfg.validate(), ids.astype(np.int32), mask.astype(np.float32)
+
+
+def test_overfits_100_sentences(sentences):
+  cfg, ids, mask = sentences
+  target = unit_rows(len(ids), seed=0)  # fixed teacher vectors: nothing to generalise, everything to memorise
+  Tensor.manual_seed(0)
+  enc = sz.Encoder(cfg)
+  trainer = sz.Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
+  order, losses = np.random.default_rng(0), []
+  while len(losses) < cfg.steps:
+    perm = order.permutation(len(ids))
+    for b in perm.reshape(-1, BATCH):
+      if len(losses) == cfg.steps: break
+      losses.append(trainer.step({"tokens": ids[b], "mask": mask[b], "teacher": target[b]})["loss"])
+  z = train.encode_ids(enc, ids, mask, cfg.batch_size)
+  cos = (z * target).sum(1) / np.linalg.norm(z, axis=1)
+  assert np.isfinite(losses).all() and losses[-1] < losses[0] / 10
+  assert cos.mean() >= 0.95, f"mean cos {cos.mean():.3f} (min {cos.min():.3f}) after {cfg.steps} steps"
+
+
+def test_fp16_checkpoint_loads_into_fp32_model(sentences, tmp_path):
+  cfg, ids, mask = sentences
+  ids, mask = ids[:BATCH], mask[:BATCH]
+  Tensor.manual_seed(1)
+  enc = sz.Encoder(cfg)
+  ref = train.encode_ids(enc, ids, mask, cfg.batch_size)
+  path = tmp_path / "model.safetensors"
+  sz.save_tensors(path, encoder_state(enc), dtype=dtypes.float16)
+  arrays = sz.load_tensors(path)
+  assert {a.dtype for a in arrays.values()} == {np.dtype(np.float16)}  # every encoder tensor is a float
+  Tensor.manual_seed(2)
+  other = sz.Encoder(cfg)
+  assert not np.allclose(train.encode_ids(other, ids, mask, cfg.batch_size), ref, atol=1e-3)
+  sz.assign_state(other, arrays, prefix="encoder.")
+  assert {t.dtype for t in get_state_dict(other).values()} == {dtypes.float32}  # the model keeps its own dtype
+  out = train.encode_ids(other, ids, mask, cfg.batch_size)
+  rel = np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)
+  assert rel.max() < 1e-2, f"fp16 round trip moved z by {rel.max():.2e} (relative)"
+
+
+@pytest.mark.parametrize("what", ["vocab", "proj_dim"])
+def test_checkpoint_of_another_config_is_refused(sentences, tmp_path, what):
+  cfg, _, _ = sentences
+  Tensor.manual_seed(3)
+  enc = sz.Encoder(cfg)
+  arrays = {k: v.numpy() for k, v in encoder_state(enc).items()}
+  before = {k: a.copy() for k, a in arrays.items()}
+  # what a checkpoint of a model with 16 more tokens, or a teacher 8 dimensions wider, holds
+  if what == "vocab":
+    arrays["encoder.embed.weight"] = np.zeros((VOCAB + 16, cfg.d_model), np.float16)
+    name, shape = "embed.weight", (VOCAB + 16, cfg.d_model)
+  else:
+    arrays["encoder.proj.weight"] = np.zeros((D + 8, cfg.d_model), np.float16)
+    arrays["encoder.proj.bias"] = np.zeros((D + 8,), np.float16)
+    name, shape = "proj.weight", (D + 8, cfg.d_model)
+  from safetensors.numpy import save_file
+  save_file(arrays, str(tmp_path / "model.safetensors"))
+  with pytest.raises(sz.CheckpointError, match="shape") as e:
+    sz.assign_state(enc, sz.load_tensors(tmp_path / "model.safetensors"), prefix="encoder.")
+  assert name in str(e.value) and str(shape) in str(e.value), str(e.value)
+  after = {k: v.numpy() for k, v in encoder_state(enc).items()}
+  assert all(np.array_equal(after[k], before[k]) for k in before), "a refused checkpoint must leave the model alone"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# train.main on a prepared data folder
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+  """A text corpus (not the default one, so resume must find it by itself), its data folder with the fake teacher's
+  vectors, and the run config file."""
+  base = tmp_path_factory.mktemp("train")
+  source = base / "corpus.txt"
+  source.write_text("".join(s + "\n" for s, _ in corpus.build_sentences(WIKI, limit=N_SENT)), encoding="utf-8")
+  data_dir = base / "data"
+  corpus.prepare(source, data_dir, vocab_size=VOCAB, max_len=MAX_LEN, limit=N_SENT, progress=False)
+  corpus.compute_teacher_vectors(data_dir, FakeTeacher(), batch_size=32, progress=False)
+  config = base / "tiny.json"
+  config.write_text(json.dumps(RUN_CFG))
+  return {"base": base, "source": source, "data_dir": data_dir, "config": config}
+
+
+def run_args(work, out, *extra) -> list[str]:
+  return ["--config", str(work["config"]), "--profile", "full", "--data-source", str(work["source"]),
+          "--data-dir", str(work["data_dir"]), "--out", str(out), "--quiet", *extra]
+
+
+def run_main(argv, interrupt_after: int | None = None) -> int:
+  """train.main in this process with the fake teacher; interrupt_after=k sends a real SIGINT right after step k."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, "load_teacher", fake_teacher)
+    if interrupt_after is not None:
+      step, calls = sz.Trainer.step, [0]
+
+      def step_then_interrupt(self, batch):
+        out = step(self, batch)
+        calls[0] += 1
+        if calls[0] == interrupt_after: signal.raise_signal(signal.SIGINT)
+        return out
+      mp.setattr(sz.Trainer, "step", step_then_interrupt)
+    return train.main([str(a) for a in argv])
+
+
+def step_records(run: Path) -> dict[int, dict]:
+  """Training records of metrics.jsonl by step (evaluation records left out; a re-logged step keeps its last)."""
+  recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r for r in recs if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def runs(work):
+  """One uninterrupted 12-step run, and a 12-step run stopped by Ctrl-C after step 6 and then resumed."""
+  full, part = work["base"] / "full", work["base"] / "part"
+  assert run_main(run_args(work, full)) == 0
+  assert run_main(run_args(work, part), interrupt_after=INTERRUPT_AT) == 0
+  stopped_at = train.read_checkpoint_info(part / "last")["step"]
+  # only --resume: config, data folder and corpus come from the checkpoint
+  assert run_main(["--resume", part, "--quiet"]) == 0
+  return {"full": full, "part": part, "stopped_at": stopped_at}
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(work, runs):
+  assert runs["stopped_at"] == INTERRUPT_AT
+  # resumed without --data-source: the data folder must still be the run's corpus, not rebuilt from the default one
+  meta = json.loads((work["data_dir"] / "meta.json").read_text())
+  assert Path(meta["source"]).resolve() == work["source"].resolve()
+  a, b = step_records(runs["full"]), step_records(runs["part"])
+  assert sorted(a) == sorted(b) == list(range(1, RUN_STEPS + 1))
+  for s in range(1, RUN_STEPS + 1):
+    for k in ("loss", "cos", "mse", "lr", "grad_norm"):
+      assert b[s][k] == pytest.approx(a[s][k], rel=1e-5, abs=1e-7), f"step {s} {k}: resumed {b[s][k]} vs {a[s][k]}"
+  ia, ib = (train.read_checkpoint_info(r / "last") for r in (runs["full"], runs["part"]))
+  assert ia["step"] == ib["step"] == RUN_STEPS and ia["loader"] == ib["loader"]
+  wa, wb = (sz.load_tensors(r / "last" / "model.safetensors") for r in (runs["full"], runs["part"]))
+  assert wa.keys() == wb.keys()
+  for k in wa: np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_kill_9_then_resume(work):
+  out = work["base"] / "killed"
+  code = ("import sys, train, test_train; train.load_teacher = test_train.fake_teacher; "
+          "sys.exit(train.main(sys.argv[1:]))")
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+  argv = run_args(work, out, "--steps", "1000", "--eval_every", "2")
+  with open(work["base"] / "killed.err", "w") as err:
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=ROOT, env=env, stdout=err, stderr=err)
+    try:
+      deadline = time.monotonic() + 150
+      while not (out / "last").exists():
+        assert proc.poll() is None, f"run ended early: {(work['base'] / 'killed.err').read_text()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint after 150 s"
+        time.sleep(0.02)
+      proc.send_signal(signal.SIGKILL)
+    finally:
+      if proc.poll() is None: proc.kill()
+      proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  enc, info, tok = train.load_encoder(out / "last")
+  k = info["step"]
+  assert k >= 2 and k % 2 == 0 and tok.vocab_size <= VOCAB
+  assert run_main(["--resume", out, "--steps", k + 2, "--quiet"]) == 0
+  enc, info, _ = train.load_encoder(out / "last")
+  assert info["step"] == k + 2
+  rows = train.split_rows(work["data_dir"], "val", FakeTeacher.fingerprint, 4)
+  assert np.isfinite(train.encode_ids(enc, rows["tokens"], rows["mask"], BATCH)).all()
+
+
+def test_run_folder_in_use_needs_resume(work, runs, capsys):
+  assert run_main(run_args(work, runs["full"])) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0]
+
+
+def test_time_limit_stops_with_a_loadable_checkpoint(work, capsys):
+  out = work["base"] / "timed"
+  assert run_main(run_args(work, out, "--time-limit", "1e-6")) == 0
+  assert "time limit" in capsys.readouterr().err
+  _, info, _ = train.load_encoder(out / "last")
+  assert info["step"] == 1 and "val_cos" in info["metrics"]
+
+
+def test_eval_json(runs, capsys):
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, "load_teacher", fake_teacher)
+    assert train.main(["--eval", str(runs["full"] / "last"), "--json", "--stsb-limit", "8"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 1
+  res = json.loads(lines[0])
+  for k in ("val_cos", "val_mse", "retrieval_p_at_10", "stsb_spearman", "teacher_stsb_spearman"):
+    assert isinstance(res[k], float) and np.isfinite(res[k]), (k, res.get(k))
+  assert res["step"] == RUN_STEPS and res["stsb_n"] == 8 and res["eval_n"] > 10
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI errors: a subprocess each, so exit status and "no traceback" are what a user sees
+
+
+def cli(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=cwd, capture_output=True,
+                        text=True, timeout=120)
+
+
+def assert_one_line_error(r, *words):
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+  assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr, r.stderr[-2000:]
+  for w in words: assert w in lines[0], (w, lines[0])
+
+
+def test_help():
+  r = cli("--help")
+  assert r.returncode == 0 and "--resume" in r.stdout and "--eval" in r.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+  (["--optimizer.lr", "-1"], ["optimizer.lr must be positive"]),
+  (["--n_blocks", "3", "--dilation_schedule", "[1, 2]"], ["dilation_schedule has 2 entries", "n_blocks is 3"]),
+  (["--bogus", "1"], ["unknown key", "bogus"]),
+], ids=["negative-lr", "dilations-vs-blocks", "unknown-key"])
+def test_invalid_config_values(args, words):
+  assert_one_line_error(cli(*args, "--print-config"), *words)
+
+
+def test_config_file_not_json(tmp_path):
+  bad = tmp_path / "cfg.json"
+  bad.write_text("d_model: 32\n")
+  assert_one_line_error(cli("--config", bad), "not valid JSON", str(bad))
+
+
+def test_eval_missing_checkpoint(tmp_path):
+  assert_one_line_error(cli("--eval", tmp_path / "nope"), "checkpoint not found")
+
+
+def test_eval_truncated_weights(runs, tmp_path):
+  ck = tmp_path / "ck"
+  shutil.copytree(runs["full"] / "last", ck)
+  weights = ck / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+  assert_one_line_error(cli("--eval", ck, "--json"), "model.safetensors", "truncated or corrupt")
