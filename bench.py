@@ -153,13 +153,39 @@ def hf_teacher(t, texts, L, args, device) -> dict:
   return {"hf_sent_per_s": len(texts) / secs}
 
 
+def bench_encode(args, device: str) -> list[dict]:
+  """Student encode sentences/s at several lengths (random weights: speed does not depend on them), next to the
+  teacher rows of `bench_teacher` measured in the same process."""
+  import numpy as np
+  from tinygrad import Tensor
+  import studentz as sz
+  from train import encode_ids
+  rows = []
+  for L in args.student_lens:
+    cfg = sz.Config.from_dict({**bench_config(args).to_dict(), "max_len": L, "batch_size": args.batch})
+    Tensor.manual_seed(0)
+    enc = sz.Encoder(cfg)
+    n = max(args.teacher_n, args.batch)
+    ids = np.random.default_rng(0).integers(4, cfg.vocab_size, (n, L)).astype(np.int32)
+    mask = np.ones((n, L), np.float32)
+    run = lambda: encode_ids(enc, ids, mask, args.batch)
+    run()
+    secs = timed(run, 1, args.reps_teacher)
+    row = {"bench": "student_encode", "L": L, "B": args.batch, "n": n, "d": cfg.d_model, "blocks": cfg.n_blocks,
+           "device": device, "card": card_name(device), "student_sent_per_s": n / secs}
+    rows.append(row)
+    print_row(row)
+  return rows
+
+
 def print_row(row: dict) -> None:
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", nargs="*", default=["all"], choices=["all", "train", "teacher"], help="which benchmarks")
+  p.add_argument("what", nargs="*", default=["all"], choices=["all", "train", "teacher", "encode"],
+                 help="which benchmarks")
   p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
   p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"])
   p.add_argument("--batch", type=int, default=64)
@@ -175,6 +201,7 @@ def main(argv=None) -> int:
   p.add_argument("--teacher", default="all-MiniLM-L6-v2")
   p.add_argument("--lens", type=int, nargs="+", default=[32, 128])
   p.add_argument("--teacher-n", type=int, default=512)
+  p.add_argument("--student-lens", type=int, nargs="+", default=[32, 128, 256, 512, 2048])
   p.add_argument("--reps-teacher", type=int, default=3)
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
   args = p.parse_args(argv)
@@ -184,6 +211,7 @@ def main(argv=None) -> int:
   rows = []
   if what & {"all", "train"}: rows += bench_train(args, device)
   if what & {"all", "teacher"}: rows += bench_teacher(args, device)
+  if what & {"all", "encode"}: rows += bench_encode(args, device)
   if args.json:
     args.json.write_text(json.dumps(rows, indent=1))
   return 0

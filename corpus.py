@@ -307,10 +307,32 @@ def import_jsonl(path, out_dir, max_len: int, *, tokenizer=None, teacher_name: s
 
 # ---------------------------------------------------------------- CLI
 def _cli_teacher(a) -> None:
+  import backend
+  backend.check_device()  # before tinygrad is imported: a bad DEV= is one line, not a traceback from inside tinygrad
   from teacher import load_teacher  # only this subcommand needs tinygrad
-  shard = tuple(int(x) for x in a.shard.split("/")) if a.shard else None
-  compute_teacher_vectors(a.data, load_teacher(a.teacher), batch_size=a.batch_size, chunk_size=a.chunk_size,
-                          shard=shard)
+  try: shard = tuple(int(x) for x in a.shard.split("/")) if a.shard else None
+  except ValueError: raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {a.shard!r}") from None
+  try: teacher = load_teacher(a.teacher)
+  except Exception as e:  # TeacherNotFound, ModelLoadError, bad files: all mean "this teacher is not usable"
+    raise ValueError(f"cannot load teacher {a.teacher!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+  compute_teacher_vectors(a.data, teacher, batch_size=a.batch_size, chunk_size=a.chunk_size, shard=shard)
+
+
+def prepare_report(dd: DataDir) -> list[str]:
+  """What prepare kept and dropped, for stderr: skipped lines vanish silently otherwise."""
+  st = dd.meta.get("stats", {})
+  rd = st.get("reader", {})
+  skipped = {k: v for k, v in rd.items() if k not in ("lines", "texts", "invalid_utf8") and v}
+  out = [f"read {rd.get('lines', 0)} lines: {rd.get('texts', 0)} texts, {st.get('sentences', dd.n)} sentences kept"
+         + (f", {st['duplicates']} duplicates dropped" if st.get("duplicates") else "")]
+  if skipped:
+    out.append(f"skipped {sum(skipped.values())} lines: " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items())))
+  if rd.get("invalid_utf8"):
+    out.append(f"{rd['invalid_utf8']} lines had invalid UTF-8 bytes (kept, bad bytes replaced by U+FFFD)")
+  if dd.meta.get("truncated"):
+    out.append(f"note: {dd.meta['truncated']} sentences were longer than max_len {dd.max_len} tokens and were "
+               f"truncated (raise --max-len to keep them whole)")
+  return out
 
 
 def main(argv=None) -> int:
@@ -348,8 +370,10 @@ def main(argv=None) -> int:
   a = ap.parse_args(argv)
   try:
     if a.cmd == "prepare":
-      print(prepare(a.source, a.out, tokenizer=a.tokenizer, vocab_size=a.vocab_size, max_len=a.max_len,
-                    limit=a.limit, progress=not a.quiet))
+      dd = prepare(a.source, a.out, tokenizer=a.tokenizer, vocab_size=a.vocab_size, max_len=a.max_len,
+                   limit=a.limit, progress=not a.quiet)
+      for line in prepare_report(dd): print(line, file=sys.stderr)
+      print(dd)
     elif a.cmd == "export": print(f"{export_jsonl(a.data, a.out, a.teacher, a.split)} rows -> {a.out}")
     elif a.cmd == "import":
       print(import_jsonl(a.source, a.out, a.max_len, tokenizer=a.tokenizer, teacher_name=a.teacher_name))

@@ -37,6 +37,28 @@ def short_rows(rows: dict, max_tokens: int = 32, limit: int = 512) -> dict:
   return {k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for k, v in rows.items()}
 
 
+def teacher_forced_scores(dec, rows: dict, z: np.ndarray, mode: str, batch_size: int) -> dict:
+  """Perplexity of the reference sentences under the decoder (teacher forcing) and the mean entropy of its
+  next-token distributions: low entropy with high perplexity means confidently wrong."""
+  import metrics
+  from tinygrad import Tensor
+  from decoder import teacher_forcing
+  from tinygrad import dtypes
+  nll, n_tok, ent = 0.0, 0, []
+  for i in range(0, len(z), batch_size):
+    tok_t, mask_t = Tensor(rows["tokens"][i:i + batch_size]), Tensor(rows["mask"][i:i + batch_size])
+    inp, tgt, tmask = teacher_forcing(tok_t, mask_t)
+    m = Tensor.full((inp.shape[0],), 0 if mode == "a" else 1, dtype=dtypes.int32)
+    logits = dec(inp, Tensor(z[i:i + batch_size]), m).float()
+    lp = logits.log_softmax(-1).numpy()
+    t, tm = tgt.numpy(), tmask.numpy()
+    nll -= float((np.take_along_axis(lp, t[..., None].astype(np.int64), -1)[..., 0] * tm).sum())
+    n_tok += int(tm.sum())
+    ent.append(metrics.token_entropy(lp, tm, logits=True) * tm.sum())
+  return {f"perplexity_{mode}": metrics.perplexity(nll, n_tok),
+          f"token_entropy_{mode}": float(sum(ent) / max(n_tok, 1))}
+
+
 def decode_metrics(models: dict, tok, rows: dict, teacher_embed, batch_size: int, samples: int = 10) -> dict:
   """Metrics for mode A and mode B (keys suffixed _a / _b) plus a few (input, output) samples per mode."""
   import metrics
@@ -50,6 +72,7 @@ def decode_metrics(models: dict, tok, rows: dict, teacher_embed, batch_size: int
   zb = proj(Tensor(zt)).numpy()
   out: dict = {"decode_n": len(refs)}
   for mode, z in (("a", zs), ("b", zb)):
+    out.update(teacher_forced_scores(dec, rows, z, mode, batch_size))
     hyps = []
     for i in range(0, len(z), batch_size):
       hyps += decode(dec, z[i:i + batch_size], tok, strategy="greedy", mode=0 if mode == "a" else 1)
@@ -112,8 +135,15 @@ def main(argv=None) -> int:
   zs = encode_ids(enc, ids, mask, cfg.batch_size)
   res: dict = {"checkpoint": str(args.ckpt), "n": len(refs), "teacher": teacher.name}
   one = {"a": decode(dec, zs, tok, mode=0), "b": decode(dec, proj(Tensor(zt)).numpy(), tok, mode=1)}
+  rows = {"tokens": ids, "mask": mask}
   for m, hyps in one.items():
     res[f"one_pass_{m}"] = text_scores(hyps, refs, teacher.embed(hyps, batch_size=32), zt)
+    z = zs if m == "a" else proj(Tensor(zt)).numpy()
+    res[f"one_pass_{m}"].update(teacher_forced_scores(dec, rows, z, m, cfg.batch_size))
+  if args.rounds < 1:
+    print(json.dumps(res, indent=1))
+    if args.json: args.json.write_text(json.dumps(res, indent=1))
+    return 0
   # vec2text's setting: only the target vector is known; mode B conditions on it, the teacher judges candidates
   cb = correct(zt, dec, enc, tok, rounds=args.rounds, candidates=args.candidates,
                embed_fn=lambda t: teacher.embed(t, batch_size=32), proj=proj, mode=1)

@@ -108,7 +108,7 @@ def check_z(z, dim: int) -> np.ndarray:
   z = z.numpy() if isinstance(z, Tensor) else np.asarray(z)
   if z.dtype == object or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
     raise ValueError(f"z must hold numbers, got dtype {z.dtype}")
-  z = z.astype(np.float32)
+  with np.errstate(over="ignore"): z = z.astype(np.float32)  # an overflow becomes Inf, refused below
   if z.ndim != 2: raise ValueError(f"z must be (B, D), got shape {z.shape}")
   if z.shape[1] != dim:
     raise ValueError(f"z has dimension {z.shape[1]} but this decoder expects {dim} (the teacher's dimension it was "

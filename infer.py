@@ -135,9 +135,19 @@ def png_bytes(z: np.ndarray, cell: int = 8) -> bytes:
 
 # ---- main -----------------------------------------------------------------------------------------------------------
 
+def check_sampling(args) -> None:
+  """Reject sampling options that cannot mean anything, before any model is loaded."""
+  if not (args.temperature > 0 and np.isfinite(args.temperature)):
+    raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
+  if args.top_k < 0: raise UsageError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
+  if not 0 < args.top_p <= 1: raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
+  if args.beam < 1: raise UsageError(f"--beam must be >= 1, got {args.beam}")
+
+
 def run(args) -> int:
   import train
   from generate import decode
+  check_sampling(args)
   texts = read_texts(args)
   if not texts: raise UsageError("no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)")
   json_out = args.json or args.file is not None or args.texts == ["-"]

@@ -48,6 +48,7 @@ class Config:
   dec_dilation_schedule: list = field(default_factory=lambda: [1, 2, 4, 8, 1, 2])
   mode_b_proj: str = "mlp"         # how the teacher vector enters the decoder in mode B: "mlp" or "identity"
   mode_b_ratio: float = 0.5        # share of decoder batches fed from the teacher vector (mode B)
+  mode_b_mix: str = "batch"        # "batch": whole batches alternate between modes; "row": modes mixed inside a batch
   label_smoothing: float = 0.1     # decoder cross-entropy smoothing
   # --- objective ---
   loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1})
@@ -100,13 +101,14 @@ class Config:
     need(0 <= self.dropout < 1, "dropout must be in [0, 1)")
     need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
     need(0 <= self.mode_b_ratio <= 1, "mode_b_ratio must be in [0, 1]")
+    need(self.mode_b_mix in ("batch", "row"), "mode_b_mix must be 'batch' or 'row'")
     need(self.norm in ("layer", "group"), "norm must be 'layer' or 'group'")
     need(self.padding in ("centred", "causal"), "padding must be 'centred' or 'causal'")
     need(self.pool in ("mean", "gated"), "pool must be 'mean' or 'gated'")
     need(self.mode_b_proj in ("mlp", "identity"), "mode_b_proj must be 'mlp' or 'identity'")
     need(self.precision in ("fp32", "mixed"), "precision must be 'fp32' or 'mixed'")
     need(self.temperature > 0, "temperature must be positive")
-    need(self.batch_size % self.grad_accum == 0, "batch_size must be divisible by grad_accum")
+    need(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "batch_size must be divisible by grad_accum")
     opt = self.optimizer
     need(isinstance(opt, dict) and opt.get("type", "adamw") == "adamw", "optimizer.type must be 'adamw'")
     if isinstance(opt, dict):
@@ -114,7 +116,8 @@ class Config:
       need(not unknown, f"unknown optimizer keys: {sorted(unknown)}")
       need(isinstance(opt.get("lr", 0), (int, float)) and opt.get("lr", 0) > 0, "optimizer.lr must be positive")
       def number(x): return isinstance(x, (int, float)) and not isinstance(x, bool)
-      need(number(opt.get("weight_decay", 0)) and opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay must be >= 0")
+      wd = opt.get("weight_decay", 0)
+      need(number(wd) and wd >= 0, "optimizer.weight_decay must be >= 0")
       need(number(opt.get("eps", 1e-8)) and opt.get("eps", 1e-8) > 0, "optimizer.eps must be positive")
       betas = opt.get("betas", [0.9, 0.999])
       need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas),

@@ -43,7 +43,8 @@ def parse_args(argv=None):
   p.add_argument("--config", type=Path, help="JSON config file (fields of studentz.Config); unset fields keep defaults")
   p.add_argument("--teacher", default=None, help=f"teacher name, local HF folder or hub id (default {DEFAULT_TEACHER})")
   p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
-  p.add_argument("--out", type=Path, default=None, help="run folder for metrics.jsonl and checkpoints (default runs/NAME)")
+  p.add_argument("--out", type=Path, default=None,
+                 help="run folder for metrics.jsonl and checkpoints (default runs/NAME)")
   p.add_argument("--data-source", type=Path, default=None,
                  help="corpus: text (one per line), JSONL with a 'text' field, or .gz of either "
                       "(default: the bundled Wikipedia shard)")
@@ -67,10 +68,11 @@ def parse_args(argv=None):
   i = 0
   while i < len(rest):  # the remaining --key value pairs are config overrides
     tok = rest[i]
-    if not tok.startswith("--") or i + 1 >= len(rest) or "=" in tok and False:
+    key, eq, val = tok[2:].partition("=")
+    # --key=value carries its value; --key takes the next argument (so a final --key=value is complete on its own)
+    if not tok.startswith("--") or not eq and i + 1 >= len(rest):
       p.error(f"unexpected argument {tok!r}: config overrides take the form --key value")
-    key, _, val = tok[2:].partition("=")
-    if val == "":
+    if not eq:
       val = rest[i + 1]
       i += 1
     overrides.append((key, val))
@@ -220,20 +222,18 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     for step in range(start, cfg.steps):
       batch = next(train_loader)
       feed = {"tokens": batch["tokens"], "mask": batch["mask"], "teacher": batch["teacher"]}
-      if joint:  # mode A and mode B batches alternate (share mode_b_ratio of B); drawn from the step number, so a
-        # resumed run draws the same sequence
-        use_b = np.random.default_rng([cfg.seed, step]).random() < cfg.mode_b_ratio
-        feed["mode_b"] = np.full(len(batch["tokens"]), float(use_b), np.float32)
+      if joint:  # which rows decode from the teacher vector (mode B): drawn from the step number, so a resumed run
+        # draws the same; whole batches alternate by default, or rows mix within a batch (mode_b_mix "row")
+        rng = np.random.default_rng([cfg.seed, step])
+        n = len(batch["tokens"])
+        draw = rng.random(n) if cfg.mode_b_mix == "row" else np.full(n, rng.random())
+        feed["mode_b"] = (draw < cfg.mode_b_ratio).astype(np.float32)
       m = trainer.step(feed)
       tok_count += int(batch["mask"].sum())
       bad_run = 0 if m["ok"] > 0.5 else bad_run + 1
       if bad_run:
         print(f"\nwarning: step {step + 1} had non-finite loss/gradients (loss {m['loss']}): skipped, "
               f"loss scale {m['loss_scale']:g}", file=sys.stderr)
-      if bad_run >= cfg.max_bad_steps:
-        ck.save("last", trainer, train_loader, best, bad_evals, {})
-        raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
-                         f"precision fp32. Last good state is in {out / 'last'}")
       if (step + 1) % cfg.log_every == 0 or step == start or bad_run:  # every skipped step leaves a record (ok=0)
         now = time.perf_counter()
         rate = tok_count / (now - t_last)
@@ -243,6 +243,11 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
         log.write(json.dumps(rec) + "\n")
         log.flush()
         bar.update(step + 1 - bar.n, loss=m["loss"], cos=1 - m["cos"], tok_s=int(rate))
+      if bad_run >= cfg.max_bad_steps:
+        # after the log write, so the last bad step is on record too
+        ck.save("last", trainer, train_loader, best, bad_evals, {})
+        raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
+                         f"precision fp32. Last good state is in {out / 'last'}")
       if time.perf_counter() > deadline and not stop["flag"]:
         print(f"\ntime limit of {args.time_limit:g} min reached at step {step + 1}", file=sys.stderr)
         stop["flag"] = True

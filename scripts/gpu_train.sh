@@ -6,7 +6,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 500 python3 train.py --profile full --teacher .devcarry/minilm16 --out /tmp/run --data-dir /tmp/data \
   --time-limit ${TL:-4.5} --precision mixed --steps ${STEPS:-2500} --data_limit ${LIMIT:-150000} $EXTRA > $OUT/train.log 2>&1
 echo "train rc=$?"; tail -c 2500 $OUT/train.log
-timeout 90 python3 train.py --eval /tmp/run/best --json > $OUT/eval.json 2>> $OUT/train.log; cat $OUT/eval.json
+timeout 140 python3 train.py --eval /tmp/run/best --json > $OUT/eval.json 2>> $OUT/train.log; cat $OUT/eval.json
 cp /tmp/run/metrics.jsonl /tmp/run/best/config.json /tmp/run/best/tokenizer.json $OUT/ 2>/dev/null
 python3 -c "
 from safetensors.numpy import load_file, save_file

@@ -78,12 +78,17 @@ def cmd_embed(args) -> int:
   except Exception as e:  # TeacherNotFound, ModelLoadError, bad files: all mean "this teacher is not usable"
     return fail(f"cannot load teacher {args.teacher!r}: {e}")
   t0 = time.perf_counter()
+  trunc0 = getattr(teacher, "truncated", 0)
   vecs = teacher.embed(texts, batch_size=args.batch_size, progress=not args.no_progress and len(texts) > 0)
   dt = time.perf_counter() - t0
   try:
     with open(out, "wb") as fh: np.save(fh, vecs.astype(np.float32, copy=False))  # exact path: no .npy appended
   except OSError as e: return fail(f"cannot write {out}: {e.strerror or e}")
   rate = len(texts) / dt if dt > 0 else float("inf")
+  if (cut := getattr(teacher, "truncated", 0) - trunc0) > 0:
+    print(f"note: {cut} of {len(texts)} texts were longer than {teacher.max_seq_length} tokens (the teacher's "
+          f"max_seq_length) and were truncated: their vectors describe the first {teacher.max_seq_length} tokens only",
+          file=sys.stderr)
   print(f"embedded {len(texts)} sentences -> {out} {vecs.shape} in {dt:.2f}s ({rate:.1f} sentences/s) on {device} "
         f"with {teacher.name} (dim {teacher.dim}, pooling {'+'.join(teacher.pooling)}"
         f"{', normalized' if teacher.normalize else ''})", file=sys.stderr)

@@ -110,6 +110,7 @@ class Teacher:
     self.buckets = sorted({min(b, self.max_seq_length) for b in LENGTH_BUCKETS} | {self.max_seq_length})
     self._empty_ids = np.asarray(self.tokenizer.encode("").ids, dtype=np.int32)  # the filler row: CLS SEP
     self._jits: dict[tuple[int, int], TinyJit] = {}
+    self.truncated = 0  # texts cut to max_seq_length by encode(), over this object's life
 
   def __repr__(self) -> str:
     return (f"Teacher({self.name!r}, {self.config.get('model_type')}, dim={self.dim}, max_seq_length="
@@ -152,7 +153,10 @@ class Teacher:
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
     """Token ids per text (specials added, truncated to max_seq_length)."""
-    return [np.asarray(e.ids, dtype=np.int32) for e in self.tokenizer.encode_batch(list(texts))]
+    encs = self.tokenizer.encode_batch(list(texts))
+    # counted so callers can tell the user: a silently cut sentence gets a vector of its first part only
+    self.truncated += sum(1 for e in encs if e.overflowing)
+    return [np.asarray(e.ids, dtype=np.int32) for e in encs]
 
   def embed(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """np.float32 [N, dim] for `texts`, in input order."""
