@@ -133,12 +133,18 @@ def compute_teacher_vectors(data_dir, teacher, batch_size: int = 64, chunk_size:
   try:
     for c in todo:
       a, b = _rows(m, c)
-      out = _embed(teacher, dd.texts(start=a, stop=b), int(batch_size), info["dim"])
+      # a chunk can take minutes on a CPU: embed it in slices so the bar moves, write it once when complete
+      step = max(8 * int(batch_size), 256)
+      parts = []
+      for s in range(a, b, step):
+        parts.append(_embed(teacher, dd.texts(start=s, stop=min(s + step, b)), int(batch_size), info["dim"]))
+        if s + step < b: bar.update(len(parts[-1]), chunk=f"{len(m['chunks'])}/{m['n_chunks']}")
+      out = np.concatenate(parts)
       vec[a:b] = out
       vec.flush()  # rows reach the file before the manifest names them
       m["chunks"][str(c)] = {"rows": b - a, "sha256": _sha(out)}
       atomic_write_json(cache / MANIFEST, m)
-      bar.update(b - a, chunk=f"{len(m['chunks'])}/{m['n_chunks']}")
+      bar.update(len(parts[-1]), chunk=f"{len(m['chunks'])}/{m['n_chunks']}")
   finally:
     bar.close()
     del vec

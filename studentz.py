@@ -600,3 +600,10 @@ def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict:
     a = arrays[prefix + k]
     t.assign(Tensor(np.ascontiguousarray(a.astype(np.float32 if dtypes.is_float(t.dtype) else a.dtype)),
                     device=t.device).cast(t.dtype)).realize()
+
+
+def __getattr__(name):  # `from studentz import StudentZ` without importing the API (and its deps) eagerly
+  if name == "StudentZ":
+    from studentz_api import StudentZ
+    return StudentZ
+  raise AttributeError(name)

@@ -1,0 +1,197 @@
+"""studentz_api.StudentZ on a tiny untrained causal checkpoint (built here, no training): loading, encode of texts and
+ids, decode in both modes, streaming == the full encoder on every prefix, and thread safety.
+
+Shapes are kept to a few (batches of 1, 2 and 4; L=16) because every new tinygrad shape costs a clang compile."""
+import json, threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+from tinygrad import Tensor
+
+import studentz as sz
+import studentz_api
+from student_tokenizer import BOS, EOS
+from studentz_api import StreamState, StudentZ
+
+D, L = 24, 16
+TEXTS = ["A man is playing a guitar.", "Two dogs run on the grass.", "A woman slices an onion.", "The cat sleeps.",
+         "A plane is taking off.", "Children play in a park.", "A man rides a horse.", "Someone is cooking rice."]
+
+
+def tiny_cfg(vocab: int, **kw) -> sz.Config:
+  base = dict(vocab_size=vocab, d_model=16, hidden=24, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3,
+              proj_dim=D, max_len=L, dec_blocks=2, dec_dilation_schedule=[1, 2], padding="causal", dropout=0.0,
+              loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1})
+  return sz.Config(**{**base, **kw}).validate()
+
+
+def _perturb(model, seed: int):
+  """Non-trivial norm scales/shifts and biases, so every path (norm modes, gate bias, conv bias) matters."""
+  from tinygrad.nn.state import get_state_dict
+  rng = np.random.default_rng(seed)
+  for name, t in get_state_dict(model).items():
+    if "norm" in name or name.endswith("bias"):
+      base = 1.0 if name.endswith("norm.weight") else 0.0
+      t.assign(Tensor(rng.normal(base, 0.3, t.shape).astype(np.float32))).realize()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+  """A run folder holding best/ in train.py's layout: encoder + decoder + proj_b, config.json, tokenizer.json."""
+  import metrics
+  from decoder import Decoder, ModeBProjection
+  from student_tokenizer import StudentTokenizer
+  from tinygrad.nn.state import get_state_dict
+  path = SHARED_DATA / "stsb" / "sts-train.csv"
+  if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
+  s1, s2, _ = metrics.load_stsb(path)
+  tok = StudentTokenizer.fit(s1[:25] + s2[:25], vocab_size=300)
+  cfg = tiny_cfg(tok.vocab_size)
+  run = tmp_path_factory.mktemp("run")
+  out = run / "best"
+  out.mkdir()
+  Tensor.manual_seed(0)
+  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  _perturb(models["encoder"], 0)
+  sz.save_tensors(out / "model.safetensors", {f"{k}.{n}": t for k, m in models.items()
+                                              for n, t in get_state_dict(m).items()})
+  info = {"format_version": 1, "step": 0, "config": cfg.to_dict(), "data_dir": str(out),
+          "teacher": {"name": "none-such-teacher", "dim": D, "fingerprint": "x"}, "metrics": {}}
+  (out / "config.json").write_text(json.dumps(info))
+  tok.save(out / "tokenizer.json")
+  return run
+
+
+@pytest.fixture(scope="module")
+def model(run_dir) -> StudentZ:
+  return StudentZ.load(run_dir)  # a run folder: its best/ is used
+
+
+def test_load_paths_and_lazy_reexport(run_dir, model, monkeypatch, tmp_path):
+  from studentz import StudentZ as Lazy
+  assert Lazy is StudentZ
+  with pytest.raises(AttributeError): sz.NoSuchThing
+  assert model.path == run_dir / "best" and model.dim == D and model.max_len == L and model.has_decoder
+  monkeypatch.setenv("STUDENTZ_CKPT", str(run_dir / "best"))
+  assert studentz_api.resolve_path(None) == run_dir / "best"
+  assert StudentZ.load().encode("The cat sleeps.").tolist() == model.encode("The cat sleeps.").tolist()
+  monkeypatch.delenv("STUDENTZ_CKPT")
+  monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", run_dir)  # a shipped default (here a run folder)
+  assert studentz_api.resolve_path(None) == run_dir / "best"
+  monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", tmp_path / "none")
+  with pytest.raises(FileNotFoundError, match="no default StudentZ model is shipped yet"): StudentZ.load()
+  with pytest.raises(sz.CheckpointError, match="not found"): StudentZ.load(tmp_path / "missing")
+
+
+def test_encode_texts_and_ids(model):
+  zs = model.encode(TEXTS[:4])
+  assert zs.shape == (4, D) and zs.dtype == np.float32 and np.isfinite(zs).all()
+  one = model.encode(TEXTS[0])
+  assert one.shape == (D,) and np.abs(one - zs[0]).max() < 1e-5       # batch of 1 vs batch of 4: same row
+  assert np.abs(model.encode(TEXTS[:4], batch_size=2) - zs).max() < 1e-5
+  assert len({tuple(r) for r in zs.round(5).tolist()}) == 4
+  ids, mask = model.tokenizer.encode_batch(TEXTS[:4], L)
+  assert np.abs(model.encode(ids) - zs).max() < 1e-6                  # the tokenizer's padded layout, as is
+  content = [r[1:int(m.sum()) - 1].tolist() for r, m in zip(ids, mask)]
+  assert np.abs(model.encode(content) - zs).max() < 1e-6              # BOS/EOS added when missing
+  assert np.abs(model.encode(content[0]) - one).max() < 1e-6          # one row of ids is the spelling of one str
+  unit = model.encode(TEXTS[:4], normalize=True)
+  assert np.allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5) and np.allclose(unit * np.linalg.norm(zs, axis=1,
+                                                                                  keepdims=True), zs, atol=1e-5)
+  assert model.encode([]).shape == (0, D)
+  with pytest.raises(ValueError, match="not a mix"): model.encode(["text", [5, 6]])
+  with pytest.raises(ValueError, match="must lie in"): model.encode([[5, 10 ** 6]])
+  with pytest.raises(ValueError, match="batch_size"): model.encode("x", batch_size=0)
+
+
+def test_decode_modes_and_errors(model):
+  z = model.encode(TEXTS[:2])
+  a = model.decode(z, max_len=4)
+  assert len(a) == 2 and all(isinstance(t, str) for t in a)
+  assert model.decode(z, max_len=4) == a and model.decode(z[0], max_len=4) == a[:1]  # a [D] vector: one text
+  s1 = model.decode(z, max_len=4, strategy="sample", top_k=20, top_p=0.9, temperature=0.8, seed=3)
+  assert s1 == model.decode(z, max_len=4, strategy="sample", top_k=20, top_p=0.9, temperature=0.8, seed=3)
+  b = model.decode_from_teacher(np.ones((2, D), np.float32), max_len=4)
+  assert len(b) == 2 and all(isinstance(t, str) for t in b)
+  with pytest.raises(ValueError, match="dimension 5"): model.decode(np.zeros((1, 5), np.float32))
+  with pytest.raises(ValueError, match="NaN"): model.decode(np.full((1, D), np.nan, np.float32))
+  with pytest.raises(ValueError, match="strategy"): model.decode(z, strategy="nope")
+  with pytest.raises(ValueError, match="top_p"): model.decode(z, top_p=0)
+  bare = StudentZ({"encoder": model.encoder}, model.info, model.tokenizer)
+  with pytest.raises(ValueError, match="has no decoder"): bare.decode(z)
+  with pytest.raises(ValueError, match="has no decoder"): bare.decode_from_teacher(z)
+
+
+@pytest.mark.parametrize("pool", ["mean", "gated"])
+def test_stream_equals_full_encoder_on_every_prefix(pool):
+  T = 10
+  Tensor.manual_seed(1)
+  enc = sz.Encoder(tiny_cfg(64, pool=pool, max_len=T))
+  _perturb(enc, 1)
+  toks = np.random.default_rng(2).integers(4, 64, T).astype(np.int32)
+  toks[0] = BOS
+  # row t = the first t+1 tokens, masked after them: one full forward gives z for every prefix
+  mask = np.tril(np.ones((T, T), np.float32))
+  full = enc(Tensor(np.tile(toks, (T, 1)) * mask.astype(np.int32)), Tensor(mask)).numpy()
+  st = StreamState(enc)
+  streamed = np.stack([st.push(int(t)) for t in toks])                # JIT captured at the 2nd push, replayed after
+  assert np.abs(streamed - full).max() < 1e-4, np.abs(streamed - full).max()
+  st.reset()
+  assert st.n == 0
+  again = np.stack([st.push(t) for t in toks[:4]])
+  assert np.abs(again - full[:4]).max() < 1e-4
+  with pytest.raises(ValueError, match="token ids"): st.push(64)
+
+
+def test_encode_stream(model):
+  text = TEXTS[0]
+  n = len(model.tokenizer.tokens(text))
+  zs = list(model.encode_stream(text))
+  assert len(zs) == n + 2                                             # BOS, content, EOS
+  assert np.abs(zs[-1] - model.encode(text)).max() < 1e-4             # the whole sentence: the full encoder's z
+  ids = [BOS, *model.tokenizer.backend.encode(text, add_special_tokens=False).ids, EOS]
+  # a live generator of ids, two streams interleaved (each holds its own state), and a stream left unfinished
+  g1, g2 = model.encode_stream(iter(ids)), model.encode_stream(ids[:3])
+  first = [next(g1), next(g2)]
+  assert np.abs(first[0] - zs[0]).max() < 1e-6 and np.abs(first[1] - zs[0]).max() < 1e-6
+  rest = list(g1)
+  assert np.abs(np.stack(rest) - np.stack(zs[1:])).max() < 1e-6
+  g2.close()
+  assert len(model._free_streams) == 2                                # both states are back in the pool
+
+
+def test_stream_refusals(model):
+  for kw, msg in (({"padding": "centred"}, "--padding causal"), ({"norm": "group"}, "GroupNorm")):
+    enc = sz.Encoder(tiny_cfg(64, **kw))
+    with pytest.raises(ValueError, match=msg): StreamState(enc)
+    with pytest.raises(ValueError, match=msg): StudentZ({"encoder": enc}, {}, model.tokenizer).encode_stream("x")
+
+
+def test_threads_match_serial(model):
+  batches = [TEXTS[i:i + 4] for i in range(4)]                        # different batches, one shape (4 rows)
+  serial = [model.encode(b) for b in batches]
+  z = model.encode(TEXTS[:4])
+  zpairs = [z[:2], z[2:]]
+  serial_dec = [model.decode(zz, max_len=4) for zz in zpairs]
+  results, errors = {}, []
+  start = threading.Barrier(6)
+
+  def work(key, fn):
+    try:
+      start.wait()
+      for _ in range(3): results.setdefault(key, []).append(fn())
+    except Exception as e:  # surfaced below: an exception in a thread would otherwise vanish
+      errors.append(e)
+  threads = [threading.Thread(target=work, args=(("enc", i), lambda b=b: model.encode(b)))
+             for i, b in enumerate(batches)]
+  threads += [threading.Thread(target=work, args=(("dec", i), lambda zz=zz: model.decode(zz, max_len=4)))
+              for i, zz in enumerate(zpairs)]
+  for t in threads: t.start()
+  for t in threads: t.join(60)
+  assert not errors, errors
+  for i, want in enumerate(serial):
+    assert all(np.array_equal(got, want) for got in results[("enc", i)])
+  for i, want in enumerate(serial_dec):
+    assert all(got == want for got in results[("dec", i)])
