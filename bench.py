@@ -108,7 +108,6 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
 
 def bench_teacher(args, device: str) -> list[dict]:
   """Teacher sentences/s at several lengths: our tinygrad port against HF transformers on the same device."""
-  import numpy as np
   from teacher import load_teacher
   t = load_teacher(args.teacher)
   rows = []

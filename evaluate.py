@@ -107,7 +107,7 @@ def text_scores(hyps: list[str], refs: list[str], z_hyp: np.ndarray, z_ref: np.n
 
 def main(argv=None) -> int:
   """One-pass decoding and re-embedding correction rounds for a checkpoint with a decoder."""
-  import argparse, json, sys
+  import argparse, json
   from tinygrad import Tensor
   from generate import correct, decode, student_embed_fn
   from train import default_corpus, encode_ids, load_teacher

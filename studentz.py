@@ -14,7 +14,7 @@ from embedding import TokenEmbedding
 from tinygrad import Tensor, TinyJit, dtypes, Device
 from tinygrad.helpers import Context
 from tinygrad.nn.optim import Optimizer
-from tinygrad.nn.state import get_state_dict, safe_save, safe_load
+from tinygrad.nn.state import get_state_dict
 
 FORMAT_VERSION = 1
 # Block outputs are materialised in the forward (contiguous) and their gradients in the backward

@@ -28,3 +28,17 @@ def stsb_test_pairs() -> list[tuple[str, str]]:
   if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
   rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
   return [(r[5], r[6]) for r in rows if len(r) >= 7]
+
+
+def write_checkpoint(out, cfg, models: dict, tok, teacher_name: str = "none-such-teacher") -> None:
+  """A checkpoint folder in train.py's layout (model.safetensors, config.json, tokenizer.json) from untrained models."""
+  import json
+  import studentz as sz
+  from tinygrad.nn.state import get_state_dict
+  out.mkdir(parents=True, exist_ok=True)
+  sz.save_tensors(out / "model.safetensors", {f"{k}.{n}": t for k, m in models.items()
+                                              for n, t in get_state_dict(m).items()})
+  info = {"format_version": 1, "step": 0, "config": cfg.to_dict(), "data_dir": str(out),
+          "teacher": {"name": teacher_name, "dim": cfg.proj_dim, "fingerprint": "x"}, "metrics": {}}
+  (out / "config.json").write_text(json.dumps(info))
+  tok.save(out / "tokenizer.json")

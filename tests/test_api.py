@@ -2,12 +2,12 @@
 ids, decode in both modes, streaming == the full encoder on every prefix, and thread safety.
 
 Shapes are kept to a few (batches of 1, 2 and 4; L=16) because every new tinygrad shape costs a clang compile."""
-import json, threading
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, write_checkpoint
 from tinygrad import Tensor
 
 import studentz as sz
@@ -43,7 +43,6 @@ def run_dir(tmp_path_factory) -> Path:
   import metrics
   from decoder import Decoder, ModeBProjection
   from student_tokenizer import StudentTokenizer
-  from tinygrad.nn.state import get_state_dict
   path = SHARED_DATA / "stsb" / "sts-train.csv"
   if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
   s1, s2, _ = metrics.load_stsb(path)
@@ -51,16 +50,10 @@ def run_dir(tmp_path_factory) -> Path:
   cfg = tiny_cfg(tok.vocab_size)
   run = tmp_path_factory.mktemp("run")
   out = run / "best"
-  out.mkdir()
   Tensor.manual_seed(0)
   models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
   _perturb(models["encoder"], 0)
-  sz.save_tensors(out / "model.safetensors", {f"{k}.{n}": t for k, m in models.items()
-                                              for n, t in get_state_dict(m).items()})
-  info = {"format_version": 1, "step": 0, "config": cfg.to_dict(), "data_dir": str(out),
-          "teacher": {"name": "none-such-teacher", "dim": D, "fingerprint": "x"}, "metrics": {}}
-  (out / "config.json").write_text(json.dumps(info))
-  tok.save(out / "tokenizer.json")
+  write_checkpoint(out, cfg, models, tok)
   return run
 
 

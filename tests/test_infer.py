@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, write_checkpoint
 
 import infer
 
@@ -17,7 +17,6 @@ def ckpt(tmp_path_factory) -> Path:
   import metrics, studentz as sz
   from decoder import Decoder, ModeBProjection
   from student_tokenizer import StudentTokenizer
-  from tinygrad.nn.state import get_state_dict
   path = SHARED_DATA / "stsb" / "sts-train.csv"
   if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
   s1, s2, _ = metrics.load_stsb(path)
@@ -26,14 +25,8 @@ def ckpt(tmp_path_factory) -> Path:
                   proj_dim=D, max_len=16, dec_blocks=2, dec_dilation_schedule=[1, 2],
                   loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}).validate()
   out = tmp_path_factory.mktemp("ckpt") / "best"
-  out.mkdir()
   models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
-  sz.save_tensors(out / "model.safetensors", {f"{k}.{n}": t for k, m in models.items()
-                                              for n, t in get_state_dict(m).items()})
-  info = {"format_version": 1, "step": 0, "config": cfg.to_dict(), "data_dir": str(out),
-          "teacher": {"name": "none-such-teacher", "dim": D, "fingerprint": "x"}, "metrics": {}}
-  (out / "config.json").write_text(json.dumps(info))
-  tok.save(out / "tokenizer.json")
+  write_checkpoint(out, cfg, models, tok)
   return out
 
 
