@@ -4,9 +4,8 @@ Read top to bottom: config -> building blocks -> encoder -> losses -> optimiser 
 Shapes: B batch, L tokens, d residual channels, h block channels, D teacher dimension.
 """
 from __future__ import annotations
-import json, math, os, tempfile
+import json, math, os
 from dataclasses import dataclass, field, asdict, fields
-from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
@@ -16,7 +15,6 @@ from tinygrad.helpers import Context
 from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
-FORMAT_VERSION = 1
 # Block outputs are materialised in the forward (contiguous) and their gradients in the backward
 # (contiguous_backward), so no kernel recomputes a whole block: 130 -> 116 ms (fp32), 111 -> 92 ms (bf16) per step on
 # an H100 at B=64, L=128. STUDENTZ_CONTIG_ACT=0/1 keeps the other variants for benchmarks.
@@ -531,75 +529,9 @@ def distill_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]
   return distill_losses(zs, batch["teacher"], enc.cfg)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# checkpoints: safetensors + JSON, written atomically so a kill at any moment leaves the last good one loadable
-
-def _fsync_dir(path: Path) -> None:
-  try:
-    fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-  except OSError: pass
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-  except BaseException:
-    if os.path.exists(tmp): os.unlink(tmp)
-    raise
-
-
-def save_tensors(path: Path, tensors: dict[str, Tensor], dtype=None, metadata: dict | None = None) -> None:
-  """safetensors via a temp file + fsync + rename; `dtype` casts float tensors (fp16 for shipped weights).
-
-  Tensors leave the device through numpy, so saving never compiles a CPU kernel (GPU hosts may have no clang)."""
-  from safetensors.numpy import save
-  arrays = {}
-  for k, t in tensors.items():
-    if dtype is not None and dtypes.is_float(t.dtype): t = t.cast(dtype)
-    arrays[k] = np.ascontiguousarray(t.numpy())
-  atomic_write_bytes(Path(path), save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that is missing, corrupt or made for another model; the message says which and what to do."""
-
-
-def load_tensors(path: Path) -> dict[str, np.ndarray]:
-  """safetensors -> numpy (no code execution possible); corrupt or truncated files raise CheckpointError."""
-  from safetensors.numpy import load_file
-  path = Path(path)
-  if not path.is_file(): raise CheckpointError(f"checkpoint file not found: {path}")
-  try:
-    return load_file(str(path))
-  except Exception as e:
-    raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
-
-
-def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict: bool = True) -> None:
-  """Copy arrays into a model's tensors, casting to each tensor's own dtype (never adopting the file's)."""
-  sd = get_state_dict(model)
-  missing = [k for k in sd if prefix + k not in arrays]
-  if strict and missing: raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-  # every shape is checked before any tensor is written, so a refused checkpoint leaves the model as it was
-  bad = [f"tensor {k} has shape {tuple(arrays[prefix + k].shape)} in the checkpoint but {tuple(t.shape)} in the model"
-         for k, t in sd.items() if prefix + k in arrays and tuple(arrays[prefix + k].shape) != tuple(t.shape)]
-  if bad: raise CheckpointError("; ".join(bad) + ": the checkpoint was made with another config (vocabulary or "
-                                "teacher dimension)")
-  for k, t in sd.items():
-    if prefix + k not in arrays: continue
-    a = arrays[prefix + k]
-    t.assign(Tensor(np.ascontiguousarray(a.astype(np.float32 if dtypes.is_float(t.dtype) else a.dtype)),
-                    device=t.device).cast(t.dtype)).realize()
+# checkpoint I/O lives in checkpoint.py; re-exported because callers know it as studentz.save_tensors etc.
+from checkpoint import (FORMAT_VERSION, CheckpointError, assign_state, atomic_write_bytes,  # noqa: E402,F401
+                        load_tensors, save_tensors)
 
 
 def __getattr__(name):  # `from studentz import StudentZ` without importing the API (and its deps) eagerly

@@ -12,6 +12,7 @@ import argparse, json, os, signal, sys, time
 from pathlib import Path
 
 import backend
+from checkpoint import Checkpointer, read_checkpoint_info
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
@@ -328,81 +329,6 @@ def encode_ids(enc, tokens, mask, batch_size: int):
     out.append(enc._jit_encode(Tensor(np.ascontiguousarray(t, dtype=np.int32)),
                                Tensor(np.ascontiguousarray(m, dtype=np.float32))).numpy()[:n])
   return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
-
-
-class Checkpointer:
-  """`out/step-N/` folders written completely, then `out/last` / `out/best` symlinks swapped atomically: a kill at any
-  moment leaves the previous checkpoint loadable."""
-
-  def __init__(self, out: Path, cfg, meta: dict, tokenizer):
-    self.out, self.cfg, self.meta, self.tok = Path(out), cfg, meta, tokenizer
-    self.out.mkdir(parents=True, exist_ok=True)
-    self.current: Path | None = None
-
-  def save(self, name: str, trainer, loader, best: float, bad_evals: int, metrics: dict) -> Path:
-    import studentz as sz
-    from tinygrad import Tensor
-    from tinygrad.nn.state import get_state_dict
-    step = trainer.step_count
-    d = self.out / f"step-{step:07d}"
-    d.mkdir(parents=True, exist_ok=True)
-    sz.save_tensors(d / "model.safetensors", {f"{name}.{k}": v for name, m in trainer.models.items()
-                                              for k, v in get_state_dict(m).items()})
-    dev = Tensor._device_rng_counters
-    rng = {f"rng.{i}": t for i, t in enumerate(dev.values())}
-    sz.save_tensors(d / "train_state.safetensors", {**trainer.state(), **rng})
-    info = {"format_version": sz.FORMAT_VERSION, "step": step, "config": self.cfg.to_dict(), **self.meta,
-            "metrics": metrics, "best_val_cos": best, "bad_evals": bad_evals, "loader": loader.state_dict()}
-    sz.atomic_write_bytes(d / "config.json", json.dumps(info, indent=2).encode())
-    sz.atomic_write_bytes(d / "tokenizer.json", self.tok.to_json_str().encode())
-    self.current = d
-    self.link(name)
-    self._prune()
-    return d
-
-  def link(self, name: str) -> None:
-    """Point out/name at the newest step folder: a relative symlink replaced with one atomic rename."""
-    tmp = self.out / f".{name}.tmp"
-    if tmp.is_symlink() or tmp.exists(): tmp.unlink()
-    os.symlink(self.current.name, tmp)
-    os.replace(tmp, self.out / name)
-
-  def _prune(self) -> None:
-    keep = {os.path.realpath(self.out / n) for n in ("last", "best") if (self.out / n).exists()}
-    for d in self.out.glob("step-*"):
-      if os.path.realpath(d) not in keep:
-        for f in d.iterdir(): f.unlink()
-        d.rmdir()
-
-  def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
-    import numpy as np
-    import studentz as sz
-    from tinygrad import Tensor
-    d = state["dir"]
-    arrays = sz.load_tensors(d / "model.safetensors")
-    for k, m in trainer.models.items(): sz.assign_state(m, arrays, prefix=f"{k}.")
-    ts = sz.load_tensors(d / "train_state.safetensors")
-    for k, t in trainer.state().items():
-      if k not in ts: raise sz.CheckpointError(f"{d} lacks training state {k}: cannot resume exactly")
-      t.assign(Tensor(np.ascontiguousarray(ts[k])).cast(t.dtype)).realize()
-    Tensor.rand(1).realize()  # creates the device RNG counters so they can be restored
-    for i, t in enumerate(Tensor._device_rng_counters.values()):
-      if f"rng.{i}" in ts: t.assign(Tensor(ts[f"rng.{i}"])).realize()
-    loader.load_state_dict(state["info"]["loader"])
-    self.current = d.resolve()
-    return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])
-
-
-def read_checkpoint_info(ckpt: Path) -> dict:
-  from studentz import CheckpointError
-  ckpt = Path(ckpt)
-  cfg_file = ckpt / "config.json"
-  if not ckpt.exists(): raise CheckpointError(f"checkpoint not found: {ckpt}")
-  if not cfg_file.is_file(): raise CheckpointError(f"{ckpt} is not a StudentZ checkpoint (no config.json)")
-  try: info = json.loads(cfg_file.read_text())
-  except json.JSONDecodeError as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
-  if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
-  return info
 
 
 def resume(args) -> int:

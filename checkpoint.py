@@ -1,0 +1,149 @@
+"""Checkpoint files: safetensors + JSON written atomically (temp file, fsync, rename), read without any code
+execution, and train.py's step folders with atomically swapped `last`/`best` links."""
+from __future__ import annotations
+import json, os, tempfile
+from pathlib import Path
+
+import backend  # noqa: F401
+import numpy as np
+from tinygrad import Tensor, dtypes
+from tinygrad.nn.state import get_state_dict
+
+FORMAT_VERSION = 1
+
+
+
+def _fsync_dir(path: Path) -> None:
+  try:
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+  except OSError: pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+  except BaseException:
+    if os.path.exists(tmp): os.unlink(tmp)
+    raise
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], dtype=None, metadata: dict | None = None) -> None:
+  """safetensors via a temp file + fsync + rename; `dtype` casts float tensors (fp16 for shipped weights).
+
+  Tensors leave the device through numpy, so saving never compiles a CPU kernel (GPU hosts may have no clang)."""
+  from safetensors.numpy import save
+  arrays = {}
+  for k, t in tensors.items():
+    if dtype is not None and dtypes.is_float(t.dtype): t = t.cast(dtype)
+    arrays[k] = np.ascontiguousarray(t.numpy())
+  atomic_write_bytes(Path(path), save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that is missing, corrupt or made for another model; the message says which and what to do."""
+
+
+def load_tensors(path: Path) -> dict[str, np.ndarray]:
+  """safetensors -> numpy (no code execution possible); corrupt or truncated files raise CheckpointError."""
+  from safetensors.numpy import load_file
+  path = Path(path)
+  if not path.is_file(): raise CheckpointError(f"checkpoint file not found: {path}")
+  try:
+    return load_file(str(path))
+  except Exception as e:
+    raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict: bool = True) -> None:
+  """Copy arrays into a model's tensors, casting to each tensor's own dtype (never adopting the file's)."""
+  sd = get_state_dict(model)
+  missing = [k for k in sd if prefix + k not in arrays]
+  if strict and missing: raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+  # every shape is checked before any tensor is written, so a refused checkpoint leaves the model as it was
+  bad = [f"tensor {k} has shape {tuple(arrays[prefix + k].shape)} in the checkpoint but {tuple(t.shape)} in the model"
+         for k, t in sd.items() if prefix + k in arrays and tuple(arrays[prefix + k].shape) != tuple(t.shape)]
+  if bad: raise CheckpointError("; ".join(bad) + ": the checkpoint was made with another config (vocabulary or "
+                                "teacher dimension)")
+  for k, t in sd.items():
+    if prefix + k not in arrays: continue
+    a = arrays[prefix + k]
+    t.assign(Tensor(np.ascontiguousarray(a.astype(np.float32 if dtypes.is_float(t.dtype) else a.dtype)),
+                    device=t.device).cast(t.dtype)).realize()
+
+
+class Checkpointer:
+  """`out/step-N/` folders written completely, then `out/last` / `out/best` symlinks swapped atomically: a kill at any
+  moment leaves the previous checkpoint loadable."""
+
+  def __init__(self, out: Path, cfg, meta: dict, tokenizer):
+    self.out, self.cfg, self.meta, self.tok = Path(out), cfg, meta, tokenizer
+    self.out.mkdir(parents=True, exist_ok=True)
+    self.current: Path | None = None
+
+  def save(self, name: str, trainer, loader, best: float, bad_evals: int, metrics: dict) -> Path:
+    step = trainer.step_count
+    d = self.out / f"step-{step:07d}"
+    d.mkdir(parents=True, exist_ok=True)
+    save_tensors(d / "model.safetensors", {f"{name}.{k}": v for name, m in trainer.models.items()
+                                              for k, v in get_state_dict(m).items()})
+    dev = Tensor._device_rng_counters
+    rng = {f"rng.{i}": t for i, t in enumerate(dev.values())}
+    save_tensors(d / "train_state.safetensors", {**trainer.state(), **rng})
+    info = {"format_version": FORMAT_VERSION, "step": step, "config": self.cfg.to_dict(), **self.meta,
+            "metrics": metrics, "best_val_cos": best, "bad_evals": bad_evals, "loader": loader.state_dict()}
+    atomic_write_bytes(d / "config.json", json.dumps(info, indent=2).encode())
+    atomic_write_bytes(d / "tokenizer.json", self.tok.to_json_str().encode())
+    self.current = d
+    self.link(name)
+    self._prune()
+    return d
+
+  def link(self, name: str) -> None:
+    """Point out/name at the newest step folder: a relative symlink replaced with one atomic rename."""
+    tmp = self.out / f".{name}.tmp"
+    if tmp.is_symlink() or tmp.exists(): tmp.unlink()
+    os.symlink(self.current.name, tmp)
+    os.replace(tmp, self.out / name)
+
+  def _prune(self) -> None:
+    keep = {os.path.realpath(self.out / n) for n in ("last", "best") if (self.out / n).exists()}
+    for d in self.out.glob("step-*"):
+      if os.path.realpath(d) not in keep:
+        for f in d.iterdir(): f.unlink()
+        d.rmdir()
+
+  def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
+    d = state["dir"]
+    arrays = load_tensors(d / "model.safetensors")
+    for k, m in trainer.models.items(): assign_state(m, arrays, prefix=f"{k}.")
+    ts = load_tensors(d / "train_state.safetensors")
+    for k, t in trainer.state().items():
+      if k not in ts: raise CheckpointError(f"{d} lacks training state {k}: cannot resume exactly")
+      t.assign(Tensor(np.ascontiguousarray(ts[k])).cast(t.dtype)).realize()
+    Tensor.rand(1).realize()  # creates the device RNG counters so they can be restored
+    for i, t in enumerate(Tensor._device_rng_counters.values()):
+      if f"rng.{i}" in ts: t.assign(Tensor(ts[f"rng.{i}"])).realize()
+    loader.load_state_dict(state["info"]["loader"])
+    self.current = d.resolve()
+    return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])
+
+
+def read_checkpoint_info(ckpt: Path) -> dict:
+  ckpt = Path(ckpt)
+  cfg_file = ckpt / "config.json"
+  if not ckpt.exists(): raise CheckpointError(f"checkpoint not found: {ckpt}")
+  if not cfg_file.is_file(): raise CheckpointError(f"{ckpt} is not a StudentZ checkpoint (no config.json)")
+  try: info = json.loads(cfg_file.read_text())
+  except json.JSONDecodeError as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
+  if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
+  return info
