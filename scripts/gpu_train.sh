@@ -1,5 +1,12 @@
 #!/bin/bash
-# one GPU call: prepare data + teacher vectors, train with a time limit, evaluate, bench the teacher, return weights
+# One call on a lent GPU machine (no network there): prepare data + teacher vectors, train with a time limit,
+# evaluate, and leave the results and the fp16 weights (split into 15 MB parts) under $OUT.
+# It expects, carried next to the repo (the carry limit is 64 MiB, hence the fp16 teacher and the corpus slice):
+#   .whl/                    tinygrad-0.14.0 wheel (pip download --no-deps tinygrad==0.14.0 -d .whl)
+#   .devcarry/minilm16/      the MiniLM folder from `python -m teacher fetch all-MiniLM-L6-v2`, model.safetensors
+#                            rounded to fp16 (its vectors: cosine >= 0.9999995 to the fp32 teacher's)
+#   .devcarry/data/          wikipedia/enwiki-docs.jsonl.gz (first 20,000 articles) and stsb/sts-test.csv
+# Knobs: TL (minutes of training), STEPS, LIMIT (sentences), EXTRA (more train.py arguments).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=/tmp/szcache
 nvidia-smi --query-gpu=name --format=csv,noheader
