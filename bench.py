@@ -172,8 +172,108 @@ def bench_encode(args, device: str) -> list[dict]:
     secs = timed(run, 1, args.reps_teacher)
     row = {"bench": "student_encode", "L": L, "B": args.batch, "n": n, "d": cfg.d_model, "blocks": cfg.n_blocks,
            "device": device, "card": card_name(device), "student_sent_per_s": n / secs}
+    if not args.no_torch: row.update(torch_encode(enc, ids, mask, args.batch, device, args.reps_teacher, n))
     rows.append(row)
     print_row(row)
+  return rows
+
+
+def torch_encode(enc, ids, mask, batch: int, device: str, reps: int, n: int) -> dict:
+  """The PyTorch twin of the same student (same weights), eager fp32, on the same device."""
+  try:
+    import torch
+    import bench_torch as bt
+  except ImportError:
+    return {}
+  from tinygrad.nn.state import get_state_dict
+  dev = "cuda" if device.startswith("CUDA") else "cpu"
+  model = bt.TorchEncoder(enc.cfg)
+  model.load_from_tinygrad({k: v.numpy() for k, v in get_state_dict(enc).items()})
+  model = model.to(dev).eval()
+  ti, tm = torch.from_numpy(ids).long().to(dev), torch.from_numpy(mask).to(dev)
+  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+
+  def run():
+    with torch.inference_mode():
+      for i in range(0, len(ti), batch): model(ti[i:i + batch], tm[i:i + batch]).cpu()
+  run()
+  return {"torch_sent_per_s": n / timed(run, 1, reps, sync)}
+
+
+def _random_checkpoint(args, out: Path, padding: str = "centred") -> Path:
+  """An untrained encoder + decoder checkpoint of the benchmark config (speed does not depend on the weights)."""
+  import json
+  import studentz as sz
+  from decoder import Decoder, ModeBProjection
+  from student_tokenizer import StudentTokenizer
+  from tinygrad.nn.state import get_state_dict
+  import metrics
+  stsb = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
+  s1, s2, _ = metrics.load_stsb(stsb) if stsb.is_file() else (["a small corpus for the tokenizer"] * 50, [], None)
+  tok = StudentTokenizer.fit(list(s1[:3000]) + list(s2[:3000]), vocab_size=min(args.vocab, 4000))
+  cfg = sz.Config.from_dict({**bench_config(args).to_dict(), "vocab_size": tok.vocab_size, "padding": padding,
+                             "max_len": 64, "loss_weights": {"cos": 1, "mse": 1, "ce": 1, "sem": 0.1}})
+  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  out.mkdir(parents=True, exist_ok=True)
+  sz.save_tensors(out / "model.safetensors", {f"{k}.{n}": t for k, m in models.items()
+                                              for n, t in get_state_dict(m).items()}, dtype=sz.dtypes.float16)
+  (out / "config.json").write_text(json.dumps({"format_version": 1, "step": 0, "config": cfg.to_dict(),
+                                               "teacher": {"name": "none", "dim": cfg.proj_dim, "fingerprint": "x"},
+                                               "data_dir": str(out), "metrics": {}}))
+  tok.save(out / "tokenizer.json")
+  return out
+
+
+def bench_stream_decode(args, device: str) -> list[dict]:
+  """Streaming encoder: cost of one incoming token; cached incremental decoder: tokens/s at batch 1 and B."""
+  import tempfile
+  import numpy as np
+  from studentz_api import StudentZ
+  from generate import greedy
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    m = StudentZ.load(_random_checkpoint(args, Path(tmp) / "causal", padding="causal"))
+    st = m.stream_state()
+    ids = np.random.default_rng(0).integers(4, m.config.vocab_size, 256)
+    for t in ids[:8]: st.push(int(t))                                            # capture + warm up the JIT
+    it = iter(ids[8:])
+    secs = timed(lambda: st.push(int(next(it))), 2, 100)
+    row = {"bench": "stream_push", "d": m.config.d_model, "blocks": m.config.n_blocks, "device": device,
+           "card": card_name(device), "ms_per_token": secs * 1e3}
+    rows.append(row)
+    print_row(row)
+    dec = m.models["decoder"]
+    for B in sorted({1, args.batch}):
+      z = np.random.default_rng(1).standard_normal((B, m.dim)).astype(np.float32)
+      T = 63
+      run = lambda: greedy(dec, z, max_len=T)
+      run()
+      secs = timed(run, 1, 3)
+      row = {"bench": "decode_greedy", "B": B, "T": T, "device": device, "card": card_name(device),
+             "tokens_per_s": B * T / secs, "note": "untrained weights: no row stops early"}
+      rows.append(row)
+      print_row(row)
+  return rows
+
+
+def bench_infer(args, device: str) -> list[dict]:
+  """`python infer.py "text"` wall time with an empty kernel cache (cold) and again (warm), and its peak memory."""
+  import resource, subprocess, tempfile
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    ckpt = _random_checkpoint(args, Path(tmp) / "ckpt")
+    env = {**os.environ, "CACHEDB": str(Path(tmp) / "cache.db")}
+    for kind in ("cold", "warm"):
+      t0 = time.perf_counter()
+      p = subprocess.run([sys.executable, str(ROOT / "infer.py"), "The cat sat on the mat.", "--ckpt", str(ckpt),
+                          "--no-teacher"], env=env, capture_output=True, text=True)
+      secs = time.perf_counter() - t0
+      if p.returncode != 0: raise RuntimeError(p.stderr[-2000:])
+      peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MB (Linux reports KB)
+      row = {"bench": "infer_wall", "kind": kind, "device": device, "card": card_name(device), "seconds": secs,
+             "peak_rss_mb_so_far": peak}
+      rows.append(row)
+      print_row(row)
   return rows
 
 
@@ -183,7 +283,7 @@ def print_row(row: dict) -> None:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", nargs="*", default=["all"], choices=["all", "train", "teacher", "encode"],
+  p.add_argument("what", nargs="*", default=["all"], choices=["all", "train", "teacher", "encode", "stream", "infer"],
                  help="which benchmarks")
   p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
   p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"])
@@ -211,6 +311,8 @@ def main(argv=None) -> int:
   if what & {"all", "train"}: rows += bench_train(args, device)
   if what & {"all", "teacher"}: rows += bench_teacher(args, device)
   if what & {"all", "encode"}: rows += bench_encode(args, device)
+  if what & {"all", "stream"}: rows += bench_stream_decode(args, device)
+  if what & {"all", "infer"}: rows += bench_infer(args, device)
   if args.json:
     args.json.write_text(json.dumps(rows, indent=1))
   return 0

@@ -128,7 +128,6 @@ class StudentZ:
     self.encoder = models["encoder"]
     self.config = self.encoder.cfg
     self.lock = _TINYGRAD_LOCK
-    self._enc_jits: dict[int, TinyJit] = {}  # one JIT per batch size: a TinyJit replays one input shape only
     self._free_streams: list[StreamState] = []  # reused by encode_stream: a new StreamState costs a JIT capture
 
   @classmethod
@@ -209,9 +208,7 @@ class StudentZ:
     if len(ids) == 0: return np.zeros((0, self.dim), np.float32)
     # powers of two bound the number of JIT captures while a lone sentence does not pay for batch_size rows
     bs = min(batch_size, _pow2_at_least(len(ids)))
-    with self.lock:
-      if bs not in self._enc_jits: self._enc_jits[bs] = TinyJit(lambda t, m: self.encoder(t, m).realize())
-      self.encoder._jit_encode = self._enc_jits[bs]  # train.encode_ids runs whatever JIT the encoder carries
+    with self.lock:  # train.encode_ids keeps one JIT per (batch, length) for this encoder
       return np.asarray(train.encode_ids(self.encoder, ids, mask, bs), np.float32)
 
   # -- decoding

@@ -8,7 +8,7 @@
 Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> evaluation.
 """
 from __future__ import annotations
-import argparse, json, os, signal, sys, time
+import argparse, json, os, signal, sys, time, weakref
 from pathlib import Path
 
 import backend
@@ -314,11 +314,19 @@ def embed_split(enc, rows: dict, cfg):
   return encode_ids(enc, rows["tokens"], rows["mask"], cfg.batch_size), rows["teacher"]
 
 
+# encoder -> {(batch, length): TinyJit}. Kept off the model object: a JIT stored as a model attribute would be walked
+# by get_state_dict and its captured buffers written into checkpoints.
+_ENCODE_JITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def encode_ids(enc, tokens, mask, batch_size: int):
-  """Student vectors for token ids, in fixed-size batches under one JIT (the last batch is padded)."""
+  """Student vectors for token ids, in fixed-size batches under one JIT per shape (the last batch is padded)."""
   import numpy as np
   from tinygrad import Tensor, TinyJit
-  if not hasattr(enc, "_jit_encode"): enc._jit_encode = TinyJit(lambda t, m: enc(t, m).realize())
+  jits = _ENCODE_JITS.setdefault(enc, {})
+  key = (batch_size, tokens.shape[1])
+  if key not in jits: jits[key] = TinyJit(lambda t, m: enc(t, m).realize())
+  jit = jits[key]
   out = []
   for i in range(0, len(tokens), batch_size):
     t, m = tokens[i:i + batch_size], mask[i:i + batch_size]
@@ -326,8 +334,8 @@ def encode_ids(enc, tokens, mask, batch_size: int):
     if n < batch_size:
       t = np.concatenate([t, np.zeros((batch_size - n, t.shape[1]), t.dtype)])
       m = np.concatenate([m, np.zeros((batch_size - n, m.shape[1]), m.dtype)])
-    out.append(enc._jit_encode(Tensor(np.ascontiguousarray(t, dtype=np.int32)),
-                               Tensor(np.ascontiguousarray(m, dtype=np.float32))).numpy()[:n])
+    out.append(jit(Tensor(np.ascontiguousarray(t, dtype=np.int32)),
+                   Tensor(np.ascontiguousarray(m, dtype=np.float32))).numpy()[:n])
   return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
 
 

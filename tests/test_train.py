@@ -187,6 +187,16 @@ def runs(work):
   return {"full": full, "part": part, "stopped_at": stopped_at}
 
 
+def test_checkpoint_holds_exactly_the_model_tensors(runs):
+  # validation runs the encoder under a JIT; nothing of that JIT may leak into the saved weights
+  from safetensors import safe_open
+  from tinygrad.nn.state import get_state_dict
+  ckpt = runs["full"] / "last"
+  enc, _, _ = train.load_encoder(ckpt)
+  with safe_open(str(ckpt / "model.safetensors"), framework="numpy") as f: saved = set(f.keys())
+  assert saved == {f"encoder.{k}" for k in get_state_dict(sz.Encoder(enc.cfg))}
+
+
 def test_resume_after_interrupt_matches_uninterrupted_run(work, runs):
   assert runs["stopped_at"] == INTERRUPT_AT
   # resumed without --data-source: the data folder must still be the run's corpus, not rebuilt from the default one
