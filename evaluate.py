@@ -17,7 +17,7 @@ def load_models(ckpt: Path):
   import studentz as sz
   from decoder import Decoder, ModeBProjection
   from student_tokenizer import StudentTokenizer
-  from train import read_checkpoint_info
+  from checkpoint import read_checkpoint_info
   info = read_checkpoint_info(ckpt)
   cfg = sz.Config.from_dict(info["config"])
   arrays = sz.load_tensors(Path(ckpt) / "model.safetensors")

@@ -370,8 +370,10 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
   import numpy as np
   import corpus, metrics
   from studentz import CheckpointError
+  import evaluate
   try:
-    enc, info, tok = load_encoder(ckpt)
+    models, info, tok = evaluate.load_models(ckpt)  # loaded once: the decode metrics below reuse them
+    enc = models["encoder"]
     cfg = enc.cfg
     data_dir = Path(info["data_dir"])
     rows = split_rows(data_dir, "test", info["teacher"]["fingerprint"], 4096)
@@ -397,8 +399,7 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir)
     res["teacher_stsb_spearman"] = metrics.stsb_spearman(t1, t2, scores) if t1 is not None else None
     if t1 is not None: res["stsb_ratio"] = res["stsb_spearman"] / res["teacher_stsb_spearman"]
-  if decode_limit > 0 and any(k.startswith("decoder.") for k in _tensor_names(Path(ckpt) / "model.safetensors")):
-    res.update(run_decode_eval(ckpt, info, rows, decode_limit))
+  if decode_limit > 0 and "decoder" in models: res.update(run_decode_eval(models, tok, info, rows, decode_limit))
   if json_out:
     print(json.dumps(res))
   else:
@@ -411,15 +412,9 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
   return 0
 
 
-def _tensor_names(path: Path) -> list[str]:
-  from safetensors import safe_open
-  with safe_open(str(path), framework="numpy") as f: return list(f.keys())
-
-
-def run_decode_eval(ckpt: Path, info: dict, rows: dict, limit: int) -> dict:
+def run_decode_eval(models: dict, tok, info: dict, rows: dict, limit: int) -> dict:
   """Mode A / mode B decode metrics on held-out sentences of at most 32 tokens (the teacher re-embeds decodes)."""
   import evaluate
-  models, _, tok = evaluate.load_models(ckpt)
   try:
     t = load_teacher(info["teacher"]["name"])
   except Exception as e:
