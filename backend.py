@@ -6,8 +6,12 @@ with one clear line instead of a deep traceback.
 """
 import os
 
+# Tensor cores also for GEMMs whose sizes are not multiples of the core's tile (padded) and for operands cast on the
+# fly: measured on an H100 (B=64, L=128 student step) 86 -> 49 ms in bf16. A user's own TC_OPT wins.
+os.environ.setdefault("TC_OPT", "2")
+
 # the backends tinygrad 0.14 knows; GPU/OPENCL are old spellings of CL, CLANG/LLVM old spellings of CPU
-KNOWN = ("CPU", "CUDA", "METAL", "NV", "AMD", "CL", "QCOM", "WEBGPU", "DSP")
+KNOWN = ("CPU", "CUDA", "METAL", "NV", "AMD", "CL", "QCOM", "WEBGPU", "DSP", "NULL")
 ALIASES = {"GPU": "CL", "OPENCL": "CL", "CLANG": "CPU", "LLVM": "CPU"}
 
 

@@ -1,8 +1,11 @@
 """Benchmarks: tinygrad StudentZ against its PyTorch twin and against the teacher, on the same device in one process.
 
   DEV=CUDA python bench.py train --precision fp32 tf32 bf16    # train-step time, tinygrad vs torch eager
+  DEV=CUDA python bench.py train --devices 2 --no-torch        # + the step data-parallel on 2 GPUs, speed-up vs 1
   DEV=CUDA python bench.py teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
   python bench.py all --json results.json                       # everything, one JSON row per measurement
+  DEV=CUDA python bench.py fidelity --ckpt runs/a/best --eval a_eval.json --len 128 --batch 128 --json fid.json
+  python bench.py plot --from fid.json --png speed_vs_fidelity.png   # sentences/s (log) vs STS-B or val_cos
 
 Every number is a median over repetitions after warm-up; each row names the device and card, and each ratio is
 against a baseline measured in the same process.
@@ -78,7 +81,34 @@ def bench_train(args, device: str) -> list[dict]:
     if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first))
     rows.append(row)
     print_row(row)
+    if args.devices > 1:
+      rows.append(train_parallel(cfg, batch, prec, ctx, args, device, row))
+      print_row(rows[-1])
   return rows
+
+
+def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
+  """The same step data-parallel over --devices N (the global batch --batch split over them), with its speed-up
+  against the one-device row `one` measured just before in this process."""
+  from tinygrad import Tensor
+  from tinygrad.helpers import Context
+  import studentz as sz
+  n, B, L = args.devices, cfg.batch_size, cfg.max_len
+  with Context(**ctx):
+    Tensor.manual_seed(0)  # the one-device row's weights
+    tr = sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn, devices=n)
+    first = tr.step(batch)["loss"]
+    t = timed(lambda: tr.step(batch), args.warmup, args.reps)
+  rel = abs(first - one["tinygrad_first_loss"]) / max(abs(one["tinygrad_first_loss"]), 1e-9)
+  same = rel <= (1e-4 if prec != "bf16" else 3e-2)
+  if not same: print(f"WARNING: {n}-device and one-device first-step losses differ: {first} vs "
+                     f"{one['tinygrad_first_loss']}", file=sys.stderr)
+  speedup = one["tinygrad_ms"] / (t * 1e3)
+  return {"bench": "train_step_data_parallel", "precision": prec, "devices": n, "B": B, "B_per_device": B // n,
+          "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks, "vocab": cfg.vocab_size,
+          "device": ",".join(tr.devices), "card": card_name(device), "tinygrad_ms": t * 1e3,
+          "tinygrad_tokens_per_s": B * L / t, "one_device_tokens_per_s": one["tinygrad_tokens_per_s"],
+          "speedup_vs_1": speedup, "scaling_efficiency": speedup / n, "first_loss": first, "same_loss": same}
 
 
 def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
@@ -106,6 +136,32 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
   return {"torch_ms": t * 1e3, "torch_first_loss": first, "same_loss": rel <= tol}
 
 
+def teacher_texts(L: int, n: int) -> list[str]:
+  """n sentences that tokenize to about L tokens, so the teacher and its baselines do the same work."""
+  return [("word " * (L - 2)).strip()] * n
+
+
+def teacher_rate(t, texts: list[str], batch: int, reps: int) -> float:
+  """Teacher sentences/s (our tinygrad port), median of `reps` passes after one warm-up pass."""
+  emb = lambda: t.embed(texts, batch_size=batch)
+  emb()
+  return len(texts) / timed(emb, 1, reps)
+
+
+def student_inputs(n: int, L: int, vocab: int):
+  """n random id rows of exactly L real tokens (speed does not depend on the ids, only on the shape)."""
+  import numpy as np
+  return np.random.default_rng(0).integers(4, vocab, (n, L)).astype(np.int32), np.ones((n, L), np.float32)
+
+
+def student_rate(enc, ids, mask, batch: int, reps: int) -> float:
+  """Student encode sentences/s through train.encode_ids (one JIT per shape), median of `reps` after a warm-up."""
+  from train import encode_ids
+  run = lambda: encode_ids(enc, ids, mask, batch)
+  run()
+  return len(ids) / timed(run, 1, reps)
+
+
 def bench_teacher(args, device: str) -> list[dict]:
   """Teacher sentences/s at several lengths: our tinygrad port against HF transformers on the same device."""
   from teacher import load_teacher
@@ -113,14 +169,9 @@ def bench_teacher(args, device: str) -> list[dict]:
   rows = []
   for L in args.lens:
     L = min(L, t.max_seq_length)
-    word = "word "
-    # sentences that tokenize to about L tokens, so both sides do the same work
-    texts = [(word * (L - 2)).strip()] * args.teacher_n
-    emb = lambda: t.embed(texts, batch_size=args.batch)
-    emb()
-    secs = timed(emb, 1, args.reps_teacher)
+    texts = teacher_texts(L, args.teacher_n)
     row = {"bench": "teacher_encode", "teacher": t.name, "L": L, "B": args.batch, "n": len(texts), "device": device,
-           "card": card_name(device), "tinygrad_sent_per_s": len(texts) / secs}
+           "card": card_name(device), "tinygrad_sent_per_s": teacher_rate(t, texts, args.batch, args.reps_teacher)}
     if not args.no_torch: row.update(hf_teacher(t, texts, L, args, device))
     rows.append(row)
     print_row(row)
@@ -155,24 +206,21 @@ def hf_teacher(t, texts, L, args, device) -> dict:
 def bench_encode(args, device: str) -> list[dict]:
   """Student encode sentences/s at several lengths (random weights: speed does not depend on them), next to the
   teacher rows of `bench_teacher` measured in the same process."""
-  import numpy as np
   from tinygrad import Tensor
   import studentz as sz
-  from train import encode_ids
   rows = []
-  for L in args.student_lens:
+  for L, prec in ((L, p) for p in args.student_precision for L in args.student_lens):
     cfg = sz.Config.from_dict({**bench_config(args).to_dict(), "max_len": L, "batch_size": args.batch})
     Tensor.manual_seed(0)
     enc = sz.Encoder(cfg)
+    if prec == "half": enc.act_dtype = sz.half_dtype(device)  # bf16 on CUDA, fp16 elsewhere; weights stay fp32
     n = max(args.teacher_n, args.batch)
-    ids = np.random.default_rng(0).integers(4, cfg.vocab_size, (n, L)).astype(np.int32)
-    mask = np.ones((n, L), np.float32)
-    run = lambda: encode_ids(enc, ids, mask, args.batch)
-    run()
-    secs = timed(run, 1, args.reps_teacher)
+    ids, mask = student_inputs(n, L, cfg.vocab_size)
     row = {"bench": "student_encode", "L": L, "B": args.batch, "n": n, "d": cfg.d_model, "blocks": cfg.n_blocks,
-           "device": device, "card": card_name(device), "student_sent_per_s": n / secs}
-    if not args.no_torch: row.update(torch_encode(enc, ids, mask, args.batch, device, args.reps_teacher, n))
+           "precision": prec if prec == "fp32" else str(enc.act_dtype.name), "device": device,
+           "card": card_name(device), "student_sent_per_s": student_rate(enc, ids, mask, args.batch, args.reps_teacher)}
+    if not args.no_torch and prec == "fp32":
+      row.update(torch_encode(enc, ids, mask, args.batch, device, args.reps_teacher, n))
     rows.append(row)
     print_row(row)
   return rows
@@ -277,14 +325,198 @@ def bench_infer(args, device: str) -> list[dict]:
   return rows
 
 
+# ---- speed vs fidelity ----------------------------------------------------------------------------------------------
+# A `fidelity` row is one point of the speed-vs-fidelity plot; `bench.py fidelity` writes them, `bench.py plot` reads:
+#   {"bench": "fidelity", "name": str, "kind": "student" | "teacher", "sentences_per_s": float > 0 (encode, measured),
+#    "stsb_spearman": float | null (100 x Spearman, STS-B test), "val_cos": float | null, "card": str, "L": int,
+#    "B": int, ... and "<metric>_source" naming the file (or definition) each fidelity number came from}
+FIDELITY_KEYS = ("name", "kind", "sentences_per_s")
+Y_LABELS = {"stsb_spearman": "STS-B test Spearman (x100)", "val_cos": "val_cos (mean cosine to the teacher)"}
+
+
+class UsageError(Exception):
+  """Bad input from the user: one `error:` line, exit 2."""
+
+
+def read_json_objects(path) -> list[dict]:
+  """The objects of a JSON file: a list of rows (bench.py --json), one object (train.py --eval --json > f), or lines."""
+  try: text = Path(path).read_text()
+  except (OSError, UnicodeDecodeError) as e: raise UsageError(f"cannot read {path}: {e}")
+  try: data = json.loads(text)
+  except json.JSONDecodeError:
+    try: data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e: raise UsageError(f"{path} is neither JSON nor JSON lines: {e}")
+  objs = data if isinstance(data, list) else [data]
+  if not all(isinstance(o, dict) for o in objs): raise UsageError(f"{path}: expected JSON objects (rows)")
+  return objs
+
+
+def ckpt_name(path) -> str:
+  """runs/a/best -> a/best: the run's folder says more than 'best'."""
+  p = Path(path)
+  return f"{p.parent.name}/{p.name}" if p.name in ("best", "last") and p.parent.name else p.name
+
+
+def bench_fidelity(args, device: str) -> list[dict]:
+  """A `fidelity` row per checkpoint (encode sentences/s measured here at --len and --batch; val_cos from the
+  checkpoint's config.json metrics, overridden by its `train.py --eval --json` file, which also gives STS-B), and one
+  for the teacher at the same L and batch."""
+  from tinygrad.nn.state import get_state_dict
+  from studentz import CheckpointError
+  from train import load_encoder
+  if args.eval and len(args.eval) != len(args.ckpt or []):
+    raise UsageError(f"--eval takes one `train.py --eval --json` file per --ckpt, in the same order: got "
+                     f"{len(args.eval)} for {len(args.ckpt or [])}")
+  evals = []
+  for path in args.eval or []:
+    objs = [o for o in read_json_objects(path) if "val_cos" in o and "bench" not in o]
+    if len(objs) != 1: raise UsageError(f"{path}: expected one `train.py --eval --json` object, found {len(objs)}")
+    evals.append((path, objs[0]))
+  L, B = args.len, args.batch
+  n = max(args.teacher_n, B)
+  rows = []
+  for i, ck in enumerate(args.ckpt or []):
+    try: enc, info, _ = load_encoder(ck)
+    except (CheckpointError, OSError, ValueError, KeyError) as e:
+      raise UsageError(f"cannot load checkpoint {ck}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    ids, mask = student_inputs(n, L, enc.cfg.vocab_size)
+    row = {"bench": "fidelity", "name": ckpt_name(ck), "kind": "student",
+           "sentences_per_s": student_rate(enc, ids, mask, B, args.reps_teacher), "stsb_spearman": None,
+           "val_cos": None, "card": card_name(device), "device": device, "L": L, "B": B, "n": n, "ckpt": str(ck),
+           "step": info.get("step"), "teacher": info.get("teacher", {}).get("name"),
+           "params": sum(int(v.numel()) for v in get_state_dict(enc).values())}
+    if (info.get("metrics") or {}).get("val_cos") is not None:
+      row.update(val_cos=info["metrics"]["val_cos"], val_cos_source=f"{ck}/config.json")
+    if evals:  # held-out test split, measured after training: preferred to the validation figure saved with the weights
+      path, ev = evals[i]
+      for key in ("val_cos", "stsb_spearman"):
+        if ev.get(key) is not None: row.update({key: ev[key], f"{key}_source": str(path)})
+    rows.append(row)
+    print_row(row)
+  if not args.skip_teacher:
+    others = sorted({r["teacher"] for r in rows if r.get("teacher") not in (None, args.teacher)})
+    if others: print(f"warning: the checkpoints were distilled from {', '.join(others)}; the teacher row measures "
+                     f"--teacher {args.teacher}", file=sys.stderr)
+    rows.append(fidelity_teacher(args, device, evals, n))
+  return rows
+
+
+def fidelity_teacher(args, device: str, evals: list, n: int) -> dict:
+  """The teacher's row: our tinygrad port's sentences/s, its STS-B from an eval file of the same teacher, else
+  measured here on the STS-B test set (seconds on a GPU, minutes on a CPU)."""
+  import metrics, train
+  from teacher import load_teacher
+  try: t = load_teacher(args.teacher)
+  except Exception as e: raise UsageError(f"cannot load teacher {args.teacher!r}: {str(e).splitlines()[0]}")
+  L = min(args.len, t.max_seq_length)
+  # val_cos compares the student with the teacher's own vectors, so the teacher's is 1 by definition
+  row = {"bench": "fidelity", "name": t.name, "kind": "teacher",
+         "sentences_per_s": teacher_rate(t, teacher_texts(L, n), args.batch, args.reps_teacher),
+         "stsb_spearman": None, "val_cos": 1.0, "val_cos_source": "definition", "card": card_name(device),
+         "device": device, "L": L, "B": args.batch, "n": n}
+  same = [(p, ev) for p, ev in evals if ev.get("teacher_stsb_spearman") is not None
+          and ev.get("teacher") in (args.teacher, t.name)]
+  if same:
+    row.update(stsb_spearman=same[0][1]["teacher_stsb_spearman"], stsb_spearman_source=str(same[0][0]))
+  elif (stsb := train.default_stsb()) is not None:
+    s1, s2, scores = metrics.load_stsb(stsb)
+    print(f"measuring {t.name}'s STS-B Spearman on {len(s1)} test pairs", file=sys.stderr)
+    a, b = t.embed(list(s1), batch_size=args.batch), t.embed(list(s2), batch_size=args.batch)
+    row.update(stsb_spearman=metrics.stsb_spearman(a, b, scores), stsb_spearman_source=str(stsb))
+  else:
+    print("warning: no STS-B test file and no eval file of this teacher: its stsb_spearman is null", file=sys.stderr)
+  print_row(row)
+  return row
+
+
+def _number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _same_path(a, b) -> bool:
+  return str(a) == str(b) or os.path.realpath(a) == os.path.realpath(b)
+
+
+def load_fidelity_rows(paths) -> list[tuple[str, dict]]:
+  """(file, row) for every fidelity row in the files. `train.py --eval --json` objects among them fill a student
+  row's missing val_cos / stsb_spearman when their `checkpoint` is the row's `ckpt`; other rows are skipped."""
+  rows, evals = [], []
+  for path in paths:
+    for o in read_json_objects(path):
+      if o.get("bench") == "fidelity": rows.append((str(path), dict(o)))
+      elif "bench" not in o and "checkpoint" in o: evals.append(o)
+  for _, r in rows:
+    for ev in evals:
+      if r.get("kind") == "student" and r.get("ckpt") and _same_path(r["ckpt"], ev["checkpoint"]):
+        for key in ("val_cos", "stsb_spearman"):
+          if r.get(key) is None and ev.get(key) is not None: r[key] = ev[key]
+  return rows
+
+
+def plot_fidelity(rows: list[tuple[str, dict]], png: Path, y: str = "auto", title: str | None = None) -> str:
+  """Sentences/s (log x) against fidelity (y) as a PNG; returns the y field used. y='auto': STS-B Spearman when every
+  row has it, else val_cos (one axis never mixes the two)."""
+  import plot_png
+  if not rows:
+    raise UsageError("no fidelity rows to plot: make them with `python bench.py fidelity --ckpt DIR --json FILE`")
+  for src, r in rows:
+    name = r.get("name", "?")
+    for key in FIDELITY_KEYS:
+      if r.get(key) in (None, ""): raise UsageError(f"{src}: fidelity row {name!r} lacks {key}")
+    if not _number(r["sentences_per_s"]) or r["sentences_per_s"] <= 0:
+      raise UsageError(f"{src}: row {name!r} has sentences_per_s={r['sentences_per_s']!r}; need a positive number")
+  auto = y == "auto"
+  if auto: y = "stsb_spearman" if all(_number(r.get("stsb_spearman")) for _, r in rows) else "val_cos"
+  for src, r in rows:
+    if not _number(r.get(y)):
+      raise UsageError(f"{src}: row {r['name']!r} has " + ("neither stsb_spearman nor val_cos" if auto else f"no {y}"))
+  shared = {k: {r.get(k) for _, r in rows} for k in ("card", "L", "B")}
+  def label(r: dict) -> str:
+    extra = [f"L={r.get('L')}"] if len(shared["L"]) > 1 else []
+    if len(shared["card"]) > 1: extra.append(str(r.get("card")))
+    return f"{r['name']} ({', '.join(extra)})" if extra else str(r["name"])
+  sub = [f"{k}={v}" if k != "card" else str(v) for k, vals in shared.items() if len(vals) == 1
+         for v in vals if v is not None]
+  points = [{"x": r["sentences_per_s"], "y": r[y], "label": label(r), "group": str(r["kind"])} for _, r in rows]
+  try:
+    plot_png.scatter_plot(points, png, title or "Encode speed vs fidelity", "sentences/s (log scale)", Y_LABELS[y],
+                          subtitle=", ".join(sub).replace("B=", "batch ") or None)
+  except OSError as e: raise UsageError(f"cannot write {png}: {e}")
+  except ValueError as e: raise UsageError(str(e))
+  return y
+
+
+def plot_main(argv) -> int:
+  p = argparse.ArgumentParser(prog="bench.py plot", description="Encode speed (sentences/s, log scale) against "
+                              "fidelity (STS-B Spearman or val_cos) as a PNG, from `fidelity` rows.")
+  p.add_argument("--from", dest="sources", type=Path, nargs="+", required=True, metavar="JSON",
+                 help="files of bench.py --json rows (only `fidelity` rows are plotted) and train.py --eval --json")
+  p.add_argument("--png", type=Path, required=True, help="the PNG to write")
+  p.add_argument("--y", choices=["auto", *Y_LABELS], default="auto",
+                 help="fidelity axis (auto: stsb_spearman when every row has it, else val_cos)")
+  p.add_argument("--title", help="plot title")
+  args = p.parse_args(argv)
+  try:
+    rows = load_fidelity_rows(args.sources)
+    y = plot_fidelity(rows, args.png, args.y, args.title)
+  except UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {args.png}: {len(rows)} points, y = {y}", file=sys.stderr)
+  return 0
+
+
 def print_row(row: dict) -> None:
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ["plot"]: return plot_main(argv[1:])  # no device, no tinygrad: it only reads JSON and draws
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", nargs="*", default=["all"], choices=["all", "train", "teacher", "encode", "stream", "infer"],
-                 help="which benchmarks")
+  p.add_argument("what", nargs="*", default=["all"],
+                 choices=["all", "train", "teacher", "encode", "stream", "infer", "fidelity"],
+                 help="which benchmarks ('all' leaves out fidelity, which needs --ckpt; 'plot' is described above)")
   p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
   p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"])
   p.add_argument("--batch", type=int, default=64)
@@ -302,10 +534,27 @@ def main(argv=None) -> int:
   p.add_argument("--teacher-n", type=int, default=512)
   p.add_argument("--student-lens", type=int, nargs="+", default=[32, 128, 256, 512, 2048])
   p.add_argument("--reps-teacher", type=int, default=3)
+  p.add_argument("--student-precision", nargs="+", default=["fp32"], choices=["fp32", "half"],
+                 help="student encode activations: fp32, or half (bf16 on CUDA, fp16 elsewhere)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+  p.add_argument("--devices", type=int, default=None, metavar="N",
+                 help="train: also time the step data-parallel over N devices (global batch --batch) against one "
+                      "device, in the same process (default: $GPUS, else 1)")
+  p.add_argument("--ckpt", type=Path, nargs="+", help="fidelity: trained checkpoint folders (runs/NAME/best)")
+  p.add_argument("--eval", type=Path, nargs="+", help="fidelity: `train.py --eval --json` output, one per --ckpt")
+  p.add_argument("--skip-teacher", action="store_true", help="fidelity: no teacher row")
   args = p.parse_args(argv)
   device = backend.check_device()
   print(f"device {device} ({card_name(device)})", file=sys.stderr)
+  import parallel
+  try:
+    args.devices = parallel.device_count(args.devices)
+    if args.devices > 1:
+      parallel.check_batch(args.batch, 1, args.devices)
+      parallel.device_names(args.devices)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   what = set(args.what)
   rows = []
   if what & {"all", "train"}: rows += bench_train(args, device)
@@ -313,6 +562,11 @@ def main(argv=None) -> int:
   if what & {"all", "encode"}: rows += bench_encode(args, device)
   if what & {"all", "stream"}: rows += bench_stream_decode(args, device)
   if what & {"all", "infer"}: rows += bench_infer(args, device)
+  if "fidelity" in what:
+    try: rows += bench_fidelity(args, device)
+    except UsageError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
   if args.json:
     args.json.write_text(json.dumps(rows, indent=1))
   return 0

@@ -37,6 +37,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     raise
 
 
+def host(t: Tensor) -> np.ndarray:
+  """numpy copy of a tensor; a replicated (data-parallel) one leaves from its first device, because tinygrad would
+  stage a multi-device tensor through a CPU buffer, and opening the CPU device compiles with clang (GPU hosts may
+  have no clang)."""
+  return (t.to(t.device[0]) if isinstance(t.device, tuple) else t).numpy()
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], dtype=None, metadata: dict | None = None) -> None:
   """safetensors via a temp file + fsync + rename; `dtype` casts float tensors (fp16 for shipped weights).
 
@@ -45,7 +52,7 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], dtype=None, metadata: d
   arrays = {}
   for k, t in tensors.items():
     if dtype is not None and dtypes.is_float(t.dtype): t = t.cast(dtype)
-    arrays[k] = np.ascontiguousarray(t.numpy())
+    arrays[k] = np.ascontiguousarray(host(t))
   atomic_write_bytes(Path(path), save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
@@ -129,10 +136,12 @@ class Checkpointer:
     ts = load_tensors(d / "train_state.safetensors")
     for k, t in trainer.state().items():
       if k not in ts: raise CheckpointError(f"{d} lacks training state {k}: cannot resume exactly")
-      t.assign(Tensor(np.ascontiguousarray(ts[k])).cast(t.dtype)).realize()
+      t.assign(Tensor(np.ascontiguousarray(ts[k]), device=t.device).cast(t.dtype)).realize()
     Tensor.rand(1).realize()  # creates the device RNG counters so they can be restored
+    # data parallel: dropout draws on every device; created in device order, as the first step of the run did
+    for dev in getattr(trainer, "devices", None) or (): Tensor.rand(1, device=dev).realize()
     for i, t in enumerate(Tensor._device_rng_counters.values()):
-      if f"rng.{i}" in ts: t.assign(Tensor(ts[f"rng.{i}"])).realize()
+      if f"rng.{i}" in ts: t.assign(Tensor(ts[f"rng.{i}"], device=t.device)).realize()
     loader.load_state_dict(state["info"]["loader"])
     self.current = d.resolve()
     return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])

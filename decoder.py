@@ -10,8 +10,9 @@ from __future__ import annotations
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 from embedding import TokenEmbedding
 from student_tokenizer import PAD
-from studentz import Config, CondNorm, DilatedConv, Linear, TCNBlock, distill_losses
+from studentz import Config, CondNorm, DilatedConv, Linear, TCNBlock, distill_losses, matmul2d
 from tinygrad import Tensor, dtypes
+from tinygrad.helpers import Context
 
 
 def _zero_linear(n_in: int, n_out: int) -> Linear:
@@ -27,8 +28,9 @@ class Decoder:
   statistics over the whole sequence, so under teacher forcing every position would see the future through them.
   `norm="group"` is accepted for experiments, but then the model is not causal and `step` refuses it."""
 
-  def __init__(self, cfg: Config, tie_output: bool = False, norm: str = "layer"):
+  def __init__(self, cfg: Config, tie_output: bool | None = None, norm: str = "layer"):
     self.cfg = cfg
+    if tie_output is None: tie_output = cfg.dec_output == "tied"
     d, h, D = cfg.d_model, cfg.hidden, cfg.proj_dim
     self.embed = TokenEmbedding(cfg.vocab_size, d)
     self.z_in = Linear(D, d)                                                       # z as a bias on every input token
@@ -58,7 +60,7 @@ class Decoder:
     return self.z_in(z), films
 
   def logits(self, x: Tensor) -> Tensor:  # (..., d) -> (..., V) float32
-    if self.tie_output: return (x.matmul(self.embed.weight.cast(x.dtype).T) + self.head_bias.cast(x.dtype)).float()
+    if self.tie_output: return (matmul2d(x, self.embed.weight.cast(x.dtype).T) + self.head_bias.cast(x.dtype)).float()
     return self.head(x).float()
 
   def __call__(self, tokens: Tensor, z: Tensor, mode: Tensor | None = None) -> Tensor:
@@ -151,8 +153,12 @@ def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
   enc, dec, proj = models["encoder"], models["decoder"], models["proj_b"]
   cfg = enc.cfg
   tokens, mask, zt = batch["tokens"], batch["mask"], batch["teacher"]
-  zs = enc(tokens, mask)                                                           # (B, D)
+  if "encoder" in cfg.freeze:  # a distilled encoder, kept as it is: eval mode (no dropout), no gradient
+    with Context(TRAINING=0): zs = enc(tokens, mask).detach()                     # (B, D)
+  else:
+    zs = enc(tokens, mask)                                                         # (B, D)
   parts = distill_losses(zs, zt, cfg)
+  if "encoder" in cfg.freeze: parts["loss"] = parts["loss"].detach() * 0  # figures still logged, nothing to learn
   mb = batch["mode_b"].float()                                                     # (B,)
   is_b = mb > 0.5
   cond = is_b.unsqueeze(-1).where(proj(zt), zs)                                    # (B, D)

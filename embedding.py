@@ -54,11 +54,25 @@ def _zero_kernel(out: UOp) -> UOp:
 
 def _atomic_backward(grad_emb: UOp, call: UOp) -> tuple:
   weight, idx = call.src[1:]
-  device = weight.device.split(":")[0]
-  gw = Tensor.empty(weight.shape, dtype=dtypes.float, device=weight.device).uop
+  dev = weight.device
+  split = isinstance(dev, tuple) and idx.axis is not None
+  if split:  # data parallel (parallel.py): the tokens are split over the devices, the weight is replicated
+    if grad_emb.axis != idx.axis: raise RuntimeError(f"embedding gradient on axis {grad_emb.axis}, ids on {idx.axis}")
+    # custom kernels run once per shard: each device scatter-adds its own tokens into its own (V, d) partial, and
+    # summing the partials over the device axis is tinygrad's all-reduce
+    parts = [Tensor.empty(weight.shape, dtype=dtypes.float, device=d).uop for d in dev]
+    gw = UOp.mstack(*parts).unshard(0)                                             # (N * V, d), one (V, d) per device
+  else:
+    gw = Tensor.empty(weight.shape, dtype=dtypes.float, device=dev).uop
   gw = gw.custom_kernel(fxn=_zero_kernel)[0]
-  gw = gw.custom_kernel(grad_emb, idx, fxn=_scatter_add_kernel(device))[0]
+  gw = gw.custom_kernel(grad_emb, idx, fxn=_scatter_add_kernel(_backend(dev)))[0]
+  if split: gw = Tensor(gw).reshape(len(dev), *weight.shape).sum(0).uop
   return (gw.cast(weight.dtype), None)
+
+
+def _backend(device: str | tuple[str, ...]) -> str:
+  """The backend name: CUDA for "CUDA:1" and for a multi-device tuple such as ("CUDA", "CUDA:1")."""
+  return (device if isinstance(device, str) else device[0]).split(":")[0]
 
 
 @function(grad_fxn=_atomic_backward)
@@ -79,7 +93,7 @@ class TokenEmbedding:
     self.weight = Tensor.glorot_uniform(vocab_size, dim)
 
   def __call__(self, idx: Tensor) -> Tensor:  # idx (B, L) int -> (B, L, d)
-    mode = embed_mode(str(self.weight.device))
+    mode = embed_mode(_backend(self.weight.device))
     if mode == "atomic": return _embed_atomic(self.weight, idx.cast(dtypes.int32))
     if mode == "matmul":  # the gradient becomes one_hot^T @ grad: a dense matmul the tensor cores eat quickly
       onehot = (idx.unsqueeze(-1) == Tensor.arange(self.weight.shape[0])).cast(self.weight.dtype)

@@ -8,11 +8,12 @@
 JSON lines carry `input`, `z` (D floats), `text` (the decode, or null without a decoder), `cos_teacher` (or null).
 """
 from __future__ import annotations
-import argparse, json, os, struct, sys, zlib
+import argparse, json, os, sys
 from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+from plot_png import encode_png
 
 NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
 SHADES = " ░▒▓█"
@@ -27,7 +28,8 @@ class UsageError(Exception):
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n")[0])
   p.add_argument("texts", nargs="*", help="sentences to encode ('-' alone reads stdin, one per line)")
-  p.add_argument("--ckpt", help="checkpoint folder written by train.py (runs/NAME/best); default $STUDENTZ_CKPT")
+  p.add_argument("--ckpt", help="checkpoint folder written by train.py (runs/NAME/best); default $STUDENTZ_CKPT, "
+                 "else the shipped model in models/default")
   p.add_argument("--file", help="read one text per line from PATH ('-' = stdin); implies --json")
   p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
   p.add_argument("--png", help="save the first text's z heatmap as a PNG")
@@ -54,7 +56,10 @@ def read_texts(args) -> list[str]:
 
 def resolve_ckpt(arg: str | None) -> Path:
   ckpt = arg or os.environ.get("STUDENTZ_CKPT", "").strip()
-  if not ckpt: raise UsageError(NO_CKPT)
+  if not ckpt:  # the shipped default model (models/default), when this install has it
+    from studentz_api import DEFAULT_MODEL_DIR
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file(): raise UsageError(NO_CKPT)
+    ckpt = str(DEFAULT_MODEL_DIR)
   path = Path(ckpt).expanduser()
   # a run folder (runs/NAME) is an easy slip for runs/NAME/best: accept it rather than fail
   if not (path / "config.json").exists() and (path / "best" / "config.json").exists(): path = path / "best"
@@ -123,14 +128,8 @@ def heatmap_lines(z: np.ndarray, color: bool) -> list[str]:
 
 
 def png_bytes(z: np.ndarray, cell: int = 8) -> bytes:
-  """A truecolour PNG of z's display grid, `cell` x `cell` pixels per value (zlib + struct only)."""
-  img = np.repeat(np.repeat(rgb(_scaled(z)), cell, axis=0), cell, axis=1)
-  h, w = img.shape[:2]
-  def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-  raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))  # filter 0 (none) on every scanline
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-          + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+  """A truecolour PNG of z's display grid, `cell` x `cell` pixels per value."""
+  return encode_png(np.repeat(np.repeat(rgb(_scaled(z)), cell, axis=0), cell, axis=1))
 
 
 # ---- main -----------------------------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field, asdict, fields
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+import parallel
 from embedding import TokenEmbedding
 from tinygrad import Tensor, TinyJit, dtypes, Device
-from tinygrad.helpers import Context
+from tinygrad.helpers import Context, TRAINING
 from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
@@ -19,6 +20,19 @@ from tinygrad.nn.state import get_state_dict
 # (contiguous_backward), so no kernel recomputes a whole block: 130 -> 116 ms (fp32), 111 -> 92 ms (bf16) per step on
 # an H100 at B=64, L=128. STUDENTZ_CONTIG_ACT=0/1 keeps the other variants for benchmarks.
 CONTIG_ACT = int(os.environ.get("STUDENTZ_CONTIG_ACT", "2"))
+# GEMMs run on (B*L, C) views: a weight gradient then reduces over one axis, which tinygrad's tensor-core matcher
+# needs (with (B, L, C) it reduces over two and falls back to scalar FMA). STUDENTZ_GEMM2D=0 keeps the 3-D form.
+GEMM2D = int(os.environ.get("STUDENTZ_GEMM2D", "1"))
+# Materialise the k shifted views (im2col) before the conv GEMM, so the GEMM reads two plain buffers. Measured on an
+# H100 (README): training 52.6 -> 44.4 ms bf16, 118 -> 88 ms fp32; fp32 encoding 1,303 -> 2,939 sentences/s; but bf16
+# encoding 6,206 -> 5,255. 1 (default): in training and in fp32; 2: always; 0: never.
+TAPS_CONTIG = int(os.environ.get("STUDENTZ_TAPS_CONTIG", "1"))
+
+
+def matmul2d(x: Tensor, w: Tensor) -> Tensor:
+  """(..., C_in) @ (C_in, C_out) with the leading axes flattened into one (see GEMM2D)."""
+  if not GEMM2D or x.ndim <= 2: return x.matmul(w)
+  return x.reshape(-1, x.shape[-1]).matmul(w).reshape(*x.shape[:-1], w.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -41,13 +55,18 @@ class Config:
   pool: str = "gated"              # "mean" (masked mean) or "gated" (learned per-token weights, no token mixing)
   proj_dim: int = 384              # D: the teacher's dimension (set from the teacher at train time)
   max_len: int = 64                # tokens per sentence including BOS/EOS; longer text is truncated
+  embed_init: str = "teacher"      # "teacher": embedding from the teacher's token vectors + a ridge-fitted projection
+                                   # (student_init.py); "random": glorot noise
   # --- decoder (z -> tokens) ---
   dec_blocks: int = 6              # causal TCN blocks of the decoder
   dec_dilation_schedule: list = field(default_factory=lambda: [1, 2, 4, 8, 1, 2])
+  dec_output: str = "separate"     # decoder logits: "separate" head, or "tied" to its input embedding (V*d fewer)
   mode_b_proj: str = "mlp"         # how the teacher vector enters the decoder in mode B: "mlp" or "identity"
   mode_b_ratio: float = 0.5        # share of decoder batches fed from the teacher vector (mode B)
   mode_b_mix: str = "batch"        # "batch": whole batches alternate between modes; "row": modes mixed inside a batch
   label_smoothing: float = 0.1     # decoder cross-entropy smoothing
+  freeze: list = field(default_factory=list)  # models left untrained, e.g. ["encoder"] to fit a decoder to a
+                                   # distilled encoder (train.py --init-from CKPT); the frozen encoder runs in eval mode
   # --- objective ---
   loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1})
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
@@ -60,8 +79,8 @@ class Config:
   clip_norm: float = 1.0           # global gradient-norm clip (0 disables)
   precision: str = "fp32"          # "fp32" or "mixed" (half activations, fp32 master weights, dynamic loss scale)
   # --- run ---
-  steps: int = 3000                # optimiser steps
-  eval_every: int = 250            # validate (and checkpoint) every N steps
+  steps: int = 16000               # optimiser steps (~15 min on one H100 in mixed precision)
+  eval_every: int = 1000           # validate (and checkpoint) every N steps
   patience: int = 8                # early stop after this many evaluations without a better val_cos
   log_every: int = 25
   max_bad_steps: int = 50          # stop after this many consecutive non-finite steps
@@ -103,7 +122,11 @@ class Config:
     need(self.norm in ("layer", "group"), "norm must be 'layer' or 'group'")
     need(self.padding in ("centred", "causal"), "padding must be 'centred' or 'causal'")
     need(self.pool in ("mean", "gated"), "pool must be 'mean' or 'gated'")
+    need(self.embed_init in ("teacher", "random"), "embed_init must be 'teacher' or 'random'")
+    need(isinstance(self.freeze, list) and set(self.freeze) <= {"encoder", "decoder", "proj_b"},
+         "freeze must be a list of model names: encoder, decoder, proj_b")
     need(self.mode_b_proj in ("mlp", "identity"), "mode_b_proj must be 'mlp' or 'identity'")
+    need(self.dec_output in ("separate", "tied"), "dec_output must be 'separate' or 'tied'")
     need(self.precision in ("fp32", "mixed"), "precision must be 'fp32' or 'mixed'")
     need(self.temperature > 0, "temperature must be positive")
     need(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "batch_size must be divisible by grad_accum")
@@ -175,7 +198,8 @@ class Linear:
     self.bias = Tensor.zeros(n_out) if bias else None
 
   def __call__(self, x: Tensor) -> Tensor:
-    return x.linear(self.weight.cast(x.dtype).T, None if self.bias is None else self.bias.cast(x.dtype))
+    y = matmul2d(x, self.weight.cast(x.dtype).T)
+    return y if self.bias is None else y + self.bias.cast(x.dtype)
 
 
 class DilatedConv:
@@ -199,8 +223,9 @@ class DilatedConv:
     left = self.span if self.causal else self.span // 2
     xp = x.pad(((0, 0), (left, self.span - left), (0, 0)))                         # (B, L + span, C_in)
     taps = Tensor.cat(*[xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], dim=-1)  # (B,L,k*C)
+    if TAPS_CONTIG == 2 or (TAPS_CONTIG == 1 and (TRAINING or x.dtype == dtypes.float32)): taps = taps.contiguous()
     w = self.weight.cast(x.dtype).permute(2, 1, 0).reshape(self.k * self.weight.shape[1], self.weight.shape[0])
-    return taps.matmul(w) + self.bias.cast(x.dtype)
+    return matmul2d(taps, w) + self.bias.cast(x.dtype)
 
 
 class CondNorm:
@@ -400,16 +425,22 @@ class Trainer:
   """Owns the model(s), optimiser and step counter; `step(batch)` runs one JIT'd optimiser step.
 
   `loss_fn(models, batch) -> dict of scalar Tensors` (with key "loss") defines the objective, so the decoder and
-  joint A/B training reuse this machinery."""
+  joint A/B training reuse this machinery. `devices` > 1 trains data-parallel over that many devices of the backend
+  (parallel.py): all state replicated, each batch split on axis 0; `eval_models()` gives one-device copies."""
 
-  def __init__(self, cfg: Config, models: dict, loss_fn, device: str | None = None):
+  def __init__(self, cfg: Config, models: dict, loss_fn, device: str | None = None, devices: int = 1):
     self.cfg, self.models, self.loss_fn = cfg, models, loss_fn
     self.device = device or Device.DEFAULT
-    named = {f"{k}.{n}": t for k, m in models.items() for n, t in get_state_dict(m).items()}
+    named = {f"{k}.{n}": t for k, m in models.items() if k not in cfg.freeze for n, t in get_state_dict(m).items()}
+    if not named: raise ValueError("invalid config: every model is frozen, nothing to train")
     self.named = named
     opt = cfg.optimizer
     self.opt = AdamW(named, float(opt["lr"]), *opt.get("betas", (0.9, 0.999)), eps=opt.get("eps", 1e-8),
                      weight_decay=opt.get("weight_decay", 0.01))
+    # weights (frozen ones too) and moments must be buffers before any JIT captures: the micro-batch JIT only reads
+    # the weights, so lazily initialised ones would be recomputed inside its capture and reset on every replay
+    Tensor.realize(*{id(t): t for m in models.values() for t in get_state_dict(m).values()}.values(),
+                   *self.opt.m, *self.opt.v, self.opt.t)
     self.mixed = cfg.precision == "mixed"
     act = half_dtype(self.device) if self.mixed else dtypes.float32
     for m in models.values(): m.act_dtype = act
@@ -423,6 +454,13 @@ class Trainer:
     self.grad_acc = None
     if cfg.grad_accum > 1:
       self.grad_acc = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.opt.params]
+    self.devices, self._first = None, None  # None: one device, the plain path
+    if devices > 1:
+      parallel.check_batch(cfg.batch_size, cfg.grad_accum, devices)
+      self.devices = parallel.device_names(devices, self.device)
+      weights = [t for m in models.values() for t in get_state_dict(m).values()]  # frozen models' too
+      parallel.replicate(self.devices, [*weights, *self.opt.m, *self.opt.v, self.opt.t, self.step_t, self.scale,
+                                        self.good, *(self.grad_acc or [])])
     self._jits: dict = {}  # one TinyJit per (function, batch shape): a JIT replays fixed shapes only
     self._apply = TinyJit(self._apply_impl)
 
@@ -502,20 +540,30 @@ class Trainer:
     """One optimiser step on a numpy batch (B = cfg.batch_size). Returns the step's figures as floats."""
     with Context(TRAINING=1):
       if self.grad_acc is None:
-        vals = self._jit("step", batch)(**{k: Tensor(v) for k, v in batch.items()}).numpy()
+        vals = host(self._jit("step", batch)(**{k: self._put(v) for k, v in batch.items()}))
       else:
         acc = None
         for i in range(self.cfg.grad_accum):
           sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
           micro = {k: np.ascontiguousarray(x[sl]) for k, x in batch.items()}
-          v = self._jit("micro", micro)(**{k: Tensor(x) for k, x in micro.items()}).numpy()
+          v = host(self._jit("micro", micro)(**{k: self._put(x) for k, x in micro.items()}))
           acc = v if acc is None else acc + v
-        tail = self._apply().numpy()
+        tail = host(self._apply())
         vals = np.concatenate([acc / self.cfg.grad_accum, tail])
     return dict(zip(self._keys + ["grad_norm", "ok", "lr", "loss_scale"], vals.tolist()))
 
+  def _put(self, x: np.ndarray) -> Tensor:
+    return Tensor(x) if self.devices is None else parallel.split(self.devices, x)
+
+  def eval_models(self) -> dict:
+    """The models with their current weights on one device, for validation and decoding (which build one-device
+    tensors): the models themselves, or with several devices twins on the first one, refreshed on every call."""
+    if self.devices is None: return self.models
+    if self._first is None: self._first = parallel.FirstDevice(self.models, self.devices[0])
+    return self._first.sync()
+
   @property
-  def step_count(self) -> int: return int(self.step_t.numpy()[0])
+  def step_count(self) -> int: return int(host(self.step_t)[0])
 
   def state(self) -> dict[str, Tensor]:
     """Everything needed to resume bit-for-bit: optimiser moments, step, loss scale."""
@@ -531,7 +579,7 @@ def distill_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]
 
 # checkpoint I/O lives in checkpoint.py; re-exported because callers know it as studentz.save_tensors etc.
 from checkpoint import (FORMAT_VERSION, CheckpointError, assign_state, atomic_write_bytes,  # noqa: E402,F401
-                        load_tensors, save_tensors)
+                        host, load_tensors, save_tensors)
 
 
 def __getattr__(name):  # `from studentz import StudentZ` without importing the API (and its deps) eagerly

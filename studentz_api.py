@@ -20,9 +20,9 @@ from student_tokenizer import BOS, EOS, PAD
 from tinygrad import Tensor, TinyJit, dtypes
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL_DIR = ROOT / "models" / "default"  # where a shipped model will live (none is shipped yet)
-NO_DEFAULT = ("no default StudentZ model is shipped yet: pass a checkpoint folder, e.g. "
-              "StudentZ.load('runs/NAME/best'), or set STUDENTZ_CKPT")
+DEFAULT_MODEL_DIR = ROOT / "models" / "default"  # the shipped model: MiniLM student + decoder, fp16 (README)
+NO_DEFAULT = ("the shipped default model (models/default) is missing from this install: pass a checkpoint folder, "
+              "e.g. StudentZ.load('runs/NAME/best'), or set STUDENTZ_CKPT")
 # tinygrad's JIT capture list and scheduler caches are process-wide, so a lock per instance would still let two
 # instances race in two threads: every instance shares this one (it is still the lock "of" each instance: .lock)
 _TINYGRAD_LOCK = threading.RLock()
@@ -133,7 +133,7 @@ class StudentZ:
   @classmethod
   def load(cls, path=None) -> "StudentZ":
     """A checkpoint folder written by train.py (config.json, model.safetensors, tokenizer.json) or a run folder
-    holding best/. None: $STUDENTZ_CKPT, else the shipped default model (FileNotFoundError while none is shipped)."""
+    holding best/. None: $STUDENTZ_CKPT, else the shipped default model (FileNotFoundError if it is missing)."""
     import evaluate
     p = resolve_path(path)
     with _TINYGRAD_LOCK:

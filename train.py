@@ -56,6 +56,10 @@ def parse_args(argv=None):
                  help="stop training after this many minutes (validates and checkpoints first); 0 = no limit")
   p.add_argument("--teacher-batch-size", type=int, default=0, help="teacher batch (default 256 on GPU, 32 on CPU)")
   p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
+  p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
+                 help="start from the weights of the models this checkpoint holds (same tokenizer and sizes), e.g. a "
+                      "distilled encoder to fit a decoder to: --init-from runs/x/best --loss_weights.ce 1 "
+                      "--freeze '[\"encoder\"]'")
   p.add_argument("--eval", type=Path, default=None, metavar="CKPT_DIR", help="evaluate a checkpoint and exit")
   p.add_argument("--json", action="store_true", help="with --eval: print one JSON object")
   p.add_argument("--decode-limit", type=int, default=512,
@@ -64,6 +68,9 @@ def parse_args(argv=None):
                  help="with --eval: use only the first N STS-B test pairs (0 = all 1379; the teacher's side is cached)")
   p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("--devices", type=int, default=None, metavar="N",
+                 help="data-parallel training over N devices of the backend (e.g. CUDA:0..N-1); batch_size must be "
+                      "divisible by N (default: $GPUS, else 1)")
   args, rest = p.parse_known_args(argv)
   overrides = []
   i = 0
@@ -97,6 +104,9 @@ def resolve_config(args, overrides, device: str):
   if profile == "auto": profile = "cpu" if device.split(":")[0] == "CPU" else "full"
   if profile == "cpu":
     cfg = Config.from_dict({**cfg.to_dict(), **{k: v for k, v in CPU_PROFILE.items() if k not in set_by_user}})
+  elif device.split(":")[0] != "CPU" and "precision" not in set_by_user:
+    # accelerators: half activations on the tensor cores (bf16 on CUDA), fp32 master weights; ~2x faster steps
+    cfg = Config.from_dict({**cfg.to_dict(), "precision": "mixed"})
   return cfg.validate(), profile
 
 
@@ -106,9 +116,13 @@ def main(argv=None) -> int:
   if args.eval is not None:
     return run_eval(args.eval, json_out=args.json, stsb_limit=args.stsb_limit, decode_limit=args.decode_limit)
   from studentz import CheckpointError
+  import parallel
   try:
+    args.devices = parallel.device_count(args.devices)
+    if args.devices > 1: parallel.device_names(args.devices)  # a missing card fails here, before any data work
     if args.resume is not None: return resume(args)
     cfg, profile = resolve_config(args, overrides, device)
+    parallel.check_batch(cfg.batch_size, cfg.grad_accum, args.devices)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -121,7 +135,8 @@ def main(argv=None) -> int:
     print(f"error: {out} already holds a run; use --resume {out} to continue it or pick another --out",
           file=sys.stderr)
     return 2
-  print(f"device {device} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
+  dp = f" x {args.devices} (data parallel)" if args.devices > 1 else ""
+  print(f"device {device}{dp} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
         "--profile full for the full config)" if profile == "cpu" else ""), file=sys.stderr)
   try:
     return train(cfg, teacher_name, out, args, device)
@@ -192,22 +207,29 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
 
   Tensor.manual_seed(cfg.seed)
   enc = sz.Encoder(cfg)
+  if state is None and cfg.embed_init == "teacher" and args.init_from is None:
+    init_from_teacher(enc, tok, teacher, data_dir, args)
   models, loss_fn = {"encoder": enc}, sz.distill_loss_fn
   joint = cfg.loss_weights.get("ce", 0) > 0
   if joint:  # the decoder learns z -> text alongside: mode A rows decode z_s (CE reaches the encoder), mode B z_t
     from decoder import Decoder, ModeBProjection, joint_loss_fn
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
-  trainer = sz.Trainer(cfg, models, loss_fn)
-  n_params = sum(int(np.prod(t.shape)) for t in trainer.named.values())
+  if state is None and args.init_from is not None: init_from_checkpoint(models, args.init_from, tok)
+  trainer = sz.Trainer(cfg, models, loss_fn, devices=args.devices)
+  from tinygrad.nn.state import get_state_dict
+  n_params = sum(int(np.prod(t.shape)) for m in models.values() for t in get_state_dict(m).values())
+  n_trained = sum(int(np.prod(t.shape)) for t in trainer.named.values())
   meta = {"teacher": {"name": teacher.name, "dim": teacher.dim, "fingerprint": teacher.fingerprint},
-          "data_dir": str(data_dir), "data_source": str(Path(dd.meta["source"]).resolve()), "n_params": n_params}
+          "data_dir": str(data_dir), "data_source": str(Path(dd.meta["source"]).resolve()), "n_params": n_params,
+          "n_trained": n_trained}
   ck = Checkpointer(out, cfg, meta, tok)
   best, bad_evals, start = -1.0, 0, 0
   if state is not None:  # resume: weights, optimiser, schedule, loss scale, RNG and data position
     best, bad_evals = ck.restore(state, trainer, train_loader)
     start = trainer.step_count
-  print(f"model: {n_params / 1e6:.2f}M params, receptive field {enc.receptive_field} tokens, "
+  print(f"model: {n_params / 1e6:.2f}M params" + (f" ({n_trained / 1e6:.2f}M trained)" if cfg.freeze else "") +
+        f", receptive field {enc.receptive_field} tokens, "
         f"precision {cfg.precision}", file=sys.stderr)
 
   stop = {"flag": False}
@@ -253,10 +275,13 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
         print(f"\ntime limit of {args.time_limit:g} min reached at step {step + 1}", file=sys.stderr)
         stop["flag"] = True
       if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stop["flag"]:
-        vm = validate(enc, val, cfg)
-        if joint: vm.update(decode_watch(models, tok, val))
-        improved = vm["val_cos"] > best
-        if improved: best, bad_evals = vm["val_cos"], 0
+        ev = trainer.eval_models()  # with several devices: one-device copies of the current weights
+        vm = validate(ev["encoder"], val, cfg)
+        if joint: vm.update(decode_watch(ev, tok, val))
+        # a frozen encoder's val_cos never moves: the decoder's held-out perplexity picks the best checkpoint then
+        score = 1 / vm["val_perplexity_a"] if "encoder" in cfg.freeze else vm["val_cos"]
+        improved = score > best
+        if improved: best, bad_evals = score, 0
         else: bad_evals += 1
         log.write(json.dumps({"step": step + 1, "time": time.time(), **vm, "best_val_cos": best}) + "\n")
         log.flush()
@@ -276,8 +301,39 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     bar.close()
     log.close()
     signal.signal(signal.SIGINT, old)
-  print(f"best val_cos {best:.4f}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
+  what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos {best:.4f}"
+  print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0
+
+
+def init_from_checkpoint(models: dict, ckpt: Path, tok) -> None:
+  """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required."""
+  from checkpoint import CheckpointError, assign_state, load_tensors
+  try:
+    read_checkpoint_info(ckpt)
+    if json.loads((Path(ckpt) / "tokenizer.json").read_text()) != json.loads(tok.to_json_str()):
+      raise CheckpointError(f"{ckpt} was trained with another tokenizer than this run's data; use the same corpus, "
+                            "data_limit, vocab_size and max_len")
+    arrays = load_tensors(Path(ckpt) / "model.safetensors")
+    loaded = [k for k in models if any(a.startswith(f"{k}.") for a in arrays)]
+    if not loaded: raise CheckpointError(f"{ckpt} holds none of the models {sorted(models)}")
+    for k in loaded: assign_state(models[k], arrays, prefix=f"{k}.")
+  except (CheckpointError, OSError) as e:
+    fail(f"--init-from: {e}")
+  print(f"init from {ckpt}: {', '.join(loaded)}", file=sys.stderr)
+
+
+def init_from_teacher(enc, tok, teacher, data_dir: Path, args, n_fit: int = 20000) -> None:
+  """Embedding from the teacher's token vectors, projection fitted to training sentences (student_init.py)."""
+  import student_init
+  t0 = time.perf_counter()
+  tbs = args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
+  cache = data_dir / f"token_vectors-{teacher.fingerprint[:16]}.npy"
+  tv = student_init.token_vectors(tok, teacher, cache, batch_size=tbs, progress=not args.quiet)
+  rows = split_rows(data_dir, "train", teacher.fingerprint, n_fit)
+  fit = student_init.init_from_teacher(enc, tv, rows["tokens"], rows["mask"], rows["teacher"])
+  print(f"init from the teacher: token vectors + ridge projection on {fit['n_fit']} sentences, static fit cos "
+        f"{fit['static_fit_cos']:.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
 
 def validate(enc, rows: dict, cfg) -> dict:
@@ -294,8 +350,17 @@ def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
   from generate import decode
   zs = encode_ids(models["encoder"], rows["tokens"][:n], rows["mask"][:n], models["encoder"].cfg.batch_size)
   hyps = decode(models["decoder"], zs, tok, strategy="greedy", mode=0)
-  return {"val_distinct1": metrics.distinct_n(hyps, 1), "val_distinct2": metrics.distinct_n(hyps, 2),
-          "val_decode_example": hyps[0] if hyps else ""}
+  out = {"val_distinct1": metrics.distinct_n(hyps, 1), "val_distinct2": metrics.distinct_n(hyps, 2),
+         "val_decode_example": hyps[0] if hyps else ""}
+  if "encoder" in models["encoder"].cfg.freeze:
+    from evaluate import teacher_forced_scores
+    bs = models["encoder"].cfg.batch_size
+    n = len(rows["tokens"])  # a quarter of the rows in whole batches: every call reuses the training shapes
+    k = max(1, n // bs // 4) * bs if n >= bs else n
+    sub = {"tokens": rows["tokens"][:k], "mask": rows["mask"][:k]}
+    z = encode_ids(models["encoder"], sub["tokens"], sub["mask"], bs)
+    out["val_perplexity_a"] = teacher_forced_scores(models["decoder"], sub, z, "a", bs)["perplexity_a"]
+  return out
 
 
 def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int) -> dict:
@@ -324,7 +389,7 @@ def encode_ids(enc, tokens, mask, batch_size: int):
   import numpy as np
   from tinygrad import Tensor, TinyJit
   jits = _ENCODE_JITS.setdefault(enc, {})
-  key = (batch_size, tokens.shape[1])
+  key = (batch_size, tokens.shape[1], enc.act_dtype)  # a JIT replays the dtype it captured
   if key not in jits: jits[key] = TinyJit(lambda t, m: enc(t, m).realize())
   jit = jits[key]
   out = []
@@ -346,6 +411,8 @@ def resume(args) -> int:
   info = read_checkpoint_info(last)
   cfg = Config.from_dict(info["config"])
   if args.steps is not None: cfg = cfg.override(("steps", str(args.steps)))
+  import parallel
+  parallel.check_batch(cfg.batch_size, cfg.grad_accum, args.devices)
   args.data_dir = args.data_dir or Path(info["data_dir"])
   # the run's own corpus: prepare() would rebuild data_dir from the default corpus and resume on other sentences
   if args.data_source is None and info.get("data_source"): args.data_source = Path(info["data_source"])

@@ -74,7 +74,7 @@ def test_load_paths_and_lazy_reexport(run_dir, model, monkeypatch, tmp_path):
   monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", run_dir)  # a shipped default (here a run folder)
   assert studentz_api.resolve_path(None) == run_dir / "best"
   monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", tmp_path / "none")
-  with pytest.raises(FileNotFoundError, match="no default StudentZ model is shipped yet"): StudentZ.load()
+  with pytest.raises(FileNotFoundError, match="shipped default model"): StudentZ.load()
   with pytest.raises(sz.CheckpointError, match="not found"): StudentZ.load(tmp_path / "missing")
 
 
