@@ -228,6 +228,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   if state is not None:  # resume: weights, optimiser, schedule, loss scale, RNG and data position
     best, bad_evals = ck.restore(state, trainer, train_loader)
     start = trainer.step_count
+    trim_log(out / "metrics.jsonl", start)
   print(f"model: {n_params / 1e6:.2f}M params" + (f" ({n_trained / 1e6:.2f}M trained)" if cfg.freeze else "") +
         f", receptive field {enc.receptive_field} tokens, "
         f"precision {cfg.precision}", file=sys.stderr)
@@ -304,6 +305,19 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos {best:.4f}"
   print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0
+
+
+def trim_log(path: Path, step: int) -> None:
+  """Drop the records after `step` (and a line torn by a kill): steps logged after the last checkpoint are run again
+  on resume, and each step should appear once in metrics.jsonl."""
+  if not path.is_file(): return
+  keep = []
+  for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try: rec = json.loads(line)
+    except json.JSONDecodeError: continue
+    if isinstance(rec, dict) and rec.get("step", 0) <= step: keep.append(line)
+  from checkpoint import atomic_write_bytes
+  atomic_write_bytes(path, "".join(k + "\n" for k in keep).encode())
 
 
 def init_from_checkpoint(models: dict, ckpt: Path, tok) -> None:
@@ -449,6 +463,11 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     msg = f"{ckpt}/config.json lacks {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
     print(f"error: {msg}", file=sys.stderr)
     return 2
+  loaded: dict = {}
+
+  def teacher():  # loaded at most once, and only if the STS-B cache misses or decode metrics need it
+    if "t" not in loaded: loaded["t"] = load_teacher(info["teacher"]["name"])
+    return loaded["t"]
   zs, zt = embed_split(enc, rows, cfg)
   cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
   res = {"checkpoint": str(ckpt), "step": info["step"], "teacher": info["teacher"]["name"],
@@ -463,10 +482,11 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     ids2, m2 = tok.encode_batch(s2, cfg.max_len)
     e1, e2 = encode_ids(enc, ids1, m1, cfg.batch_size), encode_ids(enc, ids2, m2, cfg.batch_size)
     res["stsb_spearman"] = metrics.stsb_spearman(e1, e2, scores)
-    t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir)
+    t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir, teacher)
     res["teacher_stsb_spearman"] = metrics.stsb_spearman(t1, t2, scores) if t1 is not None else None
     if t1 is not None: res["stsb_ratio"] = res["stsb_spearman"] / res["teacher_stsb_spearman"]
-  if decode_limit > 0 and "decoder" in models: res.update(run_decode_eval(models, tok, info, rows, decode_limit))
+  if decode_limit > 0 and "decoder" in models:
+    res.update(run_decode_eval(models, tok, info, rows, decode_limit, teacher))
   if json_out:
     print(json.dumps(res))
   else:
@@ -479,11 +499,11 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
   return 0
 
 
-def run_decode_eval(models: dict, tok, info: dict, rows: dict, limit: int) -> dict:
+def run_decode_eval(models: dict, tok, info: dict, rows: dict, limit: int, teacher=None) -> dict:
   """Mode A / mode B decode metrics on held-out sentences of at most 32 tokens (the teacher re-embeds decodes)."""
   import evaluate
   try:
-    t = load_teacher(info["teacher"]["name"])
+    t = teacher() if teacher is not None else load_teacher(info["teacher"]["name"])
   except Exception as e:
     print(f"warning: teacher unavailable ({e}); no decode metrics", file=sys.stderr)
     return {}
@@ -492,7 +512,7 @@ def run_decode_eval(models: dict, tok, info: dict, rows: dict, limit: int) -> di
                                  models["encoder"].cfg.batch_size)
 
 
-def teacher_stsb_vectors(info: dict, s1, s2, data_dir: Path):
+def teacher_stsb_vectors(info: dict, s1, s2, data_dir: Path, teacher=None):
   """The teacher's STS-B test vectors, computed once per teacher and cached next to the data."""
   import numpy as np
   cache = data_dir / f"stsb-test-{info['teacher']['fingerprint'][:12]}-{len(s1)}.npz"
@@ -500,7 +520,7 @@ def teacher_stsb_vectors(info: dict, s1, s2, data_dir: Path):
     z = np.load(cache)
     return z["a"], z["b"]
   try:
-    t = load_teacher(info["teacher"]["name"])
+    t = teacher() if teacher is not None else load_teacher(info["teacher"]["name"])
   except Exception as e:
     print(f"warning: teacher unavailable ({e}); teacher_stsb_spearman is null", file=sys.stderr)
     return None, None

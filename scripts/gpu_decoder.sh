@@ -3,7 +3,8 @@
 # fit a decoder to it (mode A: student z, mode B: teacher vector), then evaluate both and bring the weights back.
 # Output under $OUT: model16.part-* (fp16 safetensors of the final checkpoint, 15 MB parts) and meta.tgz (configs,
 # tokenizer, eval JSONs, metrics, logs). Knobs: RUN, DEC (decoder run folder), TL (minutes), DEC_ARGS.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
 export CACHEDB=$PWD/runs/tinygrad-cache.db
 RUN=${RUN:-runs/gpu}; DEC=${DEC:-runs/dec}; M=/tmp/meta; mkdir -p $M
@@ -12,7 +13,8 @@ from safetensors.numpy import load_file, save_file
 import numpy as np
 d = load_file('$1/model.safetensors')
 save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()}, '/tmp/model16.safetensors')"
-  rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-; cp $1/config.json $1/tokenizer.json $M/; }
+  rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
+  cp $1/config.json $1/tokenizer.json $M/; }
 pack() { cp $RUN/metrics.jsonl $M/encoder_metrics.jsonl; cp $DEC/metrics.jsonl $M/decoder_metrics.jsonl 2>/dev/null
   tar czf $OUT/meta.tgz -C $M .; }
 export16 $RUN/best; pack
@@ -20,7 +22,8 @@ timeout 150 python3 train.py --eval $RUN/best --json --decode-limit 0 > $M/eval_
 cat $M/eval_encoder.json; pack
 timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $DEC --data-dir runs/gpu-data \
   --init-from $RUN/best --freeze '["encoder"]' --loss_weights.ce 1 --time-limit ${TL:-4} --quiet \
-  ${DEC_ARGS:---dec_output tied --dec_blocks 4 --dec_dilation_schedule [1,2,4,8] --mode_b_mix row --steps 8000 --eval_every 500} \
+  ${DEC_ARGS:---dec_output tied --dec_blocks 4 --dec_dilation_schedule [1,2,4,8] --mode_b_mix row --steps 8000 \
+  --eval_every 500} \
   > $M/decoder_train.log 2>&1
 echo "decoder rc=$?"; grep -v "^\s*$" $M/decoder_train.log | tail -12; pack
 if [ -e $DEC/best/model.safetensors ]; then

@@ -8,7 +8,8 @@
 #   .devcarry/data/          wikipedia/enwiki-docs.jsonl.gz (first 20,000 articles) and stsb/sts-test.csv
 # Knobs: RUN (run folder), TL (minutes of training in this call), RESUME=1, EVAL=1 (train.py --eval of RUN/best),
 # EXPORT=1 (RUN/best as fp16 safetensors split into 15 MB parts under $OUT), EXTRA (more train.py arguments).
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
 export CACHEDB=$PWD/runs/tinygrad-cache.db
 RUN=${RUN:-runs/gpu}

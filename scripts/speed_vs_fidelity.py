@@ -24,7 +24,8 @@ def main() -> int:
   teacher = next(r for r in speed if r["bench"] == "teacher_encode" and r["L"] == L)
   st32 = next(r for r in speed if r["bench"] == "student_encode" and r["L"] == L and r["precision"] == "fp32")
   st16 = next(r for r in speed if r["bench"] == "student_encode" and r["L"] == L and r["precision"] != "fp32")
-  base = {"bench": "fidelity", "card": teacher["card"], "L": L, "B": teacher["B"], "sentences_per_s_source": speed_file.name}
+  base = {"bench": "fidelity", "card": teacher["card"], "L": L, "B": teacher["B"],
+          "sentences_per_s_source": speed_file.name}
   rows = [
     {**base, "name": "teacher, ours fp32", "kind": "teacher",
      "sentences_per_s": teacher["tinygrad_sent_per_s"], "stsb_spearman": ev["teacher_stsb_spearman"]},

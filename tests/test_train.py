@@ -239,6 +239,10 @@ def test_kill_9_then_resume(work):
   assert run_main(["--resume", out, "--steps", k + 2, "--quiet"]) == 0
   enc, info, _ = train.load_encoder(out / "last")
   assert info["step"] == k + 2
+  # steps logged after the checkpoint and before the kill were trimmed on resume: each step is recorded once
+  steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+           if "loss" in json.loads(line)]
+  assert len(steps) == len(set(steps)) and max(steps) == k + 2
   rows = train.split_rows(work["data_dir"], "val", FakeTeacher.fingerprint, 4)
   assert np.isfinite(train.encode_ids(enc, rows["tokens"], rows["mask"], BATCH)).all()
 
