@@ -12,8 +12,9 @@ import backend  # noqa: F401
 import numpy as np
 
 
-def load_models(ckpt: Path):
-  """(models dict, info, tokenizer) from a checkpoint folder: encoder always, decoder and proj_b when trained."""
+def load_models(ckpt: Path, decoder: bool = True):
+  """(models dict, info, tokenizer) from a checkpoint folder: encoder always, decoder and proj_b when trained (and
+  `decoder` is true)."""
   import studentz as sz
   from decoder import Decoder, ModeBProjection
   from student_tokenizer import StudentTokenizer
@@ -22,7 +23,7 @@ def load_models(ckpt: Path):
   cfg = sz.Config.from_dict(info["config"])
   arrays = sz.load_tensors(Path(ckpt) / "model.safetensors")
   models = {"encoder": sz.Encoder(cfg)}
-  if any(k.startswith("decoder.") for k in arrays):
+  if decoder and any(k.startswith("decoder.") for k in arrays):
     models["decoder"], models["proj_b"] = Decoder(cfg), ModeBProjection(cfg)
   for name, m in models.items():
     if name == "proj_b" and not any(k.startswith("proj_b.") for k in arrays): continue  # identity: no weights

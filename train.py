@@ -437,13 +437,9 @@ def resume(args) -> int:
 
 def load_encoder(ckpt: Path):
   """(encoder, info, tokenizer) from a checkpoint folder."""
-  import studentz as sz
-  from student_tokenizer import StudentTokenizer
-  info = read_checkpoint_info(ckpt)
-  cfg = sz.Config.from_dict(info["config"])
-  enc = sz.Encoder(cfg)
-  sz.assign_state(enc, sz.load_tensors(Path(ckpt) / "model.safetensors"), prefix="encoder.")
-  return enc, info, StudentTokenizer.load(Path(ckpt) / "tokenizer.json")
+  import evaluate
+  models, info, tok = evaluate.load_models(ckpt, decoder=False)
+  return models["encoder"], info, tok
 
 
 def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int = 512) -> int:
