@@ -11,7 +11,7 @@ import os
 os.environ.setdefault("TC_OPT", "2")
 
 # the backends tinygrad 0.14 knows; GPU/OPENCL are old spellings of CL, CLANG/LLVM old spellings of CPU
-KNOWN = ("CPU", "CUDA", "METAL", "NV", "AMD", "CL", "QCOM", "WEBGPU", "DSP", "NULL")
+KNOWN = ("CPU", "CUDA", "METAL", "NV", "AMD", "CL", "QCOM", "WEBGPU", "DSP")
 ALIASES = {"GPU": "CL", "OPENCL": "CL", "CLANG": "CPU", "LLVM": "CPU"}
 
 

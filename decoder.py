@@ -88,10 +88,7 @@ class Decoder:
     for blk, buf, film in zip(self.blocks, bufs, films):
       win = buf[:, 1:].cat(x, dim=1)                                               # (B, span + 1, d)
       new_bufs.append(win)
-      # mirrors TCNBlock.__call__ after its conv (keep the two in step; test_decoder checks they agree)
-      y = blk.norm(conv_last(blk.conv, win), ones, mode)                           # (B, 1, h)
-      y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
-      x = x + blk.out(y.gelu())                                                    # (B, 1, d)
+      x = blk.residual(x, conv_last(blk.conv, win), ones, mode, film)             # (B, 1, d)
     return self.logits(self.norm(x, ones, mode))[:, 0], new_bufs                   # (B, V)
 
 
@@ -99,8 +96,7 @@ def conv_last(conv: DilatedConv, win: Tensor) -> Tensor:
   """The causal DilatedConv's output at the last position of `win` (B, span + 1, C_in) -> (B, 1, C_out)."""
   assert conv.causal, "incremental decoding needs causal convolutions"
   taps = Tensor.cat(*[win[:, j * conv.dilation: j * conv.dilation + 1] for j in range(conv.k)], dim=-1)  # (B,1,k*C)
-  w = conv.weight.cast(win.dtype).permute(2, 1, 0).reshape(conv.k * conv.weight.shape[1], conv.weight.shape[0])
-  return taps.matmul(w) + conv.bias.cast(win.dtype)
+  return conv.gemm(taps)
 
 
 class ModeBProjection:

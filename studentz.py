@@ -218,14 +218,18 @@ class DilatedConv:
 
   def __call__(self, x: Tensor) -> Tensor:  # x (B, L, C_in), zero at padding positions
     # k shifted views side by side, then one GEMM. (Measured on an H100: one GEMM to (B, L, k*C_out) followed by a
-    # shifted sum of its slices was 15-20% slower in tinygrad 0.14; see RESULTS.md.)
+    # shifted sum of its slices was 15-20% slower in tinygrad 0.14.)
     L = x.shape[1]
     left = self.span if self.causal else self.span // 2
     xp = x.pad(((0, 0), (left, self.span - left), (0, 0)))                         # (B, L + span, C_in)
     taps = Tensor.cat(*[xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], dim=-1)  # (B,L,k*C)
     if TAPS_CONTIG == 2 or (TAPS_CONTIG == 1 and (TRAINING or x.dtype == dtypes.float32)): taps = taps.contiguous()
-    w = self.weight.cast(x.dtype).permute(2, 1, 0).reshape(self.k * self.weight.shape[1], self.weight.shape[0])
-    return matmul2d(taps, w) + self.bias.cast(x.dtype)
+    return self.gemm(taps)
+
+  def gemm(self, taps: Tensor) -> Tensor:
+    """(..., k*C_in) shifted views side by side -> (..., C_out); also the incremental decoder's one-position conv."""
+    w = self.weight.cast(taps.dtype).permute(2, 1, 0).reshape(self.k * self.weight.shape[1], self.weight.shape[0])
+    return matmul2d(taps, w) + self.bias.cast(taps.dtype)
 
 
 class CondNorm:
@@ -265,12 +269,16 @@ class TCNBlock:
 
   def __call__(self, x: Tensor, mask: Tensor, mode: Tensor, film: tuple[Tensor, Tensor] | None = None) -> Tensor:
     m = mask.unsqueeze(-1).cast(x.dtype)                                           # (B, L, 1)
-    y = self.norm(self.conv(x * m), mask, mode)                                    # (B, L, h)
-    if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
-    y = y.gelu().dropout(self.dropout)
-    out = x + self.out(y)                                                          # (B, L, d)
+    out = self.residual(x, self.conv(x * m), mask, mode, film)                     # (B, L, d)
     if CONTIG_ACT >= 2: out = out.contiguous_backward()
     return out.contiguous() if CONTIG_ACT else out
+
+  def residual(self, x: Tensor, conv_out: Tensor, mask: Tensor, mode: Tensor,
+               film: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """x + the block's branch after its conv; the incremental decoder (decoder.Decoder.step) shares it."""
+    y = self.norm(conv_out, mask, mode)                                            # (B, L, h)
+    if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
+    return x + self.out(y.gelu().dropout(self.dropout))                            # (B, L, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -166,6 +166,10 @@ def fail(msg: str):
   raise SystemExit(2)
 
 
+def teacher_batch_size(args) -> int:
+  return args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
+
+
 def prepare_data(cfg, teacher, args, quiet: bool):
   """Sentences, student tokenizer, token ids and teacher vectors: each computed once and cached on disk."""
   import corpus
@@ -178,8 +182,7 @@ def prepare_data(cfg, teacher, args, quiet: bool):
       f"-v{cfg.vocab_size}-l{cfg.max_len}"
   dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
                       limit=cfg.data_limit or None, progress=not quiet)
-  tbs = args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
-  corpus.compute_teacher_vectors(data_dir, teacher, batch_size=tbs, progress=not quiet)
+  corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
   return dd, Path(data_dir)
 
 
@@ -341,9 +344,8 @@ def init_from_teacher(enc, tok, teacher, data_dir: Path, args, n_fit: int = 2000
   """Embedding from the teacher's token vectors, projection fitted to training sentences (student_init.py)."""
   import student_init
   t0 = time.perf_counter()
-  tbs = args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
   cache = data_dir / f"token_vectors-{teacher.fingerprint[:16]}.npy"
-  tv = student_init.token_vectors(tok, teacher, cache, batch_size=tbs, progress=not args.quiet)
+  tv = student_init.token_vectors(tok, teacher, cache, batch_size=teacher_batch_size(args), progress=not args.quiet)
   rows = split_rows(data_dir, "train", teacher.fingerprint, n_fit)
   fit = student_init.init_from_teacher(enc, tv, rows["tokens"], rows["mask"], rows["teacher"])
   print(f"init from the teacher: token vectors + ridge projection on {fit['n_fit']} sentences, static fit cos "

@@ -2,10 +2,7 @@
 # Speed measurements on a lent GPU (one call): train-step variants of the GEMM layout (env knobs) against PyTorch
 # eager on the same card, student vs teacher encoding, and a DEBUG=2 kernel profile. JSON rows land in $OUT.
 # Needs the tinygrad wheel carried in .whl/ (see scripts/gpu_train.sh) and the fp16 MiniLM in .devcarry/minilm16.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA CACHEDB=${CACHEDB:-/tmp/tinygrad-cache.db}
-nvidia-smi --query-gpu=name --format=csv,noheader
+source scripts/gpu_env.sh
 step() {  # name, env...: the B=64 L=128 train step in fp32 and bf16, tinygrad only
   local name=$1; shift
   env "$@" timeout 200 python3 bench.py train --precision ${PRECS:-fp32 bf16} --no-torch --reps 20 \

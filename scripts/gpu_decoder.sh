@@ -3,21 +3,12 @@
 # fit a decoder to it (mode A: student z, mode B: teacher vector), then evaluate both and bring the weights back.
 # Output under $OUT: model16.part-* (fp16 safetensors of the final checkpoint, 15 MB parts) and meta.tgz (configs,
 # tokenizer, eval JSONs, metrics, logs). Knobs: RUN, DEC (decoder run folder), TL (minutes), DEC_ARGS.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
-export CACHEDB=$PWD/runs/tinygrad-cache.db
+source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}; DEC=${DEC:-runs/dec}; M=/tmp/meta; mkdir -p $M
-export16() { python3 -c "
-from safetensors.numpy import load_file, save_file
-import numpy as np
-d = load_file('$1/model.safetensors')
-save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()}, '/tmp/model16.safetensors')"
-  rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
-  cp $1/config.json $1/tokenizer.json $M/; }
+export_ckpt() { export16 $1; cp $1/config.json $1/tokenizer.json $M/; }
 pack() { cp $RUN/metrics.jsonl $M/encoder_metrics.jsonl; cp $DEC/metrics.jsonl $M/decoder_metrics.jsonl 2>/dev/null
   tar czf $OUT/meta.tgz -C $M .; }
-export16 $RUN/best; pack
+export_ckpt $RUN/best; pack
 timeout 150 python3 train.py --eval $RUN/best --json --decode-limit 0 > $M/eval_encoder.json 2> $M/eval_encoder.log
 cat $M/eval_encoder.json; pack
 timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $DEC --data-dir runs/gpu-data \
@@ -27,7 +18,7 @@ timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $
   > $M/decoder_train.log 2>&1
 echo "decoder rc=$?"; grep -v "^\s*$" $M/decoder_train.log | tail -12; pack
 if [ -e $DEC/best/model.safetensors ]; then
-  export16 $DEC/best; pack
+  export_ckpt $DEC/best; pack
   timeout 130 python3 train.py --eval $DEC/best --json --decode-limit 256 > $M/eval_decoder.json 2> $M/eval_decoder.log
   cat $M/eval_decoder.json; pack
 fi

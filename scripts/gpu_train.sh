@@ -8,13 +8,8 @@
 #   .devcarry/data/          wikipedia/enwiki-docs.jsonl.gz (first 20,000 articles) and stsb/sts-test.csv
 # Knobs: RUN (run folder), TL (minutes of training in this call), RESUME=1, EVAL=1 (train.py --eval of RUN/best),
 # EXPORT=1 (RUN/best as fp16 safetensors split into 15 MB parts under $OUT), EXTRA (more train.py arguments).
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
-export CACHEDB=$PWD/runs/tinygrad-cache.db
+source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}
-mkdir -p runs
-nvidia-smi --query-gpu=name --format=csv,noheader
 if [ -n "$TL" ]; then
   if [ -n "$RESUME" ]; then
     timeout 590 python3 train.py --resume $RUN --time-limit $TL --quiet $EXTRA >> $OUT/train.log 2>&1
@@ -32,11 +27,6 @@ if [ -n "$EVAL" ]; then
 fi
 if [ -n "$EXPORT" ]; then
   cp $RUN/best/config.json $RUN/best/tokenizer.json $OUT/
-  python3 -c "
-from safetensors.numpy import load_file, save_file
-import numpy as np
-d = load_file('$RUN/best/model.safetensors')
-save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()}, '/tmp/model16.safetensors')"
-  split -b 15M /tmp/model16.safetensors $OUT/model16.part-
+  export16 $RUN/best
 fi
 ls -la $OUT

@@ -1,0 +1,19 @@
+# Sourced by the scripts/gpu_*.sh calls on a lent GPU machine (no network there): tinygrad from the carried wheel in
+# .whl/, CUDA, the carried data, and caches under runs/ (kept between calls while the machine stays warm).
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
+export CACHEDB=${CACHEDB:-$PWD/runs/tinygrad-cache.db}
+mkdir -p runs
+nvidia-smi --query-gpu=name --format=csv,noheader
+
+# export16 CKPT: the checkpoint's weights as fp16 safetensors in 15 MB parts $OUT/model16.part-* (files that come
+# back from the machine are limited to 16 MiB each)
+export16() {
+  python3 -c "
+from safetensors.numpy import load_file, save_file
+import numpy as np
+d = load_file('$1/model.safetensors')
+save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()}, '/tmp/model16.safetensors')"
+  rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
+}
