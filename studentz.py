@@ -27,6 +27,14 @@ GEMM2D = int(os.environ.get("STUDENTZ_GEMM2D", "1"))
 # H100 (README): training 52.6 -> 44.4 ms bf16, 118 -> 88 ms fp32; fp32 encoding 1,303 -> 2,939 sentences/s; but bf16
 # encoding 6,206 -> 5,255. 1 (default): in training and in fp32; 2: always; 0: never.
 TAPS_CONTIG = int(os.environ.get("STUDENTZ_TAPS_CONTIG", "1"))
+# Materialise the gradient of the taps in training, so the input-gradient GEMM is a plain GEMM and the sum over the
+# shifted taps a separate elementwise kernel: measured on an H100 (bf16, B=512, L=64) 73.3 -> 69.3 ms per step.
+TAPS_GRAD_CONTIG = int(os.environ.get("STUDENTZ_TAPS_GRAD_CONTIG", "1"))
+# Give the conv GEMM its weight already cast and in (k*C_in, C_out) order: read through the permute of PyTorch's
+# (C_out, C_in, k) layout, every load of the GEMM's second operand strides by k. Measured on an H100 (bf16 step,
+# B=512, L=64): 68.9 -> 50.1 ms per step (results/h100_train_step_sweep.json). Training only: the copy is paid on
+# every call, and CPU encoding lost (35 -> 21 sentences/s at L=32) where it has no gradient GEMM to win back.
+W_CONTIG = int(os.environ.get("STUDENTZ_W_CONTIG", "1"))
 
 
 def matmul2d(x: Tensor, w: Tensor) -> Tensor:
@@ -71,15 +79,17 @@ class Config:
   loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1})
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
   # --- optimisation ---
-  optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 2e-3, "weight_decay": 0.01})
-  batch_size: int = 128            # sentences per optimiser step (split into grad_accum micro-batches)
+  optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})
+                                   # lr for batch 512; on an H100 2.4-min runs ranked 8e-3 > 4e-3 > 2e-3 (README)
+  batch_size: int = 512            # sentences per optimiser step (split into grad_accum micro-batches); a GPU step
+                                   # of 512 costs ~1.7x one of 128 (results/h100_train_step_sweep.json)
   grad_accum: int = 1              # micro-batches per step; memory scales with batch_size / grad_accum
   warmup_steps: int = 200          # linear warmup, then cosine decay to lr * min_lr_ratio
   min_lr_ratio: float = 0.05
   clip_norm: float = 1.0           # global gradient-norm clip (0 disables)
   precision: str = "fp32"          # "fp32" or "mixed" (half activations, fp32 master weights, dynamic loss scale)
   # --- run ---
-  steps: int = 16000               # optimiser steps (~15 min on one H100 in mixed precision)
+  steps: int = 10000               # optimiser steps (~14 min on one H100 in mixed precision)
   eval_every: int = 1000           # validate (and checkpoint) every N steps
   patience: int = 8                # early stop after this many evaluations without a better val_cos
   log_every: int = 25
@@ -224,11 +234,13 @@ class DilatedConv:
     xp = x.pad(((0, 0), (left, self.span - left), (0, 0)))                         # (B, L + span, C_in)
     taps = Tensor.cat(*[xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], dim=-1)  # (B,L,k*C)
     if TAPS_CONTIG == 2 or (TAPS_CONTIG == 1 and (TRAINING or x.dtype == dtypes.float32)): taps = taps.contiguous()
+    if TAPS_GRAD_CONTIG and TRAINING: taps = taps.contiguous_backward()
     return self.gemm(taps)
 
   def gemm(self, taps: Tensor) -> Tensor:
     """(..., k*C_in) shifted views side by side -> (..., C_out); also the incremental decoder's one-position conv."""
     w = self.weight.cast(taps.dtype).permute(2, 1, 0).reshape(self.k * self.weight.shape[1], self.weight.shape[0])
+    if W_CONTIG and TRAINING: w = w.contiguous()  # (k*C_in, C_out) laid out as the GEMM reads it (see W_CONTIG)
     return matmul2d(taps, w) + self.bias.cast(taps.dtype)
 
 
@@ -337,8 +349,12 @@ def as_grid(z: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------------
 # losses (z_s student, z_t teacher; both (B, D))
 
+# Each loss reduces per row first into a materialised (B,) vector: otherwise tinygrad fuses every term's full
+# reduction into the one kernel that produces the scalar loss, which then runs with little parallelism (profiled on an
+# H100 at B=512: 5.7 ms of a 69 ms step; results/h100_profile_bf16_step_b512.txt, r_8_16_32_512_384_512_512).
+
 def cosine_loss(zs: Tensor, zt: Tensor) -> Tensor:
-  return 1 - _cos(zs, zt).mean()
+  return 1 - _cos(zs, zt).contiguous().mean()
 
 
 def _cos(a: Tensor, b: Tensor) -> Tensor:
@@ -347,16 +363,18 @@ def _cos(a: Tensor, b: Tensor) -> Tensor:
 
 def mse_loss(zs: Tensor, zt: Tensor) -> Tensor:
   """Mean squared error per coordinate, scaled by D so it is the squared distance: independent of the dimension."""
-  return ((zs - zt) ** 2).sum(-1).mean()
+  return ((zs - zt) ** 2).sum(-1).contiguous().mean()
 
 
 def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
   """Symmetric in-batch InfoNCE: each student vector must pick its own teacher vector among the batch's."""
   a = zs / ((zs * zs).sum(-1, keepdim=True) + 1e-12).sqrt()
   b = zt / ((zt * zt).sum(-1, keepdim=True) + 1e-12).sqrt()
-  logits = a.matmul(b.T) / temperature                                             # (B, B)
+  logits = (a.matmul(b.T) / temperature).contiguous()                              # (B, B)
   labels = Tensor.arange(zs.shape[0]).to(zs.device)
-  return (logits.sparse_categorical_crossentropy(labels) + logits.T.sparse_categorical_crossentropy(labels)) / 2
+  rows = logits.sparse_categorical_crossentropy(labels, reduction="none").contiguous()     # (B,)
+  cols = logits.T.sparse_categorical_crossentropy(labels, reduction="none").contiguous()   # (B,)
+  return (rows.mean() + cols.mean()) / 2
 
 
 def distill_losses(zs: Tensor, zt: Tensor, cfg: Config) -> dict[str, Tensor]:
@@ -546,18 +564,26 @@ class Trainer:
   # -- public
   def step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
     """One optimiser step on a numpy batch (B = cfg.batch_size). Returns the step's figures as floats."""
+    return self.read(self.launch(batch))
+
+  def launch(self, batch: dict[str, np.ndarray]) -> list[Tensor]:
+    """Queue one optimiser step without waiting for the device; `read()` turns the result into figures later.
+    Reading syncs the device, so a loop that reads every few steps lets the host prepare (and the device queue)
+    the next steps meanwhile. Each result is a copy: a JIT reuses its output buffer on the next replay."""
     with Context(TRAINING=1):
       if self.grad_acc is None:
-        vals = host(self._jit("step", batch)(**{k: self._put(v) for k, v in batch.items()}))
-      else:
-        acc = None
-        for i in range(self.cfg.grad_accum):
-          sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
-          micro = {k: np.ascontiguousarray(x[sl]) for k, x in batch.items()}
-          v = host(self._jit("micro", micro)(**{k: self._put(x) for k, x in micro.items()}))
-          acc = v if acc is None else acc + v
-        tail = host(self._apply())
-        vals = np.concatenate([acc / self.cfg.grad_accum, tail])
+        return [self._jit("step", batch)(**{k: self._put(v) for k, v in batch.items()}).clone().realize()]
+      out = []
+      for i in range(self.cfg.grad_accum):
+        sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
+        micro = {k: np.ascontiguousarray(x[sl]) for k, x in batch.items()}
+        out.append(self._jit("micro", micro)(**{k: self._put(x) for k, x in micro.items()}).clone().realize())
+      return out + [self._apply().clone().realize()]
+
+  def read(self, pending: list[Tensor]) -> dict[str, float]:
+    """The figures of a step queued by `launch()` (waits for the device)."""
+    if len(pending) == 1: vals = host(pending[0])
+    else: vals = np.concatenate([sum(host(p) for p in pending[:-1]) / self.cfg.grad_accum, host(pending[-1])])
     return dict(zip(self._keys + ["grad_norm", "ok", "lr", "loss_scale"], vals.tolist()))
 
   def _put(self, x: np.ndarray) -> Tensor:

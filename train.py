@@ -21,7 +21,8 @@ DEFAULT_TEACHER = "all-MiniLM-L6-v2"
 # user sets (config file or --key) always win; the run prints which profile it took.
 CPU_PROFILE = dict(vocab_size=4000, d_model=96, hidden=192, n_blocks=4, kernel_size=3, dilation_schedule=[1, 2, 4, 8],
                    dec_blocks=3, dec_dilation_schedule=[1, 2, 4], batch_size=32, steps=200, eval_every=100,
-                   warmup_steps=20, data_limit=2000, max_len=48, length_buckets=[])
+                   warmup_steps=20, data_limit=2000, max_len=48, length_buckets=[],
+                   optimizer={"type": "adamw", "lr": 2e-3, "weight_decay": 0.01})
 
 
 def default_corpus() -> Path | None:
@@ -245,6 +246,32 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   t_last, tok_count, bad_run = time.perf_counter(), 0, 0
   deadline = time.perf_counter() + args.time_limit * 60 if args.time_limit > 0 else float("inf")
   log = open(out / "metrics.jsonl", "a")
+  pending = []  # (step, queued result): steps are read in groups, since each read waits for the device
+
+  def read_pending():
+    nonlocal t_last, tok_count, bad_run
+    now = time.perf_counter()
+    rate = tok_count / max(now - t_last, 1e-9)
+    t_last, tok_count = now, 0
+    for s, queued in pending:
+      m = trainer.read(queued)
+      bad_run = 0 if m["ok"] > 0.5 else bad_run + 1
+      if bad_run:
+        print(f"\nwarning: step {s + 1} had non-finite loss/gradients (loss {m['loss']}): skipped, "
+              f"loss scale {m['loss_scale']:g}", file=sys.stderr)
+      if (s + 1) % cfg.log_every == 0 or s == start or bad_run:  # every skipped step leaves a record (ok=0)
+        rec = {"step": s + 1, "time": time.time(), **{k: round(v, 6) for k, v in m.items()}, "tokens_per_s": rate,
+               "cos_loss": round(m["cos"], 6), "cos": round(1 - m["cos"], 6)}
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        bar.update(s + 1 - bar.n, loss=m["loss"], cos=1 - m["cos"], tok_s=int(rate))
+      if bad_run >= cfg.max_bad_steps:
+        # after the log write, so the last bad step is on record too
+        ck.save("last", trainer, train_loader, best, bad_evals, {})
+        raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
+                         f"precision fp32. Last good state is in {out / 'last'}")
+    pending.clear()
+
   try:
     for step in range(start, cfg.steps):
       batch = next(train_loader)
@@ -255,30 +282,14 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
         n = len(batch["tokens"])
         draw = rng.random(n) if cfg.mode_b_mix == "row" else np.full(n, rng.random())
         feed["mode_b"] = (draw < cfg.mode_b_ratio).astype(np.float32)
-      m = trainer.step(feed)
+      pending.append((step, trainer.launch(feed)))
       tok_count += int(batch["mask"].sum())
-      bad_run = 0 if m["ok"] > 0.5 else bad_run + 1
-      if bad_run:
-        print(f"\nwarning: step {step + 1} had non-finite loss/gradients (loss {m['loss']}): skipped, "
-              f"loss scale {m['loss_scale']:g}", file=sys.stderr)
-      if (step + 1) % cfg.log_every == 0 or step == start or bad_run:  # every skipped step leaves a record (ok=0)
-        now = time.perf_counter()
-        rate = tok_count / (now - t_last)
-        t_last, tok_count = now, 0
-        rec = {"step": step + 1, "time": time.time(), **{k: round(v, 6) for k, v in m.items()}, "tokens_per_s": rate,
-               "cos_loss": round(m["cos"], 6), "cos": round(1 - m["cos"], 6)}
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        bar.update(step + 1 - bar.n, loss=m["loss"], cos=1 - m["cos"], tok_s=int(rate))
-      if bad_run >= cfg.max_bad_steps:
-        # after the log write, so the last bad step is on record too
-        ck.save("last", trainer, train_loader, best, bad_evals, {})
-        raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
-                         f"precision fp32. Last good state is in {out / 'last'}")
       if time.perf_counter() > deadline and not stop["flag"]:
         print(f"\ntime limit of {args.time_limit:g} min reached at step {step + 1}", file=sys.stderr)
         stop["flag"] = True
-      if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stop["flag"]:
+      evaluate_now = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stop["flag"]
+      if (step + 1) % cfg.log_every == 0 or step == start or evaluate_now: read_pending()
+      if evaluate_now:
         ev = trainer.eval_models()  # with several devices: one-device copies of the current weights
         vm = validate(ev["encoder"], val, cfg)
         if joint: vm.update(decode_watch(ev, tok, val))

@@ -14,7 +14,7 @@ cat $M/eval_encoder.json; pack
 timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $DEC --data-dir runs/gpu-data \
   --init-from $RUN/best --freeze '["encoder"]' --loss_weights.ce 1 --time-limit ${TL:-4} --quiet \
   ${DEC_ARGS:---dec_output tied --dec_blocks 4 --dec_dilation_schedule [1,2,4,8] --mode_b_mix row --steps 8000 \
-  --eval_every 500} \
+  --eval_every 500 --batch_size 128 --optimizer.lr 2e-3} \
   > $M/decoder_train.log 2>&1
 echo "decoder rc=$?"; grep -v "^\s*$" $M/decoder_train.log | tail -12; pack
 if [ -e $DEC/best/model.safetensors ]; then

@@ -5,6 +5,16 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
 export CACHEDB=${CACHEDB:-$PWD/runs/tinygrad-cache.db}
 mkdir -p runs
+# The whole corpus travels xz-compressed (14.7 MB; gzip's 21.9 MB does not fit next to the teacher): unpacked once per
+# machine into the layout train.py looks for, with the STS-B test set beside it.
+if [ -f .devcarry/enwiki-docs.jsonl.xz ]; then
+  if [ ! -f runs/fulldata/wikipedia/enwiki-docs.jsonl.gz ]; then
+    mkdir -p runs/fulldata/wikipedia runs/fulldata/stsb && cp .devcarry/data/stsb/sts-test.csv runs/fulldata/stsb/
+    python3 -c "import lzma, gzip, shutil; shutil.copyfileobj(lzma.open('.devcarry/enwiki-docs.jsonl.xz'),
+gzip.open('runs/fulldata/wikipedia/enwiki-docs.jsonl.gz', 'wb', compresslevel=1), 1 << 20)"
+  fi
+  export STUDENTZ_DATA=runs/fulldata
+fi
 nvidia-smi --query-gpu=name --format=csv,noheader
 
 # export16 CKPT: the checkpoint's weights as fp16 safetensors in 15 MB parts $OUT/model16.part-* (files that come

@@ -5,25 +5,28 @@
 #   .whl/                    tinygrad-0.14.0 wheel (pip download --no-deps tinygrad==0.14.0 -d .whl)
 #   .devcarry/minilm16/      the MiniLM folder from `python -m teacher fetch all-MiniLM-L6-v2`, model.safetensors
 #                            rounded to fp16 (its vectors: cosine >= 0.9999995 to the fp32 teacher's)
-#   .devcarry/data/          wikipedia/enwiki-docs.jsonl.gz (first 20,000 articles) and stsb/sts-test.csv
+#   .devcarry/data/          stsb/sts-test.csv (and wikipedia/enwiki-docs.jsonl.gz: a slice, used when the next is absent)
+#   .devcarry/enwiki-docs.jsonl.xz  the whole corpus, xz-compressed (scripts/gpu_env.sh unpacks it)
 # Knobs: RUN (run folder), TL (minutes of training in this call), RESUME=1, EVAL=1 (train.py --eval of RUN/best),
 # EXPORT=1 (RUN/best as fp16 safetensors split into 15 MB parts under $OUT), EXTRA (more train.py arguments).
+# Output files in $OUT are named after the run folder, so one call can train and compare several runs.
 source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}
+NAME=$(basename $RUN)
 if [ -n "$TL" ]; then
   if [ -n "$RESUME" ]; then
-    timeout 590 python3 train.py --resume $RUN --time-limit $TL --quiet $EXTRA >> $OUT/train.log 2>&1
+    timeout 590 python3 train.py --resume $RUN --time-limit $TL --quiet $EXTRA >> $OUT/$NAME.log 2>&1
   else
     timeout 590 python3 train.py --profile full --teacher .devcarry/minilm16 --out $RUN --data-dir runs/gpu-data \
-      --time-limit $TL --quiet $EXTRA > $OUT/train.log 2>&1
+      --time-limit $TL --quiet $EXTRA > $OUT/$NAME.log 2>&1
   fi
-  echo "train rc=$?"; grep -v "^\s*$" $OUT/train.log | tail -25
-  cp $RUN/metrics.jsonl $OUT/ 2>/dev/null
+  echo "train rc=$?"; grep -v "^\s*$" $OUT/$NAME.log | tail -25
+  cp $RUN/metrics.jsonl $OUT/$NAME.metrics.jsonl 2>/dev/null
 fi
 if [ -n "$EVAL" ]; then
   timeout ${EVAL_TIMEOUT:-200} python3 train.py --eval $RUN/best --json --decode-limit ${DECODE_LIMIT:-256} \
-    > $OUT/eval.json 2>> $OUT/train.log
-  cat $OUT/eval.json
+    > $OUT/$NAME.eval.json 2>> $OUT/$NAME.log
+  cat $OUT/$NAME.eval.json
 fi
 if [ -n "$EXPORT" ]; then
   cp $RUN/best/config.json $RUN/best/tokenizer.json $OUT/

@@ -158,14 +158,14 @@ def run_main(argv, interrupt_after: int | None = None) -> int:
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(train, "load_teacher", fake_teacher)
     if interrupt_after is not None:
-      step, calls = sz.Trainer.step, [0]
+      launch, calls = sz.Trainer.launch, [0]
 
       def step_then_interrupt(self, batch):
-        out = step(self, batch)
+        out = launch(self, batch)
         calls[0] += 1
         if calls[0] == interrupt_after: signal.raise_signal(signal.SIGINT)
         return out
-      mp.setattr(sz.Trainer, "step", step_then_interrupt)
+      mp.setattr(sz.Trainer, "launch", step_then_interrupt)
     return train.main([str(a) for a in argv])
 
 

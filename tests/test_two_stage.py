@@ -31,19 +31,19 @@ def stages(work):
   first, second = work["base"] / "stage1", work["base"] / "stage2"
   assert run_main(run_args(work, first, "--steps", str(STEPS))) == 0
   start, steps = {}, []
-  init, step = train.init_from_checkpoint, sz.Trainer.step
+  init, launch = train.init_from_checkpoint, sz.Trainer.launch
 
   def spy_init(models, ckpt, tok):
     init(models, ckpt, tok)
     start.update({f"{k}.{n}": t.numpy().copy() for k, m in models.items() for n, t in get_state_dict(m).items()})
 
-  def spy_step(self, batch):
-    out = step(self, batch)
-    steps.append((batch, out))
+  def spy_launch(self, batch):  # the figures are read here, at once, since the run reads them later
+    out = launch(self, batch)
+    steps.append((batch, self.read(out)))
     return out
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(train, "init_from_checkpoint", spy_init)
-    mp.setattr(sz.Trainer, "step", spy_step)
+    mp.setattr(sz.Trainer, "launch", spy_launch)
     assert run_main(run_args(work, second, "--init-from", first / "best", *DECODER)) == 0
   return {"first": first, "second": second, "start": start, "steps": steps}
 
