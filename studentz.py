@@ -82,7 +82,7 @@ class Config:
   optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})
                                    # lr for batch 512; on an H100 2.4-min runs ranked 8e-3 > 4e-3 > 2e-3 (README)
   batch_size: int = 512            # sentences per optimiser step (split into grad_accum micro-batches); a GPU step
-                                   # of 512 costs ~1.7x one of 128 (results/h100_train_step_sweep.json)
+                                   # of 512 costs ~2.3x one of 128 (results/h100_train_step_sweep.json)
   grad_accum: int = 1              # micro-batches per step; memory scales with batch_size / grad_accum
   warmup_steps: int = 200          # linear warmup, then cosine decay to lr * min_lr_ratio
   min_lr_ratio: float = 0.05
