@@ -6,7 +6,10 @@
 #   .devcarry/minilm16/      the MiniLM folder from `python -m teacher fetch all-MiniLM-L6-v2`, model.safetensors
 #                            rounded to fp16 (its vectors: cosine >= 0.9999995 to the fp32 teacher's)
 #   .devcarry/data/          stsb/sts-test.csv (and wikipedia/enwiki-docs.jsonl.gz: a slice, used when the next is absent)
-#   .devcarry/enwiki-docs.jsonl.xz  the whole corpus, xz-compressed (scripts/gpu_env.sh unpacks it)
+#   .devcarry/enwiki-docs.jsonl.xz  the whole corpus, xz-compressed (scripts/gpu_env.sh unpacks it):
+#                            zcat ../shared/data/wikipedia/enwiki-docs.jsonl.gz | xz -9 > .devcarry/enwiki-docs.jsonl.xz
+# (carry .whl .devcarry/minilm16 .devcarry/data/stsb .devcarry/enwiki-docs.jsonl.xz, and move the tracked models/ folder
+# aside for the call: with it the working tree exceeds the 64 MiB a call may carry)
 # Knobs: RUN (run folder), TL (minutes of training in this call), RESUME=1, EVAL=1 (train.py --eval of RUN/best),
 # EXPORT=1 (RUN/best as fp16 safetensors split into 15 MB parts under $OUT), EXTRA (more train.py arguments).
 # Output files in $OUT are named after the run folder, so one call can train and compare several runs.
