@@ -34,7 +34,9 @@ TAPS_GRAD_CONTIG = int(os.environ.get("STUDENTZ_TAPS_GRAD_CONTIG", "1"))
 # (C_out, C_in, k) layout, every load of the GEMM's second operand strides by k. Measured on an H100 (bf16 step,
 # B=512, L=64): 68.9 -> 50.1 ms per step (results/h100_train_step_sweep.json). Encoding on the CPU prefers the layout
 # of Linear's weight, (C_out, k*C_in) rows read transposed: 33.8 -> 67.2 sentences/s at L=32, 8.6 -> 17.0 at L=128
-# (2 cores; the (k*C_in, C_out) copy made it slower, 21). GPU encoding keeps the permuted view it was measured with.
+# (2 cores; the (k*C_in, C_out) copy made it slower, 21). The copy costs as much as a GEMM of one row, so one-token
+# steps (streaming, batch-1 decoding) skip it: 26.1 -> 18.2 ms per streamed token. GPU encoding keeps the permuted
+# view it was measured with.
 W_CONTIG = int(os.environ.get("STUDENTZ_W_CONTIG", "1"))
 
 
@@ -244,8 +246,8 @@ class DilatedConv:
     w = self.weight.cast(taps.dtype)
     if W_CONTIG and TRAINING:  # (k*C_in, C_out), in the order the GEMM reads it (see W_CONTIG)
       w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out).contiguous()
-    elif W_CONTIG and not TRAINING and str(w.device).split(":")[0] == "CPU":  # rows (C_out, k*C_in), as Linear's
-      w = w.permute(0, 2, 1).reshape(c_out, self.k * c_in).contiguous().T
+    elif W_CONTIG and str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
+      w = w.permute(0, 2, 1).reshape(c_out, self.k * c_in).contiguous().T  # rows (C_out, k*C_in), as Linear's
     else:
       w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out)
     return matmul2d(taps, w) + self.bias.cast(taps.dtype)

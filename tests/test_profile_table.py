@@ -9,7 +9,7 @@ E = "\x1b[32m"  # DEBUG=2 colours its lines; the parser must not care
 LOG = f"""scheduled     3 kernels in    12.00 ms | CACHE MISS
 {E}*** CUDA       1\x1b[0m E_2   arg  1 mem   0.00 GB tm     40.00us/     0.04ms (      0 GFLOPS    0|0      GB/s)
 scheduled   4 kernels in  4781.99 ms | CACHE MISS
-*** CUDA       2 copy        8 B,    CUDA <- PYTHON   arg  2 mem   0.00 GB tm   2000.00us/     2.00ms (      0 GFLOPS    0|0 GB/s)
+*** CUDA       2 copy 8 B, CUDA <- PYTHON arg 2 mem   0.00 GB tm   2000.00us/     2.00ms (      0 GFLOPS    0|0 GB/s)
 *** CUDA       3 r_512_4_32   arg  4 mem   1.27 GB tm   3600.00us/     5.64ms (  37908 GFLOPS   42|1205   GB/s)
 *** CUDA       4 r_512_4_32   arg  4 mem   1.37 GB tm   3400.00us/     9.04ms (  30000 GFLOPS   42|1202   GB/s)
 *** CUDA       5 E_8_32_4     arg  3 mem   1.37 GB tm      1.00ms/    10.04ms (      2 GFLOPS   42|1202   GB/s)
