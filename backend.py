@@ -55,8 +55,8 @@ else:
 # defaults (32768, 22) never fire here. Measured on an H100 (bf16 step, d=256 h=512): B=128 L=64 45.0 -> 34.0 ms,
 # B=512 L=64 112.5 -> 77.9 ms (results/h100_train_step_sweep.json). GPUs only (named, or Metal when auto-selected on a
 # Mac): a CPU's few cores are already busy with the unsplit GEMM.
-_dev = os.environ.get("DEV", "").split(":")[0].upper()
-if (_dev and _dev not in ("CPU", "CLANG", "LLVM")) or (not _dev and sys.platform == "darwin"):
+_dev = os.environ.get("DEV", "").split(":")[0].split("+")[0]  # normalised by select_device() (CLANG -> CPU)
+if (_dev and _dev != "CPU") or (not _dev and sys.platform == "darwin"):
   os.environ.setdefault("REDUCEOP_SPLIT_THRESHOLD", "4096")
   os.environ.setdefault("REDUCEOP_SPLIT_SIZE", "25")
 

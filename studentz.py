@@ -244,12 +244,11 @@ class DilatedConv:
     """(..., k*C_in) shifted views side by side -> (..., C_out); also the incremental decoder's one-position conv."""
     c_out, c_in = self.weight.shape[0], self.weight.shape[1]
     w = self.weight.cast(taps.dtype)
-    if W_CONTIG and TRAINING:  # (k*C_in, C_out), in the order the GEMM reads it (see W_CONTIG)
-      w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out).contiguous()
-    elif W_CONTIG and str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
+    if W_CONTIG and not TRAINING and str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
       w = w.permute(0, 2, 1).reshape(c_out, self.k * c_in).contiguous().T  # rows (C_out, k*C_in), as Linear's
     else:
-      w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out)
+      w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out)                   # (k*C_in, C_out), the GEMM's order
+      if W_CONTIG and TRAINING: w = w.contiguous()
     return matmul2d(taps, w) + self.bias.cast(taps.dtype)
 
 

@@ -5,8 +5,7 @@
 source scripts/gpu_env.sh
 step() {  # name, env...: the B=64 L=128 train step in fp32 and bf16, tinygrad only
   local name=$1; shift
-  env "$@" timeout 200 python3 bench.py train --precision ${PRECS:-fp32 bf16} --no-torch --reps 20 \
-    --json $OUT/train_$name.json 2>&1 | grep -v "^\s*$" | tail -3
+  train_row train_$name "$*" --precision ${PRECS:-fp32 bf16} --no-torch
 }
 step gemm2d_tcopt2 STUDENTZ_GEMM2D=1 TC_OPT=2
 step im2col_tcopt2 STUDENTZ_GEMM2D=1 STUDENTZ_TAPS_CONTIG=1 TC_OPT=2

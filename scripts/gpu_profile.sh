@@ -4,8 +4,7 @@
 # `python scripts/profile_table.py $OUT/profile_bf16_b512.log`. Needs the tinygrad wheel in .whl/.
 source scripts/gpu_env.sh
 for v in 0 1; do
-  STUDENTZ_TAPS_GRAD_CONTIG=$v timeout 150 python3 bench.py train --precision bf16 --batch 512 --len 64 --reps 20 \
-    --no-torch --json $OUT/step_taps_grad_$v.json 2>&1 | grep bench=
+  TO=150 train_row step_taps_grad_$v "STUDENTZ_TAPS_GRAD_CONTIG=$v" --precision bf16 --batch 512 --len 64 --no-torch
 done
 DEBUG=2 timeout 150 python3 bench.py train --precision bf16 --batch 512 --len 64 --no-torch --warmup 1 --reps 1 \
   > $OUT/profile_bf16_b512.log 2>&1
