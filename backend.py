@@ -4,7 +4,7 @@ tinygrad 0.14 raises on the old `METAL=1` / `CUDA=1` switches and wants `DEV=MET
 still type the old form, so we translate it here, before tinygrad reads the environment, and reject unknown names
 with one clear line instead of a deep traceback.
 """
-import os, sys
+import contextlib, math, os, sys
 
 # Tensor cores also for GEMMs whose sizes are not multiples of the core's tile (padded) and for operands cast on the
 # fly: measured on an H100 (B=64, L=128 student step) 86 -> 49 ms in bf16. A user's own TC_OPT wins.
@@ -71,3 +71,65 @@ def check_device() -> str:
   except Exception as e:  # tinygrad raises plain exceptions when a backend is missing
     print(f"error: cannot open device {os.environ.get('DEV', '(auto)')}: {e}", file=sys.stderr)
     raise SystemExit(2)
+
+
+# STUDENTZ_GEMM_BEAM=N: tinygrad's kernel-schedule search (BEAM=N) for the GEMM kernels only. The few kernels that carry
+# the FLOPs are searched; the hundreds of small elementwise/norm kernels keep tinygrad's heuristics, whose search
+# (JITBEAM=2 on the whole step) did not finish in 7 minutes. Results land in tinygrad's cache db (CACHEDB), so only the
+# first run on a card pays the search. GEMM_BEAM_MIN: the fewest multiply-adds a GEMM must have to be searched.
+GEMM_BEAM = int(os.environ.get("STUDENTZ_GEMM_BEAM", "0"))
+GEMM_BEAM_MIN = int(os.environ.get("STUDENTZ_GEMM_BEAM_MIN", str(1 << 26)))
+
+
+def gemm_size(sink) -> int:
+  """Multiply-adds of the largest dot-product reduction in a kernel AST (0 if it has none): a REDUCE of a product,
+  counted over the ranges it runs on. Gathers (a reduce of a select) and sums of many terms do not count."""
+  from tinygrad.uop.ops import Ops
+  best = 0
+  for r in sink.toposort():
+    if r.op is not Ops.REDUCE: continue
+    body = r.src[0]
+    while body.op is Ops.CAST: body = body.src[0]
+    if body.op is not Ops.MUL: continue
+    ranges = {u for u in r.toposort() if u.op is Ops.RANGE}
+    if len(ranges) > 5: continue
+    best = max(best, math.prod(int(u.vmax) + 1 for u in ranges))
+  return best
+
+
+# tinygrad's pattern matchers run a snapshot of their function's globals (uop/ops.py deconstruct_function): a plain
+# global flipped later would stay at the value it had when the matcher first ran, so the state lives in one dict
+_BEAM = {"amount": 0, "min": 0, "active": False}
+
+
+@contextlib.contextmanager
+def gemm_beam_scope():
+  """Where STUDENTZ_GEMM_BEAM applies: the training step (studentz.Trainer) compiles inside this scope; encoding and
+  evaluation, whose shapes vary with the data, keep the heuristics instead of searching every shape they meet."""
+  prev, _BEAM["active"] = _BEAM["active"], True
+  try: yield
+  finally: _BEAM["active"] = prev
+
+
+def _mark_gemm(ctx, call, sink):
+  from dataclasses import replace
+  from tinygrad.helpers import DEBUG
+  if not _BEAM["active"] or sink.arg.beam != 0 or (n := gemm_size(sink)) < _BEAM["min"]: return None
+  if DEBUG >= 1: print(f"GEMM_BEAM={_BEAM['amount']}: searching a GEMM of {n:.3g} multiply-adds")
+  return call.replace(src=(sink.replace(arg=replace(sink.arg, beam=_BEAM["amount"])), *call.src[1:]))
+
+
+def install_gemm_beam(amount: int, min_size: int = GEMM_BEAM_MIN) -> None:
+  """Mark GEMM kernels for BEAM=amount when a JIT compiles its kernels (tinygrad 0.14's engine.realize.pm_beam hook,
+  which otherwise marks every kernel: JITBEAM)."""
+  from tinygrad.uop.ops import Ops, UPat, PatternMatcher
+  import tinygrad.engine.realize as realize
+  _BEAM.update(amount=amount, min=min_size)
+  realize.pm_beam = PatternMatcher([(UPat(Ops.CALL, src=(UPat(Ops.SINK, name="sink"),), name="call", allow_any_len=True),
+                                     _mark_gemm)])  # tinygrad's matchers take no closures, hence the module-level state
+  from tinygrad.helpers import getenv
+  os.environ["JITBEAM"] = "1"  # makes the JIT run the hook; the amount searched is the one above
+  getenv.cache_clear()  # tinygrad caches every getenv it has read: a JIT compiled before this would keep JITBEAM=0
+
+
+if GEMM_BEAM > 0: install_gemm_beam(GEMM_BEAM)

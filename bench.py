@@ -2,6 +2,7 @@
 
   DEV=CUDA python bench.py train --precision fp32 tf32 bf16    # train-step time, tinygrad vs torch eager
   DEV=CUDA python bench.py train --devices 2 --no-torch        # + the step data-parallel on 2 GPUs, speed-up vs 1
+  DEV=CUDA python bench.py train --joint                       # + the joint encoder+decoder step, vs its torch twin
   DEV=CUDA python bench.py teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
   python bench.py all --json results.json                       # everything, one JSON row per measurement
   DEV=CUDA python bench.py fidelity --ckpt runs/a/best --eval a_eval.json --len 128 --batch 128 --json fid.json
@@ -91,7 +92,39 @@ def bench_train(args, device: str) -> list[dict]:
     if args.devices > 1:
       rows.append(train_parallel(cfg, batch, prec, ctx, args, device, row))
       print_row(rows[-1])
+    if args.joint:
+      rows.append(train_joint(cfg, batch, prec, ctx, args, device))
+      print_row(rows[-1])
   return rows
+
+
+def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
+  """The joint step: encoder distillation + the decoder's teacher-forced cross-entropy (decoder.joint_loss_fn, weight
+  1, the config's default decoder), half the rows decoding the teacher's vector (mode B), against its PyTorch twin."""
+  import numpy as np
+  from tinygrad import Tensor
+  from tinygrad.helpers import Context
+  from tinygrad.nn.state import get_state_dict
+  import studentz as sz
+  from decoder import Decoder, ModeBProjection, joint_loss_fn
+  cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "ce": 1.0}, "mode_b_mix": "row"})
+  B, L = cfg.batch_size, cfg.max_len
+  batch = {**batch, "mode_b": (np.arange(B) % 2).astype(np.float32)}
+  with Context(**ctx):
+    Tensor.manual_seed(0)
+    models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+    weights = {f"{k}.{n}": v.numpy() for k, m in models.items() for n, v in get_state_dict(m).items()}
+    tr = sz.Trainer(cfg, models, joint_loss_fn)
+    first = tr.step(batch)["loss"]
+    t_tg = timed(lambda: tr.step(batch), args.warmup, args.reps)
+    t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
+  row = {"bench": "train_step_joint", "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden,
+         "blocks": cfg.n_blocks, "dec_blocks": cfg.dec_blocks, "dec_output": cfg.dec_output, "vocab": cfg.vocab_size,
+         "device": device, "card": card_name(device), "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3,
+         "tinygrad_tokens_per_s": B * L / t_q, "tinygrad_first_loss": first}
+  if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first, joint=True))
+  if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
+  return row
 
 
 def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
@@ -118,7 +151,7 @@ def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
           "speedup_vs_1": speedup, "scaling_efficiency": speedup / n, "first_loss": first, "same_loss": same}
 
 
-def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
+def torch_train(cfg, weights, batch, prec, device, args, tg_loss, joint: bool = False) -> dict:
   try:
     import torch
     import bench_torch as bt
@@ -127,12 +160,13 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
   dev = "cuda" if device.startswith("CUDA") else "cpu"
   torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
   torch.manual_seed(0)
-  model = bt.TorchEncoder(cfg).to(dev)
-  model.load_from_tinygrad(weights)
+  model = (bt.TorchJoint if joint else bt.TorchEncoder)(cfg)
+  bt.load_from_tinygrad(model, weights)
   model.to(dev).train()
   opt, sched = bt.make_optimizer(model, cfg)
   tb = (torch.from_numpy(batch["tokens"]).long().to(dev), torch.from_numpy(batch["mask"]).to(dev),
         torch.from_numpy(batch["teacher"]).to(dev))
+  if joint: tb = (*tb, torch.from_numpy(batch["mode_b"]).to(dev))
   ac = torch.bfloat16 if prec == "bf16" else None
   first = float(bt.train_step(model, opt, sched, tb, cfg, ac))
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
@@ -546,6 +580,8 @@ def main(argv=None) -> int:
   p.add_argument("--student-precision", nargs="+", default=["fp32"], choices=["fp32", "half"],
                  help="student encode activations: fp32, or half (bf16 on CUDA, fp16 elsewhere)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+  p.add_argument("--joint", action="store_true",
+                 help="train: also time the joint encoder+decoder step (distillation + decoder cross-entropy)")
   p.add_argument("--devices", type=int, default=None, metavar="N",
                  help="train: also time the step data-parallel over N devices (global batch --batch) against one "
                       "device, in the same process (default: $GPUS, else 1)")

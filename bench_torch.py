@@ -19,13 +19,14 @@ class TorchBlock(nn.Module):
     self.norm_w, self.norm_b = nn.Parameter(torch.ones(2, h)), nn.Parameter(torch.zeros(2, h))
     self.out = nn.Linear(h, d)
 
-  def forward(self, x, mask, mode):  # x (B, L, d)
+  def forward(self, x, mask, mode, film=None):  # x (B, L, d); film: (gamma, beta) (B, h) each, or None
     span = (self.k - 1) * self.dilation
     left = span if self.causal else span // 2
     y = F.pad((x * mask.unsqueeze(-1)).transpose(1, 2), (left, span - left))     # (B, d, L + span)
     y = self.conv(y).transpose(1, 2)                                              # (B, L, h)
     y = F.layer_norm(y.float(), y.shape[-1:], eps=1e-5).to(y.dtype)
     y = y * self.norm_w[mode].unsqueeze(1) + self.norm_b[mode].unsqueeze(1)
+    if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
     y = F.dropout(F.gelu(y, approximate="tanh"), self.p, self.training)
     return x + self.out(y)
 
@@ -54,13 +55,81 @@ class TorchEncoder(nn.Module):
     return self.proj(pooled.to(x.dtype)).float()
 
   def load_from_tinygrad(self, sd: dict[str, np.ndarray]) -> None:
-    """Copy a tinygrad encoder's state dict (names differ only for the conditional norms)."""
-    own = {}
-    for k, v in sd.items():
-      k = k.replace("norm.weight", "norm_w").replace("norm.bias", "norm_b").replace("conv.weight", "conv.weight")
-      own[k] = torch.from_numpy(np.ascontiguousarray(v))
-    missing, unexpected = self.load_state_dict(own, strict=False)
-    if missing or unexpected: raise ValueError(f"weight mismatch: missing {missing} unexpected {unexpected}")
+    load_from_tinygrad(self, sd)
+
+
+def load_from_tinygrad(module: nn.Module, sd: dict[str, np.ndarray]) -> None:
+  """Copy a tinygrad state dict into a twin (names differ only for the conditional norms); every weight must match."""
+  own = {k.replace("norm.weight", "norm_w").replace("norm.bias", "norm_b"): torch.from_numpy(np.ascontiguousarray(v))
+         for k, v in sd.items()}
+  missing, unexpected = module.load_state_dict(own, strict=False)
+  if missing or unexpected: raise ValueError(f"weight mismatch: missing {missing} unexpected {unexpected}")
+
+
+class TorchDecoder(nn.Module):
+  """Twin of decoder.Decoder: embed(prev tokens) + Linear(z) -> causal blocks with FiLM(z) after each norm -> logits."""
+
+  def __init__(self, cfg):
+    super().__init__()
+    d, h, D = cfg.d_model, cfg.hidden, cfg.proj_dim
+    self.h, self.tied = h, cfg.dec_output == "tied"
+    self.embed = nn.Embedding(cfg.vocab_size, d)
+    self.z_in = nn.Linear(D, d)
+    self.blocks = nn.ModuleList([TorchBlock(d, h, cfg.kernel_size, dl, True, cfg.dropout)
+                                 for dl in cfg.dec_dilation_schedule])
+    self.films = nn.ModuleList([nn.Linear(D, 2 * h) for _ in cfg.dec_dilation_schedule])
+    self.norm_w, self.norm_b = nn.Parameter(torch.ones(2, d)), nn.Parameter(torch.zeros(2, d))
+    if self.tied: self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+    else: self.head = nn.Linear(d, cfg.vocab_size)
+
+  def forward(self, tokens, z, mode):  # tokens (B, L), z (B, D), mode (B,) long -> logits (B, L, V) float32
+    ones = torch.ones(tokens.shape, device=tokens.device)
+    x = self.embed(tokens) + self.z_in(z).unsqueeze(1)
+    for blk, film in zip(self.blocks, self.films):
+      gb = film(z)
+      x = blk(x, ones, mode, (gb[:, :self.h], gb[:, self.h:]))
+    x = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5).to(x.dtype)
+    x = x * self.norm_w[mode].unsqueeze(1) + self.norm_b[mode].unsqueeze(1)
+    if self.tied: return (x @ self.embed.weight.to(x.dtype).T + self.head_bias.to(x.dtype)).float()
+    return self.head(x).float()
+
+
+class TorchModeB(nn.Module):
+  """Twin of decoder.ModeBProjection ("mlp"): t + Linear(GELU(Linear(t)))."""
+
+  def __init__(self, cfg):
+    super().__init__()
+    self.fc1, self.fc2 = nn.Linear(cfg.proj_dim, cfg.proj_dim), nn.Linear(cfg.proj_dim, cfg.proj_dim)
+
+  def forward(self, t):
+    t = t.detach().float()
+    return t + self.fc2(F.gelu(self.fc1(t), approximate="tanh")).float()
+
+
+class TorchJoint(nn.Module):
+  """Encoder + decoder + mode-B projection trained together (decoder.joint_loss_fn's objective)."""
+
+  def __init__(self, cfg):
+    super().__init__()
+    if cfg.mode_b_proj != "mlp": raise ValueError("the twin implements mode_b_proj='mlp' only")
+    self.cfg = cfg
+    self.encoder, self.decoder, self.proj_b = TorchEncoder(cfg), TorchDecoder(cfg), TorchModeB(cfg)
+
+  def forward(self, tokens, mask, teacher, mode_b):
+    """-> the loss parts of decoder.joint_loss_fn (mode_b (B,) float: 1 decodes proj_b(teacher), 0 the student z)."""
+    cfg = self.cfg
+    zs = self.encoder(tokens, mask)
+    parts = distill_loss(zs, teacher, cfg)
+    is_b = mode_b > 0.5
+    cond = torch.where(is_b.unsqueeze(-1), self.proj_b(teacher), zs)
+    targets = F.pad(tokens[:, 1:], (0, 1), value=0)                                # PAD = 0 after the last token
+    tmask = F.pad(mask.float()[:, 1:], (0, 1))
+    logits = self.decoder(tokens, cond.to(zs.dtype), is_b.long())
+    tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none",
+                          label_smoothing=cfg.label_smoothing).reshape(targets.shape) * tmask
+    parts["ce"] = tok.sum() / tmask.sum().clamp_min(1)
+    parts["loss"] = parts["loss"] + cfg.loss_weights.get("ce", 0.0) * parts["ce"]
+    return parts
 
 
 def distill_loss(zs, zt, cfg):
@@ -93,9 +162,10 @@ def make_optimizer(model, cfg):
 
 
 def train_step(model, opt, sched, batch, cfg, autocast_dtype=None):
-  tokens, mask, teacher = batch
+  """One optimiser step; batch (tokens, mask, teacher) for the encoder, plus mode_b for TorchJoint."""
   with torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-    parts = distill_loss(model(tokens, mask), teacher, cfg)
+    if isinstance(model, TorchJoint): parts = model(*batch)
+    else: parts = distill_loss(model(batch[0], batch[1]), batch[2], cfg)
   opt.zero_grad(set_to_none=True)
   parts["loss"].backward()
   if cfg.clip_norm > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)

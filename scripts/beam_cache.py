@@ -1,0 +1,59 @@
+"""Carry tinygrad's kernel-schedule search results (BEAM) from one machine to another.
+
+  python scripts/beam_cache.py export FILE [--db CACHEDB]   # the beam_search rows of a cache db, alone, into FILE
+  python scripts/beam_cache.py import FILE [--db CACHEDB]   # merge them into this machine's cache db
+
+A search result is a list of kernel options keyed by the kernel's AST and the device: a card of the same kind then
+reuses it instead of searching again (STUDENTZ_GEMM_BEAM, BEAM, JITBEAM). The compiled binaries in the cache db are
+left behind, so the file stays small. --db defaults to $CACHEDB, else tinygrad's default cache path.
+"""
+import argparse, os, sqlite3, sys
+
+
+def default_db() -> str:
+  if os.environ.get("CACHEDB"): return os.environ["CACHEDB"]
+  from tinygrad.helpers import CACHEDB
+  return CACHEDB
+
+
+def beam_tables(conn) -> list[str]:
+  rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'beam_search%'").fetchall()
+  return [r[0] for r in rows]
+
+
+def copy_tables(src: str, dst: str) -> int:
+  """Copy every beam_search table of src into dst (rows of dst with the same key are replaced); returns rows copied."""
+  if not os.path.exists(src): raise SystemExit(f"error: no such cache file: {src}")
+  os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+  with sqlite3.connect(src) as s: tables = beam_tables(s)
+  conn = sqlite3.connect(dst)
+  conn.execute("ATTACH DATABASE ? AS src", (src,))
+  n = 0
+  for t in tables:
+    sql = conn.execute("SELECT sql FROM src.sqlite_master WHERE name=?", (t,)).fetchone()[0]
+    conn.execute(sql.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+    n += conn.execute(f"REPLACE INTO main.'{t}' SELECT * FROM src.'{t}'").rowcount
+  conn.commit()
+  conn.close()
+  return n
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+  ap.add_argument("action", choices=["export", "import"])
+  ap.add_argument("file", help="the small cache file to write (export) or read (import)")
+  ap.add_argument("--db", default=None, help="tinygrad's cache db (default: $CACHEDB or tinygrad's own path)")
+  a = ap.parse_args(argv)
+  db = a.db or default_db()
+  if a.action == "export":
+    if os.path.exists(a.file): os.remove(a.file)
+    n = copy_tables(db, a.file)
+  else:
+    n = copy_tables(a.file, db)
+  print(f"{a.action}: {n} search results {'from ' + db + ' into ' + a.file if a.action == 'export' else 'from ' + a.file + ' into ' + db}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,56 @@
+"""bench_torch.py: the PyTorch twins that bench.py times tinygrad against compute the same losses on the same weights
+(the benchmark's ratios are only honest if both sides do the same work)."""
+import numpy as np
+import pytest
+from tinygrad import Tensor
+from tinygrad.helpers import Context
+from tinygrad.nn.state import get_state_dict
+
+import studentz as sz
+from decoder import Decoder, ModeBProjection, joint_loss_fn
+
+torch = pytest.importorskip("torch")
+import bench_torch as bt  # noqa: E402
+
+TINY = dict(vocab_size=300, d_model=16, hidden=32, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3, proj_dim=24,
+            max_len=12, dec_blocks=2, dec_dilation_schedule=[1, 2], dropout=0.0, batch_size=6)
+
+
+def _batch(cfg, rng):
+  B, L = cfg.batch_size, cfg.max_len
+  lens = rng.integers(3, L + 1, B)
+  mask = (np.arange(L)[None] < lens[:, None]).astype(np.float32)
+  tokens = (rng.integers(4, cfg.vocab_size, (B, L)) * mask).astype(np.int32)
+  teacher = rng.standard_normal((B, cfg.proj_dim)).astype(np.float32)
+  return {"tokens": tokens, "mask": mask, "teacher": teacher / np.linalg.norm(teacher, axis=1, keepdims=True),
+          "mode_b": (np.arange(B) % 2).astype(np.float32)}
+
+
+@pytest.mark.parametrize("dec_output", ["separate", "tied"])
+def test_joint_twin_same_loss_parts(dec_output):
+  cfg = sz.Config(**TINY, dec_output=dec_output, loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}).validate()
+  rng = np.random.default_rng(1)
+  batch = _batch(cfg, rng)
+  Tensor.manual_seed(3)
+  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  for m in models.values():  # FiLM and the mode-B MLP start at zero: random values make the twin check them too
+    for t in get_state_dict(m).values(): t.assign(Tensor(rng.standard_normal(t.shape).astype(np.float32) * 0.2))
+  with Context(TRAINING=0):
+    ours = {k: v.item() for k, v in joint_loss_fn(models, {k: Tensor(v) for k, v in batch.items()}).items()}
+  twin = bt.TorchJoint(cfg)
+  bt.load_from_tinygrad(twin, {f"{k}.{n}": t.numpy() for k, m in models.items() for n, t in get_state_dict(m).items()})
+  twin.eval()
+  with torch.no_grad():
+    theirs = twin(torch.from_numpy(batch["tokens"]).long(), torch.from_numpy(batch["mask"]),
+                  torch.from_numpy(batch["teacher"]), torch.from_numpy(batch["mode_b"]))
+  for k in ("cos", "mse", "sem", "ce", "loss"):
+    assert ours[k] == pytest.approx(float(theirs[k]), rel=1e-4, abs=1e-5), k
+  assert ours["ce"] > 1.0  # a real cross-entropy over 300 tokens, not a zero from an empty mask
+
+
+def test_twin_refuses_weights_that_do_not_match():
+  cfg = sz.Config(**TINY).validate()
+  Tensor.manual_seed(0)
+  sd = {f"encoder.{n}": t.numpy() for n, t in get_state_dict(sz.Encoder(cfg)).items()}  # no decoder weights
+  with pytest.raises(ValueError, match="missing"):
+    bt.load_from_tinygrad(bt.TorchJoint(cfg), sd)

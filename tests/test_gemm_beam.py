@@ -1,0 +1,81 @@
+"""STUDENTZ_GEMM_BEAM (backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, and
+scripts/beam_cache.py carries search results between cache dbs."""
+import os, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import tinygrad.codegen.opt.search as search
+import tinygrad.engine.realize as realize
+from tinygrad import Tensor, TinyJit
+from tinygrad.helpers import getenv
+
+import backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_only_gemms_inside_the_scope_are_searched(monkeypatch):
+  searched = []
+  def fake_search(s, rawbufs, var_vals, amt, *args, **kwargs):  # record instead of timing candidates
+    searched.append((s.ast.arg.name if hasattr(s.ast.arg, "name") else "", amt, backend.gemm_size(s.ast)))
+    return s
+  monkeypatch.setattr(search, "beam_search", fake_search)
+  monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)  # restored after the test, as are JITBEAM and the globals
+  monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
+  monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))
+  backend.install_gemm_beam(3, min_size=24 * 40 * 56)
+  table, idx = Tensor.randn(50, 40).realize(), Tensor([[1, 7, 3]]).realize()
+
+  def step(a, b):  # a GEMM big enough, a smaller GEMM, a gather (sum of a select, not a product) and elementwise work
+    big = (a @ b).relu().contiguous()                     # 24*40*56 multiply-adds: searched
+    small = (a[:4, :8] @ b[:8, :4]).contiguous()          # 4*8*4: below min_size
+    gathered = table[idx].sum().contiguous()
+    return (big.sum() + small.sum() + gathered).realize()
+
+  a, b = Tensor.randn(24, 40).realize(), Tensor.randn(40, 56).realize()
+  with backend.gemm_beam_scope():
+    jit = TinyJit(step)
+    for _ in range(3): out = jit(a, b)
+  want = (np.maximum(a.numpy() @ b.numpy(), 0).sum() + (a.numpy()[:4, :8] @ b.numpy()[:8, :4]).sum()
+          + table.numpy()[[1, 7, 3]].sum())
+  np.testing.assert_allclose(out.item(), want, rtol=1e-4)
+  assert [(amt, n) for _, amt, n in searched] == [(3, 24 * 40 * 56)], searched
+
+  searched.clear()  # outside the scope (encoding, evaluation) nothing is searched
+  jit2 = TinyJit(lambda a, b: (a @ b + 1).sum().realize())
+  for _ in range(3): jit2(a, b)
+  assert searched == []
+  getenv.cache_clear()
+
+
+def _tinygrad(code: str, db: Path) -> str:
+  env = {**os.environ, "CACHEDB": str(db), "PYTHONPATH": str(ROOT)}
+  return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _beam_cache(*args: str, db: Path) -> str:
+  return subprocess.run([sys.executable, str(ROOT / "scripts" / "beam_cache.py"), *args, "--db", str(db)],
+                        capture_output=True, text=True, check=True).stdout
+
+
+def test_beam_cache_export_import_round_trip(tmp_path):
+  a, b, small = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "carry.db"
+  _tinygrad("from tinygrad.helpers import diskcache_put as put\n"
+            "put('beam_search', {'ast': 'k1', 'amt': 2, 'device': 'CUDA'}, ['opt1', 'opt2'])\n"
+            "put('beam_search', {'ast': 'k2', 'amt': 2, 'device': 'CUDA'}, ['opt3'])\n"
+            "put('compile_cuda', 'binary', b'x' * 100000)\n", a)  # a compiled binary: stays behind
+  _tinygrad("from tinygrad.helpers import diskcache_put as put\n"
+            "put('beam_search', {'ast': 'k0', 'amt': 2, 'device': 'CUDA'}, ['mine'])\n", b)
+  assert "2 search results" in _beam_cache("export", str(small), db=a)
+  assert small.stat().st_size < 50000
+  assert "2 search results" in _beam_cache("import", str(small), db=b)
+  got = _tinygrad("from tinygrad.helpers import diskcache_get as get\n"
+                  "print([get('beam_search', {'ast': k, 'amt': 2, 'device': 'CUDA'}) for k in ('k0', 'k1', 'k2')])\n"
+                  "print(get('compile_cuda', 'binary'))\n", b)
+  assert got.split("\n")[:2] == ["[['mine'], ['opt1', 'opt2'], ['opt3']]", "None"]
+
+
+def test_beam_cache_names_a_missing_file(tmp_path):
+  r = subprocess.run([sys.executable, str(ROOT / "scripts" / "beam_cache.py"), "import", str(tmp_path / "nope.db"),
+                      "--db", str(tmp_path / "x.db")], capture_output=True, text=True)
+  assert r.returncode != 0 and "no such cache file" in r.stderr
