@@ -125,8 +125,8 @@ def install_gemm_beam(amount: int, min_size: int = GEMM_BEAM_MIN) -> None:
   from tinygrad.uop.ops import Ops, UPat, PatternMatcher
   import tinygrad.engine.realize as realize
   _BEAM.update(amount=amount, min=min_size)
-  realize.pm_beam = PatternMatcher([(UPat(Ops.CALL, src=(UPat(Ops.SINK, name="sink"),), name="call", allow_any_len=True),
-                                     _mark_gemm)])  # tinygrad's matchers take no closures, hence the module-level state
+  kernel_call = UPat(Ops.CALL, src=(UPat(Ops.SINK, name="sink"),), name="call", allow_any_len=True)
+  realize.pm_beam = PatternMatcher([(kernel_call, _mark_gemm)])  # matchers take no closures: hence _BEAM
   from tinygrad.helpers import getenv
   os.environ["JITBEAM"] = "1"  # makes the JIT run the hook; the amount searched is the one above
   getenv.cache_clear()  # tinygrad caches every getenv it has read: a JIT compiled before this would keep JITBEAM=0

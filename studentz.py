@@ -32,11 +32,11 @@ TAPS_CONTIG = int(os.environ.get("STUDENTZ_TAPS_CONTIG", "1"))
 TAPS_GRAD_CONTIG = int(os.environ.get("STUDENTZ_TAPS_GRAD_CONTIG", "1"))
 # Give the conv GEMM its weight already cast and in (k*C_in, C_out) order: read through the permute of PyTorch's
 # (C_out, C_in, k) layout, every load of the GEMM's second operand strides by k. Measured on an H100 (bf16 step,
-# B=512, L=64): 68.9 -> 50.1 ms per step (results/h100_train_step_sweep.json). Encoding on the CPU prefers the layout
-# of Linear's weight, (C_out, k*C_in) rows read transposed: 33.8 -> 67.2 sentences/s at L=32, 8.6 -> 17.0 at L=128
-# (2 cores; the (k*C_in, C_out) copy made it slower, 21). The copy costs as much as a GEMM of one row, so one-token
-# steps (streaming, batch-1 decoding) skip it: 26.1 -> 18.2 ms per streamed token. GPU encoding keeps the permuted
-# view it was measured with.
+# B=512, L=64): 68.9 -> 50.1 ms per step (results/h100_train_step_sweep.json). The CPU prefers the layout of Linear's
+# weight, (C_out, k*C_in) rows read transposed: encoding 33.8 -> 67.2 sentences/s at L=32, 8.6 -> 17.0 at L=128 (2
+# cores; the (k*C_in, C_out) copy made it slower, 21), training 3.47 -> 2.89 s per step (B=16, L=32, vocab 4000).
+# The copy costs as much as a GEMM of one row, so one-token steps (streaming, batch-1 decoding) skip it: 26.1 -> 18.2
+# ms per streamed token. GPU encoding keeps the permuted view it was measured with.
 W_CONTIG = int(os.environ.get("STUDENTZ_W_CONTIG", "1"))
 
 
@@ -244,7 +244,7 @@ class DilatedConv:
     """(..., k*C_in) shifted views side by side -> (..., C_out); also the incremental decoder's one-position conv."""
     c_out, c_in = self.weight.shape[0], self.weight.shape[1]
     w = self.weight.cast(taps.dtype)
-    if W_CONTIG and not TRAINING and str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
+    if W_CONTIG and str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
       w = w.permute(0, 2, 1).reshape(c_out, self.k * c_in).contiguous().T  # rows (C_out, k*C_in), as Linear's
     else:
       w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out)                   # (k*C_in, C_out), the GEMM's order

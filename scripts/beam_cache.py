@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     n = copy_tables(db, a.file)
   else:
     n = copy_tables(a.file, db)
-  print(f"{a.action}: {n} search results {'from ' + db + ' into ' + a.file if a.action == 'export' else 'from ' + a.file + ' into ' + db}")
+  src, dst = (db, a.file) if a.action == "export" else (a.file, db)
+  print(f"{a.action}: {n} search results from {src} into {dst}")
   return 0
 
 

@@ -28,7 +28,8 @@ def _batch(cfg, rng):
 
 @pytest.mark.parametrize("dec_output", ["separate", "tied"])
 def test_joint_twin_same_loss_parts(dec_output):
-  cfg = sz.Config(**TINY, dec_output=dec_output, loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}).validate()
+  weights = {"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}
+  cfg = sz.Config(**TINY, dec_output=dec_output, loss_weights=weights).validate()
   rng = np.random.default_rng(1)
   batch = _batch(cfg, rng)
   Tensor.manual_seed(3)
