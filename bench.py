@@ -4,6 +4,7 @@
   DEV=CUDA python bench.py train --devices 2 --no-torch        # + the step data-parallel on 2 GPUs, speed-up vs 1
   DEV=CUDA python bench.py train --joint                       # + the joint encoder+decoder step, vs its torch twin
   DEV=CUDA python bench.py teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
+  DEV=CPU python bench.py gemm --batch 32 --len 32             # the conv's GEMM alone: tinygrad vs numpy's BLAS
   python bench.py all --json results.json                       # everything, one JSON row per measurement
   DEV=CUDA python bench.py fidelity --ckpt runs/a/best --eval a_eval.json --len 128 --batch 128 --json fid.json
   python bench.py plot --from fid.json --png speed_vs_fidelity.png   # sentences/s (log) vs STS-B or val_cos
@@ -347,6 +348,31 @@ def bench_stream_decode(args, device: str) -> list[dict]:
   return rows
 
 
+def bench_gemm(args, device: str) -> list[dict]:
+  """One fp32 GEMM of the conv's shape (B*L tokens x k*d -> h) in tinygrad, both weight layouts, against numpy's BLAS
+  on the same host (CPU only): the kernel the student's encode time rests on, without the model around it."""
+  import numpy as np
+  from tinygrad import Tensor, TinyJit
+  M, K, N = args.batch * args.len, args.k * args.d, args.h
+  a, w = Tensor.randn(M, K).realize(), Tensor.randn(N, K).realize()
+  wt = w.T.contiguous().realize()
+  rows = []
+  variants = (("rows (N, K) read transposed", lambda: (a @ w.T).realize()), ("(K, N)", lambda: (a @ wt).realize()))
+  for name, fn in variants:
+    jit = TinyJit(fn)
+    t = timed(jit, args.warmup, args.reps, lambda: Tensor.empty(1).realize())
+    rows.append({"bench": "gemm", "impl": f"tinygrad {name}", "M": M, "K": K, "N": N, "device": device,
+                 "card": card_name(device), "ms": t * 1e3, "gflops": 2 * M * K * N / t / 1e9})
+  if device.startswith("CPU"):
+    an, wn = a.numpy(), w.numpy()
+    t = timed(lambda: an @ wn.T, args.warmup, args.reps)
+    rows.append({"bench": "gemm", "impl": "numpy", "M": M, "K": K, "N": N, "device": device, "card": card_name(device),
+                 "ms": t * 1e3, "gflops": 2 * M * K * N / t / 1e9})
+    for r in rows[:-1]: r["ratio_vs_numpy"] = r["ms"] / rows[-1]["ms"]
+  for r in rows: print_row(r)
+  return rows
+
+
 def bench_infer(args, device: str) -> list[dict]:
   """`python infer.py "text"` wall time with an empty kernel cache (cold) and again (warm), and its peak memory."""
   import resource, subprocess, tempfile
@@ -558,8 +584,9 @@ def main(argv=None) -> int:
   if argv[:1] == ["plot"]: return plot_main(argv[1:])  # no device, no tinygrad: it only reads JSON and draws
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("what", nargs="*", default=["all"],
-                 choices=["all", "train", "teacher", "encode", "stream", "infer", "fidelity"],
-                 help="which benchmarks ('all' leaves out fidelity, which needs --ckpt; 'plot' is described above)")
+                 choices=["all", "train", "teacher", "encode", "stream", "infer", "fidelity", "gemm"],
+                 help="which benchmarks ('all' leaves out gemm and fidelity, which needs --ckpt; 'plot' is described "
+                      "above)")
   p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
   p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"])
   p.add_argument("--batch", type=int, default=64)
@@ -607,6 +634,7 @@ def main(argv=None) -> int:
   if what & {"all", "encode"}: rows += bench_encode(args, device)
   if what & {"all", "stream"}: rows += bench_stream_decode(args, device)
   if what & {"all", "infer"}: rows += bench_infer(args, device)
+  if "gemm" in what: rows += bench_gemm(args, device)
   if "fidelity" in what:
     try: rows += bench_fidelity(args, device)
     except UsageError as e:
