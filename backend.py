@@ -104,7 +104,7 @@ _BEAM = {"amount": 0, "min": 0, "active": False}
 
 @contextlib.contextmanager
 def gemm_beam_scope():
-  """Where STUDENTZ_GEMM_BEAM applies: the training step (studentz.Trainer) compiles inside this scope; encoding and
+  """Where STUDENTZ_GEMM_BEAM applies: the training step (trainer.Trainer) compiles inside this scope; encoding and
   evaluation, whose shapes vary with the data, keep the heuristics instead of searching every shape they meet."""
   prev, _BEAM["active"] = _BEAM["active"], True
   try: yield

@@ -142,7 +142,7 @@ def decoder_ce(logits: Tensor, targets: Tensor, mask: Tensor, label_smoothing: f
 
 
 def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-  """Distillation + loss_weights["ce"] * decoder CE, for studentz.Trainer.
+  """Distillation + loss_weights["ce"] * decoder CE, for trainer.Trainer.
 
   models: encoder, decoder, proj_b. batch: tokens (B, L), mask (B, L), teacher (B, D), mode_b (B,) float (1: the row's
   decoder is fed proj_b(teacher), 0: the student z, so its CE also trains the encoder)."""

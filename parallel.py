@@ -3,7 +3,7 @@
 Parameters, optimiser moments, the step counter and the loss scale are replicated (`shard(devices)`, axis None);
 each batch is split on axis 0. tinygrad turns every reduction over the batch (the losses, each weight gradient) into
 an all-reduce, so a step computes the one-device math: same loss, same update, up to float summation order.
-studentz.Trainer(devices=N) uses these helpers; N=1 never comes here and keeps the plain single-device path.
+trainer.Trainer(devices=N) uses these helpers; N=1 never comes here and keeps the plain single-device path.
 """
 from __future__ import annotations
 import copy, os

@@ -1,6 +1,7 @@
 """StudentZ: an attention-free student encoder (dilated TCN) distilled into a teacher's sentence-embedding space.
 
-Read top to bottom: config -> building blocks -> encoder -> losses -> optimiser -> train step -> checkpoints.
+Read top to bottom: config -> building blocks -> encoder -> losses -> optimiser. The JIT'd train step is trainer.py,
+checkpoint I/O checkpoint.py.
 Shapes: B batch, L tokens, d residual channels, h block channels, D teacher dimension.
 """
 from __future__ import annotations
@@ -9,12 +10,10 @@ from dataclasses import dataclass, field, asdict, fields
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-import parallel
 from embedding import TokenEmbedding
-from tinygrad import Tensor, TinyJit, dtypes, Device
-from tinygrad.helpers import Context, TRAINING
+from tinygrad import Tensor, dtypes
+from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import Optimizer
-from tinygrad.nn.state import get_state_dict
 
 # Block outputs are materialised in the forward (contiguous) and their gradients in the backward
 # (contiguous_backward), so no kernel recomputes a whole block: 130 -> 116 ms (fp32), 111 -> 92 ms (bf16) per step on
@@ -447,172 +446,6 @@ class AdamW(Optimizer):
             **{f"v.{n}": v for n, v in zip(self.names, self.v)}}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# training: one JIT'd step (forward, backward, clip, overflow check, update, loss-scale bookkeeping)
-
-def half_dtype(device: str):
-  """bf16 where the backend has it natively (CUDA), else fp16 (which needs the dynamic loss scale)."""
-  return dtypes.bfloat16 if device.split(":")[0] in ("CUDA", "NV", "AMD") else dtypes.float16
-
-
-class Trainer:
-  """Owns the model(s), optimiser and step counter; `step(batch)` runs one JIT'd optimiser step.
-
-  `loss_fn(models, batch) -> dict of scalar Tensors` (with key "loss") defines the objective, so the decoder and
-  joint A/B training reuse this machinery. `devices` > 1 trains data-parallel over that many devices of the backend
-  (parallel.py): all state replicated, each batch split on axis 0; `eval_models()` gives one-device copies."""
-
-  def __init__(self, cfg: Config, models: dict, loss_fn, device: str | None = None, devices: int = 1):
-    self.cfg, self.models, self.loss_fn = cfg, models, loss_fn
-    self.device = device or Device.DEFAULT
-    named = {f"{k}.{n}": t for k, m in models.items() if k not in cfg.freeze for n, t in get_state_dict(m).items()}
-    if not named: raise ValueError("invalid config: every model is frozen, nothing to train")
-    self.named = named
-    opt = cfg.optimizer
-    self.opt = AdamW(named, float(opt["lr"]), *opt.get("betas", (0.9, 0.999)), eps=opt.get("eps", 1e-8),
-                     weight_decay=opt.get("weight_decay", 0.01))
-    # weights (frozen ones too) and moments must be buffers before any JIT captures: the micro-batch JIT only reads
-    # the weights, so lazily initialised ones would be recomputed inside its capture and reset on every replay
-    Tensor.realize(*{id(t): t for m in models.values() for t in get_state_dict(m).values()}.values(),
-                   *self.opt.m, *self.opt.v, self.opt.t)
-    self.mixed = cfg.precision == "mixed"
-    act = half_dtype(self.device) if self.mixed else dtypes.float32
-    for m in models.values(): m.act_dtype = act
-    # fp16 needs a large loss scale to keep small gradients representable; bf16 has fp32's range, scale 1 is fine
-    init_scale = 2.0 ** 15 if act == dtypes.float16 else 1.0
-    self.step_t = Tensor.zeros(1, dtype=dtypes.int32).contiguous().realize()
-    self.scale = Tensor([init_scale], dtype=dtypes.float32).contiguous().realize()
-    self.good = Tensor.zeros(1, dtype=dtypes.int32).contiguous().realize()       # good steps since last scale change
-    self.dynamic_scale = act == dtypes.float16
-    self.micro_bs = cfg.batch_size // cfg.grad_accum
-    self.grad_acc = None
-    if cfg.grad_accum > 1:
-      self.grad_acc = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.opt.params]
-    self.devices, self._first = None, None  # None: one device, the plain path
-    if devices > 1:
-      parallel.check_batch(cfg.batch_size, cfg.grad_accum, devices)
-      self.devices = parallel.device_names(devices, self.device)
-      weights = [t for m in models.values() for t in get_state_dict(m).values()]  # frozen models' too
-      parallel.replicate(self.devices, [*weights, *self.opt.m, *self.opt.v, self.opt.t, self.step_t, self.scale,
-                                        self.good, *(self.grad_acc or [])])
-    self._jits: dict = {}  # one TinyJit per (function, batch shape): a JIT replays fixed shapes only
-    self._apply = TinyJit(self._apply_impl)
-
-  def _jit(self, name: str, batch: dict) -> TinyJit:
-    key = (name, tuple(tuple(v.shape) for v in batch.values()))
-    if key not in self._jits: self._jits[key] = TinyJit(getattr(self, f"_{name}_impl"))
-    return self._jits[key]
-
-  # -- the graph pieces
-  def _grads(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
-    parts = self.loss_fn(self.models, batch)
-    self._keys = self.metric_keys(parts)  # runs while the JIT captures, so step() knows the figure names
-    # gradient() of the params only: backward() would also differentiate w.r.t. inputs such as the mask
-    grads = (parts["loss"] * self.scale.reshape(())).gradient(*self.opt.params)
-    # materialise each gradient once: it feeds the norm, both moments and the update, and tinygrad would otherwise
-    # fuse (and so recompute) the whole backward chain into each of those consumers
-    return parts, [g.contiguous() for g in grads]
-
-  def _update(self, grads: list[Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
-    inv = 1 / self.scale
-    grads = [g.float() * inv for g in grads]
-    # contiguous: one scalar kernel, instead of the norm being re-derived inside every parameter's update kernel
-    sq = Tensor.stack(*[(g * g).sum() for g in grads]).sum().contiguous()
-    gnorm = sq.sqrt()
-    ok = (sq == sq) & (sq < float("inf"))                                          # no NaN, no Inf anywhere
-    okf = ok.cast(dtypes.float32).reshape(1)
-    if self.cfg.clip_norm > 0:
-      coef = (self.cfg.clip_norm / (gnorm + 1e-6)).minimum(1.0).contiguous()
-      grads = [ok.where(g * coef, 0) for g in grads]
-    else:
-      grads = [ok.where(g, 0) for g in grads]
-    lr = lr_at(self.step_t, self.cfg)
-    outs = self.opt.update(grads, lr, okf)
-    self.step_t.assign(self.step_t + ok.cast(dtypes.int32).reshape(1))
-    if self.dynamic_scale:  # overflow: halve the scale; 1000 good steps in a row: double it
-      good = ok.where(self.good + 1, 0)
-      grow = good >= 1000
-      self.scale.assign(ok.where(grow.where(self.scale * 2, self.scale), (self.scale / 2).maximum(1.0)))
-      self.good.assign(grow.where(0, good))
-    outs += [self.step_t, self.scale, self.good]
-    return gnorm, outs, okf
-
-  def _pack(self, parts: dict[str, Tensor], gnorm: Tensor, okf: Tensor, lr: Tensor) -> Tensor:
-    keys = self.metric_keys(parts)
-    return Tensor.stack(*[parts[k].float().reshape(()) for k in keys],
-                        gnorm.reshape(()), okf.reshape(()), lr.reshape(()), self.scale.reshape(()))
-
-  def _step_impl(self, **batch) -> Tensor:
-    lr = lr_at(self.step_t, self.cfg)
-    parts, grads = self._grads(batch)
-    gnorm, outs, okf = self._update(grads)
-    packed = self._pack(parts, gnorm, okf, lr)
-    Tensor.realize(packed, *outs)
-    return packed
-
-  def _micro_impl(self, **batch) -> Tensor:
-    parts, grads = self._grads(batch)
-    for a, g in zip(self.grad_acc, grads): a.assign(a + g.float() / self.cfg.grad_accum)
-    packed = Tensor.stack(*[parts[k].float().reshape(()) for k in self.metric_keys(parts)])
-    Tensor.realize(packed, *self.grad_acc)
-    return packed
-
-  def _apply_impl(self) -> Tensor:
-    lr = lr_at(self.step_t, self.cfg)
-    gnorm, outs, okf = self._update(list(self.grad_acc))
-    for a in self.grad_acc: a.assign(a.zeros_like())
-    out = Tensor.stack(gnorm.reshape(()), okf.reshape(()), lr.reshape(()), self.scale.reshape(()))
-    Tensor.realize(out, *outs, *self.grad_acc)
-    return out
-
-  @staticmethod
-  def metric_keys(parts: dict) -> list[str]:
-    return ["loss"] + sorted(k for k in parts if k != "loss")
-
-  # -- public
-  def step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-    """One optimiser step on a numpy batch (B = cfg.batch_size). Returns the step's figures as floats."""
-    return self.read(self.launch(batch))
-
-  def launch(self, batch: dict[str, np.ndarray]) -> list[Tensor]:
-    """Queue one optimiser step without waiting for the device; `read()` turns the result into figures later.
-    Reading syncs the device, so a loop that reads every few steps lets the host prepare (and the device queue)
-    the next steps meanwhile. Each result is a copy: a JIT reuses its output buffer on the next replay."""
-    with Context(TRAINING=1), backend.gemm_beam_scope():
-      if self.grad_acc is None:
-        return [self._jit("step", batch)(**{k: self._put(v) for k, v in batch.items()}).clone().realize()]
-      out = []
-      for i in range(self.cfg.grad_accum):
-        sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
-        micro = {k: np.ascontiguousarray(x[sl]) for k, x in batch.items()}
-        out.append(self._jit("micro", micro)(**{k: self._put(x) for k, x in micro.items()}).clone().realize())
-      return out + [self._apply().clone().realize()]
-
-  def read(self, pending: list[Tensor]) -> dict[str, float]:
-    """The figures of a step queued by `launch()` (waits for the device)."""
-    if len(pending) == 1: vals = host(pending[0])
-    else: vals = np.concatenate([sum(host(p) for p in pending[:-1]) / self.cfg.grad_accum, host(pending[-1])])
-    return dict(zip(self._keys + ["grad_norm", "ok", "lr", "loss_scale"], vals.tolist()))
-
-  def _put(self, x: np.ndarray) -> Tensor:
-    return Tensor(x) if self.devices is None else parallel.split(self.devices, x)
-
-  def eval_models(self) -> dict:
-    """The models with their current weights on one device, for validation and decoding (which build one-device
-    tensors): the models themselves, or with several devices twins on the first one, refreshed on every call."""
-    if self.devices is None: return self.models
-    if self._first is None: self._first = parallel.FirstDevice(self.models, self.devices[0])
-    return self._first.sync()
-
-  @property
-  def step_count(self) -> int: return int(host(self.step_t)[0])
-
-  def state(self) -> dict[str, Tensor]:
-    """Everything needed to resume bit-for-bit: optimiser moments, step, loss scale."""
-    return {**{f"opt.{k}": v for k, v in self.opt.state().items()},
-            "trainer.step": self.step_t, "trainer.scale": self.scale, "trainer.good": self.good}
-
-
 def distill_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
   enc: Encoder = models["encoder"]
   zs = enc(batch["tokens"], batch["mask"])
@@ -624,8 +457,11 @@ from checkpoint import (FORMAT_VERSION, CheckpointError, assign_state, atomic_wr
                         host, load_tensors, save_tensors)
 
 
-def __getattr__(name):  # `from studentz import StudentZ` without importing the API (and its deps) eagerly
+def __getattr__(name):  # `studentz.StudentZ` / `.Trainer` without importing those modules (and their deps) eagerly
   if name == "StudentZ":
     from studentz_api import StudentZ
     return StudentZ
+  if name in ("Trainer", "half_dtype"):
+    import trainer
+    return getattr(trainer, name)
   raise AttributeError(name)

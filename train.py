@@ -193,6 +193,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   from tinygrad import Tensor
   from progress import Progress
   import studentz as sz
+  from trainer import Trainer
 
   teacher = load_teacher_or_exit(teacher_name)
   if cfg.proj_dim != teacher.dim:
@@ -220,7 +221,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
   if state is None and args.init_from is not None: init_from_checkpoint(models, args.init_from, tok)
-  trainer = sz.Trainer(cfg, models, loss_fn, devices=args.devices)
+  trainer = Trainer(cfg, models, loss_fn, devices=args.devices)
   from tinygrad.nn.state import get_state_dict
   n_params = sum(int(np.prod(t.shape)) for m in models.values() for t in get_state_dict(m).values())
   n_trained = sum(int(np.prod(t.shape)) for t in trainer.named.values())
