@@ -52,7 +52,8 @@ def main(argv=None) -> int:
   group("mean_token_id", rarity, q)
   print(f"{len(texts)} held-out sentences, mean cos {cos.mean():.4f} (median {np.median(cos):.4f})")
   print(f"{'by':14s} {'range':>15s} {'n':>5s} {'cos':>7s} {'p10':>7s}")
-  for r in rows: print(f"{r['by']:14s} {r['from']:7.0f}-{r['to']:<7.0f} {r['n']:5d} {r['cos_mean']:7.4f} {r['cos_p10']:7.4f}")
+  for r in rows:
+    print(f"{r['by']:14s} {r['from']:7.0f}-{r['to']:<7.0f} {r['n']:5d} {r['cos_mean']:7.4f} {r['cos_p10']:7.4f}")
   worst = np.argsort(cos)[:5]
   for i in worst: print(f"  cos {cos[i]:.3f}: {texts[i][:100]}")
   if a.json: a.json.write_text(json.dumps({"ckpt": str(m.path), "n": len(texts), "cos_mean": float(cos.mean()),
