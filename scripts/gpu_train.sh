@@ -1,7 +1,8 @@
 #!/bin/bash
 # Training on a lent GPU machine (no network there), in calls of at most 10 minutes: a run can span calls with
 # RESUME=1 while the machine stays warm (run folder, data and kernel cache live under runs/, kept between calls).
-# It expects, carried next to the repo (the carry limit is 64 MiB, hence the fp16 teacher and the xz corpus):
+# It expects, carried next to the repo (the carry limit is 64 MiB, hence the fp16 teacher and the xz corpus;
+# `bash scripts/prepare_devcarry.sh` builds them all):
 #   .whl/                    tinygrad-0.14.0 wheel (pip download --no-deps tinygrad==0.14.0 -d .whl)
 #   .devcarry/minilm16/      the MiniLM folder from `python -m teacher fetch all-MiniLM-L6-v2`, model.safetensors
 #                            rounded to fp16 (its vectors: cosine >= 0.9999995 to the fp32 teacher's)
