@@ -56,11 +56,7 @@ QUEUED = 10  # steps between reads of the figures in the queued timing
 def bench_train(args, device: str) -> list[dict]:
   """One optimiser step (forward, backward, clip, AdamW) of the student: tinygrad vs PyTorch eager, same weights."""
   import numpy as np
-  from tinygrad import Tensor
-  from tinygrad.helpers import Context
-  from tinygrad.nn.state import get_state_dict
   import studentz as sz
-  from trainer import Trainer
   rows = []
   rng = np.random.default_rng(0)
   cfg0 = bench_config(args)
@@ -74,21 +70,8 @@ def bench_train(args, device: str) -> list[dict]:
   for prec in args.precision:
     cfg = sz.Config.from_dict({**cfg0.to_dict(), "precision": "mixed" if prec == "bf16" else "fp32"})
     ctx = {"ALLOW_TF32": 1} if prec == "tf32" else {}
-    with Context(**ctx):
-      Tensor.manual_seed(0)
-      enc = sz.Encoder(cfg)
-      weights = {k: v.numpy() for k, v in get_state_dict(enc).items()}
-      tr = Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
-      first = tr.step(batch)["loss"]
-      t_tg = timed(lambda: tr.step(batch), args.warmup, args.reps)
-      # as train.py runs it: steps queued back to back, figures read once per QUEUED steps (one device sync)
-      t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
-    row = {"bench": "train_step", "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden,
-           "blocks": cfg.n_blocks, "vocab": cfg.vocab_size, "device": device, "card": card_name(device),
-           "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
-           "tinygrad_first_loss": first}
-    if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first))
-    if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
+    row = time_step("train_step", cfg, lambda: {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn, batch, prec, ctx,
+                    args, device)
     rows.append(row)
     print_row(row)
     if args.devices > 1:
@@ -100,34 +83,42 @@ def bench_train(args, device: str) -> list[dict]:
   return rows
 
 
+def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, device, **extra) -> dict:
+  """One row: the optimiser step of make_models()'s models under loss_fn, timed with its figures read every step and
+  queued as train.py runs them, and (unless --no-torch) its PyTorch twin on the same weights."""
+  from tinygrad import Tensor
+  from tinygrad.helpers import Context
+  from tinygrad.nn.state import get_state_dict
+  from trainer import Trainer
+  B, L = cfg.batch_size, cfg.max_len
+  with Context(**ctx):
+    Tensor.manual_seed(0)
+    models = make_models()
+    weights = {f"{k}.{n}": v.numpy() for k, m in models.items() for n, v in get_state_dict(m).items()}
+    tr = Trainer(cfg, models, loss_fn)
+    first = tr.step(batch)["loss"]
+    t_tg = timed(lambda: tr.step(batch), args.warmup, args.reps)
+    # as train.py runs it: steps queued back to back, figures read once per QUEUED steps (one device sync)
+    t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
+  row = {"bench": name, "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
+         **extra, "vocab": cfg.vocab_size, "device": device, "card": card_name(device), "tinygrad_ms": t_tg * 1e3,
+         "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q, "tinygrad_first_loss": first}
+  if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first))
+  if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
+  return row
+
+
 def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
   """The joint step: encoder distillation + the decoder's teacher-forced cross-entropy (decoder.joint_loss_fn, weight
   1, the config's default decoder), half the rows decoding the teacher's vector (mode B), against its PyTorch twin."""
   import numpy as np
-  from tinygrad import Tensor
-  from tinygrad.helpers import Context
-  from tinygrad.nn.state import get_state_dict
   import studentz as sz
-  from trainer import Trainer
   from decoder import Decoder, ModeBProjection, joint_loss_fn
   cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "ce": 1.0}, "mode_b_mix": "row"})
-  B, L = cfg.batch_size, cfg.max_len
-  batch = {**batch, "mode_b": (np.arange(B) % 2).astype(np.float32)}
-  with Context(**ctx):
-    Tensor.manual_seed(0)
-    models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
-    weights = {f"{k}.{n}": v.numpy() for k, m in models.items() for n, v in get_state_dict(m).items()}
-    tr = Trainer(cfg, models, joint_loss_fn)
-    first = tr.step(batch)["loss"]
-    t_tg = timed(lambda: tr.step(batch), args.warmup, args.reps)
-    t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
-  row = {"bench": "train_step_joint", "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden,
-         "blocks": cfg.n_blocks, "dec_blocks": cfg.dec_blocks, "dec_output": cfg.dec_output, "vocab": cfg.vocab_size,
-         "device": device, "card": card_name(device), "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3,
-         "tinygrad_tokens_per_s": B * L / t_q, "tinygrad_first_loss": first}
-  if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first, joint=True))
-  if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
-  return row
+  batch = {**batch, "mode_b": (np.arange(cfg.batch_size) % 2).astype(np.float32)}
+  def models(): return {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  return time_step("train_step_joint", cfg, models, joint_loss_fn, batch, prec, ctx, args, device,
+                   dec_blocks=cfg.dec_blocks, dec_output=cfg.dec_output)
 
 
 def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
@@ -155,7 +146,8 @@ def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
           "speedup_vs_1": speedup, "scaling_efficiency": speedup / n, "first_loss": first, "same_loss": same}
 
 
-def torch_train(cfg, weights, batch, prec, device, args, tg_loss, joint: bool = False) -> dict:
+def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
+  """The PyTorch twin's step on the same weights ("encoder.*" alone: TorchEncoder; with a decoder: TorchJoint)."""
   try:
     import torch
     import bench_torch as bt
@@ -164,8 +156,9 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_loss, joint: bool = 
   dev = "cuda" if device.startswith("CUDA") else "cpu"
   torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
   torch.manual_seed(0)
-  model = (bt.TorchJoint if joint else bt.TorchEncoder)(cfg)
-  bt.load_from_tinygrad(model, weights)
+  joint = any(k.startswith("decoder.") for k in weights)
+  model = bt.TorchJoint(cfg) if joint else bt.TorchEncoder(cfg)
+  bt.load_from_tinygrad(model, weights if joint else {k.removeprefix("encoder."): v for k, v in weights.items()})
   model.to(dev).train()
   opt, sched = bt.make_optimizer(model, cfg)
   tb = (torch.from_numpy(batch["tokens"]).long().to(dev), torch.from_numpy(batch["mask"]).to(dev),

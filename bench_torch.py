@@ -11,6 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def cond_norm(x, w, b, mode):
+  """Twin of studentz.CondNorm("layer"): LayerNorm in fp32, then the per-mode scale w[mode] and shift b[mode]."""
+  x = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5).to(x.dtype)
+  return x * w[mode].unsqueeze(1) + b[mode].unsqueeze(1)
+
+
 class TorchBlock(nn.Module):
   def __init__(self, d, h, k, dilation, causal, dropout):
     super().__init__()
@@ -24,8 +30,7 @@ class TorchBlock(nn.Module):
     left = span if self.causal else span // 2
     y = F.pad((x * mask.unsqueeze(-1)).transpose(1, 2), (left, span - left))     # (B, d, L + span)
     y = self.conv(y).transpose(1, 2)                                              # (B, L, h)
-    y = F.layer_norm(y.float(), y.shape[-1:], eps=1e-5).to(y.dtype)
-    y = y * self.norm_w[mode].unsqueeze(1) + self.norm_b[mode].unsqueeze(1)
+    y = cond_norm(y, self.norm_w, self.norm_b, mode)
     if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
     y = F.dropout(F.gelu(y, approximate="tanh"), self.p, self.training)
     return x + self.out(y)
@@ -47,8 +52,7 @@ class TorchEncoder(nn.Module):
     mode = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
     x = self.embed(tokens)
     for b in self.blocks: x = b(x, mask, mode)
-    x = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5).to(x.dtype)
-    x = x * self.norm_w[mode].unsqueeze(1) + self.norm_b[mode].unsqueeze(1)
+    x = cond_norm(x, self.norm_w, self.norm_b, mode)
     m = mask.float()
     w = m if self.gate is None else torch.sigmoid(self.gate(x).float().squeeze(-1)) * m + 1e-6 * m
     pooled = (x.float() * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
@@ -88,8 +92,7 @@ class TorchDecoder(nn.Module):
     for blk, film in zip(self.blocks, self.films):
       gb = film(z)
       x = blk(x, ones, mode, (gb[:, :self.h], gb[:, self.h:]))
-    x = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5).to(x.dtype)
-    x = x * self.norm_w[mode].unsqueeze(1) + self.norm_b[mode].unsqueeze(1)
+    x = cond_norm(x, self.norm_w, self.norm_b, mode)
     if self.tied: return (x @ self.embed.weight.to(x.dtype).T + self.head_bias.to(x.dtype)).float()
     return self.head(x).float()
 
