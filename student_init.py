@@ -11,6 +11,7 @@ The student's first forward is then that static model (val_cos ~0.6 for MiniLM i
 to learn what context adds. Token vectors are cached next to the teacher vectors: computed once per teacher.
 """
 from __future__ import annotations
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def token_vectors(tok, teacher, cache: Path | None = None, batch_size: int = 256
   tv = np.zeros((len(texts), teacher.dim), np.float32)
   if keep: tv[keep] = teacher.embed([texts[i] for i in keep], batch_size=batch_size, progress=progress)
   if cache is not None:
-    tmp = cache.with_suffix(".tmp.npy")
+    # a per-process temporary: runs that share a data folder (one per GPU) may fill the cache at the same time
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, tv)
     tmp.replace(cache)
   return tv

@@ -6,8 +6,12 @@
 A search result is a list of kernel options keyed by the kernel's AST and the device: a card of the same kind then
 reuses it instead of searching again (STUDENTZ_GEMM_BEAM, BEAM, JITBEAM). The compiled binaries in the cache db are
 left behind, so the file stays small. --db defaults to $CACHEDB, else tinygrad's default cache path.
+
+tinygrad stores each result pickled and unpickles it when it reads the cache, so `import` first reads every result of
+the file through an unpickler that knows only tinygrad's Opt and OptOps, and refuses the whole file if any result is
+something else: a cache file from elsewhere cannot run code here.
 """
-import argparse, os, sqlite3, sys
+import argparse, io, os, pickle, sqlite3, sys
 
 
 def default_db() -> str:
@@ -19,6 +23,28 @@ def default_db() -> str:
 def beam_tables(conn) -> list[str]:
   rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'beam_search%'").fetchall()
   return [r[0] for r in rows]
+
+
+class OptsOnly(pickle.Unpickler):
+  """Unpickles kernel options (tinygrad.codegen.opt.Opt / OptOps) and the builtins they are made of, nothing else."""
+  def find_class(self, module, name):
+    if module == "tinygrad.codegen.opt" and name in ("Opt", "OptOps"):
+      from tinygrad.codegen import opt
+      return getattr(opt, name)
+    raise pickle.UnpicklingError(f"{module}.{name} is not a kernel option")
+
+
+def check_results(path: str) -> None:
+  """SystemExit unless every search result in the file is a list of kernel options."""
+  from tinygrad.codegen.opt import Opt
+  with sqlite3.connect(path) as conn:
+    for t in beam_tables(conn):
+      for i, (val,) in enumerate(conn.execute(f"SELECT val FROM '{t}'")):
+        try: opts = OptsOnly(io.BytesIO(val)).load()
+        except Exception as e: raise SystemExit(f"error: {path}: result {i} of {t} is not a search result ({e}); "
+                                                "nothing imported")
+        if not (isinstance(opts, list) and all(isinstance(o, Opt) for o in opts)):
+          raise SystemExit(f"error: {path}: result {i} of {t} is not a list of kernel options; nothing imported")
 
 
 def copy_tables(src: str, dst: str) -> int:
@@ -50,6 +76,8 @@ def main(argv=None) -> int:
     if os.path.exists(a.file): os.remove(a.file)
     n = copy_tables(db, a.file)
   else:
+    if not os.path.exists(a.file): raise SystemExit(f"error: no such cache file: {a.file}")
+    check_results(a.file)
     n = copy_tables(a.file, db)
   src, dst = (db, a.file) if a.action == "export" else (a.file, db)
   print(f"{a.action}: {n} search results from {src} into {dst}")

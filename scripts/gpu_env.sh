@@ -1,8 +1,10 @@
 # Sourced by the scripts/gpu_*.sh calls on a lent GPU machine (no network there): tinygrad from the carried wheel in
 # .whl/, CUDA, the carried data, and caches under runs/ (kept between calls while the machine stays warm).
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=CUDA STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
+# (once per machine: the parallel runs of scripts/gpu_capacity.sh source this too, and must not reinstall under each
+# other)
+[ -f /tmp/site/tinygrad/__init__.py ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 DEV=${DEV:-CUDA} STUDENTZ_DATA=.devcarry/data STUDENTZ_CACHE=runs/szcache
 export CACHEDB=${CACHEDB:-$PWD/runs/tinygrad-cache.db}
 mkdir -p runs
 # The whole corpus travels xz-compressed (14.7 MB; gzip's 21.9 MB does not fit next to the teacher): unpacked once per
@@ -17,14 +19,17 @@ gzip.open('runs/fulldata/wikipedia/enwiki-docs.jsonl.gz', 'wb', compresslevel=1)
 fi
 nvidia-smi --query-gpu=name --format=csv,noheader
 
-# export16 CKPT: the checkpoint's weights as fp16 safetensors in 15 MB parts $OUT/model16.part-* (files that come
-# back from the machine are limited to 16 MiB each)
+# export16 CKPT [SKIP]: the checkpoint's weights as fp16 safetensors in 15 MB parts $OUT/model16.part-* (files that
+# come back from the machine are limited to 16 MiB each); tensors whose names start with SKIP (e.g. "encoder.", when
+# an earlier call brought the frozen encoder back) are left out
 export16() {
   python3 -c "
 from safetensors.numpy import load_file, save_file
 import numpy as np
 d = load_file('$1/model.safetensors')
-save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()}, '/tmp/model16.safetensors')"
+skip = '${2:-}'
+save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()
+           if not (skip and k.startswith(skip))}, '/tmp/model16.safetensors')"
   rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
 }
 

@@ -58,21 +58,53 @@ def _beam_cache(*args: str, db: Path) -> str:
                         capture_output=True, text=True, check=True).stdout
 
 
+OPTS = "from tinygrad.codegen.opt import Opt, OptOps\n"
+
+
 def test_beam_cache_export_import_round_trip(tmp_path):
   a, b, small = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "carry.db"
-  _tinygrad("from tinygrad.helpers import diskcache_put as put\n"
-            "put('beam_search', {'ast': 'k1', 'amt': 2, 'device': 'CUDA'}, ['opt1', 'opt2'])\n"
-            "put('beam_search', {'ast': 'k2', 'amt': 2, 'device': 'CUDA'}, ['opt3'])\n"
+  _tinygrad(OPTS + "from tinygrad.helpers import diskcache_put as put\n"
+            "put('beam_search', {'ast': 'k1', 'amt': 2, 'device': 'CUDA'}, [Opt(OptOps.UPCAST, 0, 4)])\n"
+            "put('beam_search', {'ast': 'k2', 'amt': 2, 'device': 'CUDA'}, [Opt(OptOps.LOCAL, 1, 16)])\n"
             "put('compile_cuda', 'binary', b'x' * 100000)\n", a)  # a compiled binary: stays behind
-  _tinygrad("from tinygrad.helpers import diskcache_put as put\n"
-            "put('beam_search', {'ast': 'k0', 'amt': 2, 'device': 'CUDA'}, ['mine'])\n", b)
+  _tinygrad(OPTS + "from tinygrad.helpers import diskcache_put as put\n"
+            "put('beam_search', {'ast': 'k0', 'amt': 2, 'device': 'CUDA'}, [])\n", b)
   assert "2 search results" in _beam_cache("export", str(small), db=a)
   assert small.stat().st_size < 50000
   assert "2 search results" in _beam_cache("import", str(small), db=b)
   got = _tinygrad("from tinygrad.helpers import diskcache_get as get\n"
                   "print([get('beam_search', {'ast': k, 'amt': 2, 'device': 'CUDA'}) for k in ('k0', 'k1', 'k2')])\n"
                   "print(get('compile_cuda', 'binary'))\n", b)
-  assert got.split("\n")[:2] == ["[['mine'], ['opt1', 'opt2'], ['opt3']]", "None"]
+  assert got.split("\n")[:2] == ["[[], [Opt(op=OptOps.UPCAST, axis=0, arg=4)], [Opt(op=OptOps.LOCAL, axis=1, arg=16)]]",
+                                  "None"]
+
+
+def test_beam_cache_import_refuses_anything_but_kernel_options(tmp_path):
+  """tinygrad unpickles cached results: a file whose result is any other object (here one that would run a command
+  when unpickled) is refused whole, before a row is copied, and the command never runs."""
+  evil, db, marker = tmp_path / "evil.db", tmp_path / "mine.db", tmp_path / "ran"
+  _tinygrad(OPTS + "from tinygrad.helpers import diskcache_put as put\nimport os, pickle\n"
+            "class Evil:\n  def __reduce__(self): return (os.system, ('touch " + str(marker) + "',))\n"
+            "put('beam_search', {'ast': 'ok', 'amt': 2, 'device': 'CUDA'}, [Opt(OptOps.UPCAST, 0, 4)])\n"
+            "put('beam_search', {'ast': 'bad', 'amt': 2, 'device': 'CUDA'}, pickle.dumps(Evil()), prepickled=True)\n",
+            evil)
+  r = subprocess.run([sys.executable, str(ROOT / "scripts" / "beam_cache.py"), "import", str(evil), "--db", str(db)],
+                     capture_output=True, text=True)
+  assert r.returncode != 0 and "not a search result" in r.stderr and "nothing imported" in r.stderr, r.stderr
+  assert not marker.exists() and not db.exists()
+
+
+def test_the_bundled_search_results_are_kernel_options_for_cuda(tmp_path):
+  """beam/*.db, the default bf16 step's searched GEMM schedules: importable, and keyed for CUDA."""
+  import sqlite3
+  files = sorted((ROOT / "beam").glob("*.db"))
+  assert files
+  for f in files:
+    assert "search results" in _beam_cache("import", str(f), db=tmp_path / f"{f.stem}.db")
+    with sqlite3.connect(f) as conn:
+      rows = [r for t in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+              for r in conn.execute(f"SELECT device FROM '{t[0]}'")]
+    assert rows and {r[0] for r in rows} == {"CUDA"}
 
 
 def test_beam_cache_names_a_missing_file(tmp_path):

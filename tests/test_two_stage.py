@@ -106,3 +106,23 @@ def test_init_from_another_tokenizer_is_refused(work, stages, tmp_path, capsys):
   assert len(errors) == 1 and "Traceback" not in err, err[-2000:]
   assert errors[0].startswith("error: --init-from: ") and "another tokenizer" in errors[0], errors[0]
   assert not (tmp_path / "run" / "last").exists()
+
+
+def test_init_from_takes_the_encoder_shape(stages, tmp_path, capsys):
+  """A decoder fitted to a wider encoder: --init-from reads the encoder's shape from its checkpoint (a default-shaped
+  model would not load it), while a shape set on the command line still wins."""
+  wide = tmp_path / "wide"
+  shutil.copytree((stages["first"] / "best").resolve(), wide)
+  info = json.loads((wide / "config.json").read_text())
+  info["config"]["hidden"], info["config"]["dilation_schedule"] = 72, [1, 3]
+  (wide / "config.json").write_text(json.dumps(info))
+
+  def printed(*args):
+    capsys.readouterr()
+    assert train.main(["--init-from", str(wide), "--print-config", *args]) == 0
+    out = capsys.readouterr()
+    return json.loads(out.out), out.err
+  cfg, err = printed()
+  assert cfg["hidden"] == 72 and cfg["dilation_schedule"] == [1, 3] and cfg["d_model"] == info["config"]["d_model"]
+  assert "encoder shape from the checkpoint" in err and "hidden=72" in err
+  assert printed("--hidden", "40")[0]["hidden"] == 40

@@ -1,0 +1,76 @@
+"""Summarise an equal-wall-time capacity comparison (scripts/gpu_capacity.sh) from the files it brings back.
+
+  python scripts/capacity_table.py DIR [--json FILE]
+
+DIR holds the unpacked capN.tgz: NAME_metrics.jsonl (train.py's log), bench_NAME.json (the config's measured step),
+eval_NAME.json (train.py --eval --json of its best checkpoint) and logs/plan.txt (the planned step counts). Prints one
+row per config: size, step time, steps planned and run, minutes of training, the validation curve and the final
+evaluation; --json writes the same rows.
+"""
+from __future__ import annotations
+import argparse, json, re, sys
+from pathlib import Path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def span_minutes(records: list[dict]) -> float:
+  """Minutes from the first logged step to the last: the training stretches of both calls, their JIT captures and
+  validations, and the restart between them (~40 s on the lent machine)."""
+  t = [r["time"] for r in records if "time" in r]
+  return (t[-1] - t[0]) / 60 if len(t) > 1 else 0.0
+
+
+def summarise(d: Path) -> list[dict]:
+  plan_file = d / "logs" / "plan.txt"
+  if not plan_file.is_file(): raise FileNotFoundError(f"{plan_file} not found: is {d} an unpacked capN.tgz?")
+  rows = []
+  for line in plan_file.read_text().splitlines():
+    m = re.match(r"(\S+): (.*) steps (\d+)$", line.strip())
+    if not m: continue
+    name, args, planned = m.group(1), m.group(2), int(m.group(3))
+    recs = read_jsonl(d / f"{name}_metrics.jsonl")
+    bench = json.loads((d / f"bench_{name}.json").read_text())[0]
+    ev_file = d / f"eval_{name}.json"
+    ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
+    done = max(r["step"] for r in recs)
+    curve = [[r["step"], round(r["val_cos"], 4)] for r in recs if "val_cos" in r]
+    rows.append({"name": name, "train_args": args, "d_model": bench["d"], "hidden": bench["h"],
+                 "card": bench["card"], "bench_step_ms": round(bench["tinygrad_queued_ms"], 2),
+                 "steps_planned": planned, "steps_run": done, "schedule_done": round(done / planned, 3),
+                 "span_minutes": round(span_minutes(recs), 2),
+                 "ms_per_step": round(span_minutes(recs) * 60e3 / done, 1), "val_cos_curve": curve,
+                 **{k: ev[k] for k in ("val_cos", "retrieval_p_at_10", "stsb_spearman", "teacher_stsb_spearman",
+                                       "stsb_ratio") if k in ev}})
+  if not rows: raise ValueError(f"no config lines in {plan_file}")
+  return rows
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("dir", type=Path)
+  ap.add_argument("--json", type=Path, help="also write the rows here")
+  a = ap.parse_args(argv)
+  try: rows = summarise(a.dir)
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print("| config | d | h | bench ms/step | steps run / planned | ms/step in the run | val_cos | P@10 "
+        "| STS-B (% of teacher) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    stsb = f"{r['stsb_spearman']:.2f} ({100 * r['stsb_ratio']:.1f}%)" if "stsb_spearman" in r else "-"
+    print(f"| {r['name']} | {r['d_model']} | {r['hidden']} | {r['bench_step_ms']} | {r['steps_run']:,} / "
+          f"{r['steps_planned']:,} | {r['ms_per_step']} | {r.get('val_cos', float('nan')):.4f} | "
+          f"{r.get('retrieval_p_at_10', float('nan')):.3f} | {stsb} |")
+  if a.json:
+    a.json.write_text(json.dumps({"card": rows[0]["card"], "command": "PHASE=1 bash scripts/gpu_capacity.sh; PHASE=2 "
+                                  "bash scripts/gpu_capacity.sh; train.py --eval runs/cap/NAME/best --json",
+                                  "rows": rows}, indent=1) + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

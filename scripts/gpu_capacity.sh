@@ -1,0 +1,129 @@
+#!/bin/bash
+# Student capacity at equal wall time, on a lent machine of several GPUs (nvidia-h100-x4), in calls of at most 10
+# minutes made back to back while it stays warm. Each config in CONFIGS trains on its own GPU for the same minutes of
+# training (MINUTES in all, PHASE=1 then PHASE=2 as train.py --resume), with its step count set from its own measured
+# step time, so that every LR schedule ends inside the time (an estimate: on an H200 host the wider configs ran 13-24%
+# slower per step than planned, see scripts/capacity_table.py); one more GPU meanwhile searches the default train
+# step's GEMM kernels (scripts/gpu_gemm_beam.sh, L=64 then L=32).
+#   PHASE=1  data (sentences and tokenizer on the CPU while each GPU times its config's step; teacher vectors in one
+#            shard per GPU, merged), then the first stretch of training
+#   PHASE=2  the rest of the training; the best run's encoder comes back as fp16 parts $OUT/model16.part-*
+#   PHASE=3  every run evaluated (train.py --eval), and the train-step rows (searched GEMMs, the joint step) timed on
+#            the otherwise idle card; DECODER=1 first fits a decoder to the best encoder (scripts/gpu_decoder.sh,
+#            DEC_ONLY) on its card
+# All the rest comes back in $OUT/capN.tgz (logs, metrics, step times, evals, step rows) and $OUT/beam_cache.db.
+# Needs what scripts/gpu_train.sh carries (bash scripts/prepare_devcarry.sh), and .devcarry/beam_cache.db if a search
+# was begun elsewhere. To check it here on the CPU with tiny models: DEV=CPU NGPU=n OUT=dir with DATA_LIMIT, VOCAB,
+# TINY (more train.py arguments), BENCH (bench.py's shape) and DEC_ARGS (scripts/gpu_decoder.sh) set small.
+source scripts/gpu_env.sh
+# END: seconds into the call by which everything has stopped; TL2MAX: the longest stretch that fits a 10-minute call
+PHASE=${PHASE:-1}; END=${BUDGET:-580}; MINUTES=${MINUTES:-14.9}; TL2MAX=${TL2MAX:-8.5}
+C=runs/cap; DATA=runs/gpu-data; mkdir -p $C/logs
+SRC=$STUDENTZ_DATA/wikipedia/enwiki-docs.jsonl.gz
+NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
+# name | train.py arguments | bench.py arguments (the same model)
+CONFIGS=${CONFIGS:-"base|--d_model 256 --hidden 512|--d 256 --h 512
+h1024|--d_model 256 --hidden 1024|--d 256 --h 1024
+d384|--d_model 384 --hidden 1024|--d 384 --h 1024"}
+NAMES=(); TARGS=(); BARGS=()
+while IFS='|' read -r n t b; do [ -n "$n" ] && NAMES+=("$n") && TARGS+=("$t") && BARGS+=("$b"); done <<< "$CONFIGS"
+N=${#NAMES[@]}
+COMMON="--teacher .devcarry/minilm16 --data-dir $DATA --quiet ${DATA_LIMIT:+--data_limit $DATA_LIMIT} \
+  ${VOCAB:+--vocab_size $VOCAB} $TINY"
+BENCH=${BENCH:-"--precision bf16 --batch 512 --len 64"}
+on() { local g=$1; shift; CUDA_VISIBLE_DEVICES=$g "$@"; }  # run on GPU g (ignored by DEV=CPU)
+pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl 2>/dev/null); }
+echo "phase $PHASE: $N configs (${NAMES[*]}) on $NGPU GPUs"
+[ $NGPU -ge $N ] || { echo "needs a GPU per config"; exit 2; }
+# the GEMM search runs on the GPU after the configs', in its own folder for $OUT (a call returns at most 8 files)
+beam() {
+  [ $NGPU -gt $N ] || return 0
+  mkdir -p /tmp/beamout; on $N env OUT=/tmp/beamout BUDGET=$(($1 - SECONDS)) LENS="$2" bash scripts/gpu_gemm_beam.sh \
+    > $C/logs/beam_phase$PHASE.log 2>&1 &
+}
+finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/beamout/*.json $C/ 2>/dev/null
+  cp /tmp/beamout/search_L*.log $C/logs/ 2>/dev/null
+  grep -h "bench=\|search run" $C/logs/beam_phase$PHASE.log 2>/dev/null; }
+
+if [ $PHASE = 1 ]; then
+  rm -f $C/logs/plan.txt
+  beam $((END - 10)) 64
+  for i in $(seq 0 $((N - 1))); do
+    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout 200 python3 bench.py train $BENCH --no-torch --warmup 3 \
+      --reps 10 ${BARGS[$i]} --json $C/bench_${NAMES[$i]}.json > $C/logs/bench_${NAMES[$i]}.log 2>&1 &
+    bpids[$i]=$!
+  done
+  timeout 300 python3 corpus.py prepare --source $SRC --out $DATA --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
+    ${VOCAB:+--vocab-size $VOCAB} > $C/logs/prepare.log 2>&1 || { echo "prepare failed"; tail $C/logs/prepare.log
+    exit 1; }
+  wait ${bpids[@]}
+  echo "data ready at ${SECONDS}s"; grep -h "bench=" $C/logs/bench_*.log
+  # teacher vectors: shard i of N in a copy of the data folder on GPU i, then merged into $DATA
+  for i in $(seq 0 $((N - 1))); do
+    d=$DATA; [ $i -gt 0 ] && { rm -rf $DATA-s$i; cp -r $DATA $DATA-s$i; d=$DATA-s$i; }
+    on $i timeout 300 python3 corpus.py teacher --data $d --teacher .devcarry/minilm16 --batch-size 256 \
+      --shard $i/$N > $C/logs/teacher_$i.log 2>&1 &
+    tpids[$i]=$!
+  done
+  for i in $(seq 0 $((N - 1))); do
+    wait ${tpids[$i]} || { echo "teacher shard $i failed"; tail -3 $C/logs/teacher_$i.log; }
+  done
+  [ $N -gt 1 ] && python3 corpus.py merge --dst $DATA --src $(for i in $(seq 1 $((N - 1))); do echo $DATA-s$i; done) \
+    --teacher .devcarry/minilm16
+  echo "teacher vectors at ${SECONDS}s"
+  # step counts from each config's measured step time: the default's 15,000 steps took 14.2 min at 44.9 ms per
+  # bench step (H100), i.e. 1.265x the bench figure per training step (validations, loader, short-bucket mix)
+  TL1=$(python3 -c "print(round(max(($END - $SECONDS - 75) / 60, 1.0), 2))")
+  echo $TL1 > $C/tl1
+  for i in $(seq 0 $((N - 1))); do
+    steps=$(python3 -c "
+import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_queued_ms']
+print(max(int(0.97 * ($TL1 + min($TL2MAX, $MINUTES - $TL1)) * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
+    echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
+    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --profile full $COMMON \
+      --out $C/${NAMES[$i]} --time-limit $TL1 ${TARGS[$i]} --steps $steps --eval_every $((steps / 10)) \
+      > $C/logs/train_${NAMES[$i]}.log 2>&1 &
+    rpids[$i]=$!
+  done
+  wait ${rpids[@]}
+elif [ $PHASE = 2 ]; then
+  beam $((END - 10)) "64 32"  # L=64 again: reads what phase 1 found and searches what it did not reach
+  TL2=$(python3 -c "print(round(min($TL2MAX, $MINUTES - $(cat $C/tl1)), 2))")
+  for i in $(seq 0 $((N - 1))); do
+    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --resume $C/${NAMES[$i]} \
+      --time-limit $TL2 --quiet >> $C/logs/train_${NAMES[$i]}.log 2>&1 &
+    rpids[$i]=$!
+  done
+  wait ${rpids[@]}
+  for n in ${NAMES[@]}; do cp $C/$n/metrics.jsonl $C/${n}_metrics.jsonl; done
+  python3 -c "
+import json
+best = {n: json.load(open('$C/' + n + '/best/config.json'))['best_val_cos'] for n in '${NAMES[*]}'.split()}
+print('best val_cos', best); w = max(best, key=best.get); open('$C/winner', 'w').write(w)"
+  export16 $C/$(cat $C/winner)/best; cp $C/$(cat $C/winner)/best/config.json $C/winner_config.json
+else
+  # every run evaluated on its own card; with DECODER=1 the best one's card fits it a decoder first
+  W=$(cat $C/winner); evals=(${NAMES[@]})
+  if [ -n "$DECODER" ]; then
+    evals=(); for n in ${NAMES[@]}; do [ $n != $W ] && evals+=($n); done
+    on 0 env RUN=$C/$W DEC_ONLY=1 TL=${DEC_TL:-3.3} CACHEDB=$PWD/$C/tg-$W.db bash scripts/gpu_decoder.sh \
+      > $C/logs/decoder.log 2>&1 &
+  fi
+  for i in $(seq 0 $((${#evals[@]} - 1))); do n=${evals[$i]}
+    on $((i + ${DECODER:+1} + 0)) env CACHEDB=$PWD/$C/tg-$n.db timeout 200 python3 train.py --eval $C/$n/best --json \
+      --decode-limit 0 > $C/eval_$n.json 2> $C/logs/eval_$n.log &
+  done
+  if [ $NGPU -gt $N ]; then  # the idle card: the step with and without the searched GEMMs, PyTorch in the same process,
+    # and the joint step (tinygrad alone: its PyTorch twin hit a CUDA device-side assert on its second step, on an H200)
+    (export CUDA_VISIBLE_DEVICES=$N CACHEDB=$PWD/runs/beam-cache.db STUDENTZ_GEMM_BEAM=2 CCACHE=0 OUT=$C
+     TO=150 train_row row_step_L64_gemm_beam "" $BENCH > $C/logs/rows.log 2>&1
+     unset STUDENTZ_GEMM_BEAM; export CACHEDB=$PWD/runs/rows.db
+     TO=150 train_row row_step_L64 "" $BENCH >> $C/logs/rows.log 2>&1
+     TO=200 train_row row_joint_L64 "" --joint --no-torch --reps 10 $BENCH >> $C/logs/rows.log 2>&1) &
+  fi
+  wait; cat $C/logs/rows.log 2>/dev/null; for n in ${evals[@]}; do echo "$n: $(cat $C/eval_$n.json)"; done
+  [ -n "$DECODER" ] && tail -5 $C/logs/decoder.log
+fi
+[ $PHASE != 3 ] && finish_beam
+for n in ${NAMES[@]}; do echo "== $n"; grep -v "^\s*$" $C/logs/train_$n.log | grep -v "^init\|^note" | tail -4; done
+pack; ls -la $OUT

@@ -1,0 +1,95 @@
+"""Assemble the shipped model folder (models/default) from what two GPU stages brought back.
+
+Stage 1 (distillation) and stage 2 (a decoder fitted to the frozen encoder, scripts/gpu_decoder.sh) return their
+checkpoints as fp16 safetensors split in 15 MB parts, and stage 2's config, tokenizer and evaluation in a folder
+(meta.tgz unpacked). When the encoder is too large to come back twice, stage 2 returns only the decoder's tensors
+(DEC_ONLY=1) and the encoder's come from stage 1's parts. Writes OUT/{model.safetensors, config.json, tokenizer.json,
+train_config.json}; the teacher block is the canonical teacher's (the GPU runs read an fp16-rounded copy of it).
+
+  python scripts/package_model.py --meta /tmp/meta --decoder-parts dec/model16.part-* \
+      --encoder-parts enc/model16.part-* --stage1-config enc/config.json --stage1-minutes 14.2 --stage2-minutes 3.3 \
+      --card "NVIDIA H100 80GB HBM3" --stage1-command "..." --stage2-command "..."
+"""
+from __future__ import annotations
+import argparse, json, sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load, save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TEACHER = {"name": "all-MiniLM-L6-v2", "dim": 384,
+           "fingerprint": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+           "note": "trained against an fp16-rounded copy of this teacher (its vectors: cosine >= 0.9999995 to these)"}
+
+
+def read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
+  """One safetensors file split into parts (split -b, names sort in order)."""
+  if not parts: return {}
+  missing = [str(p) for p in parts if not p.is_file()]
+  if missing: raise FileNotFoundError(f"missing weight parts: {', '.join(missing)}")
+  return load(b"".join(p.read_bytes() for p in sorted(parts)))
+
+
+def assemble(encoder: dict, decoder: dict) -> dict[str, np.ndarray]:
+  """Encoder tensors from stage 1 where given (else from stage 2), the rest from stage 2; all stored in fp16."""
+  merged = {k: v for k, v in decoder.items() if not (encoder and k.startswith("encoder."))}
+  merged.update({k: v for k, v in encoder.items() if k.startswith("encoder.")})
+  if not any(k.startswith("encoder.") for k in merged): raise ValueError("no encoder tensors in the given parts")
+  if not any(k.startswith("decoder.") for k in merged): raise ValueError("no decoder tensors in the given parts")
+  return {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in merged.items()}
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--meta", type=Path, required=True, help="stage 2's folder: config.json, tokenizer.json, "
+                  "eval_decoder.json (scripts/gpu_decoder.sh's meta.tgz, unpacked)")
+  ap.add_argument("--decoder-parts", type=Path, nargs="+", required=True, help="stage 2's model16.part-* files")
+  ap.add_argument("--encoder-parts", type=Path, nargs="*", default=[], help="stage 1's model16.part-* files")
+  ap.add_argument("--stage1-config", type=Path, required=True, help="stage 1's best/config.json")
+  ap.add_argument("--card", required=True, help="the GPU both stages ran on")
+  ap.add_argument("--stage1-command", required=True)
+  ap.add_argument("--stage1-minutes", type=float, required=True)
+  ap.add_argument("--stage2-command", required=True)
+  ap.add_argument("--stage2-minutes", type=float, required=True)
+  ap.add_argument("--data-source", default="enwiki-docs.jsonl.gz, all 36,183 articles (392,192 training sentences)")
+  ap.add_argument("--out", type=Path, default=ROOT / "models" / "default")
+  a = ap.parse_args(argv)
+  try:
+    weights = assemble(read_parts(a.encoder_parts), read_parts(a.decoder_parts))
+    info = json.loads((a.meta / "config.json").read_text())
+    stage1 = json.loads(a.stage1_config.read_text())
+    metrics = json.loads((a.meta / "eval_decoder.json").read_text())
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  metrics.pop("samples", None)  # example decodes: in the results file, not in the model's config
+  s1, s2 = stage1["config"], info["config"]
+  for k in ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "max_len"):
+    if s1[k] != s2[k]:
+      print(f"error: stage 1 and stage 2 disagree on {k} ({s1[k]} vs {s2[k]}): not the same encoder", file=sys.stderr)
+      return 2
+  n_params = int(sum(v.size for v in weights.values()))
+  info.update({"teacher": TEACHER, "data_dir": "", "data_source": a.data_source, "n_params": n_params,
+               "metrics": metrics, "training": {
+                 "card": a.card,
+                 "stage1_encoder": {"command": a.stage1_command, "equivalent": "DEV=CUDA python train.py",
+                                    "config": "models/default/train_config.json#stage1", "steps": stage1["step"],
+                                    "train_minutes": a.stage1_minutes},
+                 "stage2_decoder": {"command": a.stage2_command, "config": "models/default/train_config.json#stage2",
+                                    "steps": info["step"], "train_minutes": a.stage2_minutes},
+                 "weights": "fp16 (trained with fp32 master weights, bf16 activations)"}})
+  a.out.mkdir(parents=True, exist_ok=True)
+  save_file(weights, str(a.out / "model.safetensors"))
+  (a.out / "tokenizer.json").write_bytes((a.meta / "tokenizer.json").read_bytes())
+  (a.out / "config.json").write_text(json.dumps(info, indent=1) + "\n")
+  (a.out / "train_config.json").write_text(json.dumps({
+    "stage1": s1, "stage2": s2,
+    "note": "stage1 = the encoder's distillation (train.py on a GPU: full profile, mixed precision); stage2 starts "
+            "from stage1's best encoder, frozen, and fits the decoder"}, indent=2) + "\n")
+  print(f"{a.out}: {n_params / 1e6:.2f}M parameters, val_cos {metrics.get('val_cos')}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,101 @@
+"""The local halves of the GPU workflow: scripts/package_model.py (the shipped model folder from the parts two GPU
+stages bring back) and scripts/capacity_table.py (the equal-wall-time comparison from scripts/gpu_capacity.sh)."""
+import json, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import capacity_table  # noqa: E402
+import package_model  # noqa: E402
+
+SHAPE = {"vocab_size": 64, "d_model": 8, "hidden": 16, "n_blocks": 2, "kernel_size": 3, "dilation_schedule": [1, 2],
+         "max_len": 16}
+
+
+def split(blob: bytes, folder: Path, size: int) -> list[Path]:
+  """What `split -b SIZE` leaves: parts named so they sort in order."""
+  folder.mkdir()
+  parts = []
+  for i in range(0, len(blob), size):
+    parts.append(folder / f"model16.part-a{chr(97 + i // size)}")
+    parts[-1].write_bytes(blob[i:i + size])
+  return parts
+
+
+@pytest.fixture
+def stages(tmp_path):
+  rng = np.random.default_rng(0)
+  enc = {"encoder.embed.weight": rng.standard_normal((64, 8)).astype(np.float16),
+         "encoder.proj.bias": rng.standard_normal(4).astype(np.float16)}
+  dec = {"decoder.embed.weight": rng.standard_normal((64, 8)).astype(np.float16),
+         "proj_b.fc1.bias": rng.standard_normal(4).astype(np.float16)}
+  stale = {"encoder.embed.weight": np.zeros((64, 8), np.float32)}  # stage 2's copy must lose to stage 1's
+  enc_parts = split(save(enc), tmp_path / "enc", 300)
+  dec_parts = split(save({**dec, **stale}), tmp_path / "dec", 300)
+  meta = tmp_path / "meta"
+  meta.mkdir()
+  s2 = {**SHAPE, "freeze": ["encoder"], "dec_output": "tied"}
+  (meta / "config.json").write_text(json.dumps({"format_version": 1, "step": 7, "config": s2,
+                                                "teacher": {"name": ".devcarry/minilm16"}}))
+  (meta / "tokenizer.json").write_text('{"tok": 1}')
+  (meta / "eval_decoder.json").write_text(json.dumps({"val_cos": 0.5, "samples": [["a", "b"]]}))
+  s1 = tmp_path / "stage1.json"
+  s1.write_text(json.dumps({"format_version": 1, "step": 100, "config": SHAPE}))
+  args = ["--meta", str(meta), "--decoder-parts", *map(str, dec_parts), "--encoder-parts", *map(str, enc_parts),
+          "--stage1-config", str(s1), "--card", "card X", "--stage1-command", "c1", "--stage1-minutes", "14",
+          "--stage2-command", "c2", "--stage2-minutes", "3", "--out", str(tmp_path / "out")]
+  return {"enc": enc, "dec": dec, "args": args, "out": tmp_path / "out", "s1": s1, "parts": enc_parts}
+
+
+def test_package_merges_stages_and_writes_the_folder(stages):
+  assert len(stages["parts"]) > 1  # the parts really are split mid-file
+  assert package_model.main(stages["args"]) == 0
+  w = load_file(stages["out"] / "model.safetensors")
+  assert sorted(w) == sorted([*stages["enc"], *stages["dec"]])
+  for k, v in {**stages["enc"], **stages["dec"]}.items(): np.testing.assert_array_equal(w[k], v, err_msg=k)
+  info = json.loads((stages["out"] / "config.json").read_text())
+  assert info["teacher"]["name"] == "all-MiniLM-L6-v2" and info["metrics"] == {"val_cos": 0.5}
+  assert info["training"]["stage1_encoder"]["steps"] == 100 and info["training"]["stage2_decoder"]["steps"] == 7
+  assert info["n_params"] == sum(v.size for v in w.values())
+  tc = json.loads((stages["out"] / "train_config.json").read_text())
+  assert tc["stage1"] == SHAPE and tc["stage2"]["freeze"] == ["encoder"]
+
+
+def test_package_refuses_another_encoder_and_missing_parts(stages, capsys):
+  s1 = json.loads(stages["s1"].read_text())
+  stages["s1"].write_text(json.dumps({**s1, "config": {**SHAPE, "hidden": 32}}))
+  assert package_model.main(stages["args"]) == 2
+  assert "disagree on hidden" in capsys.readouterr().err
+  stages["s1"].write_text(json.dumps(s1))
+  stages["parts"][0].unlink()
+  assert package_model.main(stages["args"]) == 2
+  assert "missing weight parts" in capsys.readouterr().err
+  assert not (stages["out"] / "model.safetensors").exists()
+
+
+def test_capacity_table_reads_a_comparison(tmp_path):
+  d = tmp_path / "cap"
+  (d / "logs").mkdir(parents=True)
+  (d / "logs" / "plan.txt").write_text("small: --hidden 512 steps 200\nwide: --hidden 1024 steps 100\n")
+  for name, h, ms, done, cos in (("small", 512, 40.0, 200, 0.85), ("wide", 1024, 80.0, 80, 0.84)):
+    recs = [{"step": 1, "time": 1000.0, "loss": 1.0}, {"step": done // 2, "time": 1030.0, "val_cos": cos - 0.01},
+            {"step": done, "time": 1060.0, "val_cos": cos}]
+    (d / f"{name}_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / f"bench_{name}.json").write_text(json.dumps([{"d": 256, "h": h, "card": "card X", "tinygrad_queued_ms": ms}]))
+    (d / f"eval_{name}.json").write_text(json.dumps({"val_cos": cos, "retrieval_p_at_10": 0.4, "stsb_spearman": 70.0,
+                                                     "teacher_stsb_spearman": 80.0, "stsb_ratio": 0.875}))
+  out = tmp_path / "t.json"
+  r = subprocess.run([sys.executable, capacity_table.__file__, str(d), "--json", str(out)], capture_output=True,
+                     text=True)
+  assert r.returncode == 0, r.stderr
+  rows = json.loads(out.read_text())["rows"]
+  assert [x["name"] for x in rows] == ["small", "wide"]
+  assert rows[1]["steps_run"] == 80 and rows[1]["schedule_done"] == 0.8 and rows[1]["ms_per_step"] == 750.0
+  assert rows[0]["val_cos_curve"] == [[100, 0.84], [200, 0.85]]
+  assert "| wide | 256 | 1024 | 80.0 | 80 / 100 | 750.0 | 0.8400 |" in r.stdout
+  (d / "logs" / "plan.txt").unlink()
+  r = subprocess.run([sys.executable, capacity_table.__file__, str(d)], capture_output=True, text=True)
+  assert r.returncode == 2 and r.stderr.startswith("error: ") and "plan.txt" in r.stderr
