@@ -4,7 +4,8 @@ tinygrad 0.14 raises on the old `METAL=1` / `CUDA=1` switches and wants `DEV=MET
 still type the old form, so we translate it here, before tinygrad reads the environment, and reject unknown names
 with one clear line instead of a deep traceback.
 """
-import contextlib, math, os, sys
+import contextlib, functools, io, math, os, pickle, sys
+from pathlib import Path
 
 # Tensor cores also for GEMMs whose sizes are not multiples of the core's tile (padded) and for operands cast on the
 # fly: measured on an H100 (B=64, L=128 student step) 86 -> 49 ms in bf16. A user's own TC_OPT wins.
@@ -73,12 +74,22 @@ def check_device() -> str:
     raise SystemExit(2)
 
 
-# STUDENTZ_GEMM_BEAM=N: tinygrad's kernel-schedule search (BEAM=N) for the GEMM kernels only. The few kernels that carry
-# the FLOPs are searched; the hundreds of small elementwise/norm kernels keep tinygrad's heuristics, whose search
-# (JITBEAM=2 on the whole step) did not finish in 7 minutes. Results land in tinygrad's cache db (CACHEDB), so only the
-# first run on a card pays the search. GEMM_BEAM_MIN: the fewest multiply-adds a GEMM must have to be searched.
-GEMM_BEAM = int(os.environ.get("STUDENTZ_GEMM_BEAM", "0"))
+# STUDENTZ_GEMM_BEAM: tinygrad's kernel-schedule search (BEAM) for the GEMM kernels of the training step only. The few
+# kernels that carry the FLOPs get searched schedules; the hundreds of small elementwise/norm kernels keep tinygrad's
+# heuristics, whose search (JITBEAM=2 on the whole step) did not finish in 7 minutes.
+#   "cached" (the default): a GEMM takes the schedule already found for it, from tinygrad's cache db (CACHEDB) or the
+#            files in STUDENTZ_BEAM_DIR (default beam/: the default bf16 step's GEMMs, searched on an H200), and
+#            tinygrad's heuristics otherwise; it never searches, so it costs nothing where nothing was found
+#   N >= 1:  search (BEAM=N) every GEMM found in neither: minutes per kernel, once per card kind
+#   0:       off
+# GEMM_BEAM_MIN: the fewest multiply-adds a GEMM must have to be searched.
+GEMM_BEAM_SETTING = os.environ.get("STUDENTZ_GEMM_BEAM", "cached").strip().lower()
+if GEMM_BEAM_SETTING != "cached" and not GEMM_BEAM_SETTING.isdigit():
+  raise SystemExit(f"error: STUDENTZ_GEMM_BEAM must be 'cached', 0 (off) or a search width such as 2, "
+                   f"got {GEMM_BEAM_SETTING!r}")
+GEMM_BEAM = 2 if GEMM_BEAM_SETTING == "cached" else int(GEMM_BEAM_SETTING)  # the bundled results were searched at 2
 GEMM_BEAM_MIN = int(os.environ.get("STUDENTZ_GEMM_BEAM_MIN", str(1 << 26)))
+BEAM_DIR = Path(os.environ.get("STUDENTZ_BEAM_DIR") or Path(__file__).resolve().parent / "beam")
 
 
 def gemm_size(sink) -> int:
@@ -99,13 +110,15 @@ def gemm_size(sink) -> int:
 
 # tinygrad's pattern matchers run a snapshot of their function's globals (uop/ops.py deconstruct_function): a plain
 # global flipped later would stay at the value it had when the matcher first ran, so the state lives in one dict
-_BEAM = {"amount": 0, "min": 0, "active": False}
+_BEAM = {"amount": 0, "min": 0, "active": False, "cached_only": False, "found": 0, "not_found": 0}
 
 
 @contextlib.contextmanager
 def gemm_beam_scope():
   """Where STUDENTZ_GEMM_BEAM applies: the training step (trainer.Trainer) compiles inside this scope; encoding and
   evaluation, whose shapes vary with the data, keep the heuristics instead of searching every shape they meet."""
+  # installed on first use, not at import: backend is imported before tinygrad reads DEV (check_device)
+  if GEMM_BEAM > 0 and _BEAM["amount"] == 0: install_gemm_beam(GEMM_BEAM, cached_only=GEMM_BEAM_SETTING == "cached")
   prev, _BEAM["active"] = _BEAM["active"], True
   try: yield
   finally: _BEAM["active"] = prev
@@ -115,21 +128,99 @@ def _mark_gemm(ctx, call, sink):
   from dataclasses import replace
   from tinygrad.helpers import DEBUG
   if not _BEAM["active"] or sink.arg.beam != 0 or (n := gemm_size(sink)) < _BEAM["min"]: return None
-  if DEBUG >= 1: print(f"GEMM_BEAM={_BEAM['amount']}: searching a GEMM of {n:.3g} multiply-adds")
+  if DEBUG >= 1: print(f"GEMM_BEAM={_BEAM['amount']}: a GEMM of {n:.3g} multiply-adds takes a searched schedule")
   return call.replace(src=(sink.replace(arg=replace(sink.arg, beam=_BEAM["amount"])), *call.src[1:]))
 
 
-def install_gemm_beam(amount: int, min_size: int = GEMM_BEAM_MIN) -> None:
+def install_gemm_beam(amount: int, min_size: int = GEMM_BEAM_MIN, cached_only: bool = False) -> None:
   """Mark GEMM kernels for BEAM=amount when a JIT compiles its kernels (tinygrad 0.14's engine.realize.pm_beam hook,
-  which otherwise marks every kernel: JITBEAM)."""
+  which otherwise marks every kernel: JITBEAM). cached_only: schedules already found, never a search."""
   from tinygrad.uop.ops import Ops, UPat, PatternMatcher
   import tinygrad.engine.realize as realize
-  _BEAM.update(amount=amount, min=min_size)
+  import tinygrad.codegen.opt.search as search
+  _BEAM.update(amount=amount, min=min_size, cached_only=cached_only)
   kernel_call = UPat(Ops.CALL, src=(UPat(Ops.SINK, name="sink"),), name="call", allow_any_len=True)
   realize.pm_beam = PatternMatcher([(kernel_call, _mark_gemm)])  # matchers take no closures: hence _BEAM
+  if not getattr(search.beam_search, "wrapped", False):
+    search.beam_search = _with_bundled(search.beam_search)  # apply_opts imports it from the module at each call
   from tinygrad.helpers import getenv
   os.environ["JITBEAM"] = "1"  # makes the JIT run the hook; the amount searched is the one above
   getenv.cache_clear()  # tinygrad caches every getenv it has read: a JIT compiled before this would keep JITBEAM=0
 
 
-if GEMM_BEAM > 0: install_gemm_beam(GEMM_BEAM)
+def _with_bundled(beam_search):
+  """beam_search that first takes a result already found: tinygrad's cache db, then the bundled files. Only what
+  neither holds is searched, and in cached-only mode nothing is: such a kernel gets tinygrad's heuristic schedule, as
+  an unmarked one does. IGNORE_BEAM_CACHE=1 searches again, as in tinygrad."""
+  def beam_search_with_bundled(s, rawbufs, var_vals, amt, allow_test_size=True, *args, **kwargs):
+    from tinygrad.codegen.opt import KernelOptError
+    from tinygrad.helpers import IGNORE_BEAM_CACHE, diskcache_get
+    if IGNORE_BEAM_CACHE.value and not _BEAM["cached_only"]:
+      return beam_search(s, rawbufs, var_vals, amt, allow_test_size, *args, **kwargs)
+    # the key tinygrad 0.14's beam_search reads and writes (codegen/opt/search.py)
+    key = {"ast": s.ast.key, "amt": amt, "allow_test_size": allow_test_size, "device": s.ren.target.device,
+           "suffix": s.ren.suffix}
+    opts = diskcache_get("beam_search", key)
+    if opts is None: opts = bundled_beam_results().get(tuple(key.values()))
+    if opts is not None:
+      try:
+        ret = s.copy()  # as beam_search applies a cached result
+        for o in opts[len(s.applied_opts):]: ret.apply_opt(o)
+        _BEAM["found"] += 1
+        return ret
+      except KernelOptError as e:  # a result this card cannot run (e.g. found on a card with more shared memory)
+        print(f"note: a cached GEMM schedule does not apply here ({e}); not using it", file=sys.stderr)
+    _BEAM["not_found"] += 1
+    if _BEAM["cached_only"]: return _heuristic(s)
+    return beam_search(s, rawbufs, var_vals, amt, allow_test_size, *args, **kwargs)
+  beam_search_with_bundled.wrapped = True
+  return beam_search_with_bundled
+
+
+def _heuristic(s):
+  """What tinygrad's apply_opts does for a kernel it does not search (codegen/opt/postrange.py)."""
+  from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
+  from tinygrad.helpers import NOOPT
+  from tinygrad.uop.ops import Ops
+  if NOOPT or s.applied_opts or any(u.op is Ops.STAGE for u in s.ast.backward_slice): return s
+  return hand_coded_optimizations(s)
+
+
+@functools.cache
+def bundled_beam_results() -> dict[tuple, list]:
+  """{(ast key, amt, allow_test_size, device, suffix): kernel options} from the files in BEAM_DIR (this tinygrad
+  version's table only), each result read as kernel options alone (read_kernel_options); a file that is unreadable or
+  holds anything else is skipped whole, with a note."""
+  import sqlite3
+  from tinygrad.helpers import VERSION
+  found: dict[tuple, list] = {}
+  for f in sorted(BEAM_DIR.glob("*.db")) if BEAM_DIR.is_dir() else []:
+    try:
+      with contextlib.closing(sqlite3.connect(f"file:{f}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(f"SELECT ast, amt, allow_test_size, device, suffix, val FROM 'beam_search_{VERSION}'")
+        found.update({(a, n, bool(t), d, x): read_kernel_options(v) for a, n, t, d, x, v in rows.fetchall()})
+    except (sqlite3.Error, ValueError) as e:
+      print(f"note: {f}: no usable search results ({e}); skipped", file=sys.stderr)
+  return found
+
+
+class _OptsOnly(pickle.Unpickler):
+  """Unpickles kernel options (tinygrad.codegen.opt.Opt / OptOps) and the builtins they are made of, nothing else."""
+  def find_class(self, module, name):
+    if module == "tinygrad.codegen.opt" and name in ("Opt", "OptOps"):
+      from tinygrad.codegen import opt
+      return getattr(opt, name)
+    raise pickle.UnpicklingError(f"{module}.{name} is not a kernel option")
+
+
+def read_kernel_options(blob: bytes) -> list:
+  """A pickled search result (tinygrad unpickles what its cache holds) read as a list of Opt, or ValueError: a cache
+  file from elsewhere cannot run code here."""
+  from tinygrad.codegen.opt import Opt
+  try: opts = _OptsOnly(io.BytesIO(blob)).load()
+  except Exception as e: raise ValueError(f"not a search result ({e})") from None
+  if not (isinstance(opts, list) and all(isinstance(o, Opt) for o in opts)):
+    raise ValueError("not a list of kernel options")
+  return opts
+
+

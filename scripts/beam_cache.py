@@ -8,10 +8,11 @@ reuses it instead of searching again (STUDENTZ_GEMM_BEAM, BEAM, JITBEAM). The co
 left behind, so the file stays small. --db defaults to $CACHEDB, else tinygrad's default cache path.
 
 tinygrad stores each result pickled and unpickles it when it reads the cache, so `import` first reads every result of
-the file through an unpickler that knows only tinygrad's Opt and OptOps, and refuses the whole file if any result is
-something else: a cache file from elsewhere cannot run code here.
+the file through an unpickler that knows only tinygrad's Opt and OptOps (backend.read_kernel_options, which also reads
+the bundled beam/ files), and refuses the whole file if any result is something else: a cache file from elsewhere
+cannot run code here.
 """
-import argparse, io, os, pickle, sqlite3, sys
+import argparse, os, sqlite3, sys
 
 
 def default_db() -> str:
@@ -25,26 +26,15 @@ def beam_tables(conn) -> list[str]:
   return [r[0] for r in rows]
 
 
-class OptsOnly(pickle.Unpickler):
-  """Unpickles kernel options (tinygrad.codegen.opt.Opt / OptOps) and the builtins they are made of, nothing else."""
-  def find_class(self, module, name):
-    if module == "tinygrad.codegen.opt" and name in ("Opt", "OptOps"):
-      from tinygrad.codegen import opt
-      return getattr(opt, name)
-    raise pickle.UnpicklingError(f"{module}.{name} is not a kernel option")
-
-
 def check_results(path: str) -> None:
-  """SystemExit unless every search result in the file is a list of kernel options."""
-  from tinygrad.codegen.opt import Opt
+  """SystemExit unless every search result in the file is a list of kernel options (backend.read_kernel_options)."""
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+  from backend import read_kernel_options
   with sqlite3.connect(path) as conn:
     for t in beam_tables(conn):
       for i, (val,) in enumerate(conn.execute(f"SELECT val FROM '{t}'")):
-        try: opts = OptsOnly(io.BytesIO(val)).load()
-        except Exception as e: raise SystemExit(f"error: {path}: result {i} of {t} is not a search result ({e}); "
-                                                "nothing imported")
-        if not (isinstance(opts, list) and all(isinstance(o, Opt) for o in opts)):
-          raise SystemExit(f"error: {path}: result {i} of {t} is not a list of kernel options; nothing imported")
+        try: read_kernel_options(val)
+        except ValueError as e: raise SystemExit(f"error: {path}: result {i} of {t} is {e}; nothing imported")
 
 
 def copy_tables(src: str, dst: str) -> int:

@@ -1,4 +1,5 @@
-"""STUDENTZ_GEMM_BEAM (backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, and
+"""STUDENTZ_GEMM_BEAM (backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, the
+default "cached" mode takes schedules already found (cache db or the bundled beam/ files) and never searches, and
 scripts/beam_cache.py carries search results between cache dbs."""
 import os, subprocess, sys
 from pathlib import Path
@@ -79,19 +80,35 @@ def test_beam_cache_export_import_round_trip(tmp_path):
                                   "None"]
 
 
-def test_beam_cache_import_refuses_anything_but_kernel_options(tmp_path):
-  """tinygrad unpickles cached results: a file whose result is any other object (here one that would run a command
-  when unpickled) is refused whole, before a row is copied, and the command never runs."""
-  evil, db, marker = tmp_path / "evil.db", tmp_path / "mine.db", tmp_path / "ran"
+def _evil_cache(path: Path, marker: Path) -> None:
+  """A cache db with one good result and one whose unpickling would run a command (touch marker)."""
   _tinygrad(OPTS + "from tinygrad.helpers import diskcache_put as put\nimport os, pickle\n"
             "class Evil:\n  def __reduce__(self): return (os.system, ('touch " + str(marker) + "',))\n"
             "put('beam_search', {'ast': 'ok', 'amt': 2, 'device': 'CUDA'}, [Opt(OptOps.UPCAST, 0, 4)])\n"
             "put('beam_search', {'ast': 'bad', 'amt': 2, 'device': 'CUDA'}, pickle.dumps(Evil()), prepickled=True)\n",
-            evil)
+            path)
+
+
+def test_beam_cache_import_refuses_anything_but_kernel_options(tmp_path):
+  """tinygrad unpickles cached results: a file whose result is any other object (here one that would run a command
+  when unpickled) is refused whole, before a row is copied, and the command never runs."""
+  evil, db, marker = tmp_path / "evil.db", tmp_path / "mine.db", tmp_path / "ran"
+  _evil_cache(evil, marker)
   r = subprocess.run([sys.executable, str(ROOT / "scripts" / "beam_cache.py"), "import", str(evil), "--db", str(db)],
                      capture_output=True, text=True)
   assert r.returncode != 0 and "not a search result" in r.stderr and "nothing imported" in r.stderr, r.stderr
   assert not marker.exists() and not db.exists()
+
+
+def test_a_bundled_file_with_anything_else_is_skipped(tmp_path, monkeypatch, capsys):
+  d, marker = tmp_path / "beam", tmp_path / "ran"
+  d.mkdir()
+  _evil_cache(d / "evil.db", marker)
+  monkeypatch.setattr(backend, "BEAM_DIR", d)
+  backend.bundled_beam_results.cache_clear()
+  try: assert backend.bundled_beam_results() == {}
+  finally: backend.bundled_beam_results.cache_clear()
+  assert "evil.db: no usable search results" in capsys.readouterr().err and not marker.exists()
 
 
 def test_the_bundled_search_results_are_kernel_options_for_cuda(tmp_path):
@@ -111,3 +128,56 @@ def test_beam_cache_names_a_missing_file(tmp_path):
   r = subprocess.run([sys.executable, str(ROOT / "scripts" / "beam_cache.py"), "import", str(tmp_path / "nope.db"),
                       "--db", str(tmp_path / "x.db")], capture_output=True, text=True)
   assert r.returncode != 0 and "no such cache file" in r.stderr
+
+STEP = """
+import sys, backend, numpy as np
+import tinygrad.codegen.opt.search as search
+from tinygrad import Tensor, TinyJit
+timed = []
+real_time = search._time_program
+search._time_program = lambda *a, **k: timed.append(1) or real_time(*a, **k)
+a, b = Tensor.randn(24, 40).realize(), Tensor.randn(40, 56).realize()
+with backend.gemm_beam_scope():
+  jit = TinyJit(lambda a, b: (a @ b).relu().sum().realize())
+  for _ in range(3): out = jit(a, b)
+np.testing.assert_allclose(out.item(), np.maximum(a.numpy() @ b.numpy(), 0).sum(), rtol=1e-4)
+print(len(timed), backend._BEAM["found"], backend._BEAM["not_found"])
+"""
+
+
+def _step(tmp_path: Path, db: str, mode: str, beam_dir: Path) -> tuple[int, int, int]:
+  """The JIT'd GEMM step in a fresh process: (candidate schedules timed, GEMMs given a found schedule, not found)."""
+  env = {**os.environ, "DEV": "CPU", "CACHEDB": str(tmp_path / db), "STUDENTZ_GEMM_BEAM": mode,
+         "STUDENTZ_GEMM_BEAM_MIN": str(24 * 40 * 56), "STUDENTZ_BEAM_DIR": str(beam_dir), "PYTHONPATH": str(ROOT)}
+  r = subprocess.run([sys.executable, "-c", STEP], env=env, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  return tuple(int(x) for x in r.stdout.split()[-3:])
+
+
+def test_cached_mode_takes_found_schedules_and_never_searches(tmp_path):
+  """A real search (BEAM=2, CPU) of one GEMM; its result exported as a bundle file; then, with fresh cache dbs, the
+  default "cached" mode gives the GEMM that schedule without timing a single candidate, and without the bundle
+  falls back to the heuristics, again without searching."""
+  empty, bundle = tmp_path / "none", tmp_path / "bundle"
+  empty.mkdir()
+  bundle.mkdir()
+  timed, found, not_found = _step(tmp_path, "search.db", "2", empty)
+  assert timed > 0 and (found, not_found) == (0, 1)
+  _beam_cache("export", str(bundle / "cpu.db"), db=tmp_path / "search.db")
+  assert _step(tmp_path, "fresh1.db", "cached", bundle) == (0, 1, 0)
+  assert _step(tmp_path, "fresh2.db", "cached", empty) == (0, 0, 1)
+  assert _step(tmp_path, "search.db", "2", empty) == (0, 1, 0)  # search mode reads its own cache db first
+  # a found schedule this kernel cannot take (an upcast by 7 of an axis of 24 or 56): the heuristics, no crash
+  import pickle, sqlite3
+  from tinygrad.codegen.opt import Opt, OptOps
+  with sqlite3.connect(bundle / "cpu.db") as conn:
+    t = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchone()[0]
+    conn.execute(f"UPDATE '{t}' SET val=?", (pickle.dumps([Opt(OptOps.UPCAST, 0, 7)]),))
+  assert _step(tmp_path, "fresh3.db", "cached", bundle) == (0, 0, 1)
+
+
+def test_a_bad_gemm_beam_setting_is_one_line(tmp_path):
+  r = subprocess.run([sys.executable, "-c", "import backend"], capture_output=True, text=True,
+                     env={**os.environ, "STUDENTZ_GEMM_BEAM": "fast", "PYTHONPATH": str(ROOT)})
+  assert r.returncode != 0 and r.stderr.strip().startswith("error: STUDENTZ_GEMM_BEAM must be") and "fast" in r.stderr
+  assert "Traceback" not in r.stderr
