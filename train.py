@@ -41,7 +41,10 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     epilog="Any config field can be overridden as --key value (nested: --optimizer.lr 1e-3, --loss_weights.sem 0); "
-           "run with --print-config to see them all. Device: DEV=CUDA / CUDA=1 / METAL=1 / CPU=1 before the command.")
+           "run with --print-config to see them all. Device: DEV=CUDA / CUDA=1 / METAL=1 / CPU=1 before the command. "
+           "STUDENTZ_GEMM_BEAM: the training step's large GEMMs take searched schedules already known (default "
+           "'cached': tinygrad's cache db and the bundled beam/ files, never a search), 2 searches the unknown ones "
+           "(minutes per kernel, once per card kind), 0 turns it off.")
   p.add_argument("--config", type=Path, help="JSON config file (fields of studentz.Config); unset fields keep defaults")
   p.add_argument("--teacher", default=None, help=f"teacher name, local HF folder or hub id (default {DEFAULT_TEACHER})")
   p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
@@ -58,9 +61,9 @@ def parse_args(argv=None):
   p.add_argument("--teacher-batch-size", type=int, default=0, help="teacher batch (default 256 on GPU, 32 on CPU)")
   p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
   p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
-                 help="start from the weights of the models this checkpoint holds (same tokenizer and sizes), e.g. a "
-                      "distilled encoder to fit a decoder to: --init-from runs/x/best --loss_weights.ce 1 "
-                      "--freeze '[\"encoder\"]'")
+                 help="start from the weights of the models this checkpoint holds (same tokenizer; the encoder's "
+                      "shape is taken from it unless you set it), e.g. a distilled encoder to fit a decoder to: "
+                      "--init-from runs/x/best --loss_weights.ce 1 --freeze '[\"encoder\"]'")
   p.add_argument("--eval", type=Path, default=None, metavar="CKPT_DIR", help="evaluate a checkpoint and exit")
   p.add_argument("--json", action="store_true", help="with --eval: print one JSON object")
   p.add_argument("--decode-limit", type=int, default=512,
