@@ -47,7 +47,7 @@ def bench_config(args):
   import studentz as sz
   return sz.Config(vocab_size=args.vocab, d_model=args.d, hidden=args.h, n_blocks=len(args.dilations),
                    dilation_schedule=list(args.dilations), kernel_size=args.k, proj_dim=args.D, max_len=args.len,
-                   batch_size=args.batch, dropout=0.0, steps=10_000, warmup_steps=100).validate()
+                   batch_size=args.batch, dropout=args.dropout, steps=10_000, warmup_steps=100).validate()
 
 
 QUEUED = 10  # steps between reads of the figures in the queued timing
@@ -95,17 +95,30 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
     Tensor.manual_seed(0)
     models = make_models()
     weights = {f"{k}.{n}": v.numpy() for k, m in models.items() for n, v in get_state_dict(m).items()}
+    set_dropout(models.values(), 0.0)  # the loss check: a first step that draws no dropout masks (torch's differ)
+    first = Trainer(cfg, models, loss_fn).step(batch)["loss"]
+    set_dropout(models.values(), cfg.dropout)  # then timed as train.py trains: its dropout changes the GEMM kernels
     tr = Trainer(cfg, models, loss_fn)
-    first = tr.step(batch)["loss"]
+    tr.step(batch)  # its first call runs eagerly (the JIT captures on the second): not part of the warm-up count
     t_tg = timed(lambda: tr.step(batch), args.warmup, args.reps)
     # as train.py runs it: steps queued back to back, figures read once per QUEUED steps (one device sync)
     t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
   row = {"bench": name, "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
-         **extra, "vocab": cfg.vocab_size, "device": device, "card": card_name(device), "tinygrad_ms": t_tg * 1e3,
+         **extra, "dropout": cfg.dropout, "vocab": cfg.vocab_size, "device": device, "card": card_name(device), "tinygrad_ms": t_tg * 1e3,
          "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q, "tinygrad_first_loss": first}
   if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first))
   if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
   return row
+
+
+def set_dropout(models, p: float) -> None:
+  """Dropout of every TCN block of these models (tinygrad's, or the PyTorch twin's modules)."""
+  for m in models:
+    if hasattr(m, "modules"):  # a PyTorch twin: its TorchBlocks, the encoder's and the decoder's
+      for blk in m.modules():
+        if type(blk).__name__ == "TorchBlock": blk.p = p
+    else:
+      for blk in getattr(m, "blocks", []): blk.dropout = p
 
 
 def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
@@ -165,7 +178,9 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_loss) -> dict:
         torch.from_numpy(batch["teacher"]).to(dev))
   if joint: tb = (*tb, torch.from_numpy(batch["mode_b"]).to(dev))
   ac = torch.bfloat16 if prec == "bf16" else None
+  set_dropout([model], 0.0)
   first = float(bt.train_step(model, opt, sched, tb, cfg, ac))
+  set_dropout([model], cfg.dropout)
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
   t = timed(lambda: bt.train_step(model, opt, sched, tb, cfg, ac).item(), args.warmup, args.reps, sync)
   t_q = timed(lambda: [bt.train_step(model, opt, sched, tb, cfg, ac) for _ in range(QUEUED)][-1].item(), 1,
@@ -414,6 +429,9 @@ def main(argv=None) -> int:
   p.add_argument("--D", type=int, default=384)
   p.add_argument("--vocab", type=int, default=16000)
   p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 1, 2, 4])
+  p.add_argument("--dropout", type=float, default=0.1,
+                 help="train: dropout in the blocks while timing, as train.py trains (default: the config's 0.1); the "
+                      "loss check against PyTorch is a first step without it, where neither side draws masks")
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--teacher", default="all-MiniLM-L6-v2")

@@ -181,3 +181,50 @@ def test_a_bad_gemm_beam_setting_is_one_line(tmp_path):
                      env={**os.environ, "STUDENTZ_GEMM_BEAM": "fast", "PYTHONPATH": str(ROOT)})
   assert r.returncode != 0 and r.stderr.strip().startswith("error: STUDENTZ_GEMM_BEAM must be") and "fast" in r.stderr
   assert "Traceback" not in r.stderr
+
+
+_SEEN = {"which": None, "keys": {}}  # a pattern matcher's function takes no closures: it records here
+
+
+def _spy_mark(ctx, call, sink):
+  out = backend._mark_gemm(ctx, call, sink)
+  if out is not None: _SEEN["keys"].setdefault(_SEEN["which"], set()).add(sink.key)
+  return out
+
+
+def test_bench_times_the_step_train_py_runs(monkeypatch):
+  """Searched schedules are keyed by the kernel: bench.py's timed step (searched by scripts/gpu_gemm_beam.sh) must
+  compile the GEMMs train.py's step compiles. Dropout changes them (its mask fuses into the 1x1 conv's GEMMs), so the
+  bench's loss check runs without it and the timed step with the config's again (bench.set_dropout)."""
+  import bench
+  import studentz as sz
+  from tinygrad.uop.ops import Ops, UPat, PatternMatcher
+  from trainer import Trainer
+  monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)
+  monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
+  monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))
+  monkeypatch.setattr(search, "beam_search", lambda s, *a, **k: s)  # the kernels' keys only: no schedules
+  backend.install_gemm_beam(2, min_size=1 << 14)
+  realize.pm_beam = PatternMatcher([(UPat(Ops.CALL, src=(UPat(Ops.SINK, name="sink"),), name="call",
+                                          allow_any_len=True), _spy_mark)])
+  _SEEN["keys"].clear()
+  cfg = sz.Config(vocab_size=300, d_model=16, hidden=32, n_blocks=2, dilation_schedule=[1, 2], proj_dim=16, max_len=8,
+                  batch_size=8, dropout=0.1, steps=50, warmup_steps=5).validate()
+  rng = np.random.default_rng(0)
+  batch = {"tokens": rng.integers(4, 300, (8, 8)).astype(np.int32), "mask": np.ones((8, 8), np.float32),
+           "teacher": rng.standard_normal((8, 16)).astype(np.float32)}
+  def run(models, name):
+    _SEEN["which"] = name
+    tr = Trainer(cfg, models, sz.distill_loss_fn)
+    with backend.gemm_beam_scope():
+      for _ in range(3): tr.step(batch)
+  run({"encoder": sz.Encoder(cfg)}, "train")
+  models = {"encoder": sz.Encoder(cfg)}
+  bench.set_dropout(models.values(), 0.0)
+  run(models, "check")
+  bench.set_dropout(models.values(), cfg.dropout)
+  run(models, "bench")
+  keys = _SEEN["keys"]
+  assert keys["bench"] == keys["train"] and len(keys["train"]) >= 4, {k: len(v) for k, v in keys.items()}
+  assert keys["check"] != keys["train"]  # without dropout the GEMMs differ: why the bench restores it
+  getenv.cache_clear()
