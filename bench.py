@@ -104,8 +104,9 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
     # as train.py runs it: steps queued back to back, figures read once per QUEUED steps (one device sync)
     t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
   row = {"bench": name, "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
-         **extra, "dropout": cfg.dropout, "vocab": cfg.vocab_size, "device": device, "card": card_name(device), "tinygrad_ms": t_tg * 1e3,
-         "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q, "tinygrad_first_loss": first}
+         **extra, "dropout": cfg.dropout, "vocab": cfg.vocab_size, "device": device, "card": card_name(device),
+         "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
+         "tinygrad_first_loss": first}
   if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, first))
   if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
   return row
@@ -143,9 +144,14 @@ def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
   from trainer import Trainer
   n, B, L = args.devices, cfg.batch_size, cfg.max_len
   with Context(**ctx):
-    Tensor.manual_seed(0)  # the one-device row's weights
-    tr = Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn, devices=n)
-    first = tr.step(batch)["loss"]
+    def models(p: float) -> dict:  # the one-device row's weights; a Trainer shards them, so each gets its own
+      Tensor.manual_seed(0)
+      m = {"encoder": sz.Encoder(cfg)}
+      set_dropout(m.values(), p)
+      return m
+    first = Trainer(cfg, models(0.0), sz.distill_loss_fn, devices=n).step(batch)["loss"]  # loss check: no masks
+    tr = Trainer(cfg, models(cfg.dropout), sz.distill_loss_fn, devices=n)
+    tr.step(batch)
     t = timed(lambda: tr.step(batch), args.warmup, args.reps)
   rel = abs(first - one["tinygrad_first_loss"]) / max(abs(one["tinygrad_first_loss"]), 1e-9)
   same = rel <= (1e-4 if prec != "bf16" else 3e-2)
@@ -153,7 +159,8 @@ def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
                      f"{one['tinygrad_first_loss']}", file=sys.stderr)
   speedup = one["tinygrad_ms"] / (t * 1e3)
   return {"bench": "train_step_data_parallel", "precision": prec, "devices": n, "B": B, "B_per_device": B // n,
-          "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks, "vocab": cfg.vocab_size,
+          "L": L, "dropout": cfg.dropout, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
+          "vocab": cfg.vocab_size,
           "device": ",".join(tr.devices), "card": card_name(device), "tinygrad_ms": t * 1e3,
           "tinygrad_tokens_per_s": B * L / t, "one_device_tokens_per_s": B * L / one["tinygrad_ms"] * 1e3,
           "speedup_vs_1": speedup, "scaling_efficiency": speedup / n, "first_loss": first, "same_loss": same}
