@@ -156,3 +156,22 @@ def read_checkpoint_info(ckpt: Path) -> dict:
   except json.JSONDecodeError as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
   if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
   return info
+
+
+# What an encoder's weights are shaped by: train.py --init-from takes these from the checkpoint (unless the user set
+# them), so fitting a decoder to a wider distilled encoder needs no repeat of its shape.
+ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "norm", "padding",
+                 "pool", "proj_dim", "max_len")
+
+
+def with_encoder_shape(cfg, ckpt: Path, keep: set = frozenset()):
+  """cfg with the ENCODER_SHAPE fields of checkpoint ckpt's config, except those named in keep; says which it took."""
+  import sys
+  from studentz import Config
+  theirs = read_checkpoint_info(ckpt).get("config", {})
+  mine = cfg.to_dict()
+  take = {k: theirs[k] for k in ENCODER_SHAPE if k in theirs and k not in keep and theirs[k] != mine[k]}
+  if take:
+    said = ", ".join(f"{k}={json.dumps(v)}" for k, v in take.items())
+    print(f"--init-from: encoder shape from the checkpoint: {said}", file=sys.stderr)
+  return Config.from_dict({**mine, **take})

@@ -111,27 +111,11 @@ def resolve_config(args, overrides, device: str):
   elif device.split(":")[0] != "CPU" and "precision" not in set_by_user:
     # accelerators: half activations on the tensor cores (bf16 on CUDA), fp32 master weights; ~2x faster steps
     cfg = Config.from_dict({**cfg.to_dict(), "precision": "mixed"})
-  if args.init_from is not None: cfg = adopt_encoder_shape(cfg, args.init_from, set_by_user)
+  if args.init_from is not None:  # the encoder's shape comes with its weights, unless the user set it
+    from checkpoint import CheckpointError, with_encoder_shape
+    try: cfg = with_encoder_shape(cfg, args.init_from, keep=set_by_user)
+    except CheckpointError as e: raise ValueError(f"--init-from: {e}") from None
   return cfg.validate(), profile
-
-
-# What the encoder's weights are shaped by: --init-from takes these from the checkpoint (unless set on the command line
-# or in --config), so fitting a decoder to a wider distilled encoder needs no repeat of its shape.
-ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "norm", "padding",
-                 "pool", "proj_dim", "max_len")
-
-
-def adopt_encoder_shape(cfg, ckpt: Path, set_by_user: set):
-  from studentz import Config
-  from checkpoint import CheckpointError, read_checkpoint_info
-  try: theirs = read_checkpoint_info(ckpt).get("config", {})
-  except CheckpointError as e: raise ValueError(f"--init-from: {e}") from None
-  mine = cfg.to_dict()
-  take = {k: theirs[k] for k in ENCODER_SHAPE if k in theirs and k not in set_by_user and theirs[k] != mine[k]}
-  if take:
-    said = ", ".join(f"{k}={json.dumps(v)}" for k, v in take.items())
-    print(f"--init-from: encoder shape from the checkpoint: {said}", file=sys.stderr)
-  return Config.from_dict({**mine, **take})
 
 
 def main(argv=None) -> int:
