@@ -72,7 +72,8 @@ if [ $PHASE = 1 ]; then
     --teacher .devcarry/minilm16
   echo "teacher vectors at ${SECONDS}s"
   # step counts from each config's measured step time: the default's 15,000 steps took 14.2 min at 44.9 ms per
-  # bench step (H100), i.e. 1.265x the bench figure per training step (validations, loader, short-bucket mix)
+  # bench step (H100), i.e. 1.265x the bench figure per training step (validations, loader, short-bucket mix). That
+  # bench step had no dropout; bench.py now times it with the config's, as train.py runs, so the factor errs short.
   TL1=$(python3 -c "print(round(max(($END - $SECONDS - 75) / 60, 1.0), 2))")
   echo $TL1 > $C/tl1
   for i in $(seq 0 $((N - 1))); do
