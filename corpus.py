@@ -16,7 +16,7 @@ from corpus_store import (FORMAT, SPLITS, DataDir, atomic_memmap, atomic_path, a
                           open_data_dir, read_json)
 from corpus_teacher import (TeacherCacheIncomplete, compute_teacher_vectors, merge_teacher_shards, teacher_status,
                             teacher_vectors, write_complete_cache)
-from corpus_text import SPLITTER_VERSION, TextReader, read_texts, sentence_key, split_of, split_sentences
+from corpus_text import SPLITTER_VERSION, TextReader, read_texts, sentence_key, span_crops, split_of, split_sentences
 from progress import Progress
 from student_tokenizer import EOS, StudentTokenizer
 
@@ -60,9 +60,11 @@ def _check_fractions(fractions) -> tuple:
 
 
 def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACTIONS,
-                    stats: dict | None = None) -> Iterator[tuple[str, int]]:
+                    stats: dict | None = None, crops: int = 0) -> Iterator[tuple[str, int]]:
   """Yield (sentence, split) in source order: split_sentences of every text, exact dedup (16-byte digests in a set),
   split 0/1/2 from a hash of the sentence. Stops after `limit` kept sentences, so a limit gives a prefix.
+  crops: after each training sentence, up to this many of its word spans (span_crops), also split 0 (a span of a
+  held-out sentence never becomes a training text; one that repeats a text already seen is dropped as a duplicate).
   `source` is a file path (see read_texts) or an iterable of texts; counts land in `stats` if given."""
   fractions = _check_fractions(fractions)
   if limit is not None and int(limit) < 1: raise ValueError(f"limit must be >= 1 or None, got {limit!r}")
@@ -70,7 +72,7 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
   reader = read_texts(source) if _is_path(source) else None
   texts = reader if reader is not None else source
   seen: set[bytes] = set()
-  kept = dups = 0
+  kept = dups = cropped = 0
   try:
     for text in texts:
       if not isinstance(text, str): raise ValueError(f"texts must be str, got {type(text).__name__}")
@@ -81,10 +83,17 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
           continue
         seen.add(k)
         kept += 1
-        yield s, split_of(s, fractions)
+        sp = split_of(s, fractions)
+        yield s, sp
         if limit is not None and kept >= limit: return
+        for c in span_crops(s, crops) if sp == 0 else []:
+          if (kc := sentence_key(c)) in seen: continue
+          seen.add(kc)
+          kept, cropped = kept + 1, cropped + 1
+          yield c, 0
+          if limit is not None and kept >= limit: return
   finally:
-    stats.update({"sentences": kept, "duplicates": dups})
+    stats.update({"sentences": kept, "duplicates": dups, **({"crops": cropped} if crops else {})})
     if reader is not None: stats["reader"] = dict(reader.stats)
 
 
@@ -160,7 +169,7 @@ def _load_tokenizer(tokenizer) -> StudentTokenizer | None:
 
 def prepare(source, out_dir, *, tokenizer=None, vocab_size: int = 16000, max_len: int = 64, teacher=None,
             limit: int | None = None, teacher_batch_size: int = 64, shard=None, progress: bool = True,
-            fractions=DEFAULT_FRACTIONS, min_frequency: int = 2) -> DataDir:
+            fractions=DEFAULT_FRACTIONS, min_frequency: int = 2, crops: int = 0) -> DataDir:
   """Build (or reuse, when meta.json records the same source fingerprint and settings) a data folder.
 
   tokenizer: None (fit one on the train sentences), a StudentTokenizer, or a path to its JSON file.
@@ -172,26 +181,29 @@ def prepare(source, out_dir, *, tokenizer=None, vocab_size: int = 16000, max_len
   if tok is None and int(vocab_size) < 64: raise ValueError(f"vocab_size must be >= 64, got {vocab_size!r}")
   tok_key = tok.fingerprint if tok is not None else {"fit": int(vocab_size), "min_frequency": int(min_frequency)}
   key = json.loads(json.dumps({"source": source_fingerprint(source), "limit": limit, "max_len": int(max_len),
-                               "fractions": fractions, "splitter": SPLITTER_VERSION, "tokenizer": tok_key}))
+                               "fractions": fractions, "splitter": SPLITTER_VERSION, "tokenizer": tok_key,
+                               **({"crops": int(crops)} if crops else {})}))
   dd = None
   meta = read_json(out / "meta.json")
   if meta is not None and meta.get("key") == key:
     try: dd = DataDir(out)
     except (OSError, ValueError): dd = None
   if dd is None:
-    dd = _build(source, out, key, tok, int(vocab_size), int(min_frequency), int(max_len), limit, fractions, progress)
+    dd = _build(source, out, key, tok, int(vocab_size), int(min_frequency), int(max_len), limit, fractions, progress,
+                int(crops))
   if teacher is not None:
     compute_teacher_vectors(dd, teacher, batch_size=teacher_batch_size, shard=shard, progress=progress)
   return dd
 
 
-def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fractions, progress) -> DataDir:
+def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fractions, progress, crops=0) -> DataDir:
   out.mkdir(parents=True, exist_ok=True)
   # from here on the folder is unfinished: without meta.json nobody will trust the half-written arrays
   (out / "meta.json").unlink(missing_ok=True)
   stats: dict = {}
   try:
-    n, split, data_id = _write_texts(out, build_sentences(source, limit, fractions=fractions, stats=stats), progress)
+    n, split, data_id = _write_texts(out, build_sentences(source, limit, fractions=fractions, stats=stats, crops=crops),
+                                     progress)
   except ValueError as e:
     if str(e) != "no sentences": raise
     raise ValueError(f"no usable sentences in {source if _is_path(source) else 'the given texts'} "
@@ -324,6 +336,7 @@ def prepare_report(dd: DataDir) -> list[str]:
   rd = st.get("reader", {})
   skipped = {k: v for k, v in rd.items() if k not in ("lines", "texts", "invalid_utf8") and v}
   out = [f"read {rd.get('lines', 0)} lines: {rd.get('texts', 0)} texts, {st.get('sentences', dd.n)} sentences kept"
+         + (f" ({st['crops']} of them word spans of training sentences)" if st.get("crops") else "")
          + (f", {st['duplicates']} duplicates dropped" if st.get("duplicates") else "")]
   if skipped:
     out.append(f"skipped {sum(skipped.values())} lines: " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items())))
@@ -345,6 +358,8 @@ def main(argv=None) -> int:
   p.add_argument("--vocab-size", type=int, default=16000)
   p.add_argument("--max-len", type=int, default=64)
   p.add_argument("--tokenizer", default=None, help="existing tokenizer.json instead of fitting one")
+  p.add_argument("--crops", type=int, default=0,
+                 help="extra training texts: up to N word spans (50-90%% of the words) of each training sentence")
   p.add_argument("--quiet", action="store_true")
   p = sub.add_parser("export", help="write interop JSONL {text, tokens, teacher}")
   p.add_argument("--data", required=True)
@@ -371,7 +386,7 @@ def main(argv=None) -> int:
   try:
     if a.cmd == "prepare":
       dd = prepare(a.source, a.out, tokenizer=a.tokenizer, vocab_size=a.vocab_size, max_len=a.max_len,
-                   limit=a.limit, progress=not a.quiet)
+                   limit=a.limit, progress=not a.quiet, crops=a.crops)
       for line in prepare_report(dd): print(line, file=sys.stderr)
       print(dd)
     elif a.cmd == "export": print(f"{export_jsonl(a.data, a.out, a.teacher, a.split)} rows -> {a.out}")

@@ -228,3 +228,20 @@ def split_of(s: str, fractions=(0.98, 0.01, 0.01)) -> int:
   u /= 2.0 ** 64
   total = float(sum(fractions))
   return 0 if u < fractions[0] / total else 1 if u < (fractions[0] + fractions[1]) / total else 2
+
+
+def span_crops(s: str, n: int) -> list[str]:
+  """Up to n contiguous word spans of a sentence, each 50-90% of its words and at least 5, drawn from a generator seeded
+  by the sentence (the same crops on every machine); sentences under 10 words give none. Extra training texts: each
+  gets its own teacher vector, so the student sees more distinct (text, vector) pairs from the same articles."""
+  words = s.split()
+  if n <= 0 or len(words) < 10: return []
+  import numpy as np
+  rng = np.random.default_rng(int.from_bytes(sentence_key(s)[:8], "little"))
+  lo, hi = max(5, -(-len(words) // 2)), min(len(words) - 1, (9 * len(words)) // 10)
+  out = []
+  for _ in range(n):
+    k = int(rng.integers(lo, hi + 1))
+    a = int(rng.integers(0, len(words) - k + 1))
+    out.append(" ".join(words[a:a + k]))
+  return out

@@ -98,6 +98,8 @@ class Config:
   max_bad_steps: int = 50          # stop after this many consecutive non-finite steps
   seed: int = 0
   data_limit: int = 0              # use only the first N corpus sentences (0 = all)
+  data_crops: int = 0              # experimental, unmeasured: add up to N word spans of each training sentence as
+                                   # training texts with their own teacher vectors (more distinct pairs; 0 = off)
   length_buckets: list = field(default_factory=lambda: [32, 64])  # batches cut to the shortest bucket that fits:
                                    # short sentences stop paying for max_len; one JIT capture per bucket ([] = off)
 
@@ -128,6 +130,7 @@ class Config:
     need(all(isinstance(x, int) and x > 0 for x in self.dilation_schedule + self.dec_dilation_schedule),
          "dilations must be positive integers")
     need(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+    need(self.data_crops >= 0, "data_crops must be 0 or more")
     need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
     need(0 <= self.mode_b_ratio <= 1, "mode_b_ratio must be in [0, 1]")
     need(self.mode_b_mix in ("batch", "row"), "mode_b_mix must be 'batch' or 'row'")

@@ -187,9 +187,9 @@ def prepare_data(cfg, teacher, args, quiet: bool):
          "to a folder holding wikipedia/enwiki-docs.jsonl.gz")
   if not Path(source).is_file(): fail(f"corpus file not found: {source}")
   data_dir = args.data_dir or ROOT / "runs" / "data" / f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}" \
-      f"-v{cfg.vocab_size}-l{cfg.max_len}"
+      f"-v{cfg.vocab_size}-l{cfg.max_len}" + (f"-c{cfg.data_crops}" if cfg.data_crops else "")
   dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
-                      limit=cfg.data_limit or None, progress=not quiet)
+                      limit=cfg.data_limit or None, progress=not quiet, crops=cfg.data_crops)
   corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
   return dd, Path(data_dir)
 

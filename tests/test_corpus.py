@@ -140,6 +140,39 @@ def test_build_sentences_dedup_limit_split():
 
 
 # ---------------------------------------------------------------- prepare
+def test_build_sentences_crops_only_training_sentences():
+  """data_crops: word spans of training sentences only, each a contiguous 50-90% of its words (at least 5), in the
+  train split, the same on every call; held-out sentences and short ones give none."""
+  texts = [f"The river number {j} flows past the old castle of the northern village before reaching the sea."
+           for j in range(40)] + ["Short ones are never cropped."]
+  f = (0.5, 0.25, 0.25)  # so that 40 sentences hold some of val and test
+  plain = list(build_sentences(texts, fractions=f))
+  stats = {}
+  got = list(build_sentences(texts, crops=2, stats=stats, fractions=f))
+  assert got == list(build_sentences(texts, crops=2, fractions=f))
+  originals = {s for s, _ in plain}
+  crops = [(s, sp) for s, sp in got if s not in originals]
+  assert [x for x in got if x[0] in originals] == plain and stats["crops"] == len(crops) > 0
+  train = [s for s, sp in plain if sp == 0 and len(s.split()) >= 10]
+  assert len(train) < 41 - 5 and stats["crops"] <= 2 * len(train)  # some held out; at most 2 per training sentence
+  for c, sp in crops:
+    src = [s for s in train if f" {c} " in f" {s} " or s.startswith(c + " ") or s.endswith(" " + c)]
+    assert sp == 0 and src, c  # a contiguous span of a training sentence (never only of a held-out one)
+    n = len(src[0].split())
+    assert max(5, n / 2) <= len(c.split()) < n
+  assert len(list(build_sentences(texts, limit=5, crops=2, fractions=f))) == 5  # crops count towards a limit
+
+
+def test_prepare_with_crops_is_its_own_data(tmp_path):
+  import studentz as sz
+  out = tmp_path / "d"
+  dd = prepare(WIKI, out, vocab_size=300, max_len=32, limit=300, progress=False, crops=1)
+  assert dd.meta["key"]["crops"] == 1 and dd.meta["stats"]["crops"] > 0
+  assert any("word spans of training sentences" in line for line in corpus.prepare_report(dd))
+  assert "crops" not in prepare(WIKI, out, vocab_size=300, max_len=32, limit=300, progress=False).meta["key"]
+  with pytest.raises(ValueError, match="data_crops"): sz.Config(data_crops=-1).validate()
+
+
 def test_prepare_empty_corpus(tmp_path):
   p = tmp_path / "empty.txt"
   p.write_bytes(b"\n\n   \n\x00\x00\x00\nToo short.\n")
