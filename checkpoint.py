@@ -158,10 +158,11 @@ def read_checkpoint_info(ckpt: Path) -> dict:
   return info
 
 
-# What an encoder's weights are shaped by: train.py --init-from takes these from the checkpoint (unless the user set
-# them), so fitting a decoder to a wider distilled encoder needs no repeat of its shape.
+# What an encoder's weights are shaped by, and the data its tokenizer was fitted on: train.py --init-from takes these
+# from the checkpoint (unless the user set them), so fitting a decoder to a wider distilled encoder needs no repeat of
+# its shape, and the run prepares the same data folder (another one would fit another tokenizer).
 ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "norm", "padding",
-                 "pool", "proj_dim", "max_len")
+                 "pool", "proj_dim", "max_len", "data_limit", "data_crops")
 
 
 def with_encoder_shape(cfg, ckpt: Path, keep: set = frozenset()):

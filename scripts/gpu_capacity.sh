@@ -21,15 +21,18 @@ PHASE=${PHASE:-1}; END=${BUDGET:-580}; MINUTES=${MINUTES:-14.9}; TL2MAX=${TL2MAX
 C=runs/cap; DATA=runs/gpu-data; mkdir -p $C/logs
 SRC=$STUDENTZ_DATA/wikipedia/enwiki-docs.jsonl.gz
 NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
-# name | train.py arguments | bench.py arguments (the same model)
+# name | train.py arguments | bench.py arguments (the same model); a config with --data_crops K gets its own data folder
 CONFIGS=${CONFIGS:-"base|--d_model 256 --hidden 512|--d 256 --h 512
 h1024|--d_model 256 --hidden 1024|--d 256 --h 1024
 d384|--d_model 384 --hidden 1024|--d 384 --h 1024"}
 NAMES=(); TARGS=(); BARGS=()
 while IFS='|' read -r n t b; do [ -n "$n" ] && NAMES+=("$n") && TARGS+=("$t") && BARGS+=("$b"); done <<< "$CONFIGS"
 N=${#NAMES[@]}
-COMMON="--teacher .devcarry/minilm16 --data-dir $DATA --quiet ${DATA_LIMIT:+--data_limit $DATA_LIMIT} \
-  ${VOCAB:+--vocab_size $VOCAB} $TINY"
+# each config's data folder: $DATA, or $DATA-cK for a config that adds K word spans per sentence (--data_crops K)
+DIRS=(); for t in "${TARGS[@]}"; do k=$(echo "$t" | sed -n 's/.*--data_crops \([0-9]*\).*/\1/p')
+  [ "${k:-0}" = 0 ] && k=; DIRS+=($DATA${k:+-c$k}); done
+COMMON="--teacher .devcarry/minilm16 --quiet ${DATA_LIMIT:+--data_limit $DATA_LIMIT} ${VOCAB:+--vocab_size $VOCAB} \
+  $TINY"
 BENCH=${BENCH:-"--precision bf16 --batch 512 --len 64"}
 on() { local g=$1; shift; CUDA_VISIBLE_DEVICES=$g "$@"; }  # run on GPU g (ignored by DEV=CPU)
 pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl 2>/dev/null); }
@@ -53,23 +56,30 @@ if [ $PHASE = 1 ]; then
       --reps 10 ${BARGS[$i]} --json $C/bench_${NAMES[$i]}.json > $C/logs/bench_${NAMES[$i]}.log 2>&1 &
     bpids[$i]=$!
   done
-  timeout 300 python3 corpus.py prepare --source $SRC --out $DATA --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
-    ${VOCAB:+--vocab-size $VOCAB} > $C/logs/prepare.log 2>&1 || { echo "prepare failed"; tail $C/logs/prepare.log
-    exit 1; }
+  UDIRS=($(printf "%s\n" "${DIRS[@]}" | sort -u))
+  for D in ${UDIRS[@]}; do  # sentences and tokenizer of each data folder, side by side on the CPU
+    k=${D##*-c}; [ "$D" = "$DATA" ] && k=0
+    timeout 300 python3 corpus.py prepare --source $SRC --out $D --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
+      ${VOCAB:+--vocab-size $VOCAB} --crops $k > $C/logs/prepare_$(basename $D).log 2>&1 &
+    ppids+=($!)
+  done
+  for p in ${ppids[@]}; do wait $p || { echo "prepare failed"; tail $C/logs/prepare_*.log; exit 1; }; done
   wait ${bpids[@]}
   echo "data ready at ${SECONDS}s"; grep -h "bench=" $C/logs/bench_*.log
-  # teacher vectors: shard i of N in a copy of the data folder on GPU i, then merged into $DATA
-  for i in $(seq 0 $((N - 1))); do
-    d=$DATA; [ $i -gt 0 ] && { rm -rf $DATA-s$i; cp -r $DATA $DATA-s$i; d=$DATA-s$i; }
-    on $i timeout 300 python3 corpus.py teacher --data $d --teacher .devcarry/minilm16 --batch-size 256 \
-      --shard $i/$N > $C/logs/teacher_$i.log 2>&1 &
-    tpids[$i]=$!
+  # teacher vectors of each folder: shard i of N in a copy of it on GPU i, then merged into it
+  for D in ${UDIRS[@]}; do
+    for i in $(seq 0 $((N - 1))); do
+      d=$D; [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
+      on $i timeout 300 python3 corpus.py teacher --data $d --teacher .devcarry/minilm16 --batch-size 256 \
+        --shard $i/$N > $C/logs/teacher_$(basename $D)_$i.log 2>&1 &
+      tpids[$i]=$!
+    done
+    for i in $(seq 0 $((N - 1))); do
+      wait ${tpids[$i]} || { echo "teacher shard $i failed"; tail -3 $C/logs/teacher_$(basename $D)_$i.log; }
+    done
+    [ $N -gt 1 ] && python3 corpus.py merge --dst $D --src $(for i in $(seq 1 $((N - 1))); do echo $D-s$i; done) \
+      --teacher .devcarry/minilm16 | tail -1
   done
-  for i in $(seq 0 $((N - 1))); do
-    wait ${tpids[$i]} || { echo "teacher shard $i failed"; tail -3 $C/logs/teacher_$i.log; }
-  done
-  [ $N -gt 1 ] && python3 corpus.py merge --dst $DATA --src $(for i in $(seq 1 $((N - 1))); do echo $DATA-s$i; done) \
-    --teacher .devcarry/minilm16
   echo "teacher vectors at ${SECONDS}s"
   # step counts from each config's measured step time: the default's 15,000 steps took 14.2 min at 44.9 ms per
   # bench step (H100), i.e. 1.265x the bench figure per training step (validations, loader, short-bucket mix). That
@@ -82,7 +92,7 @@ import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_que
 print(max(int(0.97 * ($TL1 + min($TL2MAX, $MINUTES - $TL1)) * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
     echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --profile full $COMMON \
-      --out $C/${NAMES[$i]} --time-limit $TL1 ${TARGS[$i]} --steps $steps --eval_every $((steps / 10)) \
+      --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --time-limit $TL1 ${TARGS[$i]} --steps $steps --eval_every $((steps / 10)) \
       > $C/logs/train_${NAMES[$i]}.log 2>&1 &
     rpids[$i]=$!
   done
@@ -107,8 +117,9 @@ else
   W=$(cat $C/winner); evals=(${NAMES[@]})
   if [ -n "$DECODER" ]; then
     evals=(); for n in ${NAMES[@]}; do [ $n != $W ] && evals+=($n); done
-    on 0 env RUN=$C/$W DEC_ONLY=1 TL=${DEC_TL:-3.3} CACHEDB=$PWD/$C/tg-$W.db bash scripts/gpu_decoder.sh \
-      > $C/logs/decoder.log 2>&1 &
+    for i in $(seq 0 $((N - 1))); do [ ${NAMES[$i]} = $W ] && WD=${DIRS[$i]}; done
+    on 0 env RUN=$C/$W DEC_ONLY=1 TL=${DEC_TL:-3.3} DATA_DIR=$WD CACHEDB=$PWD/$C/tg-$W.db \
+      bash scripts/gpu_decoder.sh > $C/logs/decoder.log 2>&1 &
   fi
   for i in $(seq 0 $((${#evals[@]} - 1))); do n=${evals[$i]}
     on $((i + ${DECODER:+1} + 0)) env CACHEDB=$PWD/$C/tg-$n.db timeout 200 python3 train.py --eval $C/$n/best --json \

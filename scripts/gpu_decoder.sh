@@ -2,7 +2,8 @@
 # Second stage on the same warm GPU machine as scripts/gpu_train.sh: keep the distilled encoder (RUN/best) frozen and
 # fit a decoder to it (mode A: student z, mode B: teacher vector), then evaluate both and bring the weights back.
 # Output under $OUT: model16.part-* (fp16 safetensors of the final checkpoint, 15 MB parts) and meta.tgz (configs,
-# tokenizer, eval JSONs, metrics, logs). Knobs: RUN, DEC (decoder run folder), TL (minutes), DEC_ARGS, DEC_ONLY=1 (bring
+# tokenizer, eval JSONs, metrics, logs). Knobs: RUN, DEC (decoder run folder), TL (minutes), DEC_ARGS, DATA_DIR (the
+# encoder's data folder, default runs/gpu-data: the decoder needs its tokenizer), DEC_ONLY=1 (bring
 # back only the decoder's tensors, when an earlier call brought the encoder: a wide model's fp16 weights exceed the
 # 64 MiB a call returns).
 source scripts/gpu_env.sh
@@ -13,7 +14,8 @@ pack() { cp $RUN/metrics.jsonl $M/encoder_metrics.jsonl; cp $DEC/metrics.jsonl $
 [ -z "$DEC_ONLY" ] && export_ckpt $RUN/best; pack
 timeout 150 python3 train.py --eval $RUN/best --json --decode-limit 0 > $M/eval_encoder.json 2> $M/eval_encoder.log
 cat $M/eval_encoder.json; pack
-timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $DEC --data-dir runs/gpu-data \
+timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $DEC \
+  --data-dir ${DATA_DIR:-runs/gpu-data} \
   --init-from $RUN/best --freeze '["encoder"]' --loss_weights.ce 1 --time-limit ${TL:-4} --quiet \
   ${DEC_ARGS:---dec_output tied --dec_blocks 4 --dec_dilation_schedule [1,2,4,8] --mode_b_mix row --steps 8000 \
   --eval_every 500 --batch_size 128 --optimizer.lr 2e-3} \
