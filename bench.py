@@ -116,8 +116,9 @@ def set_dropout(models, p: float) -> None:
   """Dropout of every TCN block of these models (tinygrad's, or the PyTorch twin's modules)."""
   for m in models:
     if hasattr(m, "modules"):  # a PyTorch twin: its TorchBlocks, the encoder's and the decoder's
+      import bench_torch as bt
       for blk in m.modules():
-        if type(blk).__name__ == "TorchBlock": blk.p = p
+        if isinstance(blk, bt.TorchBlock): blk.p = p
     else:
       for blk in getattr(m, "blocks", []): blk.dropout = p
 

@@ -72,25 +72,24 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
   reader = read_texts(source) if _is_path(source) else None
   texts = reader if reader is not None else source
   seen: set[bytes] = set()
+  def fresh(t: str) -> bool:
+    k = sentence_key(t)
+    if k in seen: return False
+    seen.add(k)
+    return True
   kept = dups = cropped = 0
   try:
     for text in texts:
       if not isinstance(text, str): raise ValueError(f"texts must be str, got {type(text).__name__}")
       for s in split_sentences(text):
-        k = sentence_key(s)
-        if k in seen:
+        if not fresh(s):
           dups += 1
           continue
-        seen.add(k)
-        kept += 1
         sp = split_of(s, fractions)
-        yield s, sp
-        if limit is not None and kept >= limit: return
-        for c in span_crops(s, crops) if sp == 0 else []:
-          if (kc := sentence_key(c)) in seen: continue
-          seen.add(kc)
-          kept, cropped = kept + 1, cropped + 1
-          yield c, 0
+        for t, t_sp in [(s, sp), *((c, 0) for c in span_crops(s, crops if sp == 0 else 0))]:
+          if t is not s and not fresh(t): continue  # a span that repeats a text already kept
+          kept, cropped = kept + 1, cropped + (t is not s)
+          yield t, t_sp
           if limit is not None and kept >= limit: return
   finally:
     stats.update({"sentences": kept, "duplicates": dups, **({"crops": cropped} if crops else {})})
