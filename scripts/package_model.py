@@ -4,7 +4,8 @@ Stage 1 (distillation) and stage 2 (a decoder fitted to the frozen encoder, scri
 checkpoints as fp16 safetensors split in 15 MB parts, and stage 2's config, tokenizer and evaluation in a folder
 (meta.tgz unpacked). When the encoder is too large to come back twice, stage 2 returns only the decoder's tensors
 (DEC_ONLY=1) and the encoder's come from stage 1's parts. Writes OUT/{model.safetensors, config.json, tokenizer.json,
-train_config.json}; the teacher block is the canonical teacher's (the GPU runs read an fp16-rounded copy of it).
+train_config.json}; the teacher block names the teacher given by --teacher, the canonical one (the GPU runs read an
+fp16-rounded copy of it, which --teacher-note says).
 
   python scripts/package_model.py --meta /tmp/meta --decoder-parts dec/model16.part-* \
       --encoder-parts enc/model16.part-* --stage1-config enc/config.json --stage1-minutes 14.2 --stage2-minutes 3.3 \
@@ -18,9 +19,7 @@ import numpy as np
 from safetensors.numpy import load, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
-TEACHER = {"name": "all-MiniLM-L6-v2", "dim": 384,
-           "fingerprint": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-           "note": "trained against an fp16-rounded copy of this teacher (its vectors: cosine >= 0.9999995 to these)"}
+sys.path.insert(0, str(ROOT))
 
 
 def read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
@@ -52,6 +51,11 @@ def main(argv=None) -> int:
   ap.add_argument("--stage1-minutes", type=float, required=True)
   ap.add_argument("--stage2-command", required=True)
   ap.add_argument("--stage2-minutes", type=float, required=True)
+  ap.add_argument("--teacher", default="all-MiniLM-L6-v2",
+                  help="the teacher the model is checked against at load: name, hub id or local folder (its name, "
+                       "dimension and weights' fingerprint go into config.json)")
+  ap.add_argument("--teacher-note", default="trained against an fp16-rounded copy of this teacher (its vectors: "
+                  "cosine >= 0.9999995 to these)")
   ap.add_argument("--data-source", default="enwiki-docs.jsonl.gz, all 36,183 articles (392,192 training sentences)")
   ap.add_argument("--out", type=Path, default=ROOT / "models" / "default")
   a = ap.parse_args(argv)
@@ -60,17 +64,24 @@ def main(argv=None) -> int:
     info = json.loads((a.meta / "config.json").read_text())
     stage1 = json.loads(a.stage1_config.read_text())
     metrics = json.loads((a.meta / "eval_decoder.json").read_text())
-  except (OSError, ValueError) as e:
+    from teacher import load_teacher
+    t = load_teacher(a.teacher)
+    teacher = {"name": t.name, "dim": t.dim, "fingerprint": t.fingerprint, "note": a.teacher_note}
+  except Exception as e:  # OSError, ValueError, a teacher that cannot be loaded: one line, exit 2
     print(f"error: {e}", file=sys.stderr)
     return 2
   metrics.pop("samples", None)  # example decodes: in the results file, not in the model's config
   s1, s2 = stage1["config"], info["config"]
+  if s1["proj_dim"] != teacher["dim"]:
+    print(f"error: the encoder's proj_dim {s1['proj_dim']} is not {a.teacher}'s dimension {teacher['dim']}",
+          file=sys.stderr)
+    return 2
   for k in ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "max_len"):
     if s1[k] != s2[k]:
       print(f"error: stage 1 and stage 2 disagree on {k} ({s1[k]} vs {s2[k]}): not the same encoder", file=sys.stderr)
       return 2
   n_params = int(sum(v.size for v in weights.values()))
-  info.update({"teacher": TEACHER, "data_dir": "", "data_source": a.data_source, "n_params": n_params,
+  info.update({"teacher": teacher, "data_dir": "", "data_source": a.data_source, "n_params": n_params,
                "metrics": metrics, "training": {
                  "card": a.card,
                  "stage1_encoder": {"command": a.stage1_command, "equivalent": "DEV=CUDA python train.py",

@@ -12,7 +12,7 @@ import capacity_table  # noqa: E402
 import package_model  # noqa: E402
 
 SHAPE = {"vocab_size": 64, "d_model": 8, "hidden": 16, "n_blocks": 2, "kernel_size": 3, "dilation_schedule": [1, 2],
-         "max_len": 16}
+         "max_len": 16, "proj_dim": 384}
 
 
 def split(blob: bytes, folder: Path, size: int) -> list[Path]:
@@ -26,7 +26,7 @@ def split(blob: bytes, folder: Path, size: int) -> list[Path]:
 
 
 @pytest.fixture
-def stages(tmp_path):
+def stages(tmp_path, minilm_dir):
   rng = np.random.default_rng(0)
   enc = {"encoder.embed.weight": rng.standard_normal((64, 8)).astype(np.float16),
          "encoder.proj.bias": rng.standard_normal(4).astype(np.float16)}
@@ -46,8 +46,10 @@ def stages(tmp_path):
   s1.write_text(json.dumps({"format_version": 1, "step": 100, "config": SHAPE}))
   args = ["--meta", str(meta), "--decoder-parts", *map(str, dec_parts), "--encoder-parts", *map(str, enc_parts),
           "--stage1-config", str(s1), "--card", "card X", "--stage1-command", "c1", "--stage1-minutes", "14",
-          "--stage2-command", "c2", "--stage2-minutes", "3", "--out", str(tmp_path / "out")]
-  return {"enc": enc, "dec": dec, "args": args, "out": tmp_path / "out", "s1": s1, "parts": enc_parts}
+          "--stage2-command", "c2", "--stage2-minutes", "3", "--out", str(tmp_path / "out")]  # --teacher: the
+  # default, all-MiniLM-L6-v2, which minilm_dir has fetched
+  return {"enc": enc, "dec": dec, "args": args, "out": tmp_path / "out", "s1": s1, "parts": enc_parts,
+          "teacher": minilm_dir}
 
 
 def test_package_merges_stages_and_writes_the_folder(stages):
@@ -57,7 +59,10 @@ def test_package_merges_stages_and_writes_the_folder(stages):
   assert sorted(w) == sorted([*stages["enc"], *stages["dec"]])
   for k, v in {**stages["enc"], **stages["dec"]}.items(): np.testing.assert_array_equal(w[k], v, err_msg=k)
   info = json.loads((stages["out"] / "config.json").read_text())
+  from teacher.embedder import file_fingerprint
   assert info["teacher"]["name"] == "all-MiniLM-L6-v2" and info["metrics"] == {"val_cos": 0.5}
+  assert info["teacher"]["dim"] == 384
+  assert info["teacher"]["fingerprint"] == file_fingerprint(stages["teacher"] / "model.safetensors")
   assert info["training"]["stage1_encoder"]["steps"] == 100 and info["training"]["stage2_decoder"]["steps"] == 7
   assert info["n_params"] == sum(v.size for v in w.values())
   tc = json.loads((stages["out"] / "train_config.json").read_text())
@@ -69,6 +74,9 @@ def test_package_refuses_another_encoder_and_missing_parts(stages, capsys):
   stages["s1"].write_text(json.dumps({**s1, "config": {**SHAPE, "hidden": 32}}))
   assert package_model.main(stages["args"]) == 2
   assert "disagree on hidden" in capsys.readouterr().err
+  stages["s1"].write_text(json.dumps({**s1, "config": {**SHAPE, "proj_dim": 768}}))
+  assert package_model.main(stages["args"]) == 2
+  assert "is not" in capsys.readouterr().err
   stages["s1"].write_text(json.dumps(s1))
   stages["parts"][0].unlink()
   assert package_model.main(stages["args"]) == 2
