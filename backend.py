@@ -5,6 +5,7 @@ still type the old form, so we translate it here, before tinygrad reads the envi
 with one clear line instead of a deep traceback.
 """
 import contextlib, functools, io, math, os, pickle, sys
+import numpy as np
 from pathlib import Path
 
 # Tensor cores also for GEMMs whose sizes are not multiples of the core's tile (padded) and for operands cast on the
@@ -110,7 +111,7 @@ def gemm_size(sink) -> int:
 
 # tinygrad's pattern matchers run a snapshot of their function's globals (uop/ops.py deconstruct_function): a plain
 # global flipped later would stay at the value it had when the matcher first ran, so the state lives in one dict
-_BEAM = {"amount": 0, "min": 0, "active": False, "cached_only": False, "found": 0, "not_found": 0}
+_BEAM = {"amount": 0, "min": 0, "active": False, "cached_only": False, "found": 0, "not_found": 0, "rejected": 0}
 
 
 @contextlib.contextmanager
@@ -166,15 +167,82 @@ def _with_bundled(beam_search):
       try:
         ret = s.copy()  # as beam_search applies a cached result
         for o in opts[len(s.applied_opts):]: ret.apply_opt(o)
-        _BEAM["found"] += 1
-        return ret
+        if (bad := verify_schedule(s, ret, rawbufs, var_vals)) is None:
+          _BEAM["found"] += 1
+          return ret
+        print(f"note: a cached GEMM schedule (kernel {s.ast.key.hex()[:16]}) computes other values than tinygrad's "
+              f"heuristic one ({bad}); not using it", file=sys.stderr)
+        _BEAM["rejected"] += 1
+        return _heuristic(s)  # searching again would likely find the same fast, wrong schedule
       except KernelOptError as e:  # a result this card cannot run (e.g. found on a card with more shared memory)
         print(f"note: a cached GEMM schedule does not apply here ({e}); not using it", file=sys.stderr)
     _BEAM["not_found"] += 1
     if _BEAM["cached_only"]: return _heuristic(s)
-    return beam_search(s, rawbufs, var_vals, amt, allow_test_size, *args, **kwargs)
+    ret = beam_search(s, rawbufs, var_vals, amt, allow_test_size, *args, **kwargs)
+    if (bad := verify_schedule(s, ret, rawbufs, var_vals)) is None: return ret
+    print(f"note: the searched GEMM schedule computes other values than tinygrad's heuristic one ({bad}); not "
+          f"using it", file=sys.stderr)
+    _BEAM["rejected"] += 1
+    return _heuristic(s)
   beam_search_with_bundled.wrapped = True
   return beam_search_with_bundled
+
+
+def _run_kernel(sched, bufs, var_vals) -> None:
+  """Compile one schedule of a kernel and run it once on bufs (as beam_search's candidates are compiled and run)."""
+  from dataclasses import replace
+  from tinygrad.codegen import to_program
+  from tinygrad.engine.realize import time_call
+  from tinygrad.uop.ops import Ops, UOp
+  ast, dev = sched.copy().get_optimized_ast(name_override="test"), sched.ren.target.device
+  prg = to_program(ast.substitute({p: p.replace(arg=replace(p.arg, device=dev)) for p in ast.toposort()
+                                   if p.op is Ops.PARAM}), sched.ren)
+  next(time_call(prg.call(*[UOp.from_buffer(b) for b in bufs]), var_vals))
+
+
+def _as_numpy(buf):
+  from tinygrad import dtypes
+  from tinygrad.dtype import _to_np_dtype
+  raw = bytes(buf.as_memoryview())
+  if buf.dtype == dtypes.bfloat16: return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+  return np.frombuffer(raw, _to_np_dtype(buf.dtype)).astype(np.float64)
+
+
+def _random_bytes(buf, rng) -> bytes:
+  """Inputs for a check run: floats ~N(0, 1) in the buffer's dtype; integers and bools 0/1 (valid as any index)."""
+  from tinygrad import dtypes
+  from tinygrad.dtype import _to_np_dtype
+  if dtypes.is_float(buf.dtype):
+    x = rng.standard_normal(buf.size).astype(np.float32)
+    if buf.dtype == dtypes.bfloat16: return (x.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    return x.astype(_to_np_dtype(buf.dtype)).tobytes()
+  return rng.integers(0, 2, buf.size).astype(_to_np_dtype(buf.dtype)).tobytes()
+
+
+def verify_schedule(s, sched, rawbufs, var_vals, tol: float = 0.05) -> str | None:
+  """None if `sched` (a searched or cached schedule of kernel s) computes what tinygrad's heuristic schedule does on
+  random inputs, else what differs. A bundled schedule found on an H200 trained a wrong model on an H100 (its loss
+  left PyTorch's at the second step, bench.py --check-steps): each one is now checked, once per process, before use.
+  Both run on the full size; bf16 and a different summation order differ by far less than tol of the largest value.
+  STUDENTZ_GEMM_BEAM_VERIFY=0 skips the check."""
+  if os.environ.get("STUDENTZ_GEMM_BEAM_VERIFY", "1") == "0" or sched.applied_opts == _heuristic(s.copy()).applied_opts:
+    return None
+  from tinygrad.codegen.opt.search import _ensure_buffer_alloc
+  from tinygrad.device import Buffer
+  bufs = _ensure_buffer_alloc(rawbufs)
+  inputs = [_random_bytes(b, np.random.default_rng(i)) for i, b in enumerate(bufs)]
+  outs = []
+  for sc in (_heuristic(s.copy()), sched):
+    for b, data in zip(bufs, inputs): b.copy_from(Buffer("PYTHON", b.size, b.dtype, opaque=memoryview(bytearray(data))))
+    _run_kernel(sc, bufs, var_vals)
+    outs.append([_as_numpy(b) for b in bufs])
+  for i, (ref, got) in enumerate(zip(*outs)):
+    if np.array_equal(ref, got, equal_nan=True): continue
+    scale = float(np.nanmax(np.abs(ref))) if ref.size and not np.isnan(ref).all() else 0.0
+    err = float(np.nanmax(np.abs(ref - got))) if not np.isnan(ref - got).all() else float("inf")
+    if np.isnan(ref).sum() != np.isnan(got).sum() or err > tol * max(scale, 1e-6):
+      return f"buffer {i}: max difference {err:.3g} where values reach {scale:.3g}"
+  return None
 
 
 def _heuristic(s):

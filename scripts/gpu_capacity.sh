@@ -1,7 +1,9 @@
 #!/bin/bash
 # Student capacity at equal wall time, on a lent machine of several GPUs (nvidia-h100-x4), in calls of at most 10
-# minutes made back to back while it stays warm. Each config in CONFIGS trains on its own GPU for the same minutes of
-# training (MINUTES in all, PHASE=1 then PHASE=2 as train.py --resume), with its step count set from its own measured
+# minutes made back to back while it stays warm (it goes back about 30 s after a call returns: start the next phase
+# at once, read the results after; the seventh session lost a phase-1 host that way). Each config in CONFIGS trains on
+# its own GPU for the same minutes of training (MINUTES in all, PHASE=1 then PHASE=2 as train.py --resume), with its
+# step count set from its own measured
 # step time, so that every LR schedule ends inside the time (an estimate: on an H200 host the wider configs ran 13-24%
 # slower per step than planned, see scripts/capacity_table.py); one more GPU meanwhile searches the default train
 # step's GEMM kernels (scripts/gpu_gemm_beam.sh, L=64 then L=32).
@@ -50,7 +52,6 @@ finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/b
 
 if [ $PHASE = 1 ]; then
   rm -f $C/logs/plan.txt
-  beam $((END - 10)) 64
   for i in $(seq 0 $((N - 1))); do
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout 200 python3 bench.py train $BENCH --no-torch --warmup 3 \
       --reps 10 ${BARGS[$i]} --json $C/bench_${NAMES[$i]}.json > $C/logs/bench_${NAMES[$i]}.log 2>&1 &
@@ -66,21 +67,23 @@ if [ $PHASE = 1 ]; then
   for p in ${ppids[@]}; do wait $p || { echo "prepare failed"; tail $C/logs/prepare_*.log; exit 1; }; done
   wait ${bpids[@]}
   echo "data ready at ${SECONDS}s"; grep -h "bench=" $C/logs/bench_*.log
-  # teacher vectors of each folder: shard i of N in a copy of it on GPU i, then merged into it
+  # teacher vectors of each folder: shard i of NGPU in a copy of it on GPU i (every card, the search's too), then
+  # merged into it
   for D in ${UDIRS[@]}; do
-    for i in $(seq 0 $((N - 1))); do
+    for i in $(seq 0 $((NGPU - 1))); do
       d=$D; [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
       on $i timeout 300 python3 corpus.py teacher --data $d --teacher .devcarry/minilm16 --batch-size 256 \
-        --shard $i/$N > $C/logs/teacher_$(basename $D)_$i.log 2>&1 &
+        --shard $i/$NGPU > $C/logs/teacher_$(basename $D)_$i.log 2>&1 &
       tpids[$i]=$!
     done
-    for i in $(seq 0 $((N - 1))); do
+    for i in $(seq 0 $((NGPU - 1))); do
       wait ${tpids[$i]} || { echo "teacher shard $i failed"; tail -3 $C/logs/teacher_$(basename $D)_$i.log; }
     done
-    [ $N -gt 1 ] && python3 corpus.py merge --dst $D --src $(for i in $(seq 1 $((N - 1))); do echo $D-s$i; done) \
+    [ $NGPU -gt 1 ] && python3 corpus.py merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
       --teacher .devcarry/minilm16 | tail -1
   done
   echo "teacher vectors at ${SECONDS}s"
+  beam $((END - 10)) 64  # the GEMM search on the card after the configs', once the teacher no longer needs it
   # step counts from each config's measured step time: the default's 15,000 steps took 14.2 min at 44.9 ms per
   # bench step (H100), i.e. 1.265x the bench figure per training step (validations, loader, short-bucket mix). That
   # bench step had no dropout; bench.py now times it with the config's, as train.py runs, so the factor errs short.
@@ -92,7 +95,8 @@ import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_que
 print(max(int(0.97 * ($TL1 + min($TL2MAX, $MINUTES - $TL1)) * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
     echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --profile full $COMMON \
-      --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --time-limit $TL1 ${TARGS[$i]} --steps $steps --eval_every $((steps / 10)) \
+      --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --time-limit $TL1 ${TARGS[$i]} --steps $steps \
+      --eval_every $((steps / 10)) \
       > $C/logs/train_${NAMES[$i]}.log 2>&1 &
     rpids[$i]=$!
   done
@@ -125,13 +129,17 @@ else
     on $((i + ${DECODER:+1} + 0)) env CACHEDB=$PWD/$C/tg-$n.db timeout 200 python3 train.py --eval $C/$n/best --json \
       --decode-limit 0 > $C/eval_$n.json 2> $C/logs/eval_$n.log &
   done
-  if [ $NGPU -gt $N ]; then  # the idle card: the step with and without the searched GEMMs, PyTorch in the same process,
-    # and the joint step (tinygrad alone: its PyTorch twin hit a CUDA device-side assert on its second step, on an H200)
-    (export CUDA_VISIBLE_DEVICES=$N CACHEDB=$PWD/runs/beam-cache.db STUDENTZ_GEMM_BEAM=2 CCACHE=0 OUT=$C
-     TO=150 train_row row_step_L64_gemm_beam "" $BENCH > $C/logs/rows.log 2>&1
-     unset STUDENTZ_GEMM_BEAM; export CACHEDB=$PWD/runs/rows.db
-     TO=150 train_row row_step_L64 "" $BENCH >> $C/logs/rows.log 2>&1
-     TO=200 train_row row_joint_L64 "" --joint --no-torch --reps 10 $BENCH >> $C/logs/rows.log 2>&1) &
+  if [ $NGPU -gt $N ]; then  # the idle card: the step (train.py's, dropout included) on the searched GEMM schedules
+    # (phases 1-2 and beam/), on tinygrad's heuristics, and without dropout, each with PyTorch in the same process;
+    # then the joint step with its PyTorch twin under CUDA_LAUNCH_BLOCKING=1, to name the op of the device-side assert
+    # its twin hit on its second step on an H200 (the traceback goes to logs/joint_twin.log)
+    (export CUDA_VISIBLE_DEVICES=$N CACHEDB=$PWD/runs/beam-cache.db CCACHE=0 OUT=$C
+     TO=150 train_row row_step_L64_searched "" $BENCH > $C/logs/rows.log 2>&1
+     TO=150 train_row row_step_L64_heuristic STUDENTZ_GEMM_BEAM=0 $BENCH >> $C/logs/rows.log 2>&1
+     TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH >> $C/logs/rows.log 2>&1
+     CUDA_LAUNCH_BLOCKING=1 timeout 200 python3 bench.py train --joint --reps 10 --json $C/row_joint_L64_blocking.json \
+       $BENCH > $C/logs/joint_twin.log 2>&1; grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 \
+       >> $C/logs/rows.log) &
   fi
   wait; cat $C/logs/rows.log 2>/dev/null; for n in ${evals[@]}; do echo "$n: $(cat $C/eval_$n.json)"; done
   [ -n "$DECODER" ] && tail -5 $C/logs/decoder.log

@@ -15,8 +15,9 @@ for L in ${LENS:-64 32}; do
   start=$SECONDS
   DEBUG=2 timeout $t python3 bench.py train --precision bf16 --batch 512 --len $L --no-torch --warmup 1 \
     --reps 5 > $OUT/search_L$L.log 2>&1
-  echo "L=$L search run: rc=$? $(( SECONDS - start )) s, $(grep -ac 'GEMM_BEAM=' $OUT/search_L$L.log) GEMM kernels marked"
-  grep -a "bench=" $OUT/search_L$L.log
+  rc=$?; echo "L=$L search run: rc=$rc $(( SECONDS - start )) s, $(grep -ac 'GEMM_BEAM=' $OUT/search_L$L.log) GEMM" \
+    "kernels marked"
+  grep -a "bench=\|note:" $OUT/search_L$L.log
   python3 scripts/beam_cache.py export $OUT/beam_cache.db
   [ $(left) -gt 120 ] && TO=$(( $(left) - 5 )) train_row step_b512_L${L}_gemm_beam "" --precision bf16 --batch 512 \
     --len $L $([ $L != 64 ] && echo --no-torch)

@@ -6,7 +6,8 @@
 #   .whl/                    tinygrad-0.14.0 wheel (pip download --no-deps tinygrad==0.14.0 -d .whl)
 #   .devcarry/minilm16/      the MiniLM folder from `python -m teacher fetch all-MiniLM-L6-v2`, model.safetensors
 #                            rounded to fp16 (its vectors: cosine >= 0.9999995 to the fp32 teacher's)
-#   .devcarry/data/          stsb/sts-test.csv (and wikipedia/enwiki-docs.jsonl.gz: a slice, used when the next is absent)
+#   .devcarry/data/          stsb/sts-test.csv (and wikipedia/enwiki-docs.jsonl.gz: a slice, used when the next
+#                            is absent)
 #   .devcarry/enwiki-docs.jsonl.xz  the whole corpus, xz-compressed (scripts/gpu_env.sh unpacks it):
 #                            zcat ../shared/data/wikipedia/enwiki-docs.jsonl.gz | xz -9 > .devcarry/enwiki-docs.jsonl.xz
 # (carry .whl .devcarry/minilm16 .devcarry/data/stsb .devcarry/enwiki-docs.jsonl.xz, and move the tracked models/ folder

@@ -22,5 +22,6 @@ path = ".devcarry/minilm16/model.safetensors"
 d = load_file(path)
 save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()}, path)
 PY
-[ -s .devcarry/enwiki-docs.jsonl.xz ] || zcat "$DATA/wikipedia/enwiki-docs.jsonl.gz" | xz -9 -T2 > .devcarry/enwiki-docs.jsonl.xz
+[ -s .devcarry/enwiki-docs.jsonl.xz ] ||
+  zcat "$DATA/wikipedia/enwiki-docs.jsonl.gz" | xz -9 -T2 > .devcarry/enwiki-docs.jsonl.xz
 du -sh .whl .devcarry/minilm16 .devcarry/data .devcarry/enwiki-docs.jsonl.xz

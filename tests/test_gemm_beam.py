@@ -49,6 +49,36 @@ def test_only_gemms_inside_the_scope_are_searched(monkeypatch):
   getenv.cache_clear()
 
 
+def test_a_schedule_that_computes_other_values_is_rejected(monkeypatch):
+  """verify_schedule runs a schedule and tinygrad's heuristic one of the same kernel on the same random inputs: another
+  valid schedule of the kernel passes; a schedule computing other values (here: of the kernel that doubles the GEMM,
+  over the same buffers) is named, as a wrong searched schedule would be."""
+  from tinygrad.codegen.opt import Opt, OptOps
+  kernels = []
+  def record(s, rawbufs, var_vals, amt, *args, **kwargs):
+    kernels.append((s, rawbufs, var_vals))
+    return s
+  monkeypatch.setattr(search, "beam_search", record)
+  monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)
+  monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
+  monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))
+  backend.install_gemm_beam(2, min_size=24 * 40 * 56)
+  a, b = Tensor.randn(24, 40).realize(), Tensor.randn(40, 56).realize()
+  with backend.gemm_beam_scope():
+    jit = TinyJit(lambda a, b: ((a @ b).contiguous().sum() + ((a * 2) @ b).contiguous().sum()).realize())
+    for _ in range(3): jit(a, b)
+  getenv.cache_clear()
+  assert len(kernels) == 2, kernels
+  (s, bufs, vv), (s2, _, _) = kernels
+  other = s.copy()
+  other.apply_opt(Opt(OptOps.UPCAST, 0, 4))
+  assert other.applied_opts != backend._heuristic(s.copy()).applied_opts
+  assert backend.verify_schedule(s, other, bufs, vv) is None
+  wrong = s2.copy()
+  wrong.apply_opt(Opt(OptOps.UPCAST, 0, 4))
+  assert "max difference" in backend.verify_schedule(s, wrong, bufs, vv)
+
+
 def _tinygrad(code: str, db: Path) -> str:
   env = {**os.environ, "CACHEDB": str(db), "PYTHONPATH": str(ROOT)}
   return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout

@@ -130,3 +130,21 @@ def test_queued_steps_read_later_match_steps_read_at_once(cfg, grad_accum):
   for x, y in zip(one_by_one, later):
     assert x.keys() == y.keys()
     for k in x: assert y[k] == pytest.approx(x[k], rel=1e-5, abs=1e-7), k
+
+
+def test_dropout_draws_what_tinygrad_draws_and_is_identity_outside_training():
+  """studentz.dropout materialises its output (STUDENTZ_DROPOUT_CONTIG, for the speed of the GEMM that reads it): the
+  same masks as Tensor.dropout under the same seed, gradients through the mask, nothing dropped at inference."""
+  from tinygrad.helpers import Context
+  x = Tensor.randn(4, 8, 16).realize()
+  with Context(TRAINING=1):
+    Tensor.manual_seed(3)
+    ours = sz.dropout(x, 0.25)
+    g = (ours * 1).sum().gradient(x)[0].numpy()
+    ours = ours.numpy()
+    Tensor.manual_seed(3)
+    theirs = x.dropout(0.25).numpy()
+  np.testing.assert_array_equal(ours, theirs)
+  assert 0.15 < (ours == 0).mean() < 0.35
+  np.testing.assert_allclose(g, (ours != 0) / 0.75, rtol=1e-6)
+  np.testing.assert_array_equal(sz.dropout(x, 0.25).numpy(), x.numpy())
