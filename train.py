@@ -178,6 +178,13 @@ def teacher_batch_size(args) -> int:
   return args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
 
 
+def default_data_dir(cfg, source) -> Path:
+  """runs/data/<corpus>-<limit>-v<vocab>-l<max_len>[-c<crops>]: one folder per corpus slice and tokenizer."""
+  crops = f"-c{cfg.data_crops}" if cfg.data_crops else ""
+  name = f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}-v{cfg.vocab_size}-l{cfg.max_len}{crops}"
+  return ROOT / "runs" / "data" / name
+
+
 def prepare_data(cfg, teacher, args, quiet: bool):
   """Sentences, student tokenizer, token ids and teacher vectors: each computed once and cached on disk."""
   import corpus
@@ -186,8 +193,7 @@ def prepare_data(cfg, teacher, args, quiet: bool):
     fail("no corpus found: pass --data-source PATH (text, JSONL or .gz) or set STUDENTZ_DATA "
          "to a folder holding wikipedia/enwiki-docs.jsonl.gz")
   if not Path(source).is_file(): fail(f"corpus file not found: {source}")
-  data_dir = args.data_dir or ROOT / "runs" / "data" / f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}" \
-      f"-v{cfg.vocab_size}-l{cfg.max_len}" + (f"-c{cfg.data_crops}" if cfg.data_crops else "")
+  data_dir = args.data_dir or default_data_dir(cfg, source)
   dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
                       limit=cfg.data_limit or None, progress=not quiet, crops=cfg.data_crops)
   corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)

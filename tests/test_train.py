@@ -187,6 +187,19 @@ def runs(work):
   return {"full": full, "part": part, "stopped_at": stopped_at}
 
 
+def test_without_data_dir_the_data_goes_to_runs_data(work, tmp_path, monkeypatch):
+  """The README's main job passes no --data-dir: the corpus slice is prepared under ROOT/runs/data/<corpus>-<limit>-
+  v<vocab>-l<max_len> (the sixth session's crops suffix broke exactly this path: Path + str)."""
+  monkeypatch.setattr(train, "ROOT", tmp_path)
+  argv = ["--config", work["config"], "--profile", "full", "--data-source", work["source"], "--out", tmp_path / "run",
+          "--quiet", "--steps", "2"]
+  assert run_main(argv) == 0
+  made = tmp_path / "runs" / "data" / f"corpus-{N_SENT}-v{VOCAB}-l{MAX_LEN}"
+  assert (made / "tokens.npy").is_file() and any(made.glob("teacher-fake-teacher-*"))
+  cfg = sz.Config.from_dict({**sz.Config().to_dict(), "data_crops": 2, "data_limit": 0})
+  assert train.default_data_dir(cfg, "x/enwiki-docs.jsonl.gz").name == "enwiki-docs-all-v16000-l64-c2"
+
+
 def test_checkpoint_holds_exactly_the_model_tensors(runs):
   # validation runs the encoder under a JIT; nothing of that JIT may leak into the saved weights
   from safetensors import safe_open
