@@ -332,9 +332,9 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     signal.signal(signal.SIGINT, old)
   gb = backend._BEAM
   if gb["found"] + gb["not_found"] + gb["rejected"]:  # how much of the step ran on searched GEMM schedules
+    failed = f" ({gb['rejected']} of them: their searched schedule failed its check)" if gb["rejected"] else ""
     print(f"GEMM kernels of the step: {gb['found']} with a searched schedule, {gb['not_found'] + gb['rejected']} with "
-          f"tinygrad's heuristics ({gb['rejected']} of them had a searched schedule that failed its check) "
-          f"(STUDENTZ_GEMM_BEAM={backend.GEMM_BEAM_SETTING})", file=sys.stderr)
+          f"tinygrad's heuristics{failed} (STUDENTZ_GEMM_BEAM={backend.GEMM_BEAM_SETTING})", file=sys.stderr)
   what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos {best:.4f}"
   print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0
