@@ -448,9 +448,10 @@ def main(argv=None) -> int:
   p.add_argument("--dropout", type=float, default=0.1,
                  help="train: dropout in the blocks while timing, as train.py trains (default: the config's 0.1); the "
                       "loss check against PyTorch runs its steps without it, where neither side draws masks")
-  p.add_argument("--check-steps", type=int, default=1,
-                 help="train: optimiser steps (without dropout, same batch) whose losses must match PyTorch's; more "
-                      "than 1 also checks the gradients, the optimiser and the JIT-replayed kernels")
+  p.add_argument("--check-steps", type=int, default=3,
+                 help="train: optimiser steps (without dropout, same batch) whose losses must match PyTorch's (default "
+                      "3: the second captures tinygrad's JIT, the third replays it, so the gradients, the optimiser "
+                      "and the JIT's kernels are checked, not only the first, eager forward)")
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--teacher", default="all-MiniLM-L6-v2")

@@ -55,3 +55,25 @@ def test_twin_refuses_weights_that_do_not_match():
   sd = {f"encoder.{n}": t.numpy() for n, t in get_state_dict(sz.Encoder(cfg)).items()}  # no decoder weights
   with pytest.raises(ValueError, match="missing"):
     bt.load_from_tinygrad(bt.TorchJoint(cfg), sd)
+
+
+def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
+  """bench.py train --check-steps 3: both sides' losses over three optimiser steps (the second captures tinygrad's
+  JIT, the third replays it) must agree; a twin whose optimiser differs from the second step on is caught, which a
+  first-step check alone cannot see (a wrong searched GEMM schedule was found that way on an H100)."""
+  import json
+  import bench
+  argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
+          "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0"]
+  assert bench.main([*argv, "--json", str(tmp_path / "same.json")]) == 0
+  row = json.loads((tmp_path / "same.json").read_text())[0]
+  assert len(row["tinygrad_losses"]) == len(row["torch_losses"]) == 3 and row["same_loss"], row
+  make = bt.make_optimizer
+  def faster(model, cfg):  # the twin's learning rate doubled: the same first loss, other losses after it
+    opt, sched = make(model, cfg)
+    for g in opt.param_groups: g["initial_lr"] = g["lr"] = 2 * g["lr"]
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_lambdas[0])
+  monkeypatch.setattr(bt, "make_optimizer", faster)
+  assert bench.main([*argv, "--json", str(tmp_path / "other.json")]) == 0
+  row = json.loads((tmp_path / "other.json").read_text())[0]
+  assert row["tinygrad_first_loss"] == pytest.approx(row["torch_first_loss"], rel=1e-4) and not row["same_loss"], row
