@@ -2,6 +2,7 @@
 
   python scripts/beam_cache.py export FILE [--db CACHEDB]   # the beam_search rows of a cache db, alone, into FILE
   python scripts/beam_cache.py import FILE [--db CACHEDB]   # merge them into this machine's cache db
+  python scripts/beam_cache.py drop FILE KEY [KEY ...]       # delete the results of these kernels from FILE
 
 A search result is a list of kernel options keyed by the kernel's AST and the device: a card of the same kind then
 reuses it instead of searching again (STUDENTZ_GEMM_BEAM, BEAM, JITBEAM). The compiled binaries in the cache db are
@@ -11,6 +12,10 @@ tinygrad stores each result pickled and unpickles it when it reads the cache, so
 the file through an unpickler that knows only tinygrad's Opt and OptOps (backend.read_kernel_options, which also reads
 the bundled beam/ files), and refuses the whole file if any result is something else: a cache file from elsewhere
 cannot run code here.
+
+`drop` removes the results of kernels named by the start of their key, as the note of a schedule that failed its
+check prints it (backend.verify_schedule: "a cached GEMM schedule (kernel 0b2b4b076095fa7c) computes other values"),
+e.g. from a bundle in beam/.
 """
 import argparse, os, sqlite3, sys
 
@@ -54,13 +59,43 @@ def copy_tables(src: str, dst: str) -> int:
   return n
 
 
+def key_id(ast) -> str:
+  """A kernel's cache key as notes print it: the hex of tinygrad's AST key (bytes), or the key itself."""
+  return bytes(ast).hex() if isinstance(ast, (bytes, memoryview)) else str(ast)
+
+
+def drop(path: str, prefixes: list[str]) -> int:
+  """Delete the search results whose kernel key starts with one of prefixes; SystemExit if one matches nothing."""
+  if not os.path.exists(path): raise SystemExit(f"error: no such cache file: {path}")
+  conn = sqlite3.connect(path)
+  hits = {p: [] for p in prefixes}
+  for t in beam_tables(conn):
+    for rowid, ast in conn.execute(f"SELECT rowid, ast FROM '{t}'").fetchall():
+      for p in prefixes:
+        if key_id(ast).startswith(p.lower()): hits[p].append((t, rowid))
+  if missing := [p for p, h in hits.items() if not h]:
+    conn.close()
+    raise SystemExit(f"error: no result in {path} for kernel {', '.join(missing)}; nothing dropped")
+  rows = {r for h in hits.values() for r in h}
+  for t, rowid in rows: conn.execute(f"DELETE FROM '{t}' WHERE rowid=?", (rowid,))
+  conn.commit()
+  conn.execute("VACUUM")
+  conn.close()
+  return len(rows)
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-  ap.add_argument("action", choices=["export", "import"])
-  ap.add_argument("file", help="the small cache file to write (export) or read (import)")
+  ap.add_argument("action", choices=["export", "import", "drop"])
+  ap.add_argument("file", help="the small cache file to write (export), read (import) or change (drop)")
+  ap.add_argument("keys", nargs="*", help="drop: the kernels, by the start of their key")
   ap.add_argument("--db", default=None, help="tinygrad's cache db (default: $CACHEDB or tinygrad's own path)")
   a = ap.parse_args(argv)
+  if (a.action == "drop") != bool(a.keys): ap.error("drop takes one or more kernel keys; export and import take none")
+  if a.action == "drop":
+    print(f"drop: {drop(a.file, a.keys)} search results removed from {a.file}")
+    return 0
   db = a.db or default_db()
   if a.action == "export":
     if os.path.exists(a.file): os.remove(a.file)

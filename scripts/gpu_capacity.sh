@@ -3,10 +3,10 @@
 # minutes made back to back while it stays warm (it goes back about 30 s after a call returns: start the next phase
 # at once, read the results after; the seventh session lost a phase-1 host that way). Each config in CONFIGS trains on
 # its own GPU for the same minutes of training (MINUTES in all, PHASE=1 then PHASE=2 as train.py --resume), with its
-# step count set from its own measured
-# step time, so that every LR schedule ends inside the time (an estimate: on an H200 host the wider configs ran 13-24%
-# slower per step than planned, see scripts/capacity_table.py); one more GPU meanwhile searches the default train
-# step's GEMM kernels (scripts/gpu_gemm_beam.sh, L=64 then L=32).
+# step count set from its own measured step time, so that every LR schedule ends inside the time (an estimate: on an
+# H200 host the wider configs ran 13-24% slower per step than planned, see scripts/capacity_table.py); one more GPU
+# helps with the teacher vectors, then searches the default train step's GEMM kernels (scripts/gpu_gemm_beam.sh, L=64
+# then L=32).
 #   PHASE=1  data (sentences and tokenizer on the CPU while each GPU times its config's step; teacher vectors in one
 #            shard per GPU, merged), then the first stretch of training
 #   PHASE=2  the rest of the training; the best run's encoder comes back as fp16 parts $OUT/model16.part-*

@@ -110,6 +110,24 @@ def test_beam_cache_export_import_round_trip(tmp_path):
                                   "None"]
 
 
+def test_beam_cache_drop_removes_the_named_kernels_only(tmp_path):
+  """`drop` deletes a kernel's result by the start of its key (as a failed check's note names it), keeps the others,
+  and refuses a key it does not hold, and a drop without keys, in one line each."""
+  db = tmp_path / "bundle.db"
+  _tinygrad(OPTS + "from tinygrad.helpers import diskcache_put as put\n"
+            "put('beam_search', {'ast': 'k1', 'amt': 2, 'device': 'CUDA'}, [Opt(OptOps.UPCAST, 0, 4)])\n"
+            "put('beam_search', {'ast': 'k2', 'amt': 2, 'device': 'CUDA'}, [Opt(OptOps.LOCAL, 1, 16)])\n", db)
+  script = [sys.executable, str(ROOT / "scripts" / "beam_cache.py")]
+  assert "1 search results removed" in subprocess.run([*script, "drop", str(db), "k2"], capture_output=True,
+                                                      text=True, check=True).stdout
+  got = _tinygrad("from tinygrad.helpers import diskcache_get as get\n"
+                  "print([get('beam_search', {'ast': k, 'amt': 2, 'device': 'CUDA'}) for k in ('k1', 'k2')])\n", db)
+  assert got.strip() == "[[Opt(op=OptOps.UPCAST, axis=0, arg=4)], None]"
+  for args, words in ((["drop", str(db), "k9"], "no result"), (["drop", str(db)], "one or more kernel keys")):
+    r = subprocess.run([*script, *args], capture_output=True, text=True)
+    assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def _evil_cache(path: Path, marker: Path) -> None:
   """A cache db with one good result and one whose unpickling would run a command (touch marker)."""
   _tinygrad(OPTS + "from tinygrad.helpers import diskcache_put as put\nimport os, pickle\n"
