@@ -191,7 +191,7 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float])
   if joint: tb = (*tb, torch.from_numpy(batch["mode_b"]).to(dev))
   ac = torch.bfloat16 if prec == "bf16" else None
   set_dropout([model], 0.0)
-  losses = [float(bt.train_step(model, opt, sched, tb, cfg, ac)) for _ in range(len(tg_losses))]
+  losses = [float(bt.train_step(model, opt, sched, tb, cfg, ac).detach()) for _ in range(len(tg_losses))]
   first = losses[0]
   set_dropout([model], cfg.dropout)
   sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
