@@ -9,6 +9,7 @@ Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate
 """
 from __future__ import annotations
 import argparse, json, os, signal, sys, time, weakref
+from dataclasses import replace
 from pathlib import Path
 
 import backend
@@ -58,6 +59,11 @@ def parse_args(argv=None):
                  help="auto: small model + corpus slice on CPU, full config on a GPU (default auto)")
   p.add_argument("--time-limit", type=float, default=0, metavar="MIN",
                  help="stop training after this many minutes (validates and checkpoints first); 0 = no limit")
+  p.add_argument("--minutes", type=float, default=0, metavar="MIN",
+                 help="train for this many minutes with a complete LR schedule: the step count (--steps) is planned "
+                      "from the step rate measured once the JIT has compiled, and re-planned as the run goes "
+                      "(validations included), so the cosine decay ends at the budget; with --resume, the minutes "
+                      "left for the rest of it; --time-limit may stop this process earlier (a pause); 0 = off")
   p.add_argument("--teacher-batch-size", type=int, default=0, help="teacher batch (default 256 on GPU, 32 on CPU)")
   p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
   p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
@@ -126,6 +132,7 @@ def main(argv=None) -> int:
   from studentz import CheckpointError
   import parallel
   try:
+    if args.minutes < 0 or args.time_limit < 0: raise ValueError("--minutes and --time-limit must be 0 or more")
     args.devices = parallel.device_count(args.devices)
     if args.devices > 1: parallel.device_names(args.devices)  # a missing card fails here, before any data work
     if args.resume is not None: return resume(args)
@@ -176,6 +183,31 @@ def fail(msg: str):
 
 def teacher_batch_size(args) -> int:
   return args.teacher_batch_size or (32 if backend.device_name().split(":")[0] == "CPU" else 256)
+
+
+class StepPlanner:
+  """--minutes: the step count that ends training inside the budget. The step rate is measured after the first steps
+  (JIT capture, the length buckets' first batches), over the later half of the time since, so it follows the run as
+  validations and checkpoints come in without the early transients; it is re-measured at every device sync. A plan
+  moves only when it changes by more than 2%, keeps a 3% margin, and the budget is also a hard stop."""
+  SETTLE_STEPS, MIN_STEPS, MARGIN = 20, 200, 0.97
+
+  def __init__(self, minutes: float, start_step: int, clock=time.perf_counter):
+    self.clock, self.deadline = clock, clock() + minutes * 60
+    self.settle, self.seen = start_step + self.SETTLE_STEPS, []  # (steps done, time) from the settled step on
+    self.min_seconds = min(20.0, minutes * 3)  # 5% of the budget, at most 20 s
+
+  def plan(self, done: int, total: int) -> int | None:
+    """After a device sync with `done` steps finished: a new total step count, or None to keep `total`."""
+    now = self.clock()
+    if not self.seen and done < self.settle: return None
+    self.seen.append((done, now))
+    (d0, t0) = self.seen[0]
+    if now - t0 < self.min_seconds and done - d0 < self.MIN_STEPS: return None  # too little seen to trust a rate
+    ref_done, ref_t = max((p for p in self.seen[:-1] if p[1] <= (t0 + now) / 2), key=lambda p: p[1])
+    rate = (done - ref_done) / max(now - ref_t, 1e-9)
+    new = max(done + int(max(self.deadline - now, 0) * rate * self.MARGIN), done + 1)
+    return new if abs(new - total) > 0.02 * total else None
 
 
 def default_data_dir(cfg, source) -> Path:
@@ -259,6 +291,13 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   bar.n = start
   t_last, tok_count, bad_run = time.perf_counter(), 0, 0
   deadline = time.perf_counter() + args.time_limit * 60 if args.time_limit > 0 else float("inf")
+  planner = StepPlanner(args.minutes, start) if args.minutes > 0 else None
+  budget = args.time_limit
+  if planner is not None and planner.deadline < deadline: deadline, budget = planner.deadline, args.minutes
+  total, planned = cfg.steps, False  # the LR schedule's length: the config's, or --minutes' plan
+  if planner is not None and state is None:  # a fresh run, until its first plan: no end in sight, so the LR stays at
+    total, bar.total = 10 ** 9, None        # its peak after warmup (a resumed one keeps its saved plan meanwhile)
+    trainer.set_total_steps(total)
   log = open(out / "metrics.jsonl", "a")
   pending = []  # (step, queued result): steps are read in groups, since each read waits for the device
 
@@ -287,7 +326,9 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     pending.clear()
 
   try:
-    for step in range(start, cfg.steps):
+    step = start - 1
+    while step + 1 < total:
+      step += 1
       batch = next(train_loader)
       feed = {"tokens": batch["tokens"], "mask": batch["mask"], "teacher": batch["teacher"]}
       if joint:  # which rows decode from the teacher vector (mode B): drawn from the step number, so a resumed run
@@ -299,10 +340,22 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
       pending.append((step, trainer.launch(feed)))
       tok_count += int(batch["mask"].sum())
       if time.perf_counter() > deadline and not stop["flag"]:
-        print(f"\ntime limit of {args.time_limit:g} min reached at step {step + 1}", file=sys.stderr)
+        print(f"\ntime limit of {budget:g} min reached at step {step + 1}", file=sys.stderr)
         stop["flag"] = True
-      evaluate_now = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stop["flag"]
-      if (step + 1) % cfg.log_every == 0 or step == start or evaluate_now: read_pending()
+      evaluate_now = (step + 1) % cfg.eval_every == 0 or step + 1 == total or stop["flag"]
+      if (step + 1) % cfg.log_every == 0 or step == start or evaluate_now:
+        read_pending()
+        if planner is not None and (new := planner.plan(step + 1, total)) is not None:
+          if not planned:
+            print(f"\n--minutes {args.minutes:g}: LR schedule set to {new:,} steps from the measured step rate "
+                  f"(the config said {cfg.steps:,}); re-planned as the run goes", file=sys.stderr)
+          total, planned = new, True
+          cfg = replace(cfg, steps=total)  # what checkpoints record, so --resume continues this schedule
+          ck.cfg = cfg
+          trainer.set_total_steps(total)
+          bar.total = total
+          log.write(json.dumps({"step": step + 1, "time": time.time(), "planned_steps": total}) + "\n")
+          evaluate_now = evaluate_now or step + 1 >= total
       if evaluate_now:
         ev = trainer.eval_models()  # with several devices: one-device copies of the current weights
         vm = validate(ev["encoder"], val, cfg)

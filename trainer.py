@@ -47,6 +47,8 @@ class Trainer:
     self.step_t = Tensor.zeros(1, dtype=dtypes.int32).contiguous().realize()
     self.scale = Tensor([init_scale], dtype=dtypes.float32).contiguous().realize()
     self.good = Tensor.zeros(1, dtype=dtypes.int32).contiguous().realize()       # good steps since last scale change
+    # the LR schedule's length, read on device: set_total_steps changes it between (JIT-replayed) steps
+    self.total_t = Tensor([float(max(cfg.steps, 1))], dtype=dtypes.float32).contiguous().realize()
     self.dynamic_scale = act == dtypes.float16
     self.micro_bs = cfg.batch_size // cfg.grad_accum
     self.grad_acc = None
@@ -58,7 +60,7 @@ class Trainer:
       self.devices = parallel.device_names(devices, self.device)
       weights = [t for m in models.values() for t in get_state_dict(m).values()]  # frozen models' too
       parallel.replicate(self.devices, [*weights, *self.opt.m, *self.opt.v, self.opt.t, self.step_t, self.scale,
-                                        self.good, *(self.grad_acc or [])])
+                                        self.good, self.total_t, *(self.grad_acc or [])])
     self._jits: dict = {}  # one TinyJit per (function, batch shape): a JIT replays fixed shapes only
     self._apply = TinyJit(self._apply_impl)
 
@@ -90,7 +92,7 @@ class Trainer:
       grads = [ok.where(g * coef, 0) for g in grads]
     else:
       grads = [ok.where(g, 0) for g in grads]
-    lr = lr_at(self.step_t, self.cfg)
+    lr = lr_at(self.step_t, self.cfg, self.total_t)
     outs = self.opt.update(grads, lr, okf)
     self.step_t.assign(self.step_t + ok.cast(dtypes.int32).reshape(1))
     if self.dynamic_scale:  # overflow: halve the scale; 1000 good steps in a row: double it
@@ -107,7 +109,7 @@ class Trainer:
                         gnorm.reshape(()), okf.reshape(()), lr.reshape(()), self.scale.reshape(()))
 
   def _step_impl(self, **batch) -> Tensor:
-    lr = lr_at(self.step_t, self.cfg)
+    lr = lr_at(self.step_t, self.cfg, self.total_t)
     parts, grads = self._grads(batch)
     gnorm, outs, okf = self._update(grads)
     packed = self._pack(parts, gnorm, okf, lr)
@@ -122,7 +124,7 @@ class Trainer:
     return packed
 
   def _apply_impl(self) -> Tensor:
-    lr = lr_at(self.step_t, self.cfg)
+    lr = lr_at(self.step_t, self.cfg, self.total_t)
     gnorm, outs, okf = self._update(list(self.grad_acc))
     for a in self.grad_acc: a.assign(a.zeros_like())
     out = Tensor.stack(gnorm.reshape(()), okf.reshape(()), lr.reshape(()), self.scale.reshape(()))
@@ -170,6 +172,11 @@ class Trainer:
 
   @property
   def step_count(self) -> int: return int(host(self.step_t)[0])
+
+  def set_total_steps(self, n: int) -> None:
+    """Give the LR schedule n steps in all from the next step on (train.py --minutes), without a new JIT capture."""
+    new = Tensor([float(max(n, 1))], dtype=dtypes.float32)
+    self.total_t.assign(new.shard(self.devices) if self.devices else new).realize()
 
   def state(self) -> dict[str, Tensor]:
     """Everything needed to resume bit-for-bit: optimiser moments, step, loss scale."""

@@ -85,6 +85,38 @@ def test_overfits_100_sentences(sentences):
   assert cos.mean() >= 0.95, f"mean cos {cos.mean():.3f} (min {cos.min():.3f}) after {cfg.steps} steps"
 
 
+def test_the_schedule_length_changes_between_jit_replays(sentences):
+  """Trainer.set_total_steps (train.py --minutes) moves the cosine schedule's end for the next step, though the
+  step is a JIT replay: the LR read back is lr_at's with the new length, not the captured one's."""
+  cfg, ids, mask = sentences
+  Tensor.manual_seed(0)
+  trainer = sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
+  batch = {"tokens": ids[:BATCH], "mask": mask[:BATCH], "teacher": unit_rows(BATCH, seed=1)}
+  for _ in range(12): lr_long = trainer.step(batch)["lr"]  # warmup_steps 10: past it, JIT captured and replaying
+  trainer.set_total_steps(15)
+  lr_short = trainer.step(batch)["lr"]
+  want = sz.lr_at(Tensor([12]), cfg, Tensor([15.0])).item()
+  assert lr_short == pytest.approx(want, rel=1e-5) and lr_short < 0.8 * lr_long, (lr_short, want, lr_long)
+
+
+def test_step_planner_fits_the_budget():
+  """StepPlanner on a fake clock: nothing until the first steps have settled and enough time has passed, then the
+  step count that fills the rest of the budget at the measured rate (minus its margin); small changes are ignored."""
+  now = [0.0]
+  p = train.StepPlanner(10, start_step=0, clock=lambda: now[0])  # 600 s
+  now[0] = 30.0
+  assert p.plan(20, 1000) is None            # settled at step 20 (JIT capture before it): measured from here
+  now[0] = 35.0
+  assert p.plan(70, 1000) is None            # 50 steps in 5 s: too little to trust
+  now[0] = 50.0
+  got = p.plan(220, 1000)                    # 200 steps in 20 s: 10 steps/s, 550 s left
+  assert got == 220 + int(550 * 10 * 0.97)
+  now[0] = 60.0
+  assert p.plan(320, got) is None            # the same rate: within 2% of the plan, kept
+  now[0] = 700.0
+  assert p.plan(330, got) == 331             # past the budget: end at the next step
+
+
 def test_fp16_checkpoint_loads_into_fp32_model(sentences, tmp_path):
   cfg, ids, mask = sentences
   ids, mask = ids[:BATCH], mask[:BATCH]
@@ -185,6 +217,34 @@ def runs(work):
   # only --resume: config, data folder and corpus come from the checkpoint
   assert run_main(["--resume", part, "--quiet"]) == 0
   return {"full": full, "part": part, "stopped_at": stopped_at}
+
+
+def test_minutes_plans_a_complete_schedule(work, tmp_path):
+  """train.py --minutes: the config's 12 steps become the planned count that fills the budget (logged, and written
+  into the checkpoint's config so --resume continues that schedule), and the LR ends decayed, not cut off."""
+  out = tmp_path / "budget"
+  assert run_main(run_args(work, out, "--minutes", "0.4", "--eval_every", "100")) == 0
+  recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  plans = [r["planned_steps"] for r in recs if "planned_steps" in r]
+  steps = step_records(out)
+  last = steps[max(steps)]
+  saved = train.read_checkpoint_info(out / "last")
+  assert plans and plans[-1] > RUN_CFG["steps"] and saved["config"]["steps"] == plans[-1], (plans, saved["step"])
+  base, floor = saved["config"]["optimizer"]["lr"], saved["config"]["min_lr_ratio"]
+  assert last["lr"] < 0.25 * base and last["lr"] >= 0.99 * floor * base, (last, plans)
+
+
+def test_minutes_survives_a_pause_and_resume(work, tmp_path):
+  """--minutes with --time-limit: the process stops early (a pause) with the plan so far in its checkpoint; --resume
+  --minutes R re-plans the rest for the R minutes left, from the saved plan, and still ends with the LR decayed."""
+  out = tmp_path / "paused"
+  assert run_main(run_args(work, out, "--minutes", "0.4", "--time-limit", "0.15", "--eval_every", "100")) == 0
+  paused = train.read_checkpoint_info(out / "last")
+  assert paused["config"]["steps"] > paused["step"] > RUN_CFG["steps"], paused["step"]
+  assert run_main(["--resume", out, "--quiet", "--minutes", "0.25"]) == 0
+  steps, done = step_records(out), train.read_checkpoint_info(out / "last")
+  assert done["step"] > paused["step"] and done["config"]["steps"] >= max(steps), (done["step"], max(steps))
+  assert steps[max(steps)]["lr"] < 0.25 * done["config"]["optimizer"]["lr"]
 
 
 def test_without_data_dir_the_data_goes_to_runs_data(work, tmp_path, monkeypatch):
@@ -311,7 +371,8 @@ def test_help():
   (["--optimizer.lr", "-1"], ["optimizer.lr must be positive"]),
   (["--n_blocks", "3", "--dilation_schedule", "[1, 2]"], ["dilation_schedule has 2 entries", "n_blocks is 3"]),
   (["--bogus", "1"], ["unknown key", "bogus"]),
-], ids=["negative-lr", "dilations-vs-blocks", "unknown-key"])
+  (["--minutes", "-1"], ["must be 0 or more"]),
+], ids=["negative-lr", "dilations-vs-blocks", "unknown-key", "negative-minutes"])
 def test_invalid_config_values(args, words):
   assert_one_line_error(cli(*args, "--print-config"), *words)
 
