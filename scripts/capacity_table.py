@@ -36,6 +36,8 @@ def summarise(d: Path) -> list[dict]:
     ev_file = d / f"eval_{name}.json"
     ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
     done = max(r["step"] for r in recs)
+    # train.py --minutes plans the step count in the run: its last plan is the schedule's length
+    planned = ([r["planned_steps"] for r in recs if "planned_steps" in r] or [planned])[-1]
     curve = [[r["step"], round(r["val_cos"], 4)] for r in recs if "val_cos" in r]
     rows.append({"name": name, "train_args": args, "d_model": bench["d"], "hidden": bench["h"],
                  "card": bench["card"], "bench_step_ms": round(bench["tinygrad_queued_ms"], 2),

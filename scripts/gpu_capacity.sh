@@ -2,9 +2,9 @@
 # Student capacity at equal wall time, on a lent machine of several GPUs (nvidia-h100-x4), in calls of at most 10
 # minutes made back to back while it stays warm (it goes back about 30 s after a call returns: start the next phase
 # at once, read the results after; the seventh session lost a phase-1 host that way). Each config in CONFIGS trains on
-# its own GPU for the same minutes of training (MINUTES in all, PHASE=1 then PHASE=2 as train.py --resume), with its
-# step count set from its own measured step time, so that every LR schedule ends inside the time (an estimate: on an
-# H200 host the wider configs ran 13-24% slower per step than planned, see scripts/capacity_table.py); one more GPU
+# its own GPU for the same minutes of training (MINUTES in all, PHASE=1 then PHASE=2 as train.py --resume), each
+# run planning its own step count from its measured step rate (train.py --minutes), so that every LR schedule ends
+# inside the time (the sixth session's bench-based plans had the wider configs 13-24% too long); one more GPU
 # helps with the teacher vectors, then searches the default train step's GEMM kernels (scripts/gpu_gemm_beam.sh, L=64
 # then L=32).
 #   PHASE=1  data (sentences and tokenizer on the CPU while each GPU times its config's step; teacher vectors in one
@@ -84,18 +84,19 @@ if [ $PHASE = 1 ]; then
   done
   echo "teacher vectors at ${SECONDS}s"
   beam $((END - 10)) 64  # the GEMM search on the card after the configs', once the teacher no longer needs it
-  # step counts from each config's measured step time: the default's 15,000 steps took 14.2 min at 44.9 ms per
-  # bench step (H100), i.e. 1.265x the bench figure per training step (validations, loader, short-bucket mix). That
-  # bench step had no dropout; bench.py now times it with the config's, as train.py runs, so the factor errs short.
+  # each run plans its own step count (train.py --minutes) for the minutes of training both phases give it; the bench
+  # estimate below (the default's 15,000 steps took 14.2 min at 44.9 ms per bench step on an H100: 1.265x the bench
+  # figure) only spaces the validations, and is what scripts/capacity_table.py compares the plan with
   TL1=$(python3 -c "print(round(max(($END - $SECONDS - 75) / 60, 1.0), 2))")
-  echo $TL1 > $C/tl1
+  TOTAL=$(python3 -c "print(round($TL1 + min($TL2MAX, $MINUTES - $TL1), 2))")
+  echo $TL1 > $C/tl1; echo $TOTAL > $C/total
   for i in $(seq 0 $((N - 1))); do
     steps=$(python3 -c "
 import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_queued_ms']
-print(max(int(0.97 * ($TL1 + min($TL2MAX, $MINUTES - $TL1)) * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
+print(max(int(0.97 * $TOTAL * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
     echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --profile full $COMMON \
-      --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --time-limit $TL1 ${TARGS[$i]} --steps $steps \
+      --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --minutes $TOTAL --time-limit $TL1 ${TARGS[$i]} \
       --eval_every $((steps / 10)) \
       > $C/logs/train_${NAMES[$i]}.log 2>&1 &
     rpids[$i]=$!
@@ -103,10 +104,10 @@ print(max(int(0.97 * ($TL1 + min($TL2MAX, $MINUTES - $TL1)) * 60 / (ms * 1.265e-
   wait ${rpids[@]}
 elif [ $PHASE = 2 ]; then
   beam $((END - 10)) "64 32"  # L=64 again: reads what phase 1 found and searches what it did not reach
-  TL2=$(python3 -c "print(round(min($TL2MAX, $MINUTES - $(cat $C/tl1)), 2))")
+  TL2=$(python3 -c "print(round($(cat $C/total) - $(cat $C/tl1), 2))")  # at most TL2MAX: fits the call
   for i in $(seq 0 $((N - 1))); do
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --resume $C/${NAMES[$i]} \
-      --time-limit $TL2 --quiet >> $C/logs/train_${NAMES[$i]}.log 2>&1 &
+      --minutes $TL2 --quiet >> $C/logs/train_${NAMES[$i]}.log 2>&1 &
     rpids[$i]=$!
   done
   wait ${rpids[@]}
