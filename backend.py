@@ -167,25 +167,25 @@ def _with_bundled(beam_search):
       try:
         ret = s.copy()  # as beam_search applies a cached result
         for o in opts[len(s.applied_opts):]: ret.apply_opt(o)
-        if (bad := verify_schedule(s, ret, rawbufs, var_vals)) is None:
-          _BEAM["found"] += 1
-          return ret
-        print(f"note: a cached GEMM schedule (kernel {s.ast.key.hex()[:16]}) computes other values than tinygrad's "
-              f"heuristic one ({bad}); not using it", file=sys.stderr)
-        _BEAM["rejected"] += 1
-        return _heuristic(s)  # searching again would likely find the same fast, wrong schedule
+        if (checked := _checked(s, ret, rawbufs, var_vals, "cached")) is ret: _BEAM["found"] += 1
+        return checked  # a cached schedule that fails: searching again would likely find the same fast, wrong one
       except KernelOptError as e:  # a result this card cannot run (e.g. found on a card with more shared memory)
         print(f"note: a cached GEMM schedule does not apply here ({e}); not using it", file=sys.stderr)
     _BEAM["not_found"] += 1
     if _BEAM["cached_only"]: return _heuristic(s)
-    ret = beam_search(s, rawbufs, var_vals, amt, allow_test_size, *args, **kwargs)
-    if (bad := verify_schedule(s, ret, rawbufs, var_vals)) is None: return ret
-    print(f"note: the searched GEMM schedule computes other values than tinygrad's heuristic one ({bad}); not "
-          f"using it", file=sys.stderr)
-    _BEAM["rejected"] += 1
-    return _heuristic(s)
+    return _checked(s, beam_search(s, rawbufs, var_vals, amt, allow_test_size, *args, **kwargs), rawbufs, var_vals,
+                    "searched")
   beam_search_with_bundled.wrapped = True
   return beam_search_with_bundled
+
+
+def _checked(s, sched, rawbufs, var_vals, what: str):
+  """sched if verify_schedule passes it, else (with a note naming the kernel) tinygrad's heuristic schedule."""
+  if (bad := verify_schedule(s, sched, rawbufs, var_vals)) is None: return sched
+  print(f"note: a {what} GEMM schedule (kernel {s.ast.key.hex()[:16]}) computes other values than tinygrad's "
+        f"heuristic one ({bad}); not using it", file=sys.stderr)
+  _BEAM["rejected"] += 1
+  return _heuristic(s)
 
 
 def _run_kernel(sched, bufs, var_vals) -> None:

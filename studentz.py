@@ -409,14 +409,13 @@ def distill_losses(zs: Tensor, zt: Tensor, cfg: Config) -> dict[str, Tensor]:
 # ----------------------------------------------------------------------------------------------------------------------
 # optimiser: AdamW on tinygrad's Optimizer base, with the LR schedule, clipping and overflow skip inside the graph
 
-def lr_at(step: Tensor, cfg: Config, total: Tensor | None = None) -> Tensor:
+def lr_at(step: Tensor, cfg: Config, total: Tensor) -> Tensor:
   """Linear warmup then cosine decay, computed on device from a step counter so the JIT sees no Python scalars; the
-  schedule's length is cfg.steps, or `total` (a (1,) float tensor: train.py --minutes re-plans it during a run)."""
+  schedule's length `total` is a (1,) float tensor too (Trainer.total_t: train.py --minutes re-plans it in a run)."""
   base, warm = float(cfg.optimizer["lr"]), max(cfg.warmup_steps, 1)
   s = step.float() + 1
   warm_lr = base * s / warm
-  span = (total.reshape(()) - warm).maximum(1) if total is not None else max(max(cfg.steps, 1) - warm, 1)
-  prog = ((s - warm) / span).clip(0, 1)
+  prog = ((s - warm) / (total.reshape(()) - warm).maximum(1)).clip(0, 1)
   cos_lr = base * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + (prog * math.pi).cos()))
   return (s < warm).where(warm_lr, cos_lr)
 
