@@ -47,7 +47,8 @@ def bench_config(args):
   import studentz as sz
   return sz.Config(vocab_size=args.vocab, d_model=args.d, hidden=args.h, n_blocks=len(args.dilations),
                    dilation_schedule=list(args.dilations), kernel_size=args.k, proj_dim=args.D, max_len=args.len,
-                   batch_size=args.batch, dropout=args.dropout, steps=10_000, warmup_steps=100).validate()
+                   batch_size=args.batch, dropout=args.dropout, steps=10_000, warmup_steps=100,
+                   pool_head=args.pool_head, block_context=args.block_context).validate()
 
 
 QUEUED = 10  # steps between reads of the figures in the queued timing
@@ -108,7 +109,9 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
     # as train.py runs it: steps queued back to back, figures read once per QUEUED steps (one device sync)
     t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
   row = {"bench": name, "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
-         **extra, "dropout": cfg.dropout, "vocab": cfg.vocab_size, "device": device, "card": card_name(device),
+         **extra, "dropout": cfg.dropout, "vocab": cfg.vocab_size,
+         **({"pool_head": cfg.pool_head} if cfg.pool_head else {}),
+         **({"block_context": True} if cfg.block_context else {}), "device": device, "card": card_name(device),
          "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
          "tinygrad_first_loss": first, **({"tinygrad_losses": losses} if len(losses) > 1 else {})}
   if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, losses))
@@ -445,6 +448,8 @@ def main(argv=None) -> int:
   p.add_argument("--D", type=int, default=384)
   p.add_argument("--vocab", type=int, default=16000)
   p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 1, 2, 4])
+  p.add_argument("--pool-head", type=int, default=0, help="the student's pool_head width (studentz.Config)")
+  p.add_argument("--block-context", action="store_true", help="the student with block_context (studentz.Config)")
   p.add_argument("--dropout", type=float, default=0.1,
                  help="train: dropout in the blocks while timing, as train.py trains (default: the config's 0.1); the "
                       "loss check against PyTorch runs its steps without it, where neither side draws masks")

@@ -47,16 +47,28 @@ class TorchEncoder(nn.Module):
     self.norm_w, self.norm_b = nn.Parameter(torch.ones(2, cfg.d_model)), nn.Parameter(torch.zeros(2, cfg.d_model))
     self.gate = nn.Linear(cfg.d_model, 1) if cfg.pool == "gated" else None
     self.proj = nn.Linear(cfg.d_model, cfg.proj_dim)
+    if cfg.block_context:
+      self.ctx_films = nn.ModuleList([nn.Linear(cfg.d_model, 2 * cfg.hidden) for _ in cfg.dilation_schedule])
+    if cfg.pool_head:
+      self.head_up, self.head_down = nn.Linear(cfg.d_model, 2 * cfg.pool_head), nn.Linear(cfg.pool_head, cfg.proj_dim)
 
   def forward(self, tokens, mask):
     mode = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
     x = self.embed(tokens)
-    for b in self.blocks: x = b(x, mask, mode)
-    x = cond_norm(x, self.norm_w, self.norm_b, mode)
     m = mask.float()
+    mean = lambda t: (t.float() * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)  # noqa: E731
+    for i, b in enumerate(self.blocks):
+      film = self.ctx_films[i](mean(x).to(x.dtype)).chunk(2, dim=-1) if self.cfg.block_context else None
+      x = b(x, mask, mode, film)
+    x = cond_norm(x, self.norm_w, self.norm_b, mode)
     w = m if self.gate is None else torch.sigmoid(self.gate(x).float().squeeze(-1)) * m + 1e-6 * m
     pooled = (x.float() * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
-    return self.proj(pooled.to(x.dtype)).float()
+    z = self.proj(pooled.to(x.dtype)).float()
+    if self.cfg.pool_head:
+      v, g = self.head_up(x).float().chunk(2, dim=-1)
+      v, g = F.gelu(v, approximate="tanh"), (torch.sigmoid(g) + 1e-6) * m.unsqueeze(-1)
+      z = z + self.head_down(((v * g).sum(1) / g.sum(1).clamp_min(1e-6)).to(x.dtype)).float()
+    return z
 
   def load_from_tinygrad(self, sd: dict[str, np.ndarray]) -> None:
     load_from_tinygrad(self, sd)
@@ -149,8 +161,9 @@ def distill_loss(zs, zt, cfg):
 
 
 def make_optimizer(model, cfg):
-  decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-  rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+  # studentz.decays: matrices only, and not the FiLM layers
+  decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n and "film" not in n]
+  rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n and "film" not in n)]
   opt = cfg.optimizer
   o = torch.optim.AdamW([{"params": decay, "weight_decay": opt.get("weight_decay", 0.01)},
                          {"params": rest, "weight_decay": 0.0}], lr=float(opt["lr"]), betas=(0.9, 0.999), eps=1e-8)

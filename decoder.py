@@ -10,15 +10,9 @@ from __future__ import annotations
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 from embedding import TokenEmbedding
 from student_tokenizer import PAD
-from studentz import Config, CondNorm, DilatedConv, Linear, TCNBlock, distill_losses, matmul2d
+from studentz import Config, CondNorm, DilatedConv, Linear, TCNBlock, distill_losses, matmul2d, zero_linear
 from tinygrad import Tensor, dtypes
 from tinygrad.helpers import Context
-
-
-def _zero_linear(n_in: int, n_out: int) -> Linear:
-  lin = Linear(n_in, n_out)
-  lin.weight = Tensor.zeros(n_out, n_in).contiguous()
-  return lin
 
 
 class Decoder:
@@ -36,7 +30,7 @@ class Decoder:
     self.z_in = Linear(D, d)                                                       # z as a bias on every input token
     self.blocks = [TCNBlock(d, h, cfg.kernel_size, dl, True, norm, cfg.dropout) for dl in cfg.dec_dilation_schedule]
     # zero FiLM at init: every block starts as the unconditioned block, and z enters through z_in only
-    self.films = [_zero_linear(D, 2 * h) for _ in cfg.dec_dilation_schedule]
+    self.films = [zero_linear(D, 2 * h) for _ in cfg.dec_dilation_schedule]
     self.norm = CondNorm(d, "layer")
     self.tie_output = tie_output
     if tie_output:  # logits = x @ embedding^T + a free bias: V*d fewer parameters, the embedding gets both gradients
@@ -106,7 +100,7 @@ class ModeBProjection:
   def __init__(self, cfg: Config):
     self.kind = cfg.mode_b_proj
     D = cfg.proj_dim
-    if self.kind == "mlp": self.fc1, self.fc2 = Linear(D, D), _zero_linear(D, D)
+    if self.kind == "mlp": self.fc1, self.fc2 = Linear(D, D), zero_linear(D, D)
     self.act_dtype = dtypes.float32
 
   def __call__(self, t: Tensor) -> Tensor:  # (B, D) -> (B, D)

@@ -53,7 +53,8 @@ def matmul2d(x: Tensor, w: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------------------------------
 # config
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object",
+               bool: "true or false"}
 
 @dataclass
 class Config:
@@ -68,6 +69,10 @@ class Config:
   norm: str = "layer"              # "layer" (per token over channels) or "group" (masked stats over tokens)
   padding: str = "centred"         # "centred" sees both sides; "causal" sees only the past (streaming)
   pool: str = "gated"              # "mean" (masked mean) or "gated" (learned per-token weights, no token mixing)
+  pool_head: int = 0               # P > 0 adds a second pooled path: per token P GELU features, each with its own
+                                   # sigmoid gate over tokens, pooled, then Linear(P -> D) added to z (starts at zero)
+  block_context: bool = False      # FiLM each block from the masked mean of its input: every token sees a summary of
+                                   # the whole sentence at each depth, O(L), no token-to-token weights (centred only)
   proj_dim: int = 384              # D: the teacher's dimension (set from the teacher at train time)
   max_len: int = 64                # tokens per sentence including BOS/EOS; longer text is truncated
   embed_init: str = "teacher"      # "teacher": embedding from the teacher's token vectors + a ridge-fitted projection
@@ -116,7 +121,9 @@ class Config:
     for f in fields(self):
       v, want = getattr(self, f.name), type(getattr(default, f.name))
       num = isinstance(v, (int, float)) and not isinstance(v, bool)
-      if not (isinstance(v, want) and not isinstance(v, bool) if want is not float else num):
+      if want is float: ok = num
+      else: ok = isinstance(v, bool) if want is bool else isinstance(v, want) and not isinstance(v, bool)
+      if not ok:
         wrong.append(f"{f.name} must be {_TYPE_WORDS[want]}, got {json.dumps(v, default=str)[:40]}")
     if wrong: raise ValueError("invalid config: " + "; ".join(wrong))
     errs = []
@@ -142,6 +149,9 @@ class Config:
     need(self.norm in ("layer", "group"), "norm must be 'layer' or 'group'")
     need(self.padding in ("centred", "causal"), "padding must be 'centred' or 'causal'")
     need(self.pool in ("mean", "gated"), "pool must be 'mean' or 'gated'")
+    need(self.pool_head >= 0, "pool_head must be 0 (off) or a positive width")
+    need(not (self.block_context and self.padding == "causal"),
+         "block_context needs padding 'centred': a sentence-wide mean would let a causal encoder see the future")
     need(self.embed_init in ("teacher", "random"), "embed_init must be 'teacher' or 'random'")
     need(isinstance(self.freeze, list) and set(self.freeze) <= {"encoder", "decoder", "proj_b"},
          "freeze must be a list of model names: encoder, decoder, proj_b")
@@ -220,6 +230,19 @@ class Linear:
   def __call__(self, x: Tensor) -> Tensor:
     y = matmul2d(x, self.weight.cast(x.dtype).T)
     return y if self.bias is None else y + self.bias.cast(x.dtype)
+
+
+def zero_linear(n_in: int, n_out: int) -> Linear:
+  """A Linear whose output starts at its zero bias: a new path that leaves the network's function unchanged at init."""
+  lin = Linear(n_in, n_out)
+  lin.weight = Tensor.zeros(n_out, n_in).contiguous()
+  return lin
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+  """(B, L, C), (B, L) -> (B, C) in float32, over valid tokens only."""
+  m = mask.float().unsqueeze(-1)                                                   # (B, L, 1)
+  return (x.float() * m).sum(1) / m.sum(1).maximum(1.0)
 
 
 class DilatedConv:
@@ -327,6 +350,11 @@ class Encoder:
     self.norm = CondNorm(cfg.d_model, "layer")
     self.gate = Linear(cfg.d_model, 1) if cfg.pool == "gated" else None
     self.proj = Linear(cfg.d_model, cfg.proj_dim)
+    # both extras start as zero paths, so the teacher initialisation (student_init.py) still holds at step 0
+    self.ctx_films = [zero_linear(cfg.d_model, 2 * cfg.hidden) for _ in self.blocks] if cfg.block_context else None
+    if cfg.pool_head:
+      self.head_up = Linear(cfg.d_model, 2 * cfg.pool_head)                       # values and their gate logits
+      self.head_down = zero_linear(cfg.pool_head, cfg.proj_dim)
     self.act_dtype = dtypes.float32
 
   @property
@@ -337,7 +365,12 @@ class Encoder:
     """Per-token features (B, L, d) after the TCN stack and final norm."""
     if mode is None: mode = Tensor.zeros(tokens.shape[0], dtype=dtypes.int32, device=tokens.device)
     x = self.embed(tokens).cast(self.act_dtype)                                    # (B, L, d)
-    for blk in self.blocks: x = blk(x, mask, mode)
+    for i, blk in enumerate(self.blocks):
+      film = None
+      if self.ctx_films is not None:  # the sentence's mean input conditions the block, as z conditions the decoder's
+        gb = self.ctx_films[i](masked_mean(x, mask).cast(x.dtype))                 # (B, 2h)
+        film = (gb[:, :self.cfg.hidden], gb[:, self.cfg.hidden:])
+      x = blk(x, mask, mode, film)
     return self.norm(x, mask, mode)
 
   def pool(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -349,9 +382,24 @@ class Encoder:
       w = self.gate(x).float().squeeze(-1).sigmoid() * m + 1e-6 * m                # (B, L)
     return (xf * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).maximum(1e-6)
 
+  def head_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The pool head's per-token values and gates (B, L, P) each, float32; gates > 0 so every sum is positive."""
+    u = self.head_up(x).float()                                                    # (B, L, 2P)
+    P = self.cfg.pool_head
+    return u[..., :P].gelu(), u[..., P:].sigmoid() + 1e-6
+
+  def head(self, x: Tensor, mask: Tensor) -> Tensor:
+    """(B, L, d) -> (B, D): each of P features pooled with its own weights over valid tokens, like P one-feature
+    attention heads whose scores come from the token alone (no query, no token-to-token weights)."""
+    v, g = self.head_terms(x)
+    g = g * mask.float().unsqueeze(-1)                                             # (B, L, P)
+    pooled = (v * g).sum(1) / g.sum(1).maximum(1e-6)                               # (B, P)
+    return self.head_down(pooled.cast(self.act_dtype)).float()                     # (B, D)
+
   def __call__(self, tokens: Tensor, mask: Tensor) -> Tensor:  # tokens (B, L) int, mask (B, L) float -> z (B, D)
-    pooled = self.pool(self.features(tokens, mask), mask)                          # (B, d)
-    return self.proj(pooled.cast(self.act_dtype)).float()                          # (B, D)
+    x = self.features(tokens, mask)                                                # (B, L, d)
+    z = self.proj(self.pool(x, mask).cast(self.act_dtype)).float()                 # (B, D)
+    return z + self.head(x, mask) if self.cfg.pool_head else z
 
 
 def display_grid(dim: int) -> tuple[int, int]:

@@ -59,8 +59,9 @@ class StreamState:
 
   Per block it keeps the last (k-1)*dilation + 1 inputs of its causal conv (zeros before the start, as the causal pad),
   so a token costs one position through the blocks; pooling keeps running sums (sum of w*x and of w, with w = 1 for
-  the masked mean, sigmoid(gate) + 1e-6 for the gated pool, as Encoder.pool). z after the t-th push equals the full
-  encoder's z on those t tokens. No max_len applies: the stream may run longer than the training length.
+  the masked mean, sigmoid(gate) + 1e-6 for the gated pool, as Encoder.pool; per feature for the pool head). z after
+  the t-th push equals the full encoder's z on those t tokens. No max_len applies: the stream may run longer than the
+  training length.
   Token ids are pushed as given: start with BOS, as every training sentence did."""
 
   def __init__(self, encoder, lock=None):
@@ -72,6 +73,9 @@ class StreamState:
                    for blk in encoder.blocks]
       self.wx = Tensor.zeros(1, cfg.d_model, dtype=dtypes.float32).contiguous().realize()
       self.w = Tensor.zeros(1, 1, dtype=dtypes.float32).contiguous().realize()
+      P = max(cfg.pool_head, 1)  # the pool head's running sums (unused, one wide, without a head)
+      self.hv = Tensor.zeros(1, P, dtype=dtypes.float32).contiguous().realize()
+      self.hg = Tensor.zeros(1, P, dtype=dtypes.float32).contiguous().realize()
     # a TinyJit over the persistent buffers above: it reads the encoder's weights as they are at call time
     self._jit = TinyJit(self._step_impl)
     self.n = 0  # tokens pushed since reset
@@ -91,8 +95,15 @@ class StreamState:
     x = enc.norm(x, ones, mode)[:, 0]                                              # (1, d)
     w = Tensor.ones(1, 1) if enc.gate is None else enc.gate(x).float().sigmoid() + 1e-6  # (1, 1)
     wx, ws = self.wx + x.float() * w, self.w + w
-    z = enc.proj((wx / ws.maximum(1e-6)).cast(enc.act_dtype)).float().contiguous()  # (1, D)
-    Tensor.realize(z, *[b.assign(nb) for b, nb in zip(self.bufs, new_bufs)], self.wx.assign(wx), self.w.assign(ws))
+    z = enc.proj((wx / ws.maximum(1e-6)).cast(enc.act_dtype)).float()              # (1, D)
+    sums = [self.wx.assign(wx), self.w.assign(ws)]
+    if enc.cfg.pool_head:  # the same running sums per head feature (Encoder.head)
+      v, g = enc.head_terms(x.unsqueeze(1))                                        # (1, 1, P) each
+      hv, hg = self.hv + (v * g)[:, 0], self.hg + g[:, 0]
+      z = z + enc.head_down((hv / hg.maximum(1e-6)).cast(enc.act_dtype)).float()
+      sums += [self.hv.assign(hv), self.hg.assign(hg)]
+    z = z.contiguous()
+    Tensor.realize(z, *[b.assign(nb) for b, nb in zip(self.bufs, new_bufs)], *sums)
     return z
 
   def push(self, token_id: int) -> np.ndarray:
@@ -108,8 +119,7 @@ class StreamState:
   def reset(self) -> "StreamState":
     """Forget every pushed token (the next push starts a new sequence)."""
     with self.lock:
-      Tensor.realize(*[b.assign(b.zeros_like()) for b in self.bufs], self.wx.assign(self.wx.zeros_like()),
-                     self.w.assign(self.w.zeros_like()))
+      Tensor.realize(*[b.assign(b.zeros_like()) for b in self.bufs + [self.wx, self.w, self.hv, self.hg]])
     self.n = 0
     return self
 

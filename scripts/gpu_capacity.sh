@@ -132,15 +132,20 @@ else
   done
   if [ $NGPU -gt $N ]; then  # the idle card: the step (train.py's, dropout included) on the searched GEMM schedules
     # (phases 1-2 and beam/), on tinygrad's heuristics, and without dropout, each with PyTorch in the same process;
-    # then the joint step with its PyTorch twin under CUDA_LAUNCH_BLOCKING=1, to name the op of the device-side assert
-    # its twin hit on its second step on an H200 (the traceback goes to logs/joint_twin.log)
+    # "winner": the best config's step (its bench.py arguments) on the searched schedules; "joint": the joint step
+    # with its PyTorch twin under CUDA_LAUNCH_BLOCKING=1, to name the op of the device-side assert its twin hit on its
+    # second step on an H200 (the traceback goes to logs/joint_twin.log). ROWS picks which, in this order.
+    for i in $(seq 0 $((N - 1))); do [ ${NAMES[$i]} = $W ] && WB=${BARGS[$i]}; done
     (export CUDA_VISIBLE_DEVICES=$N CACHEDB=$PWD/runs/beam-cache.db CCACHE=0 OUT=$C
-     TO=150 train_row row_step_L64_searched "" $BENCH > $C/logs/rows.log 2>&1
-     TO=150 train_row row_step_L64_heuristic STUDENTZ_GEMM_BEAM=0 $BENCH >> $C/logs/rows.log 2>&1
-     TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH >> $C/logs/rows.log 2>&1
-     CUDA_LAUNCH_BLOCKING=1 timeout 200 python3 bench.py train --joint --reps 10 --json $C/row_joint_L64_blocking.json \
-       $BENCH > $C/logs/joint_twin.log 2>&1; grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 \
-       >> $C/logs/rows.log) &
+     for r in ${ROWS:-searched heuristic nodrop joint}; do case $r in
+       searched) TO=150 train_row row_step_L64_searched "" $BENCH ;;
+       heuristic) TO=150 train_row row_step_L64_heuristic STUDENTZ_GEMM_BEAM=0 $BENCH ;;
+       nodrop) TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH ;;
+       winner) TO=150 train_row row_step_L64_${W}_searched "" $BENCH $WB ;;
+       joint) CUDA_LAUNCH_BLOCKING=1 timeout 200 python3 bench.py train --joint --reps 10 \
+                --json $C/row_joint_L64_blocking.json $BENCH > $C/logs/joint_twin.log 2>&1
+              grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 ;;
+     esac; done > $C/logs/rows.log 2>&1) &
   fi
   wait; cat $C/logs/rows.log 2>/dev/null; for n in ${evals[@]}; do echo "$n: $(cat $C/eval_$n.json)"; done
   [ -n "$DECODER" ] && tail -5 $C/logs/decoder.log

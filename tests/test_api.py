@@ -117,12 +117,13 @@ def test_decode_modes_and_errors(model):
   with pytest.raises(ValueError, match="has no decoder"): bare.decode_from_teacher(z)
 
 
-@pytest.mark.parametrize("pool", ["mean", "gated"])
-def test_stream_equals_full_encoder_on_every_prefix(pool):
+@pytest.mark.parametrize("pool,head", [("mean", 0), ("gated", 0), ("gated", 6)])
+def test_stream_equals_full_encoder_on_every_prefix(pool, head):
   T = 10
   Tensor.manual_seed(1)
-  enc = sz.Encoder(tiny_cfg(64, pool=pool, max_len=T))
+  enc = sz.Encoder(tiny_cfg(64, pool=pool, max_len=T, pool_head=head))
   _perturb(enc, 1)
+  if head: enc.head_down.weight.assign(Tensor.randn(*enc.head_down.weight.shape)).realize()
   toks = np.random.default_rng(2).integers(4, 64, T).astype(np.int32)
   toks[0] = BOS
   # row t = the first t+1 tokens, masked after them: one full forward gives z for every prefix

@@ -26,10 +26,11 @@ def _batch(cfg, rng):
           "mode_b": (np.arange(B) % 2).astype(np.float32)}
 
 
-@pytest.mark.parametrize("dec_output", ["separate", "tied"])
-def test_joint_twin_same_loss_parts(dec_output):
+@pytest.mark.parametrize("dec_output,extra", [("separate", {}), ("tied", {}),
+                                              ("separate", {"pool_head": 8, "block_context": True})])
+def test_joint_twin_same_loss_parts(dec_output, extra):
   weights = {"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}
-  cfg = sz.Config(**TINY, dec_output=dec_output, loss_weights=weights).validate()
+  cfg = sz.Config(**TINY, dec_output=dec_output, loss_weights=weights, **extra).validate()
   rng = np.random.default_rng(1)
   batch = _batch(cfg, rng)
   Tensor.manual_seed(3)
@@ -77,3 +78,16 @@ def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
   assert bench.main([*argv, "--json", str(tmp_path / "other.json")]) == 0
   row = json.loads((tmp_path / "other.json").read_text())[0]
   assert row["tinygrad_first_loss"] == pytest.approx(row["torch_first_loss"], rel=1e-4) and not row["same_loss"], row
+
+
+def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
+  """The twin of a student with both extras takes the same three optimiser steps (the paths start at zero, so the
+  steps after the first are where their gradients show)."""
+  import json
+  import bench
+  argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
+          "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0",
+          "--pool-head", "8", "--block-context", "--json", str(tmp_path / "rows.json")]
+  assert bench.main(argv) == 0
+  row = json.loads((tmp_path / "rows.json").read_text())[0]
+  assert row["same_loss"], row

@@ -40,11 +40,22 @@ def test_receptive_field(cfg, padding):
     assert changed != {p}   # it does look at both sides
 
 
-@pytest.mark.parametrize("pool", ["mean", "gated"])
-def test_padding_never_changes_z(cfg, pool):
-  c = sz.Config.from_dict({**cfg.to_dict(), "pool": pool})
+def _wake_zero_paths(enc, seed: int = 0):
+  """Random weights in the paths that start at zero (pool head, block context), so a test sees them work."""
+  rng = np.random.default_rng(seed)
+  lins = list(enc.ctx_films or []) + ([enc.head_down] if enc.cfg.pool_head else [])
+  for lin in lins:
+    lin.weight.assign(Tensor(rng.normal(0, 0.3, lin.weight.shape).astype(np.float32))).realize()
+
+
+@pytest.mark.parametrize("pool,extra", [("mean", {}), ("gated", {}), ("gated", {"pool_head": 8}),
+                                        ("mean", {"block_context": True}),
+                                        ("gated", {"pool_head": 8, "block_context": True, "norm": "group"})])
+def test_padding_never_changes_z(cfg, pool, extra):
+  c = sz.Config.from_dict({**cfg.to_dict(), "pool": pool, **extra})
   Tensor.manual_seed(1)
   enc = sz.Encoder(c)
+  _wake_zero_paths(enc)
   sent = np.array([1, 17, 33, 9, 41, 2], np.int32)
   zs = []
   for L in (8, 12):   # the same sentence padded to two lengths (and next to a different neighbour row)
@@ -54,6 +65,26 @@ def test_padding_never_changes_z(cfg, pool):
     ids[1, :L], mask[1, :L] = np.arange(L) % 50 + 4, 1
     zs.append(enc(Tensor(ids), Tensor(mask)).numpy()[0])
   np.testing.assert_allclose(zs[0], zs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_block_context_lets_every_token_see_the_sentence(cfg):
+  """With block_context a change at one position reaches every position in one block (the receptive field is the
+  sentence); the zero-initialised context changes nothing at init; causal padding is refused."""
+  c = sz.Config.from_dict({**cfg.to_dict(), "block_context": True, "n_blocks": 1, "dilation_schedule": [1]})
+  Tensor.manual_seed(0)
+  enc = sz.Encoder(c)
+  ids = np.random.default_rng(0).integers(4, 64, (1, 12)).astype(np.int32)
+  ids2 = ids.copy()
+  ids2[0, 0] += 1
+  mask = np.ones((1, 12), np.float32)
+  diff = lambda: np.abs(_feats(enc, ids2, mask) - _feats(enc, ids, mask)).max(axis=(0, 2))  # noqa: E731
+  assert (diff()[3:] < 1e-6).all()               # at init: the plain block, whose k=3 window ends at position 1
+  _wake_zero_paths(enc)
+  assert (diff() > 1e-4).all()
+  with pytest.raises(ValueError, match="block_context needs padding 'centred'"):
+    sz.Config(block_context=True, padding="causal").validate()
+  with pytest.raises(ValueError, match="pool_head must be"):
+    sz.Config(pool_head=-1).validate()
 
 
 def test_group_norm_is_padding_invariant(cfg):
