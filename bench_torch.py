@@ -25,11 +25,12 @@ class TorchBlock(nn.Module):
     self.norm_w, self.norm_b = nn.Parameter(torch.ones(2, h)), nn.Parameter(torch.zeros(2, h))
     self.out = nn.Linear(h, d)
 
-  def forward(self, x, mask, mode, film=None):  # x (B, L, d); film: (gamma, beta) (B, h) each, or None
+  def forward(self, x, mask, mode, film=None, shift=None):  # x (B, L, d); film: (gamma, beta) (B, h) each; shift (B, h)
     span = (self.k - 1) * self.dilation
     left = span if self.causal else span // 2
     y = F.pad((x * mask.unsqueeze(-1)).transpose(1, 2), (left, span - left))     # (B, d, L + span)
     y = self.conv(y).transpose(1, 2)                                              # (B, L, h)
+    if shift is not None: y = y + shift.unsqueeze(1)
     y = cond_norm(y, self.norm_w, self.norm_b, mode)
     if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
     y = F.dropout(F.gelu(y, approximate="tanh"), self.p, self.training)
@@ -48,7 +49,7 @@ class TorchEncoder(nn.Module):
     self.gate = nn.Linear(cfg.d_model, 1) if cfg.pool == "gated" else None
     self.proj = nn.Linear(cfg.d_model, cfg.proj_dim)
     if cfg.block_context:
-      self.ctx_films = nn.ModuleList([nn.Linear(cfg.d_model, 2 * cfg.hidden) for _ in cfg.dilation_schedule])
+      self.ctx_in = nn.ModuleList([nn.Linear(cfg.d_model, cfg.hidden) for _ in cfg.dilation_schedule])
     if cfg.pool_head:
       self.head_up, self.head_down = nn.Linear(cfg.d_model, 2 * cfg.pool_head), nn.Linear(cfg.pool_head, cfg.proj_dim)
 
@@ -58,8 +59,7 @@ class TorchEncoder(nn.Module):
     m = mask.float()
     mean = lambda t: (t.float() * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)  # noqa: E731
     for i, b in enumerate(self.blocks):
-      film = self.ctx_films[i](mean(x).to(x.dtype)).chunk(2, dim=-1) if self.cfg.block_context else None
-      x = b(x, mask, mode, film)
+      x = b(x, mask, mode, shift=self.ctx_in[i](mean(x).to(x.dtype)) if self.cfg.block_context else None)
     x = cond_norm(x, self.norm_w, self.norm_b, mode)
     w = m if self.gate is None else torch.sigmoid(self.gate(x).float().squeeze(-1)) * m + 1e-6 * m
     pooled = (x.float() * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)

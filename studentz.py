@@ -71,8 +71,9 @@ class Config:
   pool: str = "gated"              # "mean" (masked mean) or "gated" (learned per-token weights, no token mixing)
   pool_head: int = 0               # P > 0 adds a second pooled path: per token P GELU features, each with its own
                                    # sigmoid gate over tokens, pooled, then Linear(P -> D) added to z (starts at zero)
-  block_context: bool = False      # FiLM each block from the masked mean of its input: every token sees a summary of
-                                   # the whole sentence at each depth, O(L), no token-to-token weights (centred only)
+  block_context: bool = False      # add Linear(masked mean of a block's input) to its conv output, before the norm:
+                                   # every token sees a summary of the sentence at each depth, O(L), no token-to-token
+                                   # weights (centred padding only)
   proj_dim: int = 384              # D: the teacher's dimension (set from the teacher at train time)
   max_len: int = 64                # tokens per sentence including BOS/EOS; longer text is truncated
   embed_init: str = "teacher"      # "teacher": embedding from the teacher's token vectors + a ridge-fitted projection
@@ -323,9 +324,13 @@ class TCNBlock:
     self.out = Linear(h, d)
     self.dropout = dropout
 
-  def __call__(self, x: Tensor, mask: Tensor, mode: Tensor, film: tuple[Tensor, Tensor] | None = None) -> Tensor:
+  def __call__(self, x: Tensor, mask: Tensor, mode: Tensor, film: tuple[Tensor, Tensor] | None = None,
+               shift: Tensor | None = None) -> Tensor:
+    """shift (B, h): added to the conv's output at every position, before the norm (Encoder's block_context)."""
     m = mask.unsqueeze(-1).cast(x.dtype)                                           # (B, L, 1)
-    out = self.residual(x, self.conv(x * m), mask, mode, film)                     # (B, L, d)
+    conv_out = self.conv(x * m)                                                    # (B, L, h)
+    if shift is not None: conv_out = conv_out + shift.unsqueeze(1)
+    out = self.residual(x, conv_out, mask, mode, film)                             # (B, L, d)
     if CONTIG_ACT >= 2: out = out.contiguous_backward()
     return out.contiguous() if CONTIG_ACT else out
 
@@ -351,7 +356,9 @@ class Encoder:
     self.gate = Linear(cfg.d_model, 1) if cfg.pool == "gated" else None
     self.proj = Linear(cfg.d_model, cfg.proj_dim)
     # both extras start as zero paths, so the teacher initialisation (student_init.py) still holds at step 0
-    self.ctx_films = [zero_linear(cfg.d_model, 2 * cfg.hidden) for _ in self.blocks] if cfg.block_context else None
+    # the context enters before each block's norm, which bounds it; a first version scaled the normed activations
+    # by (1 + gamma) after it, as the decoder's FiLM does, and a run with it and the pool head collapsed on an H200
+    self.ctx_in = [zero_linear(cfg.d_model, cfg.hidden) for _ in self.blocks] if cfg.block_context else None
     if cfg.pool_head:
       self.head_up = Linear(cfg.d_model, 2 * cfg.pool_head)                       # values and their gate logits
       self.head_down = zero_linear(cfg.pool_head, cfg.proj_dim)
@@ -366,11 +373,9 @@ class Encoder:
     if mode is None: mode = Tensor.zeros(tokens.shape[0], dtype=dtypes.int32, device=tokens.device)
     x = self.embed(tokens).cast(self.act_dtype)                                    # (B, L, d)
     for i, blk in enumerate(self.blocks):
-      film = None
-      if self.ctx_films is not None:  # the sentence's mean input conditions the block, as z conditions the decoder's
-        gb = self.ctx_films[i](masked_mean(x, mask).cast(x.dtype))                 # (B, 2h)
-        film = (gb[:, :self.cfg.hidden], gb[:, self.cfg.hidden:])
-      x = blk(x, mask, mode, film)
+      # block_context: the sentence's mean input, seen by every position of the block
+      shift = None if self.ctx_in is None else self.ctx_in[i](masked_mean(x, mask).cast(x.dtype))  # (B, h)
+      x = blk(x, mask, mode, shift=shift)
     return self.norm(x, mask, mode)
 
   def pool(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
 """The local halves of the GPU workflow: scripts/package_model.py (the shipped model folder from the parts two GPU
-stages bring back) and scripts/capacity_table.py (the equal-wall-time comparison from scripts/gpu_capacity.sh)."""
+stages bring back), scripts/capacity_table.py (the equal-wall-time comparison from scripts/gpu_capacity.sh) and
+scripts/run_summary.py (train.py runs side by side)."""
 import json, subprocess, sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from safetensors.numpy import load_file, save
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import capacity_table  # noqa: E402
 import package_model  # noqa: E402
+import run_summary  # noqa: E402
 
 SHAPE = {"vocab_size": 64, "d_model": 8, "hidden": 16, "n_blocks": 2, "kernel_size": 3, "dilation_schedule": [1, 2],
          "max_len": 16, "proj_dim": 384}
@@ -107,3 +109,23 @@ def test_capacity_table_reads_a_comparison(tmp_path):
   (d / "logs" / "plan.txt").unlink()
   r = subprocess.run([sys.executable, capacity_table.__file__, str(d)], capture_output=True, text=True)
   assert r.returncode == 2 and r.stderr.startswith("error: ") and "plan.txt" in r.stderr
+
+
+def test_run_summary_rows_name_what_differs(tmp_path, capsys):
+  def run(name, head, vals, rate):
+    d = tmp_path / name
+    (d / "best").mkdir(parents=True)
+    lines = [{"step": s, "time": 100 + s / rate, "loss": 1.0, "cos": 0.5 + s / 1000} for s in (1, 25, 50, 75)]
+    lines[0]["time"] = 0.0  # the first line comes after data preparation and the JIT capture: not a rate
+    lines += [{"step": 25 * (i + 1), "time": 200.0, "val_cos": v} for i, v in enumerate(vals)]
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cfg = {"d_model": 8, "pool_head": head, "optimizer": {"lr": 1e-3}}
+    (d / "best" / "config.json").write_text(json.dumps({"config": cfg}))
+    return d
+  a, b = run("a", 0, [0.5, 0.6], 4.0), run("b", 32, [0.55, 0.7, 0.65], 2.0)
+  assert run_summary.main([str(a), str(b), "--json", str(tmp_path / "rows.json")]) == 0
+  rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+  assert [r["differs"] for r in rows] == [{"pool_head": 0}, {"pool_head": 32}]  # d_model and lr are the same
+  assert [r["best_val_cos"] for r in rows] == [0.6, 0.7] and [r["steps_per_s"] for r in rows] == [4.0, 2.0]
+  assert rows[1]["final_train_cos"] == pytest.approx(0.575) and "| b | 32 |" in capsys.readouterr().out
+  assert run_summary.main([str(tmp_path / "none")]) == 2

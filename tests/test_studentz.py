@@ -43,7 +43,7 @@ def test_receptive_field(cfg, padding):
 def _wake_zero_paths(enc, seed: int = 0):
   """Random weights in the paths that start at zero (pool head, block context), so a test sees them work."""
   rng = np.random.default_rng(seed)
-  lins = list(enc.ctx_films or []) + ([enc.head_down] if enc.cfg.pool_head else [])
+  lins = list(enc.ctx_in or []) + ([enc.head_down] if enc.cfg.pool_head else [])
   for lin in lins:
     lin.weight.assign(Tensor(rng.normal(0, 0.3, lin.weight.shape).astype(np.float32))).realize()
 

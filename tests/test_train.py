@@ -117,6 +117,24 @@ def test_step_planner_fits_the_budget():
   assert p.plan(330, got) == 331             # past the budget: end at the next step
 
 
+def test_step_planner_leaves_a_discounted_pause_out_of_the_rate():
+  """A one-off 10-s pause (the first validation's compile) would make 10 steps/s look like 5; discounted, the plan is
+  the one without it, while the budget still counts the 10 s."""
+  def planner_after(pause: float, discount: bool):
+    now = [0.0]
+    p = train.StepPlanner(10, start_step=0, clock=lambda: now[0])
+    now[0] = 30.0
+    p.plan(20, 1000)
+    now[0] = 35.0
+    p.plan(70, 1000)
+    if discount: p.discount(pause)           # a pause between two syncs, inside the window the rate is taken over
+    now[0] = 50.0 + pause
+    return p.plan(220, 1000)
+  left = 600 - 50 - 10
+  assert planner_after(10.0, True) == 220 + int(left * 10 * 0.97)
+  assert planner_after(10.0, False) < 220 + int(left * 7 * 0.97)
+
+
 def test_fp16_checkpoint_loads_into_fp32_model(sentences, tmp_path):
   cfg, ids, mask = sentences
   ids, mask = ids[:BATCH], mask[:BATCH]
