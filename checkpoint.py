@@ -162,7 +162,7 @@ def read_checkpoint_info(ckpt: Path) -> dict:
 # from the checkpoint (unless the user set them), so fitting a decoder to a wider distilled encoder needs no repeat of
 # its shape, and the run prepares the same data folder (another one would fit another tokenizer).
 ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "norm", "padding",
-                 "pool", "proj_dim", "max_len", "data_limit", "data_crops")
+                 "pool", "pool_head", "block_context", "proj_dim", "max_len", "data_limit", "data_crops")
 
 
 def with_encoder_shape(cfg, ckpt: Path, keep: set = frozenset()):

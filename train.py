@@ -24,7 +24,7 @@ CPU_PROFILE = dict(vocab_size=4000, d_model=96, hidden=192, n_blocks=4, kernel_s
                    dec_blocks=3, dec_dilation_schedule=[1, 2, 4], batch_size=32, steps=200, eval_every=100,
                    warmup_steps=20, data_limit=2000, max_len=48, length_buckets=[],
                    optimizer={"type": "adamw", "lr": 2e-3, "weight_decay": 0.01},
-                   # the pool head: +0.038 val_cos and +7.6 STS-B points at 600 CPU steps, 27% slower steps
+                   # the pool head: +0.038 val_cos and +7.6 STS-B points at 600 CPU steps, each step 37% longer
                    # (results/cpu_extras_600_steps.json); untested at the GPU config's size, so off there
                    pool_head=384)
 

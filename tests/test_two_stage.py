@@ -115,6 +115,7 @@ def test_init_from_takes_the_encoder_shape(stages, tmp_path, capsys):
   shutil.copytree((stages["first"] / "best").resolve(), wide)
   info = json.loads((wide / "config.json").read_text())
   info["config"]["hidden"], info["config"]["dilation_schedule"], info["config"]["data_crops"] = 72, [1, 3], 1
+  info["config"]["pool_head"], info["config"]["block_context"] = 24, True
   (wide / "config.json").write_text(json.dumps(info))
 
   def printed(*args):
@@ -125,5 +126,6 @@ def test_init_from_takes_the_encoder_shape(stages, tmp_path, capsys):
   cfg, err = printed()
   assert cfg["hidden"] == 72 and cfg["dilation_schedule"] == [1, 3] and cfg["d_model"] == info["config"]["d_model"]
   assert cfg["data_crops"] == 1  # the data its tokenizer was fitted on comes along too
+  assert cfg["pool_head"] == 24 and cfg["block_context"] is True  # the encoder's extra weights too
   assert "encoder shape from the checkpoint" in err and "hidden=72" in err
   assert printed("--hidden", "40")[0]["hidden"] == 40
