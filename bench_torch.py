@@ -161,9 +161,9 @@ def distill_loss(zs, zt, cfg):
 
 
 def make_optimizer(model, cfg):
-  # studentz.decays: matrices only, and not the FiLM layers
-  decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n and "film" not in n]
-  rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n and "film" not in n)]
+  from studentz import decays  # tinygrad's rule, read off the same names (the twin's norms are "...norm_w")
+  decay = [p for n, p in model.named_parameters() if decays(n, p)]
+  rest = [p for n, p in model.named_parameters() if not decays(n, p)]
   opt = cfg.optimizer
   o = torch.optim.AdamW([{"params": decay, "weight_decay": opt.get("weight_decay", 0.01)},
                          {"params": rest, "weight_decay": 0.0}], lr=float(opt["lr"]), betas=(0.9, 0.999), eps=1e-8)
