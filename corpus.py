@@ -320,13 +320,16 @@ def import_jsonl(path, out_dir, max_len: int, *, tokenizer=None, teacher_name: s
 def _cli_teacher(a) -> None:
   import backend
   backend.check_device()  # before tinygrad is imported: a bad DEV= is one line, not a traceback from inside tinygrad
-  from teacher import load_teacher  # only this subcommand needs tinygrad
+  from teacher import load_teacher  # only these subcommands need tinygrad
   try: shard = tuple(int(x) for x in a.shard.split("/")) if a.shard else None
   except ValueError: raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {a.shard!r}") from None
   try: teacher = load_teacher(a.teacher)
   except Exception as e:  # TeacherNotFound, ModelLoadError, bad files: all mean "this teacher is not usable"
     raise ValueError(f"cannot load teacher {a.teacher!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-  compute_teacher_vectors(a.data, teacher, batch_size=a.batch_size, chunk_size=a.chunk_size, shard=shard)
+  if a.cmd == "tokens":
+    import corpus_tokens
+    print(corpus_tokens.compute_token_targets(a.data, teacher, batch_size=a.batch_size, shard=shard))
+  else: compute_teacher_vectors(a.data, teacher, batch_size=a.batch_size, chunk_size=a.chunk_size, shard=shard)
 
 
 def prepare_report(dd: DataDir) -> list[str]:
@@ -377,6 +380,12 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--chunk-size", type=int, default=4096)
   p.add_argument("--shard", default=None, help="i/n: compute only chunks c with c %% n == i")
+  p = sub.add_parser("tokens", help="the teacher's per-token targets (corpus_tokens.py; after the teacher vectors)")
+  p.add_argument("--data", required=True)
+  p.add_argument("--teacher", required=True, help="teacher name, HF folder or hub id")
+  p.add_argument("--batch-size", type=int, default=64)
+  p.add_argument("--shard", default=None, help="i/n: only chunks c with c %% n == i, into a shard file in the same "
+                 "folder (run all n at once, on n devices); the last one to finish joins them")
   p = sub.add_parser("merge", help="merge teacher caches computed as shards in copies of a data folder")
   p.add_argument("--dst", required=True, help="data folder to complete")
   p.add_argument("--src", required=True, nargs="+", help="data folders holding other shards")
@@ -391,9 +400,9 @@ def main(argv=None) -> int:
     elif a.cmd == "export": print(f"{export_jsonl(a.data, a.out, a.teacher, a.split)} rows -> {a.out}")
     elif a.cmd == "import":
       print(import_jsonl(a.source, a.out, a.max_len, tokenizer=a.tokenizer, teacher_name=a.teacher_name))
-    elif a.cmd == "teacher": _cli_teacher(a)
+    elif a.cmd in ("teacher", "tokens"): _cli_teacher(a)
     elif a.cmd == "merge": print(merge_teacher_shards(a.dst, a.src, teacher_key=a.teacher))
-  except (FileNotFoundError, ValueError, TeacherCacheIncomplete) as e:
+  except (FileNotFoundError, ValueError, TeacherCacheIncomplete, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -22,10 +22,13 @@ class Loader:
   - Iteration: `next(loader)` / `for b in loader` is INFINITE across epochs; `epoch_batches()` yields the rest of
     the current epoch then moves to the next one. `len(loader)` is batches per epoch.
   - state_dict() -> {epoch, position, seed, ...}; load_state_dict() resumes at exactly the next batch.
-  teacher_key=None leaves out "teacher" (for tokenizer-only uses)."""
+  teacher_key=None leaves out "teacher" (for tokenizer-only uses). token_targets=True adds the teacher's per-token
+  targets (corpus_tokens.py): tok_target float16 [B, L, D] and tok_mask float32 [B, L] (0 at padding, where no teacher
+  token overlaps, and at an EOS written over a cut sentence's token)."""
 
   def __init__(self, data_dir, split, batch_size: int, *, teacher_key, seed: int = 0, shuffle: bool = True,
-               drop_last: bool = True, shard=(0, 1), length_buckets=None, max_len: int | None = None):
+               drop_last: bool = True, shard=(0, 1), length_buckets=None, max_len: int | None = None,
+               token_targets: bool = False):
     self.dd = open_data_dir(data_dir)
     self.split = split
     self.rows = self.dd.indices(split)
@@ -49,6 +52,10 @@ class Loader:
     self.lengths = np.minimum(np.asarray(self.dd.lengths)[self.rows], self.max_len)
     self._bucket_of = np.searchsorted(self.buckets, self.lengths)  # smallest bucket >= length
     self.teacher = self.dd.teacher_vectors(teacher_key) if teacher_key is not None else None
+    self.tok = None
+    if token_targets:
+      import corpus_tokens
+      self.tok = corpus_tokens.token_targets(self.dd, teacher_key)
     counts = np.bincount(self._bucket_of, minlength=len(self.buckets))
     per = counts // self.global_batch if self.drop_last else -(-counts // self.global_batch)
     self._len = int(per.sum())
@@ -92,6 +99,15 @@ class Loader:
     batch = {"tokens": tokens, "mask": (np.arange(width)[None, :] < lens[:, None]).astype(np.float32),
              "index": rows.astype(np.int64), "valid": (np.arange(a, b) < n_valid).astype(np.float32)}
     if self.teacher is not None: batch["teacher"] = np.asarray(self.teacher[rows], dtype=np.float32)
+    if self.tok is not None:
+      tgt, ok, off = self.tok
+      valid = batch["mask"] > 0                                                    # (B, W)
+      valid[cut, width - 1] = False  # that EOS replaced a content token: the target there is the token's, not [SEP]
+      at = np.where(valid, off[rows][:, None] + np.arange(width)[None, :], 0)    # ragged row starts + position
+      t = np.asarray(tgt[at.reshape(-1)]).reshape(*at.shape, tgt.shape[1])
+      t[~valid] = 0
+      batch["tok_target"] = t
+      batch["tok_mask"] = (valid & (np.asarray(ok[at.reshape(-1)]).reshape(at.shape) > 0)).astype(np.float32)
     return batch
 
   def __iter__(self): return self

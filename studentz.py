@@ -89,7 +89,8 @@ class Config:
   freeze: list = field(default_factory=list)  # models left untrained, e.g. ["encoder"] to fit a decoder to a
                                    # distilled encoder (train.py --init-from CKPT); the frozen encoder runs in eval mode
   # --- objective ---
-  loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1})
+  loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": 0.0})
+                                   # tok: the teacher's token vectors as per-token targets (corpus_tokens.py)
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
   # --- optimisation ---
   optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})
@@ -175,9 +176,11 @@ class Config:
       need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas),
            "optimizer.betas must be two numbers in [0, 1)")
     lw = self.loss_weights
-    unknown = set(lw) - {"cos", "mse", "ce", "sem"}
-    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem)")
+    unknown = set(lw) - {"cos", "mse", "ce", "sem", "tok"}
+    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, tok)")
     need(all(isinstance(v, (int, float)) and v >= 0 for v in lw.values()), "loss_weights must be >= 0")
+    need(not (lw.get("tok", 0) > 0 and lw.get("ce", 0) > 0),
+         "loss_weights.tok (token targets) trains the encoder alone: use it with ce 0, then fit a decoder")
     need(self.warmup_steps >= 0 and 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0 and min_lr_ratio in [0, 1]")
     need(self.clip_norm >= 0, "clip_norm must be >= 0")
     need(isinstance(self.length_buckets, list) and all(isinstance(b, int) and 3 <= b for b in self.length_buckets),
@@ -401,10 +404,13 @@ class Encoder:
     pooled = (v * g).sum(1) / g.sum(1).maximum(1e-6)                               # (B, P)
     return self.head_down(pooled.cast(self.act_dtype)).float()                     # (B, D)
 
-  def __call__(self, tokens: Tensor, mask: Tensor) -> Tensor:  # tokens (B, L) int, mask (B, L) float -> z (B, D)
-    x = self.features(tokens, mask)                                                # (B, L, d)
+  def z(self, x: Tensor, mask: Tensor) -> Tensor:
+    """Per-token features (B, L, d) -> the sentence vector z (B, D)."""
     z = self.proj(self.pool(x, mask).cast(self.act_dtype)).float()                 # (B, D)
     return z + self.head(x, mask) if self.cfg.pool_head else z
+
+  def __call__(self, tokens: Tensor, mask: Tensor) -> Tensor:  # tokens (B, L) int, mask (B, L) float -> z (B, D)
+    return self.z(self.features(tokens, mask), mask)
 
 
 def display_grid(dim: int) -> tuple[int, int]:
@@ -451,9 +457,18 @@ def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
   return (rows.mean() + cols.mean()) / 2
 
 
-def distill_losses(zs: Tensor, zt: Tensor, cfg: Config) -> dict[str, Tensor]:
+def token_loss(y: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+  """Squared distance between per-token predictions y (B, L, D) and the teacher's token targets (corpus_tokens.py),
+  averaged over the positions that have one (mask (B, L))."""
+  m = mask.float()
+  d = ((y.float() - target.float()) ** 2).sum(-1)                                  # (B, L)
+  return (d * m).sum(-1).contiguous().sum() / m.sum().maximum(1)
+
+
+def distill_losses(zs: Tensor, zt: Tensor, cfg: Config, extra: dict | None = None) -> dict[str, Tensor]:
+  """The weighted objective; `extra` holds terms computed elsewhere (token_loss as "tok")."""
   w = cfg.loss_weights
-  parts = {"cos": cosine_loss(zs, zt), "mse": mse_loss(zs, zt)}
+  parts = {"cos": cosine_loss(zs, zt), "mse": mse_loss(zs, zt), **(extra or {})}
   if w.get("sem", 0) > 0: parts["sem"] = info_nce(zs, zt, cfg.temperature)
   parts["loss"] = sum(w.get(k, 0) * v for k, v in parts.items())
   return parts
@@ -516,8 +531,11 @@ class AdamW(Optimizer):
 
 def distill_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
   enc: Encoder = models["encoder"]
-  zs = enc(batch["tokens"], batch["mask"])
-  return distill_losses(zs, batch["teacher"], enc.cfg)
+  if "tok_target" not in batch: return distill_losses(enc(batch["tokens"], batch["mask"]), batch["teacher"], enc.cfg)
+  x = enc.features(batch["tokens"], batch["mask"])                                 # (B, L, d)
+  # token targets: each token's own projection (the one z pools through) against the teacher's vector of that token
+  tok = token_loss(enc.proj(x).float(), batch["tok_target"], batch["tok_mask"])
+  return distill_losses(enc.z(x, batch["mask"]), batch["teacher"], enc.cfg, {"tok": tok})
 
 
 # checkpoint I/O lives in checkpoint.py; re-exported because callers know it as studentz.save_tensors etc.

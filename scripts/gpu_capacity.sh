@@ -83,6 +83,20 @@ if [ $PHASE = 1 ]; then
       --teacher .devcarry/minilm16 | tail -1
   done
   echo "teacher vectors at ${SECONDS}s"
+  # token targets (corpus_tokens.py) for the folders of configs that train on them (--loss_weights.tok): one shard per
+  # card, all in the folder itself; the last shard to finish joins them
+  TOKD=(); for i in $(seq 0 $((N - 1))); do case "${TARGS[$i]}" in *loss_weights.tok*) TOKD+=(${DIRS[$i]});; esac; done
+  for D in $(printf "%s\n" "${TOKD[@]}" | sort -u); do
+    for i in $(seq 0 $((NGPU - 1))); do
+      on $i timeout 300 python3 corpus.py tokens --data $D --teacher .devcarry/minilm16 --batch-size 256 \
+        --shard $i/$NGPU > $C/logs/tokens_$(basename $D)_$i.log 2>&1 &
+      kpids[$i]=$!
+    done
+    for i in $(seq 0 $((NGPU - 1))); do
+      wait ${kpids[$i]} || { echo "token shard $i failed"; tail -3 $C/logs/tokens_$(basename $D)_$i.log; }
+    done
+    echo "token targets of $D at ${SECONDS}s"
+  done
   beam $((END - 10)) 64  # the GEMM search on the card after the configs', once the teacher no longer needs it
   # each run plans its own step count (train.py --minutes) for the minutes of training both phases give it; the bench
   # estimate below (the default's 15,000 steps took 14.2 min at 44.9 ms per bench step on an H100: 1.265x the bench

@@ -109,7 +109,7 @@ class Teacher:
     self.dim = self.model.dim * len(self.pooling)
     self.buckets = sorted({min(b, self.max_seq_length) for b in LENGTH_BUCKETS} | {self.max_seq_length})
     self._empty_ids = np.asarray(self.tokenizer.encode("").ids, dtype=np.int32)  # the filler row: CLS SEP
-    self._jits: dict[tuple[int, int], TinyJit] = {}
+    self._jits: dict[tuple, TinyJit] = {}  # (B, L) sentence vectors; ("hidden", B, L) token vectors
     self.truncated = 0  # texts cut to max_seq_length by encode(), over this object's life
 
   def __repr__(self) -> str:
@@ -139,6 +139,8 @@ class Teacher:
 
   def _sentence_vectors(self, ids: Tensor, mask: Tensor) -> Tensor:
     return self.pool(self.model(ids, mask), mask).realize()
+
+  def _hidden(self, ids: Tensor, mask: Tensor) -> Tensor: return self.model(ids, mask).float().realize()
 
   def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # one TinyJit per shape: a jit replays a fixed kernel graph, so a new shape needs its own capture
@@ -185,6 +187,33 @@ class Teacher:
         out[[w0 + i for i in rows]] = self._forward(ids, mask)[:len(rows)]
         if bar: bar.update(len(rows))
     if bar: bar.close()
+    return out
+
+
+  def token_vectors(self, texts, batch_size: int = 64) -> list[tuple[np.ndarray, list, list]]:
+    """Per text, in input order: (last-layer token vectors float32 [n, d], character offsets [(start, end)] of each
+    token in the text, special-token flags [n]) -- what a mean-pooling teacher averages into the sentence vector."""
+    texts = list(texts)
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not texts: return []
+    encs = self.tokenizer.encode_batch(texts)
+    out: list = [None] * len(texts)
+    B = min(batch_size, 1 << (len(texts) - 1).bit_length())
+    order = sorted(range(len(texts)), key=lambda i: -len(encs[i].ids))
+    for b0 in range(0, len(order), B):
+      rows = order[b0:b0 + B]
+      L = self.bucket(max(len(encs[i].ids) for i in rows))
+      ids = np.full((B, L), self.pad_id, dtype=np.int32)
+      mask = np.zeros((B, L), dtype=np.float32)
+      for r in range(B):
+        seq = encs[rows[r]].ids if r < len(rows) else self._empty_ids
+        ids[r, :len(seq)], mask[r, :len(seq)] = seq, 1.0
+      key = ("hidden", B, L)
+      if key not in self._jits: self._jits[key] = TinyJit(self._hidden)
+      h = self._jits[key](Tensor(ids).realize(), Tensor(mask).realize()).numpy()   # (B, L, d), a copy
+      for r, i in enumerate(rows):
+        n = len(encs[i].ids)
+        out[i] = (h[r, :n], encs[i].offsets, encs[i].special_tokens_mask)
     return out
 
 
