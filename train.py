@@ -127,16 +127,25 @@ def resolve_config(args, overrides, device: str):
                                                                                             else [None])}
   profile = args.profile
   if profile == "auto": profile = "cpu" if device.split(":")[0] == "CPU" else "full"
-  d, args.profile_set = cfg.to_dict(), []  # profile_set: what the profile chose, so train() may drop it with a note
+  entries = {}  # what the profile sets: the entries the user named neither exactly nor as a whole dict/field
   for key, v in (CPU_PROFILE if profile == "cpu" else FULL_PROFILE).items():
     head, _, sub = key.partition(".")
-    if key in named or (sub and head in named) or (not sub and head in set_by_user): continue  # the user's wins
-    new = {**d, head: {**d[head], sub: v} if sub else v}
-    try: Config.from_dict(new)
-    except ValueError: continue  # clashes with the user's choices (token targets with a decoder's ce): theirs win
-    d = new
-    args.profile_set.append(key)
-  cfg = Config.from_dict(d)
+    if not (key in named or (sub and head in named) or (not sub and head in set_by_user)): entries[key] = v
+  def with_entries(keys) -> Config:
+    d = cfg.to_dict()
+    for key in keys:
+      head, _, sub = key.partition(".")
+      d[head] = {**d[head], sub: entries[key]} if sub else entries[key]
+    return Config.from_dict(d)
+  # all together (n_blocks and dilation_schedule only make sense as a pair); if that clashes with the user's choices
+  # (token targets with a decoder's ce), without the one entry that does; else the error is the user's to see
+  for keys in [list(entries)] + [[k for k in entries if k != drop] for drop in entries]:
+    try:
+      cfg2 = with_entries(keys)
+      break
+    except ValueError: continue
+  else: cfg2 = with_entries(list(entries))
+  cfg, args.profile_set = cfg2, keys  # profile_set: what the profile chose, so train() may drop it with a note
   if profile == "full" and device.split(":")[0] != "CPU" and "precision" not in set_by_user:
     # accelerators: half activations on the tensor cores (bf16 on CUDA), fp32 master weights; ~2x faster steps
     cfg = Config.from_dict({**cfg.to_dict(), "precision": "mixed"})

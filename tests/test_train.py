@@ -27,7 +27,8 @@ TINY = dict(vocab_size=VOCAB, d_model=32, hidden=48, n_blocks=2, dilation_schedu
 RUN_STEPS, INTERRUPT_AT = 12, 6
 # what a train.main run reads from --config: the tiny student, dropout > 0 so resume must restore the RNG, evaluation
 # every 4 steps so the interruption at step 6 falls between two evaluations
-RUN_CFG = dict(TINY, dropout=0.2, steps=RUN_STEPS, eval_every=4, log_every=1, warmup_steps=3, data_limit=N_SENT)
+RUN_CFG = dict(TINY, dropout=0.2, steps=RUN_STEPS, eval_every=4, log_every=1, warmup_steps=3, data_limit=N_SENT,
+               pool_head=16)  # the head is in both profiles' defaults: tiny here rather than the GPU's 1024
 
 
 class FakeTeacher:
@@ -97,6 +98,37 @@ def test_the_schedule_length_changes_between_jit_replays(sentences):
   lr_short = trainer.step(batch)["lr"]
   want = sz.lr_at(Tensor([12]), cfg, Tensor([15.0])).item()
   assert lr_short == pytest.approx(want, rel=1e-5) and lr_short < 0.8 * lr_long, (lr_short, want, lr_long)
+
+
+def test_profiles_fill_what_the_user_left_unset():
+  """The GPU profile adds the pool head and token targets, the CPU profile its own sizes, each entry only where the
+  user named neither it nor its whole dict, and never one that clashes with the user's choices (a decoder's ce)."""
+  def cfg_of(*argv, profile="full"):
+    _, args, overrides = train.parse_args(["--profile", profile, *argv])
+    return train.resolve_config(args, overrides, "CPU")[0], args.profile_set
+  cfg, applied = cfg_of()
+  assert (cfg.pool_head, cfg.loss_weights["tok"]) == (1024, 0.25) and applied == ["pool_head", "loss_weights.tok"]
+  assert cfg_of("--loss_weights.sem", "0")[0].loss_weights == {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0, "tok": 0.25}
+  assert cfg_of("--loss_weights", '{"cos": 1}')[0].loss_weights["tok"] == 0.0      # the whole dict: the user's
+  assert cfg_of("--loss_weights.tok", "0")[0].loss_weights["tok"] == 0
+  cfg, applied = cfg_of("--loss_weights.ce", "1", "--pool_head", "0")
+  assert (cfg.pool_head, cfg.loss_weights["tok"], applied) == (0, 0.0, [])        # tok with ce would be refused
+  cfg, _ = cfg_of(profile="cpu")
+  assert (cfg.pool_head, cfg.loss_weights["tok"], cfg.d_model, cfg.n_blocks, cfg.dilation_schedule) == \
+    (384, 0.25, 96, 4, [1, 2, 4, 8])                                               # entries that only fit together
+  cfg, applied = cfg_of("--loss_weights.ce", "1", profile="cpu")
+  assert (cfg.n_blocks, cfg.loss_weights["tok"]) == (4, 0.0) and "loss_weights.tok" not in applied
+
+
+def test_token_targets_from_a_teacher_without_token_vectors(tmp_path, monkeypatch, capsys):
+  """Asked for by the user: a one-line error before any data work. (Set only by the profile, as in every train.main
+  run of this file, whose fake teacher has no token vectors: a note, then training without them.)"""
+  monkeypatch.setattr(train, "load_teacher", fake_teacher)
+  with pytest.raises(SystemExit) as e:
+    train.main(["--loss_weights.tok", "1", "--out", str(tmp_path / "a"), "--data-source", str(tmp_path)])
+  assert e.value.code == 2
+  assert "loss_weights.tok: teacher fake-teacher gives no token vectors" in capsys.readouterr().err
+  assert not (tmp_path / "a").exists()
 
 
 def test_step_planner_fits_the_budget():
