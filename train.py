@@ -122,30 +122,11 @@ def resolve_config(args, overrides, device: str):
   cfg = Config.from_dict(user).override(*overrides)
   set_by_user = set(user) | {k.split(".")[0].replace("-", "_") for k, _ in overrides}
   # what the user named exactly: a whole field, or one entry of a dict field (a config file's dict names its entries)
-  named = {k.replace("-", "_") for k, _ in overrides} | {f"{k}.{e}" if isinstance(v, dict) else k
-                                                         for k, v in user.items() for e in (v if isinstance(v, dict)
-                                                                                            else [None])}
+  named = {k.replace("-", "_") for k, _ in overrides}
+  for k, v in user.items(): named |= {f"{k}.{e}" for e in v} if isinstance(v, dict) else {k}
   profile = args.profile
   if profile == "auto": profile = "cpu" if device.split(":")[0] == "CPU" else "full"
-  entries = {}  # what the profile sets: the entries the user named neither exactly nor as a whole dict/field
-  for key, v in (CPU_PROFILE if profile == "cpu" else FULL_PROFILE).items():
-    head, _, sub = key.partition(".")
-    if not (key in named or (sub and head in named) or (not sub and head in set_by_user)): entries[key] = v
-  def with_entries(keys) -> Config:
-    d = cfg.to_dict()
-    for key in keys:
-      head, _, sub = key.partition(".")
-      d[head] = {**d[head], sub: entries[key]} if sub else entries[key]
-    return Config.from_dict(d)
-  # all together (n_blocks and dilation_schedule only make sense as a pair); if that clashes with the user's choices
-  # (token targets with a decoder's ce), without the one entry that does; else the error is the user's to see
-  for keys in [list(entries)] + [[k for k in entries if k != drop] for drop in entries]:
-    try:
-      cfg2 = with_entries(keys)
-      break
-    except ValueError: continue
-  else: cfg2 = with_entries(list(entries))
-  cfg, args.profile_set = cfg2, keys  # profile_set: what the profile chose, so train() may drop it with a note
+  cfg, args.profile_set = apply_profile(cfg, CPU_PROFILE if profile == "cpu" else FULL_PROFILE, named, set_by_user)
   if profile == "full" and device.split(":")[0] != "CPU" and "precision" not in set_by_user:
     # accelerators: half activations on the tensor cores (bf16 on CUDA), fp32 master weights; ~2x faster steps
     cfg = Config.from_dict({**cfg.to_dict(), "precision": "mixed"})
@@ -154,6 +135,28 @@ def resolve_config(args, overrides, device: str):
     try: cfg = with_encoder_shape(cfg, args.init_from, keep=set_by_user)
     except CheckpointError as e: raise ValueError(f"--init-from: {e}") from None
   return cfg.validate(), profile
+
+
+def apply_profile(cfg, prof: dict, named: set, set_by_user: set):
+  """(cfg with the profile's entries the user left unset, the keys it set). An entry "field.key" is skipped when the
+  user named it or the whole field, a plain one when the user set the field in any way."""
+  from studentz import Config
+  entries = {}
+  for key, v in prof.items():
+    head, _, sub = key.partition(".")
+    if not (key in named or (sub and head in named) or (not sub and head in set_by_user)): entries[key] = v
+  def with_entries(keys) -> Config:
+    d = cfg.to_dict()
+    for key in keys:
+      head, _, sub = key.partition(".")
+      d[head] = {**d[head], sub: entries[key]} if sub else entries[key]
+    return Config.from_dict(d)
+  # all together (n_blocks and dilation_schedule only fit as a pair); if that clashes with the user's choices (token
+  # targets with a decoder's ce), without the one entry that does; if nothing fits, the error is the user's to see
+  for keys in [list(entries)] + [[k for k in entries if k != drop] for drop in entries]:
+    try: return with_entries(keys), keys
+    except ValueError: continue
+  return with_entries(list(entries)), list(entries)
 
 
 def main(argv=None) -> int:

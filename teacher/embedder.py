@@ -189,7 +189,6 @@ class Teacher:
     if bar: bar.close()
     return out
 
-
   def token_vectors(self, texts, batch_size: int = 64) -> list[tuple[np.ndarray, list, list]]:
     """Per text, in input order: (last-layer token vectors float32 [n, d], character offsets [(start, end)] of each
     token in the text, special-token flags [n]) -- what a mean-pooling teacher averages into the sentence vector."""
