@@ -48,7 +48,8 @@ def bench_config(args):
   return sz.Config(vocab_size=args.vocab, d_model=args.d, hidden=args.h, n_blocks=len(args.dilations),
                    dilation_schedule=list(args.dilations), kernel_size=args.k, proj_dim=args.D, max_len=args.len,
                    batch_size=args.batch, dropout=args.dropout, steps=10_000, warmup_steps=100,
-                   pool_head=args.pool_head, block_context=args.block_context).validate()
+                   pool_head=args.pool_head, block_context=args.block_context,
+                   loss_weights={"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": args.tok}).validate()
 
 
 QUEUED = 10  # steps between reads of the figures in the queued timing
@@ -68,6 +69,9 @@ def bench_train(args, device: str) -> list[dict]:
   teacher = rng.standard_normal((B, cfg0.proj_dim)).astype(np.float32)
   teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
   batch = {"tokens": tokens, "mask": mask, "teacher": teacher}
+  if args.tok:  # token targets as train.py feeds them: float16 (B, L, D), zero at padding, and their mask
+    batch["tok_target"] = (rng.standard_normal((B, L, cfg0.proj_dim)) * mask[..., None]).astype(np.float16)
+    batch["tok_mask"] = mask.copy()
   for prec in args.precision:
     cfg = sz.Config.from_dict({**cfg0.to_dict(), "precision": "mixed" if prec == "bf16" else "fp32"})
     ctx = {"ALLOW_TF32": 1} if prec == "tf32" else {}
@@ -111,7 +115,9 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
   row = {"bench": name, "precision": prec, "B": B, "L": L, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
          **extra, "dropout": cfg.dropout, "vocab": cfg.vocab_size,
          **({"pool_head": cfg.pool_head} if cfg.pool_head else {}),
-         **({"block_context": True} if cfg.block_context else {}), "device": device, "card": card_name(device),
+         **({"block_context": True} if cfg.block_context else {}),
+         **({"tok": cfg.loss_weights["tok"]} if cfg.loss_weights.get("tok") else {}),
+         "device": device, "card": card_name(device),
          "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
          "tinygrad_first_loss": first, **({"tinygrad_losses": losses} if len(losses) > 1 else {})}
   if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, losses))
@@ -136,8 +142,10 @@ def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
   import numpy as np
   import studentz as sz
   from decoder import Decoder, ModeBProjection, joint_loss_fn
-  cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "ce": 1.0}, "mode_b_mix": "row"})
-  batch = {**batch, "mode_b": (np.arange(cfg.batch_size) % 2).astype(np.float32)}
+  cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "ce": 1.0, "tok": 0.0},
+                             "mode_b_mix": "row"})
+  batch = {**{k: v for k, v in batch.items() if not k.startswith("tok_")},
+           "mode_b": (np.arange(cfg.batch_size) % 2).astype(np.float32)}
   def models(): return {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
   return time_step("train_step_joint", cfg, models, joint_loss_fn, batch, prec, ctx, args, device,
                    dec_blocks=cfg.dec_blocks, dec_output=cfg.dec_output)
@@ -192,6 +200,7 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float])
   tb = (torch.from_numpy(batch["tokens"]).long().to(dev), torch.from_numpy(batch["mask"]).to(dev),
         torch.from_numpy(batch["teacher"]).to(dev))
   if joint: tb = (*tb, torch.from_numpy(batch["mode_b"]).to(dev))
+  elif "tok_target" in batch: tb = (*tb, *(torch.from_numpy(batch[k]).to(dev) for k in ("tok_target", "tok_mask")))
   ac = torch.bfloat16 if prec == "bf16" else None
   set_dropout([model], 0.0)
   losses = [float(bt.train_step(model, opt, sched, tb, cfg, ac).detach()) for _ in range(len(tg_losses))]
@@ -450,6 +459,9 @@ def main(argv=None) -> int:
   p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 1, 2, 4])
   p.add_argument("--pool-head", type=int, default=0, help="the student's pool_head width (studentz.Config)")
   p.add_argument("--block-context", action="store_true", help="the student with block_context (studentz.Config)")
+  p.add_argument("--tok", type=float, default=0.0,
+                 help="train: loss_weights.tok, the token targets' weight (random targets of train.py's shape; the GPU "
+                      "default trains with 0.25)")
   p.add_argument("--dropout", type=float, default=0.1,
                  help="train: dropout in the blocks while timing, as train.py trains (default: the config's 0.1); the "
                       "loss check against PyTorch runs its steps without it, where neither side draws masks")

@@ -53,7 +53,8 @@ class TorchEncoder(nn.Module):
     if cfg.pool_head:
       self.head_up, self.head_down = nn.Linear(cfg.d_model, 2 * cfg.pool_head), nn.Linear(cfg.pool_head, cfg.proj_dim)
 
-  def forward(self, tokens, mask):
+  def forward(self, tokens, mask, with_tokens=False):
+    """z (B, D); with_tokens: (z, every token's own projection (B, L, D)) for the token targets' loss."""
     mode = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
     x = self.embed(tokens)
     m = mask.float()
@@ -68,7 +69,7 @@ class TorchEncoder(nn.Module):
       v, g = self.head_up(x).float().chunk(2, dim=-1)
       v, g = F.gelu(v, approximate="tanh"), (torch.sigmoid(g) + 1e-6) * m.unsqueeze(-1)
       z = z + self.head_down(((v * g).sum(1) / g.sum(1).clamp_min(1e-6)).to(x.dtype)).float()
-    return z
+    return (z, self.proj(x).float()) if with_tokens else z
 
   def load_from_tinygrad(self, sd: dict[str, np.ndarray]) -> None:
     load_from_tinygrad(self, sd)
@@ -147,9 +148,14 @@ class TorchJoint(nn.Module):
     return parts
 
 
-def distill_loss(zs, zt, cfg):
+def token_loss(y, target, mask):
+  m = mask.float()
+  return (((y - target.float()) ** 2).sum(-1) * m).sum() / m.sum().clamp_min(1)
+
+
+def distill_loss(zs, zt, cfg, extra=None):
   cos = F.cosine_similarity(zs, zt, dim=-1, eps=1e-6)
-  parts = {"cos": 1 - cos.mean(), "mse": ((zs - zt) ** 2).sum(-1).mean()}
+  parts = {"cos": 1 - cos.mean(), "mse": ((zs - zt) ** 2).sum(-1).mean(), **(extra or {})}
   w = cfg.loss_weights
   if w.get("sem", 0) > 0:
     a, b = F.normalize(zs, dim=-1), F.normalize(zt, dim=-1)
@@ -178,9 +184,13 @@ def make_optimizer(model, cfg):
 
 
 def train_step(model, opt, sched, batch, cfg, autocast_dtype=None):
-  """One optimiser step; batch (tokens, mask, teacher) for the encoder, plus mode_b for TorchJoint."""
+  """One optimiser step; batch (tokens, mask, teacher) for the encoder, plus (tok_target, tok_mask) for the token
+  targets, or plus mode_b for TorchJoint."""
   with torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
     if isinstance(model, TorchJoint): parts = model(*batch)
+    elif len(batch) == 5:
+      z, y = model(batch[0], batch[1], with_tokens=True)
+      parts = distill_loss(z, batch[2], cfg, {"tok": token_loss(y, batch[3], batch[4])})
     else: parts = distill_loss(model(batch[0], batch[1]), batch[2], cfg)
   opt.zero_grad(set_to_none=True)
   parts["loss"].backward()

@@ -83,9 +83,10 @@ if [ $PHASE = 1 ]; then
       --teacher .devcarry/minilm16 | tail -1
   done
   echo "teacher vectors at ${SECONDS}s"
-  # token targets (corpus_tokens.py) for the folders of configs that train on them (--loss_weights.tok): one shard per
-  # card, all in the folder itself; the last shard to finish joins them
-  TOKD=(); for i in $(seq 0 $((N - 1))); do case "${TARGS[$i]}" in *loss_weights.tok*) TOKD+=(${DIRS[$i]});; esac; done
+  # token targets (corpus_tokens.py) for the folders of configs that train on them (all but --loss_weights.tok 0: the
+  # GPU default does): one shard per card, all in the folder itself; the last shard to finish joins them
+  TOKD=(); for i in $(seq 0 $((N - 1))); do
+    echo " ${TARGS[$i]} " | grep -qE -- '--loss_weights.tok 0(\.0*)? ' || TOKD+=(${DIRS[$i]}); done
   for D in $(printf "%s\n" "${TOKD[@]}" | sort -u); do
     for i in $(seq 0 $((NGPU - 1))); do
       on $i timeout 300 python3 corpus.py tokens --data $D --teacher .devcarry/minilm16 --batch-size 256 \

@@ -82,7 +82,7 @@ def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
 
 def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   """The twin of a student with both extras takes the same three optimiser steps (the paths start at zero, so the
-  steps after the first are where their gradients show)."""
+  steps after the first are where their gradients show); so does the pool head's with token targets."""
   import json
   import bench
   argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
@@ -91,3 +91,8 @@ def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   assert bench.main(argv) == 0
   row = json.loads((tmp_path / "rows.json").read_text())[0]
   assert row["same_loss"], row
+  # and with token targets (the GPU default's objective): the twin's token loss, three steps again
+  argv = argv[:argv.index("--block-context")] + ["--tok", "0.25", "--json", str(tmp_path / "rows.json")]
+  assert bench.main(argv) == 0
+  row = json.loads((tmp_path / "rows.json").read_text())[0]
+  assert row["same_loss"] and row["tok"] == 0.25, row
