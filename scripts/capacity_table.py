@@ -64,12 +64,14 @@ def main(argv=None) -> int:
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     stsb = f"{r['stsb_spearman']:.2f} ({100 * r['stsb_ratio']:.1f}%)" if "stsb_spearman" in r else "-"
+    def fig(k, spec): return "-" if r.get(k) is None else format(r[k], spec)  # P@10 is null on a tiny test split
     print(f"| {r['name']} | {r['d_model']} | {r['hidden']} | {r['bench_step_ms']} | {r['steps_run']:,} / "
-          f"{r['steps_planned']:,} | {r['ms_per_step']} | {r.get('val_cos', float('nan')):.4f} | "
-          f"{r.get('retrieval_p_at_10', float('nan')):.3f} | {stsb} |")
+          f"{r['steps_planned']:,} | {r['ms_per_step']} | {fig('val_cos', '.4f')} | "
+          f"{fig('retrieval_p_at_10', '.3f')} | {stsb} |")
   if a.json:
     a.json.write_text(json.dumps({"card": rows[0]["card"], "command": "PHASE=1 bash scripts/gpu_capacity.sh; PHASE=2 "
-                                  "bash scripts/gpu_capacity.sh; train.py --eval runs/cap/NAME/best --json",
+                                  "bash scripts/gpu_capacity.sh (again while it says so); train.py --eval "
+                                  "runs/cap/NAME/best --json",
                                   "rows": rows}, indent=1) + "\n")
   return 0
 

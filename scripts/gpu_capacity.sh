@@ -9,7 +9,9 @@
 # then L=32).
 #   PHASE=1  data (sentences and tokenizer on the CPU while each GPU times its config's step; teacher vectors in one
 #            shard per GPU, merged), then the first stretch of training
-#   PHASE=2  the rest of the training; the best run's encoder comes back as fp16 parts $OUT/model16.part-*
+#   PHASE=2  more training, at most TL2MAX minutes per call: run it again while it says minutes are left (MINUTES=14.9
+#            after a phase 1 that spent 6 minutes on data takes two); the best run's encoder comes back as fp16 parts
+#            $OUT/model16.part-*
 #   PHASE=3  every run evaluated (train.py --eval), and the train-step rows (searched GEMMs, the joint step) timed on
 #            the otherwise idle card; DECODER=1 first fits a decoder to the best encoder (scripts/gpu_decoder.sh,
 #            DEC_ONLY) on its card
@@ -40,6 +42,20 @@ on() { local g=$1; shift; CUDA_VISIBLE_DEVICES=$g "$@"; }  # run on GPU g (ignor
 pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl 2>/dev/null); }
 echo "phase $PHASE: $N configs (${NAMES[*]}) on $NGPU GPUs"
 [ $NGPU -ge $N ] || { echo "needs a GPU per config"; exit 2; }
+# on_cards KIND D: corpus.py KIND (teacher or tokens) for folder D, shard i of NGPU on GPU i, waiting for all; the
+# teacher's shards run in copies of D (merged after), the token targets' in D itself
+on_cards() {
+  local kind=$1 D=$2 d i pids=()
+  for i in $(seq 0 $((NGPU - 1))); do
+    d=$D; [ $kind = teacher ] && [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
+    on $i timeout 300 python3 corpus.py $kind --data $d --teacher .devcarry/minilm16 --batch-size 256 \
+      --shard $i/$NGPU > $C/logs/${kind}_$(basename $D)_$i.log 2>&1 &
+    pids[$i]=$!
+  done
+  for i in $(seq 0 $((NGPU - 1))); do
+    wait ${pids[$i]} || { echo "$kind shard $i failed"; tail -3 $C/logs/${kind}_$(basename $D)_$i.log; }
+  done
+}
 # the GEMM search runs on the GPU after the configs', in its own folder for $OUT (a call returns at most 8 files)
 beam() {
   [ $NGPU -gt $N ] || return 0
@@ -70,15 +86,7 @@ if [ $PHASE = 1 ]; then
   # teacher vectors of each folder: shard i of NGPU in a copy of it on GPU i (every card, the search's too), then
   # merged into it
   for D in ${UDIRS[@]}; do
-    for i in $(seq 0 $((NGPU - 1))); do
-      d=$D; [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
-      on $i timeout 300 python3 corpus.py teacher --data $d --teacher .devcarry/minilm16 --batch-size 256 \
-        --shard $i/$NGPU > $C/logs/teacher_$(basename $D)_$i.log 2>&1 &
-      tpids[$i]=$!
-    done
-    for i in $(seq 0 $((NGPU - 1))); do
-      wait ${tpids[$i]} || { echo "teacher shard $i failed"; tail -3 $C/logs/teacher_$(basename $D)_$i.log; }
-    done
+    on_cards teacher $D
     [ $NGPU -gt 1 ] && python3 corpus.py merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
       --teacher .devcarry/minilm16 | tail -1
   done
@@ -88,23 +96,16 @@ if [ $PHASE = 1 ]; then
   TOKD=(); for i in $(seq 0 $((N - 1))); do
     echo " ${TARGS[$i]} " | grep -qE -- '--loss_weights.tok 0(\.0*)? ' || TOKD+=(${DIRS[$i]}); done
   for D in $(printf "%s\n" "${TOKD[@]}" | sort -u); do
-    for i in $(seq 0 $((NGPU - 1))); do
-      on $i timeout 300 python3 corpus.py tokens --data $D --teacher .devcarry/minilm16 --batch-size 256 \
-        --shard $i/$NGPU > $C/logs/tokens_$(basename $D)_$i.log 2>&1 &
-      kpids[$i]=$!
-    done
-    for i in $(seq 0 $((NGPU - 1))); do
-      wait ${kpids[$i]} || { echo "token shard $i failed"; tail -3 $C/logs/tokens_$(basename $D)_$i.log; }
-    done
+    on_cards tokens $D
     echo "token targets of $D at ${SECONDS}s"
   done
   beam $((END - 10)) 64  # the GEMM search on the card after the configs', once the teacher no longer needs it
   # each run plans its own step count (train.py --minutes) for the minutes of training both phases give it; the bench
   # estimate below (the default's 15,000 steps took 14.2 min at 44.9 ms per bench step on an H100: 1.265x the bench
   # figure) only spaces the validations, and is what scripts/capacity_table.py compares the plan with
-  TL1=$(python3 -c "print(round(max(($END - $SECONDS - 75) / 60, 1.0), 2))")
-  TOTAL=$(python3 -c "print(round($TL1 + min($TL2MAX, $MINUTES - $TL1), 2))")
-  echo $TL1 > $C/tl1; echo $TOTAL > $C/total
+  TL1=$(python3 -c "print(round(min(max(($END - $SECONDS - 75) / 60, 1.0), $MINUTES), 2))")
+  TOTAL=$MINUTES
+  echo $TL1 > $C/done; echo $TOTAL > $C/total
   for i in $(seq 0 $((N - 1))); do
     steps=$(python3 -c "
 import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_queued_ms']
@@ -119,13 +120,18 @@ print(max(int(0.97 * $TOTAL * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
   wait ${rpids[@]}
 elif [ $PHASE = 2 ]; then
   beam $((END - 10)) "64 32"  # L=64 again: reads what phase 1 found and searches what it did not reach
-  TL2=$(python3 -c "print(round($(cat $C/total) - $(cat $C/tl1), 2))")  # at most TL2MAX: fits the call
+  # the schedule is planned for all the minutes left; this call trains at most TL2MAX of them (--time-limit)
+  REM=$(python3 -c "print(round($(cat $C/total) - $(cat $C/done), 2))")
+  TL2=$(python3 -c "print(min($TL2MAX, $REM))")
+  STOP=$(python3 -c "print('--time-limit $TL2' if $REM - $TL2 > 0.05 else '')")
   for i in $(seq 0 $((N - 1))); do
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --resume $C/${NAMES[$i]} \
-      --minutes $TL2 --quiet >> $C/logs/train_${NAMES[$i]}.log 2>&1 &
+      --minutes $REM $STOP --quiet >> $C/logs/train_${NAMES[$i]}.log 2>&1 &
     rpids[$i]=$!
   done
   wait ${rpids[@]}
+  python3 -c "print(round($(cat $C/done) + $TL2, 2))" > $C/done
+  echo "trained $(cat $C/done) of $(cat $C/total) minutes$([ -n "$STOP" ] && echo ': run PHASE=2 again')"
   for n in ${NAMES[@]}; do cp $C/$n/metrics.jsonl $C/${n}_metrics.jsonl; done
   python3 -c "
 import json
