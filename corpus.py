@@ -380,7 +380,8 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--chunk-size", type=int, default=4096)
   p.add_argument("--shard", default=None, help="i/n: compute only chunks c with c %% n == i")
-  p = sub.add_parser("tokens", help="the teacher's per-token targets (corpus_tokens.py; after the teacher vectors)")
+  p = sub.add_parser("tokens", help="the teacher's per-token targets (corpus_tokens.py); unsharded, it also writes the "
+                     "sentence vectors if they are missing; shards need them first (corpus.py teacher)")
   p.add_argument("--data", required=True)
   p.add_argument("--teacher", required=True, help="teacher name, HF folder or hub id")
   p.add_argument("--batch-size", type=int, default=64)
@@ -402,7 +403,7 @@ def main(argv=None) -> int:
       print(import_jsonl(a.source, a.out, a.max_len, tokenizer=a.tokenizer, teacher_name=a.teacher_name))
     elif a.cmd in ("teacher", "tokens"): _cli_teacher(a)
     elif a.cmd == "merge": print(merge_teacher_shards(a.dst, a.src, teacher_key=a.teacher))
-  except (FileNotFoundError, ValueError, TeacherCacheIncomplete, RuntimeError) as e:
+  except (FileNotFoundError, ValueError, TeacherCacheIncomplete) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from corpus_store import atomic_memmap, atomic_save_npy, atomic_write_json, open_data_dir, read_json
-from corpus_teacher import _check_shard, _resolve_cache, _teacher_info, teacher_status, write_complete_cache
+from corpus_teacher import (TeacherCacheIncomplete, _check_shard, _resolve_cache, _teacher_info, teacher_status,
+                            write_complete_cache)
 from progress import Progress
 
 TARGETS, OK, MANIFEST = "tokens.f16.npy", "tokens_ok.u8.npy", "tokens.json"
@@ -62,7 +63,8 @@ def _cache(dd, teacher) -> Path:
   info = _teacher_info(teacher)
   st = teacher_status(dd, info["fingerprint"])
   if not st["complete"]:
-    raise RuntimeError(f"token targets come after the teacher vectors, which are incomplete in {st['dir']}")
+    raise TeacherCacheIncomplete(f"sharded token targets come after the teacher vectors, which are incomplete in "
+                                 f"{st['dir']}: run corpus.py teacher (and merge) first")
   return st["dir"]
 
 

@@ -5,7 +5,7 @@ student (vocab 300, d 32, hidden 48, 2 blocks, L 24, B 20, D 24) trained directl
 the same student with dropout 0.2 for every train.main run. Their eval-mode forward kernels are shared. The teacher is a
 fake one (a fixed random unit vector per sentence): the real MiniLM does ~15 sentences/s on this CPU.
 """
-import hashlib, json, os, shutil, signal, subprocess, sys, time
+import hashlib, json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +31,27 @@ RUN_CFG = dict(TINY, dropout=0.2, steps=RUN_STEPS, eval_every=4, log_every=1, wa
                pool_head=16)  # the head is in both profiles' defaults: tiny here rather than the GPU's 1024
 
 
+def hash_vector(t: str) -> np.ndarray:
+  return np.random.default_rng(list(hashlib.sha256(t.encode()).digest()[:8])).standard_normal(D).astype(np.float32)
+
+
 class FakeTeacher:
-  """A fixed random unit vector per sentence, seeded by the sentence's hash: identical in every process."""
-  name, dim, fingerprint, max_seq_length = "fake-teacher", D, "fa7e" * 16, 128
+  """A fixed random unit vector per sentence, seeded by the sentence's hash: identical in every process. Its token
+  vectors ([CLS], one per whitespace word, [SEP]; fixed per word) are not those its sentence vectors average, which
+  train.py never checks: they only give the profile's token targets (corpus_tokens.py tests their alignment)."""
+  name, dim, fingerprint, max_seq_length, pooling = "fake-teacher", D, "fa7e" * 16, 128, ("mean",)
 
   def embed(self, texts, batch_size=64, **_):
-    out = np.stack([np.random.default_rng(list(hashlib.sha256(t.encode()).digest()[:8])).standard_normal(D)
-                    for t in texts]).astype(np.float32)
+    out = np.stack([hash_vector(t) for t in texts])
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+  def token_vectors(self, texts, batch_size=64):
+    out = []
+    for t in texts:
+      spans = [m.span() for m in re.finditer(r"\S+", t)]
+      h = np.stack([hash_vector(w) for w in ["[CLS]", *(t[a:b] for a, b in spans), "[SEP]"]])
+      out.append((h, [(0, 0), *spans, (0, 0)], [1] + [0] * len(spans) + [1]))
+    return out
 
 
 def fake_teacher(name): return FakeTeacher()
@@ -121,9 +134,10 @@ def test_profiles_fill_what_the_user_left_unset():
 
 
 def test_token_targets_from_a_teacher_without_token_vectors(tmp_path, monkeypatch, capsys):
-  """Asked for by the user: a one-line error before any data work. (Set only by the profile, as in every train.main
-  run of this file, whose fake teacher has no token vectors: a note, then training without them.)"""
-  monkeypatch.setattr(train, "load_teacher", fake_teacher)
+  """Asked for by the user: a one-line error before any data work. (Set only by the profile: a note, then training
+  without them.)"""
+  class Plain(FakeTeacher): token_vectors = None
+  monkeypatch.setattr(train, "load_teacher", lambda name: Plain())
   with pytest.raises(SystemExit) as e:
     train.main(["--loss_weights.tok", "1", "--out", str(tmp_path / "a"), "--data-source", str(tmp_path)])
   assert e.value.code == 2
