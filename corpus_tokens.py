@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from corpus_store import atomic_memmap, atomic_save_npy, atomic_write_json, open_data_dir, read_json
-from corpus_teacher import (TeacherCacheIncomplete, _check_shard, _resolve_cache, _teacher_info, teacher_status,
-                            write_complete_cache)
+from corpus_teacher import (TeacherCacheIncomplete, _check_shard, _resolve_cache, _teacher_info, teacher_dir_name,
+                            teacher_status, write_complete_cache)
 from progress import Progress
 
 TARGETS, OK, MANIFEST = "tokens.f16.npy", "tokens_ok.u8.npy", "tokens.json"
@@ -126,7 +126,7 @@ def compute_token_targets(data_dir, teacher, batch_size: int = 64, shard=None, p
     ok_all, pos = np.zeros(size, np.uint8), 0
     for a, b in rows:
       for s0 in range(a, b, 1024):
-        s1 = min(s0 + 1024, b)
+        s1, p0 = min(s0 + 1024, b), pos
         texts = dd.texts(start=s0, stop=s1)
         tv = teacher.token_vectors(texts, batch_size=batch_size)
         encs = tok.encode_batch(texts, add_special_tokens=False)
@@ -139,19 +139,21 @@ def compute_token_targets(data_dir, teacher, batch_size: int = 64, shard=None, p
           if list(encs[k].ids[:n_pos - 2]) != dd.tokens[r, 1:n_pos - 1].tolist(): ok[:], bad = False, bad + 1
           tgt[pos:pos + n_pos], ok_all[pos:pos + n_pos] = y, ok
           pos += n_pos
+        if not np.isfinite(tgt[p0:pos]).all():  # also what overflowed float16
+          raise ValueError(f"non-finite token targets for sentences {s0}..{s1 - 1}; refusing to cache them")
         bar.update(s1 - s0)
-    if not np.isfinite(np.asarray(tgt[:pos], np.float32)).all(): raise ValueError("non-finite token targets")
   bar.close()
   if bad: print(f"note: {bad} sentences re-encoded differently from the stored ids: no token targets for them",
                 file=sys.stderr)
   ok_name = OK if n == 1 else _shard_name(i, n) + ".u8.npy"
   atomic_save_npy(cache / ok_name, ok_all)
   meta = {**_identity(dd, info), "shard": [i, n], "positions": size, "ok": int(ok_all.sum()), "mismatched_rows": bad}
-  if vecs is not None:
+  if vecs is not None:  # the targets move first, so a crash leaves no stray 10 GB next to the data
     if getattr(teacher, "normalize", True): vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    vec_dir = write_complete_cache(dd, info, vecs)
+    vec_dir = dd.path / teacher_dir_name(info["name"], info["fingerprint"])
+    vec_dir.mkdir(exist_ok=True)
     for f in (TARGETS, OK): os.replace(cache / f, vec_dir / f)
-    cache = vec_dir
+    cache = write_complete_cache(dd, info, vecs)
   if n == 1: atomic_write_json(cache / MANIFEST, meta)
   else:
     atomic_write_json(cache / (_shard_name(i, n) + ".json"), meta)

@@ -172,6 +172,20 @@ def test_token_targets_need_a_mean_pooling_teacher_and_shards_the_vectors_first(
     corpus_tokens.compute_token_targets(taught, other, shard=(0, 2))
 
 
+def test_non_finite_targets_are_refused(taught, tmp_path):
+  class Broken(WordTeacher):
+    def token_vectors(self, texts, batch_size=64):
+      out = super().token_vectors(texts, batch_size)
+      out[-1][0][1] = np.nan                                                     # one token of the last text
+      return out
+  d = tmp_path / "copy"
+  shutil.copytree(taught, d)
+  for f in corpus_tokens.status(d, WordTeacher().fingerprint)["dir"].glob("tokens*"): f.unlink()
+  with pytest.raises(ValueError, match="non-finite token targets"):
+    corpus_tokens.compute_token_targets(d, Broken(), progress=False)
+  assert not corpus_tokens.status(d, WordTeacher().fingerprint)["complete"]
+
+
 def test_minilm_token_vectors_average_to_its_sentence_vectors(minilm_dir):
   from teacher import load_teacher
   t = load_teacher(str(minilm_dir))
