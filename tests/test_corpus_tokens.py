@@ -120,6 +120,24 @@ def test_one_pass_also_writes_the_sentence_vectors(taught, tmp_path):
   assert not (d / corpus_tokens.TARGETS).exists() and not (d / corpus_tokens.OK).exists()  # moved to the teacher's
 
 
+def test_train_prepares_with_one_teacher_pass(tmp_path):
+  """train.py's data preparation with token targets on: the token pass gives the sentence vectors too, so the
+  teacher's embed() is never called (on a CPU each pass over the 2,000-sentence slice is two minutes)."""
+  import argparse, train
+  calls = []
+  class Counting(WordTeacher):
+    def embed(self, texts, batch_size=64):
+      calls.append(len(texts))
+      return super().embed(texts, batch_size)
+  cfg = sz.Config(vocab_size=600, max_len=48, data_limit=200, proj_dim=DIM,
+                  loss_weights={"cos": 1.0, "mse": 1.0, "sem": 0.1, "tok": 0.25}).validate()
+  args = argparse.Namespace(data_source=WIKI, data_dir=tmp_path / "d", teacher_batch_size=16)
+  dd, d = train.prepare_data(cfg, Counting(), args, quiet=True)
+  assert calls == [] and corpus_tokens.status(d, WordTeacher().fingerprint)["complete"]
+  np.testing.assert_allclose(np.asarray(corpus.teacher_vectors(d, WordTeacher().fingerprint)),
+                             WordTeacher().embed(dd.texts()), atol=1e-6)
+
+
 def test_loader_gives_token_batches(taught):
   corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
   key = WordTeacher().fingerprint
