@@ -49,7 +49,7 @@ def bench_config(args):
                    dilation_schedule=list(args.dilations), kernel_size=args.k, proj_dim=args.D, max_len=args.len,
                    batch_size=args.batch, dropout=args.dropout, steps=10_000, warmup_steps=100,
                    pool_head=args.pool_head, block_context=args.block_context,
-                   loss_weights={"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": args.tok}).validate()
+                   loss_weights={**sz.Config().loss_weights, "tok": args.tok}).validate()
 
 
 QUEUED = 10  # steps between reads of the figures in the queued timing

@@ -103,11 +103,11 @@ class Loader:
       tgt, ok, off = self.tok
       valid = batch["mask"] > 0                                                    # (B, W)
       valid[cut, width - 1] = False  # that EOS replaced a content token: the target there is the token's, not [SEP]
-      at = np.where(valid, off[rows][:, None] + np.arange(width)[None, :], 0)    # ragged row starts + position
-      t = np.asarray(tgt[at.reshape(-1)]).reshape(*at.shape, tgt.shape[1])
+      at = np.where(valid, off[rows][:, None] + np.arange(width)[None, :], 0).reshape(-1)  # ragged row start + position
+      t = np.asarray(tgt[at]).reshape(*valid.shape, tgt.shape[1])
       t[~valid] = 0
       batch["tok_target"] = t
-      batch["tok_mask"] = (valid & (np.asarray(ok[at.reshape(-1)]).reshape(at.shape) > 0)).astype(np.float32)
+      batch["tok_mask"] = (valid & (np.asarray(ok[at]).reshape(valid.shape) > 0)).astype(np.float32)
     return batch
 
   def __iter__(self): return self

@@ -243,6 +243,11 @@ def zero_linear(n_in: int, n_out: int) -> Linear:
   return lin
 
 
+def weighted_mean(x: Tensor, w: Tensor) -> Tensor:
+  """(B, L, C) averaged over L with weights w (B, L, 1) or (B, L, C), zero at padding: (B, C)."""
+  return (x * w).sum(1) / w.sum(1).maximum(1e-6)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
   """(B, L, C), (B, L) -> (B, C) in float32, over valid tokens only."""
   m = mask.float().unsqueeze(-1)                                                   # (B, L, 1)
@@ -388,7 +393,7 @@ class Encoder:
       w = m
     else:  # a sigmoid gate per token: a soft choice of which tokens matter, with no interaction between tokens
       w = self.gate(x).float().squeeze(-1).sigmoid() * m + 1e-6 * m                # (B, L)
-    return (xf * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).maximum(1e-6)
+    return weighted_mean(xf, w.unsqueeze(-1))
 
   def head_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
     """The pool head's per-token values and gates (B, L, P) each, float32; gates > 0 so every sum is positive."""
@@ -401,8 +406,7 @@ class Encoder:
     attention heads whose scores come from the token alone (no query, no token-to-token weights)."""
     v, g = self.head_terms(x)
     g = g * mask.float().unsqueeze(-1)                                             # (B, L, P)
-    pooled = (v * g).sum(1) / g.sum(1).maximum(1e-6)                               # (B, P)
-    return self.head_down(pooled.cast(self.act_dtype)).float()                     # (B, D)
+    return self.head_down(weighted_mean(v, g).cast(self.act_dtype)).float()       # (B, P) pooled -> (B, D)
 
   def z(self, x: Tensor, mask: Tensor) -> Tensor:
     """Per-token features (B, L, d) -> the sentence vector z (B, D)."""

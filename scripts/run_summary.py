@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse, json, statistics, sys
 from pathlib import Path
 
-
-def read_jsonl(path: Path) -> list[dict]:
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capacity_table import read_jsonl  # noqa: E402
 
 
 def flat(d: dict, prefix: str = "") -> dict:

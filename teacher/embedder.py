@@ -142,16 +142,37 @@ class Teacher:
 
   def _hidden(self, ids: Tensor, mask: Tensor) -> Tensor: return self.model(ids, mask).float().realize()
 
-  def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  def _forward(self, ids: np.ndarray, mask: np.ndarray, hidden: bool = False) -> np.ndarray:
+    """Sentence vectors (B, dim), or with hidden the last hidden state (B, L, d), as a numpy copy."""
     # one TinyJit per shape: a jit replays a fixed kernel graph, so a new shape needs its own capture
-    key = ids.shape
-    if key not in self._jits: self._jits[key] = TinyJit(self._sentence_vectors)
+    key = ("hidden", *ids.shape) if hidden else ids.shape
+    if key not in self._jits: self._jits[key] = TinyJit(self._hidden if hidden else self._sentence_vectors)
     out = self._jits[key](Tensor(ids).realize(), Tensor(mask).realize())
     return out.numpy().copy()  # the jit reuses its output buffer on the next call
 
   # ---- batching -----------------------------------------------------------------------------------------------------
   def bucket(self, n_tokens: int) -> int:
     return next(b for b in self.buckets if b >= n_tokens)
+
+  def _batches(self, ids_list: list, B: int):
+    """(rows, ids [B, L], mask [B, L]) over ids_list, longest first (the worst shape early), each batch padded to its
+    length bucket; filler rows (CLS SEP) keep the batch shape fixed."""
+    order = sorted(range(len(ids_list)), key=lambda i: -len(ids_list[i]))
+    for b0 in range(0, len(order), B):
+      rows = order[b0:b0 + B]
+      L = self.bucket(max(len(ids_list[i]) for i in rows))
+      ids = np.full((B, L), self.pad_id, dtype=np.int32)
+      mask = np.zeros((B, L), dtype=np.float32)
+      for r in range(B):
+        seq = ids_list[rows[r]] if r < len(rows) else self._empty_ids
+        ids[r, :len(seq)], mask[r, :len(seq)] = seq, 1.0
+      yield rows, ids, mask
+
+  @staticmethod
+  def _batch_size(batch_size: int, n: int) -> int:
+    # few inputs: shrink the batch to a power of two so a 3-sentence call doesn't compute 64 rows
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return min(batch_size, 1 << (n - 1).bit_length())
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
     """Token ids per text (specials added, truncated to max_seq_length)."""
@@ -163,27 +184,16 @@ class Teacher:
   def embed(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """np.float32 [N, dim] for `texts`, in input order."""
     texts = list(texts)
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    B = self._batch_size(batch_size, len(texts))
     out = np.zeros((len(texts), self.dim), dtype=np.float32)
     if not texts: return out
-    # few inputs: shrink the batch to a power of two so a 3-sentence call doesn't compute 64 rows
-    B = min(batch_size, 1 << (len(texts) - 1).bit_length())
     bar = None
     if progress:
       from progress import Progress
       bar = Progress(len(texts), desc=f"embed {self.name}", unit="sent")
     window = B * SORT_WINDOW_BATCHES
     for w0 in range(0, len(texts), window):
-      ids_list = self.encode(texts[w0:w0 + window])
-      order = sorted(range(len(ids_list)), key=lambda i: -len(ids_list[i]))  # longest first: worst shape early
-      for b0 in range(0, len(order), B):
-        rows = order[b0:b0 + B]
-        L = self.bucket(max(len(ids_list[i]) for i in rows))
-        ids = np.full((B, L), self.pad_id, dtype=np.int32)
-        mask = np.zeros((B, L), dtype=np.float32)
-        for r in range(B):
-          seq = ids_list[rows[r]] if r < len(rows) else self._empty_ids  # filler rows keep the batch shape fixed
-          ids[r, :len(seq)], mask[r, :len(seq)] = seq, 1.0
+      for rows, ids, mask in self._batches(self.encode(texts[w0:w0 + window]), B):
         out[[w0 + i for i in rows]] = self._forward(ids, mask)[:len(rows)]
         if bar: bar.update(len(rows))
     if bar: bar.close()
@@ -193,28 +203,14 @@ class Teacher:
     """Per text, in input order: (last-layer token vectors float32 [n, d], character offsets [(start, end)] of each
     token in the text, special-token flags [n]) -- what a mean-pooling teacher averages into the sentence vector."""
     texts = list(texts)
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    B = self._batch_size(batch_size, len(texts))
     if not texts: return []
     encs = self.tokenizer.encode_batch(texts)
     out: list = [None] * len(texts)
-    B = min(batch_size, 1 << (len(texts) - 1).bit_length())
-    order = sorted(range(len(texts)), key=lambda i: -len(encs[i].ids))
-    for b0 in range(0, len(order), B):
-      rows = order[b0:b0 + B]
-      L = self.bucket(max(len(encs[i].ids) for i in rows))
-      ids = np.full((B, L), self.pad_id, dtype=np.int32)
-      mask = np.zeros((B, L), dtype=np.float32)
-      for r in range(B):
-        seq = encs[rows[r]].ids if r < len(rows) else self._empty_ids
-        ids[r, :len(seq)], mask[r, :len(seq)] = seq, 1.0
-      key = ("hidden", B, L)
-      if key not in self._jits: self._jits[key] = TinyJit(self._hidden)
-      h = self._jits[key](Tensor(ids).realize(), Tensor(mask).realize()).numpy()   # (B, L, d), a copy
-      for r, i in enumerate(rows):
-        n = len(encs[i].ids)
-        out[i] = (h[r, :n], encs[i].offsets, encs[i].special_tokens_mask)
+    for rows, ids, mask in self._batches([e.ids for e in encs], B):
+      h = self._forward(ids, mask, hidden=True)                                    # (B, L, d)
+      for r, i in enumerate(rows): out[i] = (h[r, :len(encs[i].ids)], encs[i].offsets, encs[i].special_tokens_mask)
     return out
-
 
 def load_teacher(name_or_path, cache_dir=None) -> Teacher:
   """A Teacher from a local HF folder, a packaged short name ("all-MiniLM-L6-v2") or a hub id (see teacher.hub)."""
