@@ -13,7 +13,7 @@ Every number is a median over repetitions after warm-up; each row names the devi
 against a baseline measured in the same process.
 """
 from __future__ import annotations
-import argparse, json, os, platform, statistics, sys, time
+import argparse, functools, json, os, platform, statistics, sys, time
 from pathlib import Path
 
 import backend
@@ -69,14 +69,22 @@ def bench_train(args, device: str) -> list[dict]:
   teacher = rng.standard_normal((B, cfg0.proj_dim)).astype(np.float32)
   teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
   batch = {"tokens": tokens, "mask": mask, "teacher": teacher}
-  if args.tok:  # token targets as train.py feeds them: float16 (B, L, D), zero at padding, and their mask
-    batch["tok_target"] = (rng.standard_normal((B, L, cfg0.proj_dim)) * mask[..., None]).astype(np.float16)
+  loss_fn, table = sz.distill_loss_fn, None
+  if args.tok:  # token targets as train.py feeds them (--tok-table), and their mask
+    if args.devices > 1: raise SystemExit("error: --tok times the one-device step; leave out --devices")
     batch["tok_mask"] = mask.copy()
+    if args.tok_table == "host":  # float16 (B, L, D), zero at padding
+      batch["tok_target"] = (rng.standard_normal((B, L, cfg0.proj_dim)) * mask[..., None]).astype(np.float16)
+    else:  # a row per token of a table on the device (train.py's holds the corpus's; the size does not matter here)
+      from trainer import device_table
+      table = rng.standard_normal((B * L, cfg0.proj_dim)).astype(np.float16)
+      batch["tok_index"] = rng.permutation(B * L).reshape(B, L).astype(np.int32)
+      loss_fn = functools.partial(sz.distill_loss_fn, tok_table=device_table(table))
   for prec in args.precision:
     cfg = sz.Config.from_dict({**cfg0.to_dict(), "precision": "mixed" if prec == "bf16" else "fp32"})
     ctx = {"ALLOW_TF32": 1} if prec == "tf32" else {}
-    row = time_step("train_step", cfg, lambda: {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn, batch, prec, ctx,
-                    args, device)
+    row = time_step("train_step", cfg, lambda: {"encoder": sz.Encoder(cfg)}, loss_fn, batch, prec, ctx, args, device,
+                    torch_table=table, **({"tok_table": args.tok_table} if args.tok else {}))
     rows.append(row)
     print_row(row)
     if args.devices > 1:
@@ -88,7 +96,7 @@ def bench_train(args, device: str) -> list[dict]:
   return rows
 
 
-def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, device, **extra) -> dict:
+def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, device, torch_table=None, **extra) -> dict:
   """One row: the optimiser step of make_models()'s models under loss_fn, timed with its figures read every step and
   queued as train.py runs them, and (unless --no-torch) its PyTorch twin on the same weights."""
   from tinygrad import Tensor
@@ -120,7 +128,7 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
          "device": device, "card": card_name(device),
          "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
          "tinygrad_first_loss": first, **({"tinygrad_losses": losses} if len(losses) > 1 else {})}
-  if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, losses))
+  if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, losses, torch_table))
   if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
   return row
 
@@ -182,8 +190,9 @@ def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
           "speedup_vs_1": speedup, "scaling_efficiency": speedup / n, "first_loss": first, "same_loss": same}
 
 
-def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float]) -> dict:
-  """The PyTorch twin's step on the same weights ("encoder.*" alone: TorchEncoder; with a decoder: TorchJoint)."""
+def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float], table=None) -> dict:
+  """The PyTorch twin's step on the same weights ("encoder.*" alone: TorchEncoder; with a decoder: TorchJoint); with
+  `table` (token targets as row indices), the table on the device and the rows gathered inside the step."""
   try:
     import torch
     import bench_torch as bt
@@ -201,6 +210,9 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float])
         torch.from_numpy(batch["teacher"]).to(dev))
   if joint: tb = (*tb, torch.from_numpy(batch["mode_b"]).to(dev))
   elif "tok_target" in batch: tb = (*tb, *(torch.from_numpy(batch[k]).to(dev) for k in ("tok_target", "tok_mask")))
+  elif "tok_index" in batch:
+    tb = (*tb, torch.from_numpy(batch["tok_index"]).long().to(dev), torch.from_numpy(batch["tok_mask"]).to(dev),
+          torch.from_numpy(table).to(dev))
   ac = torch.bfloat16 if prec == "bf16" else None
   set_dropout([model], 0.0)
   losses = [float(bt.train_step(model, opt, sched, tb, cfg, ac).detach()) for _ in range(len(tg_losses))]
@@ -462,6 +474,10 @@ def main(argv=None) -> int:
   p.add_argument("--tok", type=float, default=0.0,
                  help="train: loss_weights.tok, the token targets' weight (random targets of train.py's shape; the GPU "
                       "default trains with 0.25)")
+  p.add_argument("--tok-table", choices=["device", "host"], default="device",
+                 help="train, with --tok: the targets as train.py feeds them on a GPU (device: row indices into a "
+                      "table held on the device, both sides gathering there; the default) or on the CPU (host: the "
+                      "(B, L, D) float16 targets copied every step, as PyTorch's would be from a loader)")
   p.add_argument("--dropout", type=float, default=0.1,
                  help="train: dropout in the blocks while timing, as train.py trains (default: the config's 0.1); the "
                       "loss check against PyTorch runs its steps without it, where neither side draws masks")

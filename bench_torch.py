@@ -185,12 +185,13 @@ def make_optimizer(model, cfg):
 
 def train_step(model, opt, sched, batch, cfg, autocast_dtype=None):
   """One optimiser step; batch (tokens, mask, teacher) for the encoder, plus (tok_target, tok_mask) for the token
-  targets, or plus mode_b for TorchJoint."""
+  targets or (tok_index, tok_mask, table) for their rows of a table on the device, or plus mode_b for TorchJoint."""
   with torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
     if isinstance(model, TorchJoint): parts = model(*batch)
-    elif len(batch) == 5:
+    elif len(batch) >= 5:
       z, y = model(batch[0], batch[1], with_tokens=True)
-      parts = distill_loss(z, batch[2], cfg, {"tok": token_loss(y, batch[3], batch[4])})
+      target = batch[3] if len(batch) == 5 else batch[5][batch[3]]                # (B, L, D)
+      parts = distill_loss(z, batch[2], cfg, {"tok": token_loss(y, target, batch[4])})
     else: parts = distill_loss(model(batch[0], batch[1]), batch[2], cfg)
   opt.zero_grad(set_to_none=True)
   parts["loss"].backward()

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+import corpus_tokens
 from corpus_loader import Loader
 from corpus_store import (FORMAT, SPLITS, DataDir, atomic_memmap, atomic_path, atomic_save_npy, atomic_write_json,
                           open_data_dir, read_json)
@@ -154,11 +155,14 @@ def _encode_chunks(out: Path, tok: StudentTokenizer, n: int, max_len: int, progr
   bar.close()
 
 
-def _forget_stale_caches(out: Path, data_id: str) -> None:
+def _forget_stale_caches(out: Path, data_id: str, tokens_id: str) -> None:
+  """Teacher caches of other texts go; those of the same texts keep their sentence vectors, but token targets
+  computed for other student tokens (another max_len or tokenizer) go."""
   import shutil
   for p in out.glob("teacher-*"):
     m = read_json(p / "manifest.json")
     if m is None or m.get("data_id") != data_id: shutil.rmtree(p, ignore_errors=True)
+    else: corpus_tokens.forget_stale(p, tokens_id)
 
 
 def _load_tokenizer(tokenizer) -> StudentTokenizer | None:
@@ -217,7 +221,7 @@ def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fra
   chunks = _encode_chunks(out, tok, n, max_len, progress)
   truncated = _write_tokens(out, n, max_len, _token_dtype(tok.vocab_size), chunks)
   counts = {name: int((split == i).sum()) for name, i in SPLITS.items()}
-  _forget_stale_caches(out, data_id)
+  _forget_stale_caches(out, data_id, corpus_tokens.tokens_id(tok.fingerprint, max_len))
   atomic_write_json(out / "meta.json", {
     "format": FORMAT, "key": key, "n": n, "max_len": max_len, "vocab_size": tok.vocab_size, "data_id": data_id,
     "token_dtype": np.dtype(_token_dtype(tok.vocab_size)).name, "split_counts": counts, "truncated": truncated,
@@ -298,7 +302,7 @@ def import_jsonl(path, out_dir, max_len: int, *, tokenizer=None, teacher_name: s
     for r, x in enumerate(ids_list): ids[r, :len(x)] = x
     chunks = iter([(0, ids, lens, np.zeros(n, bool))])
   truncated = _write_tokens(out, n, max_len, _token_dtype(vocab), chunks)
-  _forget_stale_caches(out, data_id)
+  _forget_stale_caches(out, data_id, corpus_tokens.tokens_id(tok.fingerprint if tok else None, max_len))
   key = {"import": source_fingerprint(path), "max_len": max_len, "tokenizer": tok.fingerprint if tok else "ids"}
   atomic_write_json(out / "meta.json", {
     "format": FORMAT, "key": key, "n": n, "max_len": max_len, "vocab_size": vocab, "data_id": data_id,

@@ -74,8 +74,25 @@ def _layout(dd) -> tuple[np.ndarray, int]:
   return off, -(-dd.n // CHUNK)
 
 
+def tokens_id(tokenizer_fingerprint, max_len) -> str:
+  """What the targets depend on beyond the texts (data_id): the student's tokens. A folder prepared again with another
+  max_len or tokenizer keeps its texts and teacher vectors, but not these."""
+  return f"{tokenizer_fingerprint}/{int(max_len)}"
+
+
 def _identity(dd, info: dict) -> dict:
-  return {"format": FORMAT, "data_id": dd.data_id, "teacher": info, "n": dd.n, "chunk": CHUNK}
+  return {"format": FORMAT, "data_id": dd.data_id, "tokens_id": tokens_id(dd.meta.get("tokenizer_fingerprint"),
+          dd.max_len), "teacher": info, "n": dd.n, "chunk": CHUNK}
+
+
+def forget_stale(cache: Path, current_tokens_id: str) -> None:
+  """Delete token targets (and shards) in a teacher cache folder that were computed for other tokens."""
+  for m in cache.glob("tokens*.json"):
+    if (read_json(m) or {}).get("tokens_id") != current_tokens_id:
+      stem = m.name[:-len(".json")]
+      for f in (m, cache / TARGETS, cache / OK) if m.name == MANIFEST else \
+               (m, cache / f"{stem}.f16.npy", cache / f"{stem}.u8.npy"):
+        f.unlink(missing_ok=True)
 
 
 def status(data_dir, teacher_key) -> dict:
@@ -83,7 +100,8 @@ def status(data_dir, teacher_key) -> dict:
   dd = open_data_dir(data_dir)
   cache = _resolve_cache(dd, teacher_key)
   m = read_json(cache / MANIFEST)
-  done = bool(m and m.get("data_id") == dd.data_id and (cache / TARGETS).is_file() and (cache / OK).is_file())
+  done = bool(m and m.get("data_id") == dd.data_id and m.get("tokens_id") == _identity(dd, {})["tokens_id"]
+              and (cache / TARGETS).is_file() and (cache / OK).is_file())
   return {"complete": done, "dir": cache, "shards": sorted(p.name for p in cache.glob("tokens.shard*.json"))}
 
 

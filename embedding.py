@@ -21,8 +21,10 @@ ATOMIC_ADD = {  # how each backend spells a relaxed float atomic add; {0} is the
 }
 
 
-def _gather(weight: Tensor, idx: Tensor) -> Tensor:
-  # tinygrad folds this compare-and-sum over an arange into an indexed load: a gather, not a reduction
+def gather_rows(weight: Tensor, idx: Tensor) -> Tensor:
+  """weight[idx]: rows of a (N, d) table for int ids of any shape, (*idx.shape, d); no gradient to the table needed.
+  tinygrad folds this compare-and-sum over an arange into an indexed load: a gather, not a reduction, whatever N
+  (a 6M x 384 float16 table, past 2^31 elements, gathered exactly on the CPU backend)."""
   arange = Tensor.arange(weight.shape[0])
   return (arange == idx.unsqueeze(-1)).unsqueeze(-1).where(weight, 0).sum(-2, dtype=weight.dtype)
 
@@ -77,7 +79,7 @@ def _backend(device: str | tuple[str, ...]) -> str:
 
 @function(grad_fxn=_atomic_backward)
 def _embed_atomic(weight: Tensor, idx: Tensor) -> Tensor:
-  return _gather(weight, idx)
+  return gather_rows(weight, idx)
 
 
 def embed_mode(device: str) -> str:
@@ -98,4 +100,4 @@ class TokenEmbedding:
     if mode == "matmul":  # the gradient becomes one_hot^T @ grad: a dense matmul the tensor cores eat quickly
       onehot = (idx.unsqueeze(-1) == Tensor.arange(self.weight.shape[0])).cast(self.weight.dtype)
       return onehot.matmul(self.weight)
-    return _gather(self.weight, idx)
+    return gather_rows(self.weight, idx)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, asdict, fields
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-from embedding import TokenEmbedding
+from embedding import TokenEmbedding, gather_rows
 from tinygrad import Tensor, dtypes
 from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import Optimizer
@@ -533,12 +533,15 @@ class AdamW(Optimizer):
             **{f"v.{n}": v for n, v in zip(self.names, self.v)}}
 
 
-def distill_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def distill_loss_fn(models: dict, batch: dict[str, Tensor], tok_table: Tensor | None = None) -> dict[str, Tensor]:
+  """The encoder's objective on a batch {tokens, mask, teacher}, plus the token targets either as tok_target (B, L, D)
+  or as tok_index (B, L) rows of tok_table, the whole table held on the device (trainer.device_table)."""
   enc: Encoder = models["encoder"]
-  if "tok_target" not in batch: return distill_losses(enc(batch["tokens"], batch["mask"]), batch["teacher"], enc.cfg)
+  if "tok_mask" not in batch: return distill_losses(enc(batch["tokens"], batch["mask"]), batch["teacher"], enc.cfg)
   x = enc.features(batch["tokens"], batch["mask"])                                 # (B, L, d)
+  target = batch["tok_target"] if "tok_target" in batch else gather_rows(tok_table, batch["tok_index"])  # (B, L, D)
   # token targets: each token's own projection (the one z pools through) against the teacher's vector of that token
-  tok = token_loss(enc.proj(x).float(), batch["tok_target"], batch["tok_mask"])
+  tok = token_loss(enc.proj(x).float(), target, batch["tok_mask"])
   return distill_losses(enc.z(x, batch["mask"]), batch["teacher"], enc.cfg, {"tok": tok})
 
 

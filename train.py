@@ -8,7 +8,7 @@
 Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> evaluation.
 """
 from __future__ import annotations
-import argparse, json, os, signal, sys, time, weakref
+import argparse, functools, json, os, signal, sys, time, weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +92,12 @@ def parse_args(argv=None):
   p.add_argument("--devices", type=int, default=None, metavar="N",
                  help="data-parallel training over N devices of the backend (e.g. CUDA:0..N-1); batch_size must be "
                       "divisible by N (default: $GPUS, else 1)")
+  p.add_argument("--tok-table", choices=["auto", "device", "host"], default="auto",
+                 help="with token targets (loss_weights.tok > 0): 'device' copies their whole table (2 bytes x D per "
+                      "corpus token: ~10 GB for the bundled corpus at D=384) onto each training device once and "
+                      "gathers each batch's rows there; 'host' gathers them on the CPU and copies them every step "
+                      "(B x L x D x 2 bytes: 25 MB at B=512, L=64); auto: device on a GPU backend, falling back to "
+                      "host with a note if it does not fit, host on the CPU backend (default auto)")
   args, rest = p.parse_known_args(argv)
   overrides = []
   i = 0
@@ -298,8 +304,9 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   if tok.vocab_size > cfg.vocab_size: raise ValueError(f"tokenizer has {tok.vocab_size} ids > vocab_size")
   tkey = teacher.fingerprint
   buckets = sorted({b for b in cfg.length_buckets if b < cfg.max_len} | {cfg.max_len}) if cfg.length_buckets else None
+  with_tok = cfg.loss_weights.get("tok", 0) > 0
   train_loader = corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=tkey, seed=cfg.seed,
-                               length_buckets=buckets, token_targets=cfg.loss_weights.get("tok", 0) > 0)
+                               length_buckets=buckets, token_targets=with_tok)
   val = split_rows(data_dir, "val", tkey, 2048)
   print(f"data: {len(train_loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
         f"run folder {out}", file=sys.stderr)
@@ -315,6 +322,8 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
   if state is None and args.init_from is not None: init_from_checkpoint(models, args.init_from, tok)
+  if with_tok and (table := token_table(train_loader, args)) is not None:
+    loss_fn = functools.partial(loss_fn, tok_table=table)
   trainer = Trainer(cfg, models, loss_fn, devices=args.devices)
   from tinygrad.nn.state import get_state_dict
   n_params = sum(int(np.prod(t.shape)) for m in models.values() for t in get_state_dict(m).values())
@@ -380,7 +389,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     while step + 1 < total:
       step += 1
       batch = next(train_loader)
-      feed = {k: batch[k] for k in ("tokens", "mask", "teacher", "tok_target", "tok_mask") if k in batch}
+      feed = {k: batch[k] for k in ("tokens", "mask", "teacher", "tok_target", "tok_index", "tok_mask") if k in batch}
       if joint:  # which rows decode from the teacher vector (mode B): drawn from the step number, so a resumed run
         # draws the same; whole batches alternate by default, or rows mix within a batch (mode_b_mix "row")
         rng = np.random.default_rng([cfg.seed, step])
@@ -444,6 +453,30 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos {best:.4f}"
   print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0
+
+
+def token_table(loader, args):
+  """The token targets' table on the training device(s) (--tok-table), switching the loader to give row indices; None
+  keeps the host path (the loader's tok_target)."""
+  from tinygrad import Device
+  import parallel
+  from trainer import device_table
+  if args.tok_table == "host" or args.tok_table == "auto" and Device.DEFAULT.split(":")[0] == "CPU": return None
+  arr = loader.token_table
+  devices = parallel.device_names(args.devices) if args.devices > 1 else None
+  t0 = time.perf_counter()
+  try: table = device_table(arr, devices=devices)
+  except Exception as e:  # out of memory above all; anything else the backend raises leaves the host path working
+    why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if args.tok_table == "device": fail(f"--tok-table device: the token targets ({arr.nbytes / 2**30:.1f} GiB) could "
+                                        f"not be placed on {Device.DEFAULT} ({why})")
+    print(f"note: the token targets ({arr.nbytes / 2**30:.1f} GiB) could not be placed on {Device.DEFAULT} ({why}); "
+          "gathering them on the host instead (--tok-table host)", file=sys.stderr)
+    return None
+  loader.give_token_index()
+  print(f"token targets: {arr.nbytes / 2**30:.2f} GiB on {Device.DEFAULT}{f' x {args.devices}' if devices else ''} "
+        f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+  return table
 
 
 def trim_log(path: Path, step: int) -> None:

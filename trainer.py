@@ -10,6 +10,8 @@ import parallel
 from checkpoint import host
 from studentz import AdamW, Config, lr_at
 from tinygrad import Tensor, TinyJit, dtypes, Device
+from tinygrad.device import Buffer
+from tinygrad.dtype import _from_np_dtype
 from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
 
@@ -17,6 +19,32 @@ from tinygrad.nn.state import get_state_dict
 def half_dtype(device: str):
   """bf16 where the backend has it natively (CUDA), else fp16 (which needs the dynamic loss scale)."""
   return dtypes.bfloat16 if device.split(":")[0] in ("CUDA", "NV", "AMD") else dtypes.float16
+
+
+def device_table(arr: np.ndarray, device: str | None = None, devices: tuple[str, ...] | None = None,
+                 chunk_bytes: int = 256 << 20) -> Tensor:
+  """A large read-only array (the token targets' memmap, ~10 GB for the whole corpus) copied onto the device once,
+  chunk by chunk: host memory holds one chunk at a time, the device the array (with `devices`, a copy on each, via the
+  first). Raises MemoryError when it does not fit. The rows it serves are checked against the array."""
+  dev = Device.canonicalize(devices[0] if devices else device or Device.DEFAULT)
+  dt = _from_np_dtype(arr.dtype)
+  t = Tensor.empty(*arr.shape, dtype=dt, device=dev)
+  buf = t.uop.buffer.ensure_allocated()
+  row = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.itemsize
+  step = max(chunk_bytes // max(row, 1), 1)
+  for i in range(0, arr.shape[0], step):
+    c = np.ascontiguousarray(arr[i:i + step])
+    buf.view(c.size, dt, i * row).ensure_allocated().copy_from(
+      Buffer("PYTHON", c.size, dt, opaque=memoryview(c.reshape(-1).view(np.uint8))))
+    Device[dev].synchronize()  # the backend stages each chunk in pinned host memory, freed at a sync
+  if devices: t = t.shard(devices).realize()
+  # a gather past 2^31 elements must index in 64 bits: check rows at both ends and the middle before training on them
+  from embedding import gather_rows
+  probe = np.unique(np.array([0, arr.shape[0] // 2, arr.shape[0] - 1], np.int32))
+  got = gather_rows(t, Tensor(probe).shard(devices) if devices else Tensor(probe, device=dev)).numpy()
+  if not np.array_equal(got, np.asarray(arr[probe])):
+    raise RuntimeError(f"the {dev} copy of a {arr.shape} table reads back other values (a 64-bit indexing bug?)")
+  return t
 
 
 class Trainer:

@@ -57,10 +57,11 @@ on_cards() {
   done
 }
 # the GEMM search runs on the GPU after the configs', in its own folder for $OUT (a call returns at most 8 files)
+# the default train step's (pool head, token targets; BEAM_ARGS: bench.py's arguments for another)
 beam() {
   [ $NGPU -gt $N ] || return 0
-  mkdir -p /tmp/beamout; on $N env OUT=/tmp/beamout BUDGET=$(($1 - SECONDS)) LENS="$2" bash scripts/gpu_gemm_beam.sh \
-    > $C/logs/beam_phase$PHASE.log 2>&1 &
+  mkdir -p /tmp/beamout; on $N env OUT=/tmp/beamout BUDGET=$(($1 - SECONDS)) LENS="$2" \
+    BEAM_ARGS="${BEAM_ARGS:---pool-head 1024 --tok 0.25}" bash scripts/gpu_gemm_beam.sh > $C/logs/beam_phase$PHASE.log 2>&1 &
 }
 finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/beamout/*.json $C/ 2>/dev/null
   cp /tmp/beamout/search_L*.log $C/logs/ 2>/dev/null
@@ -119,6 +120,12 @@ print(max(int(0.97 * $TOTAL * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
   done
   wait ${rpids[@]}
 elif [ $PHASE = 2 ]; then
+  # the schedules phase 1's search found so far, for every config's step from now on (each is checked against the
+  # heuristic one before use, backend.verify_schedule)
+  if [ -f runs/beam-cache.db ]; then
+    python3 scripts/beam_cache.py export /tmp/beam_found.db --db runs/beam-cache.db
+    for n in ${NAMES[@]}; do python3 scripts/beam_cache.py import /tmp/beam_found.db --db $C/tg-$n.db; done
+  fi
   beam $((END - 10)) "64 32"  # L=64 again: reads what phase 1 found and searches what it did not reach
   # the schedule is planned for all the minutes left; this call trains at most TL2MAX of them (--time-limit)
   REM=$(python3 -c "print(round($(cat $C/total) - $(cat $C/done), 2))")
@@ -155,7 +162,9 @@ else
     # (phases 1-2 and beam/), on tinygrad's heuristics, and without dropout, each with PyTorch in the same process;
     # "winner": the best config's step (its bench.py arguments) on the searched schedules; "joint": the joint step
     # with its PyTorch twin under CUDA_LAUNCH_BLOCKING=1, to name the op of the device-side assert its twin hit on its
-    # second step on an H200 (the traceback goes to logs/joint_twin.log). ROWS picks which, in this order.
+    # second step on an H200 (the traceback goes to logs/joint_twin.log); "tokhost": the best config's step with its
+    # token targets copied from the host every step (--tok-table host) instead of gathered on the device. ROWS picks
+    # which, in this order.
     for i in $(seq 0 $((N - 1))); do [ ${NAMES[$i]} = $W ] && WB=${BARGS[$i]}; done
     (export CUDA_VISIBLE_DEVICES=$N CACHEDB=$PWD/runs/beam-cache.db CCACHE=0 OUT=$C
      for r in ${ROWS:-searched heuristic nodrop joint}; do case $r in
@@ -163,6 +172,7 @@ else
        heuristic) TO=150 train_row row_step_L64_heuristic STUDENTZ_GEMM_BEAM=0 $BENCH ;;
        nodrop) TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH ;;
        winner) TO=150 train_row row_step_L64_${W}_searched "" $BENCH $WB ;;
+       tokhost) TO=150 train_row row_step_L64_${W}_tok_host "" $BENCH $WB --tok-table host ;;
        joint) CUDA_LAUNCH_BLOCKING=1 timeout 200 python3 bench.py train --joint --reps 10 \
                 --json $C/row_joint_L64_blocking.json $BENCH > $C/logs/joint_twin.log 2>&1
               grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 ;;

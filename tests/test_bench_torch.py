@@ -91,8 +91,12 @@ def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   assert bench.main(argv) == 0
   row = json.loads((tmp_path / "rows.json").read_text())[0]
   assert row["same_loss"], row
-  # and with token targets (the GPU default's objective): the twin's token loss, three steps again
-  argv = argv[:argv.index("--block-context")] + ["--tok", "0.25", "--json", str(tmp_path / "rows.json")]
-  assert bench.main(argv) == 0
-  row = json.loads((tmp_path / "rows.json").read_text())[0]
-  assert row["same_loss"] and row["tok"] == 0.25, row
+  # and with token targets (the GPU default's objective): the twin's token loss, three steps again, with the targets
+  # gathered from a table on the device (train.py on a GPU) and copied in each step (its CPU path)
+  base = argv[:argv.index("--block-context")]
+  for where in ("device", "host"):
+    argv = base + ["--tok", "0.25", "--tok-table", where, "--json",
+                                                   str(tmp_path / "rows.json")]
+    assert bench.main(argv) == 0
+    row = json.loads((tmp_path / "rows.json").read_text())[0]
+    assert row["same_loss"] and row["tok"] == 0.25 and row["tok_table"] == where, row

@@ -138,6 +138,24 @@ def test_train_prepares_with_one_teacher_pass(tmp_path):
                              WordTeacher().embed(dd.texts()), atol=1e-6)
 
 
+def test_targets_of_other_tokens_are_dropped_when_the_folder_is_prepared_again(taught, tmp_path):
+  """Same texts, another max_len: the teacher's sentence vectors stay, the token targets (of the old tokens) go, and
+  the next computation fits the new tokens (the seventh-session dry run met a stale file of the wrong size)."""
+  corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
+  d = tmp_path / "again"
+  shutil.copytree(taught, d)
+  key = WordTeacher().fingerprint
+  assert corpus_tokens.status(d, key)["complete"]
+  prepare(WIKI, d, vocab_size=600, max_len=24, limit=300, progress=False)
+  st = corpus_tokens.status(d, key)
+  assert not st["complete"] and not list(st["dir"].glob("tokens*")) and corpus.teacher_status(d, key)["complete"]
+  corpus_tokens.compute_token_targets(d, WordTeacher(), progress=False)
+  tgt, ok, off = corpus_tokens.token_targets(d, key)
+  assert tgt.shape[0] == off[-1] == int(np.asarray(corpus.open_data_dir(d).lengths).sum())
+  with pytest.raises(ValueError, match="token_targets must be"):
+    Loader(d, "train", 16, teacher_key=key, token_targets="device")
+
+
 def test_loader_gives_token_batches(taught):
   corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
   key = WordTeacher().fingerprint
@@ -156,6 +174,42 @@ def test_loader_gives_token_batches(taught):
     np.testing.assert_array_equal(b["tok_mask"][i, :keep], np.asarray(ok[off[r]:off[r] + keep], np.float32))
     assert (b["tok_mask"][i, keep:] == 0).all()
   assert (full > 24).any() and (full <= 24).any()
+
+
+def test_token_table_on_the_device_gives_the_host_batches_and_loss(taught):
+  """--tok-table device: the loader gives row indices, the table sits on the device (copied in chunks, on two devices
+  for data parallel) and the loss gathers there; same targets and same loss as the host path's tok_target."""
+  from embedding import gather_rows
+  from trainer import device_table
+  corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
+  key = WordTeacher().fingerprint
+  host = Loader(taught, "train", 16, teacher_key=key, token_targets=True, max_len=24, shuffle=False)
+  index = Loader(taught, "train", 16, teacher_key=key, token_targets="index", max_len=24, shuffle=False)
+  bh, bi = next(host), next(index)
+  assert "tok_target" not in bi and bi["tok_index"].dtype == np.int32 and bi["tok_index"].shape == (16, 24)
+  np.testing.assert_array_equal(bi["tok_mask"], bh["tok_mask"])
+  arr = index.token_table
+  table = device_table(arr, chunk_bytes=1000 * DIM * 2)                           # several chunks, a short last one
+  assert arr.shape[0] % 1000 and arr.shape[0] > 2000
+  np.testing.assert_array_equal(table.numpy(), np.asarray(arr))
+  m = bh["tok_mask"][..., None]
+  got = gather_rows(table, Tensor(bi["tok_index"])).numpy()
+  np.testing.assert_array_equal(got * m, bh["tok_target"] * m)
+  cfg = sz.Config(vocab_size=600, d_model=16, hidden=24, n_blocks=1, dilation_schedule=[1], kernel_size=3, max_len=24,
+                  batch_size=16, proj_dim=DIM, dropout=0.0, loss_weights={"cos": 1.0, "mse": 1.0, "tok": 1.0}).validate()
+  Tensor.manual_seed(0)
+  models = {"encoder": sz.Encoder(cfg)}
+  keys = ("tokens", "mask", "teacher", "tok_mask")
+  want = sz.distill_loss_fn(models, {k: Tensor(bh[k]) for k in (*keys, "tok_target")})
+  got = sz.distill_loss_fn(models, {k: Tensor(bi[k]) for k in (*keys, "tok_index")}, tok_table=table)
+  assert got["tok"].item() == pytest.approx(want["tok"].item(), rel=1e-6) and want["tok"].item() > 0
+  # data parallel: a copy on each device, the batch's rows split between them
+  import parallel
+  devs = parallel.device_names(2, "CPU")
+  both = device_table(arr, devices=devs)
+  assert both.device == devs
+  split = gather_rows(both, Tensor(bi["tok_index"]).shard(devs, axis=0)).numpy()
+  np.testing.assert_array_equal(split * m, bh["tok_target"] * m)
 
 
 def test_token_loss_and_its_training_step(taught):

@@ -276,7 +276,9 @@ def runs(work):
   """One uninterrupted 12-step run, and a 12-step run stopped by Ctrl-C after step 6 and then resumed."""
   full, part = work["base"] / "full", work["base"] / "part"
   assert run_main(run_args(work, full)) == 0
-  assert run_main(run_args(work, part), interrupt_after=INTERRUPT_AT) == 0
+  # its first leg keeps the token targets on the device (--tok-table device; the CPU's default is host): the
+  # comparison with the uninterrupted run then also shows that both paths train the same losses
+  assert run_main(run_args(work, part, "--tok-table", "device"), interrupt_after=INTERRUPT_AT) == 0
   stopped_at = train.read_checkpoint_info(part / "last")["step"]
   # only --resume: config, data folder and corpus come from the checkpoint
   assert run_main(["--resume", part, "--quiet"]) == 0
@@ -388,6 +390,18 @@ def test_run_folder_in_use_needs_resume(work, runs, capsys):
   assert run_main(run_args(work, runs["full"])) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0]
+
+
+def test_token_table_that_cannot_be_placed(work, monkeypatch, capsys):
+  """--tok-table device on a device that cannot hold the table: a one-line error, before any step."""
+  import trainer
+  def full(*a, **k): raise MemoryError("Allocation of 9.80 GB failed on CUDA. Used: 70 GB")
+  monkeypatch.setattr(trainer, "device_table", full)
+  out = work["base"] / "no-room"
+  with pytest.raises(SystemExit) as e: run_main(run_args(work, out, "--tok-table", "device"))
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "error: --tok-table device: the token targets" in err and "MemoryError" in err, err
+  assert not (out / "last").exists()
 
 
 def test_time_limit_stops_with_a_loadable_checkpoint(work, capsys):
