@@ -479,7 +479,8 @@ def main(argv=None) -> int:
                       "table held on the device, both sides gathering there; the default) or on the CPU (host: the "
                       "(B, L, D) float16 targets copied every step, as PyTorch's would be from a loader)")
   p.add_argument("--dropout", type=float, default=0.1,
-                 help="train: dropout in the blocks while timing, as train.py trains (default: the config's 0.1); the "
+                 help="train: dropout in the blocks while timing (default: studentz.Config's 0.1; train.py's GPU "
+                      "profile trains with 0, the CPU profile with 0.1); the "
                       "loss check against PyTorch runs its steps without it, where neither side draws masks")
   p.add_argument("--check-steps", type=int, default=3,
                  help="train: optimiser steps (without dropout, same batch) whose losses must match PyTorch's (default "

@@ -10,8 +10,10 @@ from pathlib import Path
 import train
 
 
-def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int = 512) -> int:
-  """val_cos / val_mse / retrieval P@10 on held-out sentences, STS-B Spearman of student and teacher."""
+def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int = 512,
+             data_dir: Path | None = None) -> int:
+  """val_cos / val_mse / retrieval P@10 on held-out sentences, STS-B Spearman of student and teacher. data_dir: the
+  data folder whose test split to use instead of the checkpoint's own (same tokenizer required)."""
   import numpy as np
   import corpus, metrics
   from studentz import CheckpointError
@@ -20,7 +22,12 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     models, info, tok = evaluate.load_models(ckpt)  # loaded once: the decode metrics below reuse them
     enc = models["encoder"]
     cfg = enc.cfg
-    data_dir = Path(info["data_dir"])
+    data_dir = Path(data_dir or info["data_dir"])
+    if not info["data_dir"] and data_dir == Path(""):
+      raise ValueError(f"{ckpt} names no data folder (a shipped model): give one with --data-dir")
+    if data_dir != Path(info["data_dir"]) and corpus.open_data_dir(data_dir).meta.get("tokenizer_fingerprint") != \
+       tok.fingerprint:
+      raise ValueError(f"--data-dir {data_dir} was tokenized with another tokenizer than {ckpt}'s")
     rows = train.split_rows(data_dir, "test", info["teacher"]["fingerprint"], 4096)
   except (CheckpointError, ValueError, OSError, KeyError, corpus.TeacherCacheIncomplete) as e:
     # a bad config.json, a moved or deleted data folder, a missing teacher cache: one line, not a traceback

@@ -33,7 +33,8 @@ def device_table(arr: np.ndarray, device: str | None = None, devices: tuple[str,
   row = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.itemsize
   step = max(chunk_bytes // max(row, 1), 1)
   for i in range(0, arr.shape[0], step):
-    c = np.ascontiguousarray(arr[i:i + step])
+    c = np.array(arr[i:i + step], order="C")  # a writable copy: CUDA's copy-in reads through ctypes, which refuses the
+                                              # read-only pages of a memmap ("underlying buffer is not writable")
     buf.view(c.size, dt, i * row).ensure_allocated().copy_from(
       Buffer("PYTHON", c.size, dt, opaque=memoryview(c.reshape(-1).view(np.uint8))))
     Device[dev].synchronize()  # the backend stages each chunk in pinned host memory, freed at a sync

@@ -5,7 +5,7 @@
 # tokenizer, eval JSONs, metrics, logs). Knobs: RUN, DEC (decoder run folder), TL (minutes), DEC_ARGS, DATA_DIR (the
 # encoder's data folder, default runs/gpu-data: the decoder needs its tokenizer), DEC_ONLY=1 (bring
 # back only the decoder's tensors, when an earlier call brought the encoder: a wide model's fp16 weights exceed the
-# 64 MiB a call returns).
+# 64 MiB a call returns). The decoder keeps dropout 0.1, as it was measured with (the full profile's encoder has none).
 source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}; DEC=${DEC:-runs/dec}; M=/tmp/meta; mkdir -p $M
 export_ckpt() { export16 $1 $2; cp $1/config.json $1/tokenizer.json $M/; }
@@ -16,7 +16,7 @@ timeout 150 python3 train.py --eval $RUN/best --json --decode-limit 0 > $M/eval_
 cat $M/eval_encoder.json; pack
 timeout 400 python3 train.py --profile full --teacher .devcarry/minilm16 --out $DEC \
   --data-dir ${DATA_DIR:-runs/gpu-data} \
-  --init-from $RUN/best --freeze '["encoder"]' --loss_weights.ce 1 --time-limit ${TL:-4} --quiet \
+  --init-from $RUN/best --freeze '["encoder"]' --loss_weights.ce 1 --time-limit ${TL:-4} --quiet --dropout 0.1 \
   ${DEC_ARGS:---dec_output tied --dec_blocks 4 --dec_dilation_schedule [1,2,4,8] --mode_b_mix row --steps 8000 \
   --eval_every 500 --batch_size 128 --optimizer.lr 2e-3} \
   > $M/decoder_train.log 2>&1

@@ -10,6 +10,11 @@ fp16-rounded copy of it, which --teacher-note says).
   python scripts/package_model.py --meta /tmp/meta --decoder-parts dec/model16.part-* \
       --encoder-parts enc/model16.part-* --stage1-config enc/config.json --stage1-minutes 14.2 --stage2-minutes 3.3 \
       --card "NVIDIA H100 80GB HBM3" --stage1-command "..." --stage2-command "..."
+
+A newer encoder of the same tokenizer can also be paired with an already shipped decoder (the decoder reads only z,
+which lives in the teacher's space whichever encoder made it): --decoder-from models/default takes that folder's
+decoder tensors, stage-2 config and record, --encoder-tokenizer must match its tokenizer, and --metrics gives the
+assembled model's own evaluation (train.py --eval OUT --data-dir D --json, run on a first assembly without it).
 """
 from __future__ import annotations
 import argparse, json, sys
@@ -30,6 +35,11 @@ def read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
   return load(b"".join(p.read_bytes() for p in sorted(parts)))
 
 
+# the encoder's part of studentz.Config: what --decoder-from takes from the new encoder's config
+ENCODER_FIELDS = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "norm", "padding",
+                  "pool", "pool_head", "block_context", "proj_dim", "max_len", "embed_init")
+
+
 def assemble(encoder: dict, decoder: dict) -> dict[str, np.ndarray]:
   """Encoder tensors from stage 1 where given (else from stage 2), the rest from stage 2; all stored in fp16."""
   merged = {k: v for k, v in decoder.items() if not (encoder and k.startswith("encoder."))}
@@ -41,16 +51,21 @@ def assemble(encoder: dict, decoder: dict) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--meta", type=Path, required=True, help="stage 2's folder: config.json, tokenizer.json, "
-                  "eval_decoder.json (scripts/gpu_decoder.sh's meta.tgz, unpacked)")
-  ap.add_argument("--decoder-parts", type=Path, nargs="+", required=True, help="stage 2's model16.part-* files")
+  src = ap.add_mutually_exclusive_group(required=True)
+  src.add_argument("--meta", type=Path, help="stage 2's folder: config.json, tokenizer.json, "
+                   "eval_decoder.json (scripts/gpu_decoder.sh's meta.tgz, unpacked)")
+  src.add_argument("--decoder-from", type=Path, help="a packaged model folder whose decoder to keep")
+  ap.add_argument("--decoder-parts", type=Path, nargs="*", default=[], help="stage 2's model16.part-* files (--meta)")
+  ap.add_argument("--encoder-tokenizer", type=Path, help="with --decoder-from: the new encoder's tokenizer.json")
+  ap.add_argument("--metrics", type=Path, help="the assembled model's train.py --eval --json output (default: stage "
+                  "2's eval_decoder.json with --meta, none with --decoder-from)")
   ap.add_argument("--encoder-parts", type=Path, nargs="*", default=[], help="stage 1's model16.part-* files")
   ap.add_argument("--stage1-config", type=Path, required=True, help="stage 1's best/config.json")
   ap.add_argument("--card", required=True, help="the GPU both stages ran on")
   ap.add_argument("--stage1-command", required=True)
   ap.add_argument("--stage1-minutes", type=float, required=True)
-  ap.add_argument("--stage2-command", required=True)
-  ap.add_argument("--stage2-minutes", type=float, required=True)
+  ap.add_argument("--stage2-command", help="required with --meta")
+  ap.add_argument("--stage2-minutes", type=float, help="required with --meta")
   ap.add_argument("--teacher", default="all-MiniLM-L6-v2",
                   help="the teacher the model is checked against at load: name, hub id or local folder (its name, "
                        "dimension and weights' fingerprint go into config.json)")
@@ -59,18 +74,30 @@ def main(argv=None) -> int:
   ap.add_argument("--data-source", default="enwiki-docs.jsonl.gz, all 36,183 articles (392,192 training sentences)")
   ap.add_argument("--out", type=Path, default=ROOT / "models" / "default")
   a = ap.parse_args(argv)
+  if a.meta and not (a.decoder_parts and a.stage2_command and a.stage2_minutes is not None):
+    ap.error("--meta needs --decoder-parts, --stage2-command and --stage2-minutes")
+  if a.decoder_from and not (a.encoder_parts and a.encoder_tokenizer):
+    ap.error("--decoder-from needs --encoder-parts and --encoder-tokenizer")
+  meta = a.meta or a.decoder_from
   try:
-    weights = assemble(read_parts(a.encoder_parts), read_parts(a.decoder_parts))
-    info = json.loads((a.meta / "config.json").read_text())
     stage1 = json.loads(a.stage1_config.read_text())
-    metrics = json.loads((a.meta / "eval_decoder.json").read_text())
+    info = json.loads((meta / "config.json").read_text())
+    if a.decoder_from:
+      weights = assemble(read_parts(a.encoder_parts), load((a.decoder_from / "model.safetensors").read_bytes()))
+      if json.loads(a.encoder_tokenizer.read_text()) != json.loads((meta / "tokenizer.json").read_text()):
+        raise ValueError(f"{a.encoder_tokenizer} is not {meta}'s tokenizer: the decoder writes other ids")
+      shipped = info["training"]
+      info["config"].update({k: stage1["config"][k] for k in ENCODER_FIELDS if k in stage1["config"]})
+    else: weights = assemble(read_parts(a.encoder_parts), read_parts(a.decoder_parts))
+    metrics = json.loads((a.metrics or meta / "eval_decoder.json").read_text()) if a.metrics or a.meta else {}
     from teacher import load_teacher
     t = load_teacher(a.teacher)
     teacher = {"name": t.name, "dim": t.dim, "fingerprint": t.fingerprint, "note": a.teacher_note}
   except Exception as e:  # OSError, ValueError, a teacher that cannot be loaded: one line, exit 2
     print(f"error: {e}", file=sys.stderr)
     return 2
-  metrics.pop("samples", None)  # example decodes: in the results file, not in the model's config
+  for k in [k for k in metrics if k.startswith("samples") or k == "checkpoint"]:
+    metrics.pop(k)  # example decodes (and where it was evaluated): in the results file, not in the model's config
   s1, s2 = stage1["config"], info["config"]
   if s1["proj_dim"] != teacher["dim"]:
     print(f"error: the encoder's proj_dim {s1['proj_dim']} is not {a.teacher}'s dimension {teacher['dim']}",
@@ -81,23 +108,30 @@ def main(argv=None) -> int:
       print(f"error: stage 1 and stage 2 disagree on {k} ({s1[k]} vs {s2[k]}): not the same encoder", file=sys.stderr)
       return 2
   n_params = int(sum(v.size for v in weights.values()))
+  stage2 = {"command": a.stage2_command, "config": "models/default/train_config.json#stage2", "steps": info["step"],
+            "train_minutes": a.stage2_minutes}
+  if a.decoder_from:  # the decoder's own record, from the folder it was shipped in
+    stage2 = {**shipped["stage2_decoder"], "card": shipped["card"],
+              "note": f"fitted to an earlier encoder ({shipped['stage1_encoder']['command']}); kept as shipped"}
   info.update({"teacher": teacher, "data_dir": "", "data_source": a.data_source, "n_params": n_params,
                "metrics": metrics, "training": {
                  "card": a.card,
                  "stage1_encoder": {"command": a.stage1_command, "equivalent": "DEV=CUDA python train.py",
                                     "config": "models/default/train_config.json#stage1", "steps": stage1["step"],
                                     "train_minutes": a.stage1_minutes},
-                 "stage2_decoder": {"command": a.stage2_command, "config": "models/default/train_config.json#stage2",
-                                    "steps": info["step"], "train_minutes": a.stage2_minutes},
+                 "stage2_decoder": stage2,
                  "weights": "fp16 (trained with fp32 master weights, bf16 activations)"}})
   a.out.mkdir(parents=True, exist_ok=True)
   save_file(weights, str(a.out / "model.safetensors"))
-  (a.out / "tokenizer.json").write_bytes((a.meta / "tokenizer.json").read_bytes())
+  (a.out / "tokenizer.json").write_bytes((meta / "tokenizer.json").read_bytes())
   (a.out / "config.json").write_text(json.dumps(info, indent=1) + "\n")
   (a.out / "train_config.json").write_text(json.dumps({
     "stage1": s1, "stage2": s2,
     "note": "stage1 = the encoder's distillation (train.py on a GPU: full profile, mixed precision); stage2 starts "
-            "from stage1's best encoder, frozen, and fits the decoder"}, indent=2) + "\n")
+            "from stage1's best encoder, frozen, and fits the decoder" if a.meta else
+            "stage1 = the encoder's distillation (train.py on a GPU: full profile, mixed precision); stage2 = the "
+            "decoder's config as shipped before, fitted to an earlier encoder (its encoder fields now stage1's)"},
+    indent=2) + "\n")
   print(f"{a.out}: {n_params / 1e6:.2f}M parameters, val_cos {metrics.get('val_cos')}")
   return 0
 

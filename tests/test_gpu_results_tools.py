@@ -86,6 +86,37 @@ def test_package_refuses_another_encoder_and_missing_parts(stages, capsys):
   assert not (stages["out"] / "model.safetensors").exists()
 
 
+def test_package_pairs_a_new_encoder_with_a_shipped_decoder(stages, tmp_path, capsys):
+  """--decoder-from: the shipped folder's decoder tensors, config and record, a newer encoder's tensors and shape."""
+  assert package_model.main(stages["args"]) == 0
+  shipped = stages["out"]
+  rng = np.random.default_rng(1)
+  enc2 = {"encoder.embed.weight": rng.standard_normal((64, 8)).astype(np.float16),
+          "encoder.head_up.weight": rng.standard_normal((8, 4)).astype(np.float16)}
+  parts = split(save(enc2), tmp_path / "enc2", 300)
+  s1 = tmp_path / "stage1b.json"
+  s1.write_text(json.dumps({"format_version": 1, "step": 300, "config": {**SHAPE, "pool_head": 2, "dropout": 0.0}}))
+  (tmp_path / "tok.json").write_text('{"tok": 1}')
+  (tmp_path / "eval.json").write_text(json.dumps({"val_cos": 0.9}))
+  out = tmp_path / "paired"
+  args = ["--decoder-from", str(shipped), "--encoder-parts", *map(str, parts), "--encoder-tokenizer",
+          str(tmp_path / "tok.json"), "--stage1-config", str(s1), "--card", "card Y", "--stage1-command", "c3",
+          "--stage1-minutes", "14.9", "--metrics", str(tmp_path / "eval.json"), "--out", str(out)]
+  assert package_model.main(args) == 0
+  w = load_file(out / "model.safetensors")
+  assert sorted(w) == sorted([*enc2, *stages["dec"]])                            # no tensor of the old encoder
+  for k, v in {**enc2, **stages["dec"]}.items(): np.testing.assert_array_equal(w[k], v, err_msg=k)
+  info = json.loads((out / "config.json").read_text())
+  assert info["config"]["pool_head"] == 2 and info["config"]["freeze"] == ["encoder"]   # encoder shape, decoder's rest
+  assert "dropout" not in info["config"]                                         # not an encoder field: kept as shipped
+  assert info["metrics"] == {"val_cos": 0.9} and info["training"]["stage1_encoder"]["steps"] == 300
+  stage2 = info["training"]["stage2_decoder"]
+  assert stage2["steps"] == 7 and "earlier encoder" in stage2["note"]
+  (tmp_path / "tok.json").write_text('{"tok": 2}')                              # another tokenizer: refused
+  assert package_model.main([*args[:-1], str(tmp_path / "again")]) == 2
+  assert "not" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
 def test_capacity_table_reads_a_comparison(tmp_path):
   d = tmp_path / "cap"
   (d / "logs").mkdir(parents=True)

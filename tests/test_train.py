@@ -114,18 +114,21 @@ def test_the_schedule_length_changes_between_jit_replays(sentences):
 
 
 def test_profiles_fill_what_the_user_left_unset():
-  """The GPU profile adds the pool head and token targets, the CPU profile its own sizes, each entry only where the
-  user named neither it nor its whole dict, and never one that clashes with the user's choices (a decoder's ce)."""
+  """The GPU profile adds the pool head and token targets and turns dropout off, the CPU profile its own sizes, each
+  entry only where the user named neither it nor its whole dict, and never one that clashes with the user's choices (a decoder's ce)."""
   def cfg_of(*argv, profile="full"):
     _, args, overrides = train.parse_args(["--profile", profile, *argv])
     return train.resolve_config(args, overrides, "CPU")[0], args.profile_set
   cfg, applied = cfg_of()
-  assert (cfg.pool_head, cfg.loss_weights["tok"]) == (1024, 0.25) and applied == ["pool_head", "loss_weights.tok"]
+  assert (cfg.pool_head, cfg.loss_weights["tok"], cfg.dropout) == (1024, 0.25, 0.0)
+  assert applied == ["pool_head", "loss_weights.tok", "dropout"]
+  assert cfg_of("--dropout", "0.2")[0].dropout == 0.2
   assert cfg_of("--loss_weights.sem", "0")[0].loss_weights == {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0, "tok": 0.25}
   assert cfg_of("--loss_weights", '{"cos": 1}')[0].loss_weights["tok"] == 0.0      # the whole dict: the user's
   assert cfg_of("--loss_weights.tok", "0")[0].loss_weights["tok"] == 0
   cfg, applied = cfg_of("--loss_weights.ce", "1", "--pool_head", "0")
-  assert (cfg.pool_head, cfg.loss_weights["tok"], applied) == (0, 0.0, [])        # tok with ce would be refused
+  assert (cfg.pool_head, cfg.loss_weights["tok"], applied) == (0, 0.0, [])        # tok with ce would be refused,
+  assert cfg.dropout == 0.1                                                       # and a decoder keeps its dropout
   cfg, _ = cfg_of(profile="cpu")
   assert (cfg.pool_head, cfg.loss_weights["tok"], cfg.d_model, cfg.n_blocks, cfg.dilation_schedule) == \
     (384, 0.25, 96, 4, [1, 2, 4, 8])                                               # entries that only fit together
@@ -422,6 +425,24 @@ def test_eval_json(runs, capsys):
   for k in ("val_cos", "val_mse", "retrieval_p_at_10", "stsb_spearman", "teacher_stsb_spearman"):
     assert isinstance(res[k], float) and np.isfinite(res[k]), (k, res.get(k))
   assert res["step"] == RUN_STEPS and res["stsb_n"] == 8 and res["eval_n"] > 10
+
+
+def test_eval_on_another_data_folder(runs, work, tmp_path, capsys):
+  """--eval --data-dir: a checkpoint that names no data folder (as a shipped model) is evaluated on a given one with
+  its tokenizer; without it, or with a folder of another tokenizer, one error line."""
+  import shutil
+  ck = tmp_path / "ck"
+  shutil.copytree(runs["full"] / "last", ck)
+  info = json.loads((ck / "config.json").read_text())
+  (ck / "config.json").write_text(json.dumps({**info, "data_dir": ""}))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, "load_teacher", fake_teacher)
+    assert train.main(["--eval", str(ck), "--json", "--stsb-limit", "8"]) == 2
+    assert "names no data folder" in capsys.readouterr().err
+    assert train.main(["--eval", str(ck), "--json", "--stsb-limit", "8", "--data-dir", str(work["data_dir"])]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_n"] > 10
+    assert train.main(["--eval", str(ROOT / "models" / "default"), "--data-dir", str(work["data_dir"])]) == 2
+    assert "another tokenizer" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------------------
