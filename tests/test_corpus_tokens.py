@@ -196,7 +196,8 @@ def test_token_table_on_the_device_gives_the_host_batches_and_loss(taught):
   got = gather_rows(table, Tensor(bi["tok_index"])).numpy()
   np.testing.assert_array_equal(got * m, bh["tok_target"] * m)
   cfg = sz.Config(vocab_size=600, d_model=16, hidden=24, n_blocks=1, dilation_schedule=[1], kernel_size=3, max_len=24,
-                  batch_size=16, proj_dim=DIM, dropout=0.0, loss_weights={"cos": 1.0, "mse": 1.0, "tok": 1.0}).validate()
+                  batch_size=16, proj_dim=DIM, dropout=0.0,
+                  loss_weights={"cos": 1.0, "mse": 1.0, "tok": 1.0}).validate()
   Tensor.manual_seed(0)
   models = {"encoder": sz.Encoder(cfg)}
   keys = ("tokens", "mask", "teacher", "tok_mask")

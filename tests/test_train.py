@@ -115,7 +115,8 @@ def test_the_schedule_length_changes_between_jit_replays(sentences):
 
 def test_profiles_fill_what_the_user_left_unset():
   """The GPU profile adds the pool head and token targets and turns dropout off, the CPU profile its own sizes, each
-  entry only where the user named neither it nor its whole dict, and never one that clashes with the user's choices (a decoder's ce)."""
+  entry only where the user named neither it nor its whole dict, and never one that clashes with the user's choices
+  (a decoder's ce)."""
   def cfg_of(*argv, profile="full"):
     _, args, overrides = train.parse_args(["--profile", profile, *argv])
     return train.resolve_config(args, overrides, "CPU")[0], args.profile_set
