@@ -61,7 +61,7 @@ class Loader:
     if token_targets:
       import corpus_tokens
       tgt, ok, off = corpus_tokens.token_targets(self.dd, teacher_key)
-      self.tok = tgt, np.asarray(ok), np.asarray(off)  # ok and offsets in memory: one byte / 8 bytes per row
+      self.tok = tgt, np.array(ok), np.asarray(off)  # ok read into memory (a byte per position): gathered every batch
       if self.tok_index and tgt.shape[0] >= 2 ** 31: raise ValueError("token_targets='index' needs < 2^31 positions")
     counts = np.bincount(self._bucket_of, minlength=len(self.buckets))
     per = counts // self.global_batch if self.drop_last else -(-counts // self.global_batch)
