@@ -24,7 +24,8 @@ ATOMIC_ADD = {  # how each backend spells a relaxed float atomic add; {0} is the
 def gather_rows(weight: Tensor, idx: Tensor) -> Tensor:
   """weight[idx]: rows of a (N, d) table for int ids of any shape, (*idx.shape, d); no gradient to the table needed.
   tinygrad folds this compare-and-sum over an arange into an indexed load: a gather, not a reduction, whatever N
-  (a 6M x 384 float16 table, past 2^31 elements, gathered exactly on the CPU backend)."""
+  (a 6M x 384 float16 table, past 2^31 elements, gathered exactly on the CPU backend in a check by hand; too large
+  for a test, so trainer.device_table reads rows at both ends back after every copy)."""
   arange = Tensor.arange(weight.shape[0])
   return (arange == idx.unsqueeze(-1)).unsqueeze(-1).where(weight, 0).sum(-2, dtype=weight.dtype)
 
