@@ -15,6 +15,9 @@
 #   PHASE=3  every run evaluated (train.py --eval), and the train-step rows (searched GEMMs, the joint step) timed on
 #            the otherwise idle card; DECODER=1 first fits a decoder to the best encoder (scripts/gpu_decoder.sh,
 #            DEC_ONLY) on its card
+# A last short PHASE=2 and PHASE=3 fit one call (the tenth session: 14.9 minutes in three calls on four H200s):
+#   PHASE=2 BUDGET=250 bash scripts/gpu_capacity.sh; PHASE=3 ROWS=winner bash scripts/gpu_capacity.sh
+# (BUDGET: the seconds that stretch may take, its minutes x 60 plus ~2 minutes of start-up and final validation)
 # All the rest comes back in $OUT/capN.tgz (logs, metrics, step times, evals, step rows) and $OUT/beam_cache.db.
 # Needs what scripts/gpu_train.sh carries (bash scripts/prepare_devcarry.sh), and .devcarry/beam_cache.db if a search
 # was begun elsewhere. To check it here on the CPU with tiny models: DEV=CPU NGPU=n OUT=dir with DATA_LIMIT, VOCAB,
