@@ -35,11 +35,6 @@ def read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
   return load(b"".join(p.read_bytes() for p in sorted(parts)))
 
 
-# the encoder's part of studentz.Config: what --decoder-from takes from the new encoder's config
-ENCODER_FIELDS = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "dilation_schedule", "norm", "padding",
-                  "pool", "pool_head", "block_context", "proj_dim", "max_len", "embed_init")
-
-
 def assemble(encoder: dict, decoder: dict) -> dict[str, np.ndarray]:
   """Encoder tensors from stage 1 where given (else from stage 2), the rest from stage 2; all stored in fp16."""
   merged = {k: v for k, v in decoder.items() if not (encoder and k.startswith("encoder."))}
@@ -87,7 +82,8 @@ def main(argv=None) -> int:
       if json.loads(a.encoder_tokenizer.read_text()) != json.loads((meta / "tokenizer.json").read_text()):
         raise ValueError(f"{a.encoder_tokenizer} is not {meta}'s tokenizer: the decoder writes other ids")
       shipped = info["training"]
-      info["config"].update({k: stage1["config"][k] for k in ENCODER_FIELDS if k in stage1["config"]})
+      from checkpoint import ENCODER_SHAPE  # the encoder's fields, as train.py --init-from takes them
+      info["config"].update({k: stage1["config"][k] for k in ENCODER_SHAPE if k in stage1["config"]})
     else: weights = assemble(read_parts(a.encoder_parts), read_parts(a.decoder_parts))
     metrics = json.loads((a.metrics or meta / "eval_decoder.json").read_text()) if a.metrics or a.meta else {}
     from teacher import load_teacher
