@@ -18,6 +18,9 @@
 # A last short PHASE=2 and PHASE=3 fit one call (the tenth session: 14.9 minutes in three calls on four H200s):
 #   PHASE=2 BUDGET=250 bash scripts/gpu_capacity.sh; PHASE=3 ROWS=winner bash scripts/gpu_capacity.sh
 # (BUDGET: the seconds that stretch may take, its minutes x 60 plus ~2 minutes of start-up and final validation)
+# With DETACH=1 (in every call) each run is one train.py process for all MINUTES, started in phase 1 in a session of
+# its own so that it outlives the call; PHASE=2 then only waits (until BUDGET) and, once every run has exited, picks
+# the best; the last call is "PHASE=2; PHASE=3" as above. Calls must follow each other within the machine's 30 s.
 # All the rest comes back in $OUT/capN.tgz (logs, metrics, step times, evals, step rows) and $OUT/beam_cache.db.
 # Needs what scripts/gpu_train.sh carries (bash scripts/prepare_devcarry.sh), and .devcarry/beam_cache.db if a search
 # was begun elsewhere. To check it here on the CPU with tiny models: DEV=CPU NGPU=n OUT=dir with DATA_LIMIT, VOCAB,
@@ -70,6 +73,26 @@ finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/b
   cp /tmp/beamout/search_L*.log $C/logs/ 2>/dev/null
   grep -h "bench=\|search run" $C/logs/beam_phase$PHASE.log 2>/dev/null; }
 
+# DETACH=1: the runs of phase 1 go on across calls (a process in a session of its own outlives its call while the
+# machine stays warm), so each run starts once, as a user's does; the eleventh session's runs resumed twice, and each
+# resume spent ~100 s of its minutes on the JIT's captures and schedule checks before its first timed step
+TOTAL_S=$(python3 -c "print(int($MINUTES * 60))")
+all_exited() { for n in ${NAMES[@]}; do [ -f $C/exit_$n ] || return 1; done; }
+wait_runs() {  # until every detached run has exited or the call's END is near, showing where each one is
+  while ! all_exited && [ $SECONDS -lt $((END - 15)) ]; do sleep 5; done
+  for n in ${NAMES[@]}; do
+    echo "$n: $([ -f $C/exit_$n ] && echo "exited $(cat $C/exit_$n)" || echo running), $(tail -1 $C/$n/metrics.jsonl \
+      2>/dev/null | cut -c1-90)"; done
+}
+collect() {  # the runs' curves beside the logs, the best one named, its encoder back as fp16 parts
+  for n in ${NAMES[@]}; do cp $C/$n/metrics.jsonl $C/${n}_metrics.jsonl; done
+  python3 -c "
+import json
+best = {n: json.load(open('$C/' + n + '/best/config.json'))['best_val_cos'] for n in '${NAMES[*]}'.split()}
+print('best val_cos', best); w = max(best, key=best.get); open('$C/winner', 'w').write(w)"
+  export16 $C/$(cat $C/winner)/best; cp $C/$(cat $C/winner)/best/config.json $C/winner_config.json
+}
+
 if [ $PHASE = 1 ]; then
   rm -f $C/logs/plan.txt
   for i in $(seq 0 $((N - 1))); do
@@ -115,13 +138,25 @@ if [ $PHASE = 1 ]; then
 import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_queued_ms']
 print(max(int(0.97 * $TOTAL * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
     echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
-    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py --profile full $COMMON \
-      --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --minutes $TOTAL --time-limit $TL1 ${TARGS[$i]} \
-      --eval_every $((steps / 10)) \
+    ARGS="--profile full $COMMON --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --minutes $TOTAL ${TARGS[$i]} \
+      --eval_every $((steps / 10))"
+    if [ -n "$DETACH" ]; then  # one process for all the minutes, in a session of its own so that it outlives this call
+      # (started from a subshell, so that no `wait` of this script waits for it)
+      rm -f $C/exit_${NAMES[$i]}
+      (CUDA_VISIBLE_DEVICES=$i CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db setsid bash -c "timeout $((TOTAL_S + 900)) \
+        python3 train.py $ARGS > $C/logs/train_${NAMES[$i]}.log 2>&1; echo \$? > $C/exit_${NAMES[$i]}" \
+        < /dev/null > /dev/null 2>&1 &)
+      continue
+    fi
+    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py $ARGS --time-limit $TL1 \
       > $C/logs/train_${NAMES[$i]}.log 2>&1 &
     rpids[$i]=$!
   done
-  wait ${rpids[@]}
+  if [ -n "$DETACH" ]; then wait_runs; else wait ${rpids[@]}; fi
+elif [ $PHASE = 2 ] && [ -n "$DETACH" ]; then
+  wait_runs; all_exited || { echo "still training: run PHASE=2 again"; finish_beam; pack; exit 0; }
+  for n in ${NAMES[@]}; do echo "$n exited with $(cat $C/exit_$n)"; done
+  collect
 elif [ $PHASE = 2 ]; then
   # the schedules phase 1's search found so far, for every config's step from now on (each is checked against the
   # heuristic one before use, backend.verify_schedule)
@@ -142,13 +177,9 @@ elif [ $PHASE = 2 ]; then
   wait ${rpids[@]}
   python3 -c "print(round($(cat $C/done) + $TL2, 2))" > $C/done
   echo "trained $(cat $C/done) of $(cat $C/total) minutes$([ -n "$STOP" ] && echo ': run PHASE=2 again')"
-  for n in ${NAMES[@]}; do cp $C/$n/metrics.jsonl $C/${n}_metrics.jsonl; done
-  python3 -c "
-import json
-best = {n: json.load(open('$C/' + n + '/best/config.json'))['best_val_cos'] for n in '${NAMES[*]}'.split()}
-print('best val_cos', best); w = max(best, key=best.get); open('$C/winner', 'w').write(w)"
-  export16 $C/$(cat $C/winner)/best; cp $C/$(cat $C/winner)/best/config.json $C/winner_config.json
+  collect
 else
+  [ -n "$DETACH" ] && ! all_exited && { echo "runs still training: PHASE=2 first"; exit 2; }
   # every run evaluated on its own card; with DECODER=1 the best one's card fits it a decoder first
   W=$(cat $C/winner); evals=(${NAMES[@]})
   if [ -n "$DECODER" ]; then

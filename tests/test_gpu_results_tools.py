@@ -136,10 +136,23 @@ def test_capacity_table_reads_a_comparison(tmp_path):
   assert [x["name"] for x in rows] == ["small", "wide"]
   assert rows[1]["steps_run"] == 80 and rows[1]["schedule_done"] == 0.8 and rows[1]["ms_per_step"] == 750.0
   assert rows[0]["val_cos_curve"] == [[100, 0.84], [200, 0.85]]
-  assert "| wide | 256 | 1024 | 80.0 | 80 / 100 | 750.0 | 0.8400 |" in r.stdout
+  assert "| wide | 256 | 1024 | 80.0 | 80 / 100 | 750.0 (-) | - | 0.8400 |" in r.stdout
   (d / "logs" / "plan.txt").unlink()
   r = subprocess.run([sys.executable, capacity_table.__file__, str(d)], capture_output=True, text=True)
   assert r.returncode == 2 and r.stderr.startswith("error: ") and "plan.txt" in r.stderr
+
+
+def test_capacity_table_finds_each_process_start():
+  # a run paused after step 75 and resumed (train.py logs the first step it runs): each start's JIT captures run
+  # 7.6 s past the steady 100 ms per step; the pause between the two processes is not part of a start
+  recs = [{"step": 1, "time": 0.0, "loss": 1}, {"step": 25, "time": 10.0, "loss": 1},
+          {"step": 50, "time": 12.5, "loss": 1}, {"step": 75, "time": 15.0, "loss": 1},
+          {"step": 75, "time": 15.5, "val_cos": 0.5},
+          {"step": 76, "time": 40.0, "loss": 1}, {"step": 100, "time": 50.0, "loss": 1},
+          {"step": 125, "time": 52.5, "loss": 1}, {"step": 150, "time": 55.0, "loss": 1}]
+  assert capacity_table.steady_ms(recs) == 100.0
+  assert capacity_table.starts(recs) == [{"step": 1, "pause_s": 0.0, "start_s": 7.6},
+                                         {"step": 76, "pause_s": 24.5, "start_s": 7.6}]
 
 
 def test_run_summary_rows_name_what_differs(tmp_path, capsys):
