@@ -74,8 +74,8 @@ finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/b
   grep -h "bench=\|search run" $C/logs/beam_phase$PHASE.log 2>/dev/null; }
 
 # DETACH=1: the runs of phase 1 go on across calls (a process in a session of its own outlives its call while the
-# machine stays warm), so each run starts once, as a user's does; the eleventh session's runs resumed twice, and each
-# resume spent ~100 s of its minutes on the JIT's captures and schedule checks before its first timed step
+# machine stays warm), so each run starts once, as a user's does; the eleventh session's runs were three processes
+# each, and every start spent ~100 s of the run's minutes before its steps ran at full rate (scripts/capacity_table.py)
 TOTAL_S=$(python3 -c "print(int($MINUTES * 60))")
 all_exited() { for n in ${NAMES[@]}; do [ -f $C/exit_$n ] || return 1; done; }
 wait_runs() {  # until every detached run has exited or the call's END is near, showing where each one is
