@@ -67,7 +67,8 @@ on_cards() {
 beam() {
   [ $NGPU -gt $N ] || return 0
   mkdir -p /tmp/beamout; on $N env OUT=/tmp/beamout BUDGET=$(($1 - SECONDS)) LENS="$2" \
-    BEAM_ARGS="${BEAM_ARGS:---pool-head 1024 --tok 0.25}" bash scripts/gpu_gemm_beam.sh > $C/logs/beam_phase$PHASE.log 2>&1 &
+    BEAM_ARGS="${BEAM_ARGS:---pool-head 1024 --tok 0.25}" bash scripts/gpu_gemm_beam.sh \
+    > $C/logs/beam_phase$PHASE.log 2>&1 &
 }
 finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/beamout/*.json $C/ 2>/dev/null
   cp /tmp/beamout/search_L*.log $C/logs/ 2>/dev/null
