@@ -24,13 +24,13 @@ class Loader:
   - state_dict() -> {epoch, position, seed, ...}; load_state_dict() resumes at exactly the next batch.
   teacher_key=None leaves out "teacher" (for tokenizer-only uses). token_targets=True adds the teacher's per-token
   targets (corpus_tokens.py): tok_target float16 [B, L, D] and tok_mask float32 [B, L] (0 at padding, where no teacher
-  token overlaps, and at an EOS written over a cut sentence's token). token_targets="index" gives tok_index int32
+  token overlaps, and at an EOS written over a cut sentence's token). After give_token_index(), tok_index int32
   [B, L] (rows of `token_table`, 0 where tok_mask is 0) instead of tok_target, for a trainer that holds the whole
   table on its device and gathers there: 128 kB per batch to copy instead of 25 MB (B=512, L=64, D=384)."""
 
   def __init__(self, data_dir, split, batch_size: int, *, teacher_key, seed: int = 0, shuffle: bool = True,
                drop_last: bool = True, shard=(0, 1), length_buckets=None, max_len: int | None = None,
-               token_targets: bool | str = False):
+               token_targets: bool = False):
     self.dd = open_data_dir(data_dir)
     self.split = split
     self.rows = self.dd.indices(split)
@@ -55,14 +55,13 @@ class Loader:
     self._bucket_of = np.searchsorted(self.buckets, self.lengths)  # smallest bucket >= length
     self.teacher = self.dd.teacher_vectors(teacher_key) if teacher_key is not None else None
     self.tok = None
-    if token_targets not in (False, True, "index"):
-      raise ValueError(f"token_targets must be False, True or 'index', got {token_targets!r}")
-    self.tok_index = token_targets == "index"
+    if not isinstance(token_targets, bool):
+      raise ValueError(f"token_targets must be True or False, got {token_targets!r} (row indices: give_token_index())")
+    self.tok_index = False
     if token_targets:
       import corpus_tokens
       tgt, ok, off = corpus_tokens.token_targets(self.dd, teacher_key)
       self.tok = tgt, np.array(ok), np.asarray(off)  # ok read into memory (a byte per position): gathered every batch
-      if self.tok_index and tgt.shape[0] >= 2 ** 31: raise ValueError("token_targets='index' needs < 2^31 positions")
     counts = np.bincount(self._bucket_of, minlength=len(self.buckets))
     per = counts // self.global_batch if self.drop_last else -(-counts // self.global_batch)
     self._len = int(per.sum())
@@ -75,8 +74,9 @@ class Loader:
   def __len__(self) -> int: return self._len
 
   def give_token_index(self) -> None:
-    """From the next batch on, tok_index instead of tok_target (as token_targets="index")."""
+    """From the next batch on, tok_index instead of tok_target."""
     if self.tok is None: raise ValueError("this loader has no token targets")
+    if self.tok[0].shape[0] >= 2 ** 31: raise ValueError("int32 row indices need a table of < 2^31 positions")
     self.tok_index = True
 
   @property

@@ -8,6 +8,7 @@ import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad 
 import numpy as np
 import parallel
 from checkpoint import host
+from embedding import gather_rows
 from studentz import AdamW, Config, lr_at
 from tinygrad import Tensor, TinyJit, dtypes, Device
 from tinygrad.device import Buffer
@@ -40,7 +41,6 @@ def device_table(arr: np.ndarray, device: str | None = None, devices: tuple[str,
     Device[dev].synchronize()  # the backend stages each chunk in pinned host memory, freed at a sync
   if devices: t = t.shard(devices).realize()
   # a gather past 2^31 elements must index in 64 bits: check rows at both ends and the middle before training on them
-  from embedding import gather_rows
   probe = np.unique(np.array([0, arr.shape[0] // 2, arr.shape[0] - 1], np.int32))
   got = gather_rows(t, Tensor(probe).shard(devices) if devices else Tensor(probe, device=dev)).numpy()
   if not np.array_equal(got, np.asarray(arr[probe])):

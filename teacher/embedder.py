@@ -212,6 +212,7 @@ class Teacher:
       for r, i in enumerate(rows): out[i] = (h[r, :len(encs[i].ids)], encs[i].offsets, encs[i].special_tokens_mask)
     return out
 
+
 def load_teacher(name_or_path, cache_dir=None) -> Teacher:
   """A Teacher from a local HF folder, a packaged short name ("all-MiniLM-L6-v2") or a hub id (see teacher.hub)."""
   from teacher.hub import resolve  # lazy: resolution may need pip/network, loading a model never does

@@ -184,7 +184,8 @@ def test_token_table_on_the_device_gives_the_host_batches_and_loss(taught):
   corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
   key = WordTeacher().fingerprint
   host = Loader(taught, "train", 16, teacher_key=key, token_targets=True, max_len=24, shuffle=False)
-  index = Loader(taught, "train", 16, teacher_key=key, token_targets="index", max_len=24, shuffle=False)
+  index = Loader(taught, "train", 16, teacher_key=key, token_targets=True, max_len=24, shuffle=False)
+  index.give_token_index()
   bh, bi = next(host), next(index)
   assert "tok_target" not in bi and bi["tok_index"].dtype == np.int32 and bi["tok_index"].shape == (16, 24)
   np.testing.assert_array_equal(bi["tok_mask"], bh["tok_mask"])
