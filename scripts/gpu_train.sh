@@ -15,9 +15,32 @@
 # Knobs: RUN (run folder), TL (minutes of training in this call), RESUME=1, EVAL=1 (train.py --eval of RUN/best),
 # EXPORT=1 (RUN/best as fp16 safetensors split into 15 MB parts under $OUT), EXTRA (more train.py arguments).
 # Output files in $OUT are named after the run folder, so one call can train and compare several runs.
+# A user's run, one process for all its minutes (data included, in train.py's own data folder): MINUTES=14.9 starts
+# `train.py --minutes 14.9` in a session of its own, which outlives the call while the machine stays warm, and waits
+# for it until BUDGET seconds into the call; WAIT=1 in the next calls (made within the machine's 30 s) only waits.
+# EVAL/EXPORT run once it has exited. Each process start costs ~100 s on an H200 (the eleventh session's three
+# processes per run lost 313 s of 858 to them), which is why the one-process run is the one that says what
+# `DEV=CUDA python train.py --minutes 14.9` gives.
 source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}
 NAME=$(basename $RUN)
+if [ -n "$MINUTES" ]; then
+  rm -rf $RUN $RUN.exit; date +%s > $RUN.start  # the start, for the data time in the log
+  (setsid bash -c "timeout $(python3 -c "print(int($MINUTES * 60 + 1500))") python3 train.py --profile full \
+    --teacher .devcarry/minilm16 --out $RUN --minutes $MINUTES --quiet $EXTRA > $RUN.log 2>&1; echo \$? > $RUN.exit" \
+    < /dev/null > /dev/null 2>&1 &)
+  WAIT=1
+fi
+if [ -n "$WAIT" ]; then  # until the run has exited or the call's BUDGET is near, then where it stands
+  while [ ! -f $RUN.exit ] && [ $SECONDS -lt $((${BUDGET:-570} - 10)) ]; do sleep 5; done
+  grep -v "^\s*$" $RUN.log | tail -6; tail -2 $RUN/metrics.jsonl 2>/dev/null | cut -c1-300
+  cp $RUN.log $OUT/$NAME.log; cp $RUN/metrics.jsonl $OUT/$NAME.metrics.jsonl 2>/dev/null
+  # the best checkpoint so far comes back with every call: the twelfth session lost its machine (and the run) when a
+  # call came late, with nothing saved
+  [ -f $RUN.exit ] || { [ -f $RUN/best/model.safetensors ] && export16 $RUN/best && cp $RUN/best/*.json $OUT/
+    echo "still running after ${SECONDS}s: call again with WAIT=1"; exit 0; }
+  echo "train.py exited with $(cat $RUN.exit) after ${SECONDS}s of this call"
+fi
 if [ -n "$TL" ]; then
   if [ -n "$RESUME" ]; then
     timeout 590 python3 train.py --resume $RUN --time-limit $TL --quiet $EXTRA >> $OUT/$NAME.log 2>&1
