@@ -141,12 +141,9 @@ print(max(int(0.97 * $TOTAL * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
     echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
     ARGS="--profile full $COMMON --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --minutes $TOTAL ${TARGS[$i]} \
       --eval_every $((steps / 10))"
-    if [ -n "$DETACH" ]; then  # one process for all the minutes, in a session of its own so that it outlives this call
-      # (started from a subshell, so that no `wait` of this script waits for it)
-      rm -f $C/exit_${NAMES[$i]}
-      (CUDA_VISIBLE_DEVICES=$i CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db setsid bash -c "timeout $((TOTAL_S + 900)) \
-        python3 train.py $ARGS > $C/logs/train_${NAMES[$i]}.log 2>&1; echo \$? > $C/exit_${NAMES[$i]}" \
-        < /dev/null > /dev/null 2>&1 &)
+    if [ -n "$DETACH" ]; then  # one process for all the minutes, outliving this call (detach, scripts/gpu_env.sh)
+      detach $C/exit_${NAMES[$i]} $C/logs/train_${NAMES[$i]}.log $((TOTAL_S + 900)) env CUDA_VISIBLE_DEVICES=$i \
+        CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db python3 train.py $ARGS
       continue
     fi
     on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout $((END - SECONDS)) python3 train.py $ARGS --time-limit $TL1 \

@@ -39,3 +39,12 @@ train_row() {
   local name=$1 vars=$2; shift 2
   env $vars timeout ${TO:-200} python3 bench.py train --reps 20 --json $OUT/$name.json "$@" 2>&1 | grep bench=
 }
+
+# detach EXIT LOG SECONDS CMD...: CMD under `timeout SECONDS` in a process session of its own, which outlives the call
+# while the machine stays warm (started from a subshell, so that no `wait` of the caller waits for it); its output goes
+# to LOG and its exit status to the file EXIT once it ends
+detach() {
+  local exit=$1 log=$2 secs=$3; shift 3; rm -f $exit
+  (EXITF=$exit LOGF=$log setsid bash -c 'timeout "$0" "$@" > "$LOGF" 2>&1; echo $? > "$EXITF"' $secs "$@" \
+    < /dev/null > /dev/null 2>&1 &)
+}

@@ -25,10 +25,9 @@ source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}
 NAME=$(basename $RUN)
 if [ -n "$MINUTES" ]; then
-  rm -rf $RUN $RUN.exit; date +%s > $RUN.start  # the start, for the data time in the log
-  (setsid bash -c "timeout $(python3 -c "print(int($MINUTES * 60 + 1500))") python3 train.py --profile full \
-    --teacher .devcarry/minilm16 --out $RUN --minutes $MINUTES --quiet $EXTRA > $RUN.log 2>&1; echo \$? > $RUN.exit" \
-    < /dev/null > /dev/null 2>&1 &)
+  rm -rf $RUN
+  detach $RUN.exit $RUN.log $(python3 -c "print(int($MINUTES * 60 + 1500))") python3 train.py --profile full \
+    --teacher .devcarry/minilm16 --out $RUN --minutes $MINUTES --quiet $EXTRA
   WAIT=1
 fi
 if [ -n "$WAIT" ]; then  # until the run has exited or the call's BUDGET is near, then where it stands
