@@ -80,7 +80,9 @@ def check_device() -> str:
 # heuristics, whose search (JITBEAM=2 on the whole step) did not finish in 7 minutes.
 #   "cached" (the default): a GEMM takes the schedule already found for it, from tinygrad's cache db (CACHEDB) or the
 #            files in STUDENTZ_BEAM_DIR (default beam/: the default bf16 step's GEMMs, searched on an H200), and
-#            tinygrad's heuristics otherwise; it never searches, so it costs nothing where nothing was found
+#            tinygrad's heuristics otherwise; it never searches, so it costs nothing where nothing was found. Each
+#            found schedule is checked against the heuristic one once per card model (verify_schedule,
+#            checked_before): beam/checked_<card>.db ship the checks an H100 and an H200 passed
 #   N >= 1:  search (BEAM=N) every GEMM found in neither: minutes per kernel, once per card kind
 #   0:       off
 # GEMM_BEAM_MIN: the fewest multiply-adds a GEMM must have to be searched.
@@ -180,12 +182,55 @@ def _with_bundled(beam_search):
 
 
 def _checked(s, sched, rawbufs, var_vals, what: str):
-  """sched if verify_schedule passes it, else (with a note naming the kernel) tinygrad's heuristic schedule."""
-  if (bad := verify_schedule(s, sched, rawbufs, var_vals)) is None: return sched
+  """sched if verify_schedule passes it, else (with a note naming the kernel) tinygrad's heuristic schedule. A pass is
+  remembered per card model (checked_before), so only a card's first process pays the check."""
+  if checked_before(s, sched): return sched
+  if (bad := verify_schedule(s, sched, rawbufs, var_vals)) is None:
+    remember_check(s, sched)
+    return sched
   print(f"note: a {what} GEMM schedule (kernel {s.ast.key.hex()[:16]}) computes other values than tinygrad's "
         f"heuristic one ({bad}); not using it", file=sys.stderr)
   _BEAM["rejected"] += 1
   return _heuristic(s)
+
+
+# A passed check, kept where tinygrad keeps its search results (the cache db; beam/ files for those shipped): the
+# options that passed, keyed by the kernel and the card's model name. The check compiles the kernel twice more (its
+# heuristic schedule and the checked one), ~half of a process's start on an H200; H100 and H200 share sm_90 and a
+# schedule found on one computed wrong values on the other, hence the card's name in the key. A table named like
+# beam_search's travels with it in scripts/beam_cache.py (export, import, drop).
+CHECKED_TABLE = "beam_search_checked"
+
+
+@functools.cache
+def card_name(device: str) -> str:
+  """The model of the card behind a tinygrad device ("NVIDIA H200"); the backend and machine type where it has none."""
+  import platform
+  from tinygrad import Device
+  dev = Device[device]
+  if (cu := getattr(dev, "cu_device", None)) is not None:
+    import ctypes
+    from tinygrad.runtime.autogen import cuda
+    name = ctypes.create_string_buffer(256)
+    if cuda.cuDeviceGetName(name, len(name), cu) == 0: return name.value.decode()
+  return " ".join(x for x in (device.split(":")[0], str(getattr(dev, "arch", "") or ""), platform.machine()) if x)
+
+
+def _check_key(s) -> dict: return {"ast": s.ast.key, "card": card_name(s.ren.target.device)}
+
+
+def checked_before(s, sched) -> bool:
+  """Whether these options of kernel s passed verify_schedule on this card model before (cache db or beam/)."""
+  from tinygrad.helpers import diskcache_get
+  key = _check_key(s)
+  opts = diskcache_get(CHECKED_TABLE, key)
+  if opts is None: opts = bundled_results(CHECKED_TABLE).get(tuple(key.values()))
+  return opts is not None and list(opts) == list(sched.applied_opts)
+
+
+def remember_check(s, sched) -> None:
+  from tinygrad.helpers import diskcache_put
+  diskcache_put(CHECKED_TABLE, _check_key(s), list(sched.applied_opts))
 
 
 def _run_kernel(sched, bufs, var_vals) -> None:
@@ -255,19 +300,29 @@ def _heuristic(s):
   return hand_coded_optimizations(s)
 
 
-@functools.cache
 def bundled_beam_results() -> dict[tuple, list]:
-  """{(ast key, amt, allow_test_size, device, suffix): kernel options} from the files in BEAM_DIR (this tinygrad
-  version's table only), each result read as kernel options alone (read_kernel_options); a file that is unreadable or
-  holds anything else is skipped whole, with a note."""
+  """{(ast key, amt, allow_test_size, device, suffix): kernel options} from the files in BEAM_DIR."""
+  return bundled_results("beam_search")
+
+
+_BUNDLED_KEYS = {"beam_search": "ast, amt, allow_test_size, device, suffix", CHECKED_TABLE: "ast, card"}
+
+
+@functools.cache
+def bundled_results(table: str) -> dict[tuple, list]:
+  """{key columns: kernel options} of one table (this tinygrad version's) of the files in BEAM_DIR, each value read as
+  kernel options alone (read_kernel_options); a file that is unreadable or holds anything else is skipped whole, with
+  a note. A file without the table adds nothing (search results alone, or checks alone)."""
   import sqlite3
   from tinygrad.helpers import VERSION
   found: dict[tuple, list] = {}
   for f in sorted(BEAM_DIR.glob("*.db")) if BEAM_DIR.is_dir() else []:
     try:
       with contextlib.closing(sqlite3.connect(f"file:{f}?mode=ro", uri=True)) as conn:
-        rows = conn.execute(f"SELECT ast, amt, allow_test_size, device, suffix, val FROM 'beam_search_{VERSION}'")
-        found.update({(a, n, bool(t), d, x): read_kernel_options(v) for a, n, t, d, x, v in rows.fetchall()})
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (f"{table}_{VERSION}",)).fetchone(): continue
+        rows = conn.execute(f"SELECT {_BUNDLED_KEYS[table]}, val FROM '{table}_{VERSION}'").fetchall()
+        found.update({tuple(bool(k) if c == "allow_test_size" else k for c, k in
+                            zip(_BUNDLED_KEYS[table].split(", "), r[:-1])): read_kernel_options(r[-1]) for r in rows})
     except (sqlite3.Error, ValueError) as e:
       print(f"note: {f}: no usable search results ({e}); skipped", file=sys.stderr)
   return found

@@ -5,8 +5,10 @@
   python scripts/beam_cache.py drop FILE KEY [KEY ...]       # delete the results of these kernels from FILE
 
 A search result is a list of kernel options keyed by the kernel's AST and the device: a card of the same kind then
-reuses it instead of searching again (STUDENTZ_GEMM_BEAM, BEAM, JITBEAM). The compiled binaries in the cache db are
-left behind, so the file stays small. --db defaults to $CACHEDB, else tinygrad's default cache path.
+reuses it instead of searching again (STUDENTZ_GEMM_BEAM, BEAM, JITBEAM). The checks those schedules passed on a card
+model (backend.checked_before: the options, keyed by the kernel and the card's name) travel with them. The compiled
+binaries in the cache db are left behind, so the file stays small. --db defaults to $CACHEDB, else tinygrad's
+default cache path.
 
 tinygrad stores each result pickled and unpickles it when it reads the cache, so `import` first reads every result of
 the file through an unpickler that knows only tinygrad's Opt and OptOps (backend.read_kernel_options, which also reads

@@ -153,23 +153,34 @@ def test_a_bundled_file_with_anything_else_is_skipped(tmp_path, monkeypatch, cap
   d.mkdir()
   _evil_cache(d / "evil.db", marker)
   monkeypatch.setattr(backend, "BEAM_DIR", d)
-  backend.bundled_beam_results.cache_clear()
+  backend.bundled_results.cache_clear()
   try: assert backend.bundled_beam_results() == {}
-  finally: backend.bundled_beam_results.cache_clear()
+  finally: backend.bundled_results.cache_clear()
   assert "evil.db: no usable search results" in capsys.readouterr().err and not marker.exists()
 
 
 def test_the_bundled_search_results_are_kernel_options_for_cuda(tmp_path):
-  """beam/*.db, the default bf16 step's searched GEMM schedules: importable, and keyed for CUDA."""
+  """beam/*.db, the default bf16 step's searched GEMM schedules (keyed for CUDA) and the checks they passed on named
+  NVIDIA cards (each for a bundled schedule): importable, and read by backend."""
   import sqlite3
+  from tinygrad.helpers import VERSION
   files = sorted((ROOT / "beam").glob("*.db"))
   assert files
+  devices, cards = set(), set()
   for f in files:
     assert "search results" in _beam_cache("import", str(f), db=tmp_path / f"{f.stem}.db")
     with sqlite3.connect(f) as conn:
-      rows = [r for t in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-              for r in conn.execute(f"SELECT device FROM '{t[0]}'")]
-    assert rows and {r[0] for r in rows} == {"CUDA"}
+      for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+        col = "card" if t.startswith(backend.CHECKED_TABLE) else "device"
+        (devices if col == "device" else cards).update(r[0] for r in conn.execute(f"SELECT {col} FROM '{t}'"))
+  assert devices == {"CUDA"} and cards and all(c.startswith("NVIDIA ") for c in cards), (devices, cards)
+  backend.bundled_results.cache_clear()
+  try:
+    schedules, checks = backend.bundled_beam_results(), backend.bundled_results(backend.CHECKED_TABLE)
+  finally: backend.bundled_results.cache_clear()
+  assert checks and {c for _, c in checks} == cards, f"tables of tinygrad's version {VERSION} only"
+  by_kernel = {k[0]: v for k, v in schedules.items()}
+  assert all(by_kernel.get(ast) == opts for (ast, _), opts in checks.items())
 
 
 def test_beam_cache_names_a_missing_file(tmp_path):
@@ -184,22 +195,35 @@ from tinygrad import Tensor, TinyJit
 timed = []
 real_time = search._time_program
 search._time_program = lambda *a, **k: timed.append(1) or real_time(*a, **k)
+ran = []  # kernels compiled and run by a schedule's check (two per check: the heuristic schedule and the checked one)
+real_run = backend._run_kernel
+backend._run_kernel = lambda *a: ran.append(1) or real_run(*a)
 a, b = Tensor.randn(24, 40).realize(), Tensor.randn(40, 56).realize()
 with backend.gemm_beam_scope():
   jit = TinyJit(lambda a, b: (a @ b).relu().sum().realize())
   for _ in range(3): out = jit(a, b)
 np.testing.assert_allclose(out.item(), np.maximum(a.numpy() @ b.numpy(), 0).sum(), rtol=1e-4)
-print(len(timed), backend._BEAM["found"], backend._BEAM["not_found"])
+print(len(timed), backend._BEAM["found"], backend._BEAM["not_found"], len(ran))
 """
 
 
-def _step(tmp_path: Path, db: str, mode: str, beam_dir: Path) -> tuple[int, int, int]:
-  """The JIT'd GEMM step in a fresh process: (candidate schedules timed, GEMMs given a found schedule, not found)."""
+def _step(tmp_path: Path, db: str, mode: str, beam_dir: Path, runs: bool = False) -> tuple[int, ...]:
+  """The JIT'd GEMM step in a fresh process: (candidate schedules timed, GEMMs given a found schedule, not found), and
+  with runs, the kernels its schedule checks ran."""
   env = {**os.environ, "DEV": "CPU", "CACHEDB": str(tmp_path / db), "STUDENTZ_GEMM_BEAM": mode,
          "STUDENTZ_GEMM_BEAM_MIN": str(24 * 40 * 56), "STUDENTZ_BEAM_DIR": str(beam_dir), "PYTHONPATH": str(ROOT)}
   r = subprocess.run([sys.executable, "-c", STEP], env=env, capture_output=True, text=True)
   assert r.returncode == 0, r.stderr[-2000:]
-  return tuple(int(x) for x in r.stdout.split()[-3:])
+  got = tuple(int(x) for x in r.stdout.split()[-4:])
+  return got if runs else got[:3]
+
+
+def _table(conn, prefix: str) -> str:
+  """The table of a cache db whose name is prefix and a version (beam_search_22, beam_search_checked_22)."""
+  names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+           if n.startswith(prefix) and n[len(prefix):].isdigit()]
+  assert len(names) == 1, names
+  return names[0]
 
 
 def test_cached_mode_takes_found_schedules_and_never_searches(tmp_path):
@@ -219,9 +243,31 @@ def test_cached_mode_takes_found_schedules_and_never_searches(tmp_path):
   import pickle, sqlite3
   from tinygrad.codegen.opt import Opt, OptOps
   with sqlite3.connect(bundle / "cpu.db") as conn:
-    t = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchone()[0]
-    conn.execute(f"UPDATE '{t}' SET val=?", (pickle.dumps([Opt(OptOps.UPCAST, 0, 7)]),))
+    conn.execute(f"UPDATE '{_table(conn, 'beam_search_')}' SET val=?", (pickle.dumps([Opt(OptOps.UPCAST, 0, 7)]),))
   assert _step(tmp_path, "fresh3.db", "cached", bundle) == (0, 0, 1)
+
+
+def test_a_passed_check_is_remembered_per_card(tmp_path):
+  """A found schedule other than the heuristic one is checked (two kernels run) in a card's first process only: the
+  pass is kept in the cache db, and where beam/ ships it (exported with the search results) a fresh cache db skips
+  the check too; a pass recorded for another card model does not count."""
+  import pickle, shutil, sqlite3
+  from tinygrad.codegen.opt import Opt, OptOps
+  bundle, shipped, empty = tmp_path / "bundle", tmp_path / "shipped", tmp_path / "none"
+  for d in (bundle, shipped, empty): d.mkdir()
+  _step(tmp_path, "search.db", "2", empty)
+  _beam_cache("export", str(bundle / "cpu.db"), db=tmp_path / "search.db")
+  with sqlite3.connect(bundle / "cpu.db") as conn:  # an unroll by 8 of the reduction: valid, not the heuristic's 4
+    conn.execute(f"UPDATE '{_table(conn, 'beam_search_')}' SET val=?", (pickle.dumps([Opt(OptOps.UNROLL, 2, 8)]),))
+    conn.execute(f"DROP TABLE '{_table(conn, backend.CHECKED_TABLE + '_')}'")  # the search's own pass
+  assert _step(tmp_path, "first.db", "cached", bundle, runs=True) == (0, 1, 0, 2)
+  assert _step(tmp_path, "first.db", "cached", bundle, runs=True) == (0, 1, 0, 0)
+  shutil.copy(bundle / "cpu.db", shipped / "cpu.db")
+  assert "1 search results" in _beam_cache("export", str(shipped / "checks.db"), db=tmp_path / "first.db")
+  assert _step(tmp_path, "fresh.db", "cached", shipped, runs=True) == (0, 1, 0, 0)
+  with sqlite3.connect(shipped / "checks.db") as conn:
+    conn.execute(f"UPDATE '{_table(conn, backend.CHECKED_TABLE + '_')}' SET card='another card'")
+  assert _step(tmp_path, "fresh2.db", "cached", shipped, runs=True) == (0, 1, 0, 2)
 
 
 def test_a_bad_gemm_beam_setting_is_one_line(tmp_path):
