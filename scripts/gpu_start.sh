@@ -4,7 +4,8 @@
 #   cold    an empty kernel cache: a user's first run on a machine (this process also prepares the data folder)
 #   warm    the cache the cold run filled: every later run there
 #   shipped an empty cache again, with the GEMM schedule checks the cold run passed shipped in beam/
-# The cold run's passed checks come back as $OUT/checked.db: `cp` it to beam/checked_<card>.db to ship them.
+# The cold run's passed checks come back as $OUT/checked.db: `cp` it to beam/checked_<card>.db to ship them
+# (PHASES=shipped alone, in a later call, then measures the start with the checks in beam/).
 # PROF=1 runs each under cProfile ($OUT/start_<phase>.txt, by cumulative and own time; it doubles the Python's time).
 # Needs the tinygrad wheel in .whl/ and the .devcarry teacher (see scripts/gpu_train.sh).
 source scripts/gpu_env.sh
