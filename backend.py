@@ -305,7 +305,7 @@ def bundled_beam_results() -> dict[tuple, list]:
   return bundled_results("beam_search")
 
 
-_BUNDLED_KEYS = {"beam_search": "ast, amt, allow_test_size, device, suffix", CHECKED_TABLE: "ast, card"}
+_BUNDLED_KEYS = {"beam_search": ("ast", "amt", "allow_test_size", "device", "suffix"), CHECKED_TABLE: ("ast", "card")}
 
 
 @functools.cache
@@ -320,9 +320,11 @@ def bundled_results(table: str) -> dict[tuple, list]:
     try:
       with contextlib.closing(sqlite3.connect(f"file:{f}?mode=ro", uri=True)) as conn:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (f"{table}_{VERSION}",)).fetchone(): continue
-        rows = conn.execute(f"SELECT {_BUNDLED_KEYS[table]}, val FROM '{table}_{VERSION}'").fetchall()
-        found.update({tuple(bool(k) if c == "allow_test_size" else k for c, k in
-                            zip(_BUNDLED_KEYS[table].split(", "), r[:-1])): read_kernel_options(r[-1]) for r in rows})
+        cols = _BUNDLED_KEYS[table]
+        rows = conn.execute(f"SELECT {', '.join(cols)}, val FROM '{table}_{VERSION}'").fetchall()
+        # sqlite gives back tinygrad's bool key column as 0/1; lookups use the bool
+        found.update({tuple(bool(k) if c == "allow_test_size" else k for c, k in zip(cols, r[:-1])):
+                      read_kernel_options(r[-1]) for r in rows})
     except (sqlite3.Error, ValueError) as e:
       print(f"note: {f}: no usable search results ({e}); skipped", file=sys.stderr)
   return found
