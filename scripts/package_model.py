@@ -107,8 +107,11 @@ def main(argv=None) -> int:
   stage2 = {"command": a.stage2_command, "config": "models/default/train_config.json#stage2", "steps": info["step"],
             "train_minutes": a.stage2_minutes}
   if a.decoder_from:  # the decoder's own record, from the folder it was shipped in
-    stage2 = {**shipped["stage2_decoder"], "card": shipped["card"],
-              "note": f"fitted to an earlier encoder ({shipped['stage1_encoder']['command']}); kept as shipped"}
+    # a folder that was itself paired this way keeps its decoder's first card and note: the decoder was fitted to
+    # the encoder named there, not to the one it was last shipped with
+    stage2 = {"card": shipped["card"],
+              "note": f"fitted to an earlier encoder ({shipped['stage1_encoder']['command']}); kept as shipped",
+              **shipped["stage2_decoder"]}
   info.update({"teacher": teacher, "data_dir": "", "data_source": a.data_source, "n_params": n_params,
                "metrics": metrics, "training": {
                  "card": a.card,

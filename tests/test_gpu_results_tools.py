@@ -112,6 +112,10 @@ def test_package_pairs_a_new_encoder_with_a_shipped_decoder(stages, tmp_path, ca
   assert info["metrics"] == {"val_cos": 0.9} and info["training"]["stage1_encoder"]["steps"] == 300
   stage2 = info["training"]["stage2_decoder"]
   assert stage2["steps"] == 7 and "earlier encoder" in stage2["note"]
+  # paired once more: the decoder's record still names the encoder it was fitted to and its card, not the paired one
+  again = [str(out) if x == str(shipped) else x for x in args[:-1]] + [str(tmp_path / "paired2")]
+  assert package_model.main(again) == 0
+  assert json.loads((tmp_path / "paired2" / "config.json").read_text())["training"]["stage2_decoder"] == stage2
   (tmp_path / "tok.json").write_text('{"tok": 2}')                              # another tokenizer: refused
   assert package_model.main([*args[:-1], str(tmp_path / "again")]) == 2
   assert "not" in capsys.readouterr().err and not (tmp_path / "again").exists()
