@@ -11,9 +11,10 @@ import train
 
 
 def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int = 512,
-             data_dir: Path | None = None) -> int:
-  """val_cos / val_mse / retrieval P@10 on held-out sentences, STS-B Spearman of student and teacher. data_dir: the
-  data folder whose test split to use instead of the checkpoint's own (same tokenizer required)."""
+             data_dir: Path | None = None, split: str = "test") -> int:
+  """val_cos / val_mse / retrieval P@10 on held-out sentences (the first 4,096 of `split`), STS-B Spearman of student
+  and teacher. data_dir: the data folder whose split to use instead of the checkpoint's own (same tokenizer
+  required)."""
   import numpy as np
   import corpus, metrics
   from studentz import CheckpointError
@@ -28,7 +29,8 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     if data_dir != Path(info["data_dir"]) and corpus.open_data_dir(data_dir).meta.get("tokenizer_fingerprint") != \
        tok.fingerprint:
       raise ValueError(f"--data-dir {data_dir} was tokenized with another tokenizer than {ckpt}'s")
-    rows = train.split_rows(data_dir, "test", info["teacher"]["fingerprint"], 4096)
+    rows = train.split_rows(data_dir, split, info["teacher"]["fingerprint"], 4096)
+    if not len(rows["index"]): raise ValueError(f"{data_dir} has no {split} sentences")
   except (CheckpointError, ValueError, OSError, KeyError, corpus.TeacherCacheIncomplete) as e:
     # a bad config.json, a moved or deleted data folder, a missing teacher cache: one line, not a traceback
     msg = f"{ckpt}/config.json lacks {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
@@ -43,6 +45,7 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
   cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
   res = {"checkpoint": str(ckpt), "step": info["step"], "teacher": info["teacher"]["name"],
          "val_cos": float(cos.mean()), "val_mse": float(((zs - zt) ** 2).sum(-1).mean()), "eval_n": len(zs),
+         "eval_split": split,
          "retrieval_p_at_10": metrics.retrieval_overlap_at_k(zs, zt, k=10) if len(zs) > 10 else None}
   stsb = train.default_stsb()
   if stsb is not None:

@@ -90,6 +90,10 @@ def parse_args(argv=None):
   p.add_argument("--json", action="store_true", help="with --eval: print one JSON object")
   p.add_argument("--decode-limit", type=int, default=512,
                  help="with --eval: decode this many held-out sentences (<= 32 tokens) in modes A and B (0 = skip)")
+  p.add_argument("--eval-split", choices=["test", "val"], default="test",
+                 help="with --eval: the held-out split whose first 4,096 sentences give val_cos, val_mse and P@10 "
+                      "(test: never seen in training; val: the split training validates on, so it chose the best "
+                      "checkpoint)")
   p.add_argument("--stsb-limit", type=int, default=0,
                  help="with --eval: use only the first N STS-B test pairs (0 = all 1379; the teacher's side is cached)")
   p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -178,7 +182,7 @@ def main(argv=None) -> int:
   if args.eval is not None:
     from eval_checkpoint import run_eval
     return run_eval(args.eval, json_out=args.json, stsb_limit=args.stsb_limit, decode_limit=args.decode_limit,
-                    data_dir=args.data_dir)
+                    data_dir=args.data_dir, split=args.eval_split)
   from studentz import CheckpointError
   import parallel
   try:

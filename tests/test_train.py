@@ -442,6 +442,12 @@ def test_eval_on_another_data_folder(runs, work, tmp_path, capsys):
     assert "names no data folder" in capsys.readouterr().err
     assert train.main(["--eval", str(ck), "--json", "--stsb-limit", "8", "--data-dir", str(work["data_dir"])]) == 0
     assert json.loads(capsys.readouterr().out)["eval_n"] > 10
+    # the validation split instead: other sentences, so another figure, named in the result
+    assert train.main(["--eval", str(ck), "--json", "--stsb-limit", "8", "--data-dir", str(work["data_dir"]),
+                       "--eval-split", "val"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["eval_split"] == "val" and res["eval_n"] == min(4096, len(corpus.open_data_dir(work["data_dir"])
+                                                                          .indices("val")))
     assert train.main(["--eval", str(ROOT / "models" / "default"), "--data-dir", str(work["data_dir"])]) == 2
     assert "another tokenizer" in capsys.readouterr().err
 
