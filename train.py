@@ -277,8 +277,10 @@ def default_data_dir(cfg, source) -> Path:
 
 
 def prepare_data(cfg, teacher, args, quiet: bool):
-  """Sentences, student tokenizer, token ids and teacher vectors: each computed once and cached on disk."""
+  """Sentences, student tokenizer, token ids and teacher vectors: each computed once and cached on disk. Also returns
+  the seconds each phase took, for the `data:` line: a GPU run's ~6 minutes before step 1 were not broken down."""
   import corpus
+  t0 = time.perf_counter()
   source = args.data_source or default_corpus()
   if source is None:
     fail("no corpus found: pass --data-source PATH (text, JSONL or .gz) or set STUDENTZ_DATA "
@@ -287,11 +289,12 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   data_dir = args.data_dir or default_data_dir(cfg, source)
   dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
                       limit=cfg.data_limit or None, progress=not quiet, crops=cfg.data_crops)
+  t1 = time.perf_counter()
   if cfg.loss_weights.get("tok", 0) > 0:  # first: one teacher pass gives the sentence vectors too, if still missing
     import corpus_tokens
     corpus_tokens.compute_token_targets(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
   corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
-  return dd, Path(data_dir)
+  return dd, Path(data_dir), {"sentences and tokens": t1 - t0, "teacher pass": time.perf_counter() - t1}
 
 
 def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> int:
@@ -310,7 +313,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     if state is not None or "loss_weights.tok" not in getattr(args, "profile_set", []): fail(f"loss_weights.tok: {why}")
     print(f"note: {why}; training without them (loss_weights.tok 0)", file=sys.stderr)
     cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "tok": 0.0}})
-  dd, data_dir = prepare_data(cfg, teacher, args, args.quiet)
+  dd, data_dir, took = prepare_data(cfg, teacher, args, args.quiet)
   from student_tokenizer import StudentTokenizer
   tok = StudentTokenizer.load(data_dir / "tokenizer.json")
   if tok.vocab_size > cfg.vocab_size: raise ValueError(f"tokenizer has {tok.vocab_size} ids > vocab_size")
@@ -321,7 +324,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
                                length_buckets=buckets, token_targets=with_tok)
   val = split_rows(data_dir, "val", tkey, 2048)
   print(f"data: {len(train_loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
-        f"run folder {out}", file=sys.stderr)
+        f"run folder {out}; " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()), file=sys.stderr)
 
   Tensor.manual_seed(cfg.seed)
   enc = sz.Encoder(cfg)

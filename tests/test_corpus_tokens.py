@@ -132,8 +132,9 @@ def test_train_prepares_with_one_teacher_pass(tmp_path):
   cfg = sz.Config(vocab_size=600, max_len=48, data_limit=200, proj_dim=DIM,
                   loss_weights={"cos": 1.0, "mse": 1.0, "sem": 0.1, "tok": 0.25}).validate()
   args = argparse.Namespace(data_source=WIKI, data_dir=tmp_path / "d", teacher_batch_size=16)
-  dd, d = train.prepare_data(cfg, Counting(), args, quiet=True)
+  dd, d, took = train.prepare_data(cfg, Counting(), args, quiet=True)
   assert calls == [] and corpus_tokens.status(d, WordTeacher().fingerprint)["complete"]
+  assert set(took) == {"sentences and tokens", "teacher pass"} and min(took.values()) >= 0
   np.testing.assert_allclose(np.asarray(corpus.teacher_vectors(d, WordTeacher().fingerprint)),
                              WordTeacher().embed(dd.texts()), atol=1e-6)
 
