@@ -111,7 +111,8 @@ class Config:
   seed: int = 0
   data_limit: int = 0              # use only the first N corpus sentences (0 = all)
   data_crops: int = 0              # experimental, unmeasured: add up to N word spans of each training sentence as
-                                   # training texts with their own teacher vectors (more distinct pairs; 0 = off)
+                                   # training texts with their own teacher vectors (more distinct pairs; 0 = off);
+                                   # data_limit counts them too: with 1, a limit holds about half as many sentences
   length_buckets: list = field(default_factory=lambda: [32, 64])  # batches cut to the shortest bucket that fits:
                                    # short sentences stop paying for max_len; one JIT capture per bucket ([] = off)
 
