@@ -80,9 +80,7 @@ finish_beam() { wait; cp /tmp/beamout/beam_cache.db $OUT/ 2>/dev/null; cp /tmp/b
 TOTAL_S=$(python3 -c "print(int($MINUTES * 60))")
 all_exited() { for n in ${NAMES[@]}; do [ -f $C/exit_$n ] || return 1; done; }
 wait_runs() {  # until every detached run has exited or the call's END is near, showing where each one is
-  # a fresh machine (the warm one went back) has no runs: say so at once rather than wait out the call (gpu_train.sh)
-  for n in ${NAMES[@]}; do [ -f $C/logs/train_$n.log ] || { echo "no run $n on this machine: it is a fresh one (the" \
-    "one that ran it went back), so the runs and their data are gone; start again with PHASE=1"; exit 3; }; done
+  for n in ${NAMES[@]}; do need_run $C/logs/train_$n.log $n "start again with PHASE=1"; done
   while ! all_exited && [ $SECONDS -lt $((END - 15)) ]; do sleep 5; done
   for n in ${NAMES[@]}; do
     echo "$n: $([ -f $C/exit_$n ] && echo "exited $(cat $C/exit_$n)" || echo running), $(tail -1 $C/$n/metrics.jsonl \

@@ -42,9 +42,18 @@ train_row() {
 
 # detach EXIT LOG SECONDS CMD...: CMD under `timeout SECONDS` in a process session of its own, which outlives the call
 # while the machine stays warm (started from a subshell, so that no `wait` of the caller waits for it); its output goes
-# to LOG and its exit status to the file EXIT once it ends
+# to LOG and its exit status to the file EXIT once it ends. LOG exists when detach returns (need_run checks for it at
+# once; the background shell may not have opened it yet)
 detach() {
-  local exit=$1 log=$2 secs=$3; shift 3; rm -f $exit
+  local exit=$1 log=$2 secs=$3; shift 3; rm -f $exit; : > $log
   (EXITF=$exit LOGF=$log setsid bash -c 'timeout "$0" "$@" > "$LOGF" 2>&1; echo $? > "$EXITF"' $secs "$@" \
     < /dev/null > /dev/null 2>&1 &)
+}
+
+# need_run LOG NAME HINT: stop the call at once (exit 3) where a detached run's LOG is missing: the machine is a fresh
+# one (the warm one went back), so the run and its data are gone. A wait there would last the whole call: the
+# fourteenth session's did, 534 s of device time.
+need_run() {
+  [ -f "$1" ] || { echo "no run $2 on this machine: it is a fresh one (the one that ran it went back), so the run" \
+    "and its data are gone; $3"; exit 3; }
 }

@@ -31,10 +31,7 @@ if [ -n "$MINUTES" ]; then
   WAIT=1
 fi
 if [ -n "$WAIT" ]; then  # until the run has exited or the call's BUDGET is near, then where it stands
-  # a fresh machine (the warm one went back) has no run: say so at once. The fourteenth session's call waited out its
-  # whole budget (534 s of device time) for a log that could never appear.
-  [ -f $RUN.log ] || [ -f $RUN.exit ] || { echo "no run $RUN on this machine: it is a fresh one (the one that ran it" \
-    "went back), so the run and its data are gone; start again with MINUTES=..."; exit 3; }
+  need_run $RUN.log $RUN "start again with MINUTES=..."
   while [ ! -f $RUN.exit ] && [ $SECONDS -lt $((${BUDGET:-570} - 10)) ]; do sleep 5; done
   grep -v "^\s*$" $RUN.log | tail -6; tail -2 $RUN/metrics.jsonl 2>/dev/null | cut -c1-300
   cp $RUN.log $OUT/$NAME.log; cp $RUN/metrics.jsonl $OUT/$NAME.metrics.jsonl 2>/dev/null
