@@ -261,16 +261,35 @@ def bench_teacher(args, device: str) -> list[dict]:
   """Teacher sentences/s at several lengths: our tinygrad port against HF transformers on the same device."""
   from teacher import load_teacher
   t = load_teacher(args.teacher)
-  rows = []
-  for L in args.lens:
-    L = min(L, t.max_seq_length)
-    texts = teacher_texts(L, args.teacher_n)
-    row = {"bench": "teacher_encode", "teacher": t.name, "L": L, "B": args.batch, "n": len(texts), "device": device,
-           "card": card_name(device), "tinygrad_sent_per_s": teacher_rate(t, texts, args.batch, args.reps_teacher)}
-    if not args.no_torch: row.update(hf_teacher(t, texts, L, args, device))
-    rows.append(row)
-    print_row(row)
+  rows, real = [], real_sentences(512)
+  for prec in args.teacher_precision:
+    t.precision = prec
+    fid = {}
+    if prec != "fp32" and real:  # what the faster pass costs in fidelity, on real sentences
+      t.precision = "fp32"
+      ref = t.embed(real, batch_size=args.batch)
+      t.precision = prec
+      cos = (t.embed(real, batch_size=args.batch) * ref).sum(1)
+      fid = {"cos_to_fp32_min": float(cos.min()), "cos_to_fp32_mean": float(cos.mean()), "cos_n": len(real)}
+    for L in args.lens:
+      L = min(L, t.max_seq_length)
+      texts = teacher_texts(L, args.teacher_n)
+      row = {"bench": "teacher_encode", "teacher": t.name, "precision": prec, "L": L, "B": args.batch,
+             "n": len(texts), "device": device, "card": card_name(device),
+             "tinygrad_sent_per_s": teacher_rate(t, texts, args.batch, args.reps_teacher), **fid}
+      if not args.no_torch and prec == "fp32": row.update(hf_teacher(t, texts, L, args, device))
+      rows.append(row)
+      print_row(row)
   return rows
+
+
+def real_sentences(n: int) -> list[str]:
+  """Up to n STS-B test sentences (where the data is found), for fidelity checks; [] without them."""
+  from train import default_stsb
+  from metrics import load_stsb
+  if (path := default_stsb()) is None: return []
+  s1, s2, _ = load_stsb(path)
+  return [s for pair in zip(s1[:n // 2], s2[:n // 2]) for s in pair]
 
 
 def hf_teacher(t, texts, L, args, device) -> dict:
@@ -493,6 +512,9 @@ def main(argv=None) -> int:
   p.add_argument("--teacher-n", type=int, default=512)
   p.add_argument("--student-lens", type=int, nargs="+", default=[32, 128, 256, 512, 2048])
   p.add_argument("--reps-teacher", type=int, default=3)
+  p.add_argument("--teacher-precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
+                 help="teacher: one set of rows per precision (fp16 rows give their vectors' cosine to fp32's on real "
+                      "sentences; the HF baseline runs with the fp32 rows)")
   p.add_argument("--student-precision", nargs="+", default=["fp32"], choices=["fp32", "half"],
                  help="student encode activations: fp32, or half (bf16 on CUDA, fp16 elsewhere)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")

@@ -81,6 +81,9 @@ def parse_args(argv=None):
                       "(validations included), so the cosine decay ends at the budget; with --resume, the minutes "
                       "left for the rest of it; --time-limit may stop this process earlier (a pause); 0 = off")
   p.add_argument("--teacher-batch-size", type=int, default=0, help="teacher batch (default 256 on GPU, 32 on CPU)")
+  p.add_argument("--teacher-precision", default="auto", choices=["auto", "fp32", "fp16"],
+                 help="the teacher's matmuls in the pass over the corpus (vectors, token targets): auto = fp16 on a "
+                      "GPU (float32 sums; vectors within cosine 0.99999 of fp32), fp32 on a CPU; evaluation uses fp32")
   p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
   p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
                  help="start from the weights of the models this checkpoint holds (same tokenizer; the encoder's "
@@ -290,10 +293,16 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
                       limit=cfg.data_limit or None, progress=not quiet, crops=cfg.data_crops)
   t1 = time.perf_counter()
-  if cfg.loss_weights.get("tok", 0) > 0:  # first: one teacher pass gives the sentence vectors too, if still missing
-    import corpus_tokens
-    corpus_tokens.compute_token_targets(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
-  corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
+  from teacher.embedder import bulk_precision
+  before = getattr(teacher, "precision", None)  # test doubles have none
+  if before is not None: teacher.precision = bulk_precision(args.teacher_precision, backend.device_name())
+  try:
+    if cfg.loss_weights.get("tok", 0) > 0:  # first: one teacher pass gives the sentence vectors too, if still missing
+      import corpus_tokens
+      corpus_tokens.compute_token_targets(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
+    corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
+  finally:
+    if before is not None: teacher.precision = before
   return dd, Path(data_dir), {"sentences and tokens": t1 - t0, "teacher pass": time.perf_counter() - t1}
 
 

@@ -102,6 +102,11 @@ if [ $PHASE = 1 ]; then
       --reps 10 ${BARGS[$i]} --json $C/bench_${NAMES[$i]}.json > $C/logs/bench_${NAMES[$i]}.log 2>&1 &
     bpids[$i]=$!
   done
+  # TEACHER_BENCH=1: the teacher's sentences/s in fp32 and fp16 (and fp16's cosine to fp32 on real sentences) on the
+  # last card, beside its config's step timing, while the CPU prepares the data
+  [ -n "$TEACHER_BENCH" ] && { on $((NGPU - 1)) timeout 240 python3 bench.py teacher --teacher .devcarry/minilm16 \
+    --lens 32 64 128 --batch 256 --teacher-n 2048 --teacher-precision fp32 fp16 --no-torch \
+    --json $C/teacher_precision.json > $C/logs/teacher_bench.log 2>&1 & tbpid=$!; }
   UDIRS=($(printf "%s\n" "${DIRS[@]}" | sort -u))
   for D in ${UDIRS[@]}; do  # sentences and tokenizer of each data folder, side by side on the CPU
     k=${D##*-c}; [ "$D" = "$DATA" ] && k=0
@@ -110,8 +115,8 @@ if [ $PHASE = 1 ]; then
     ppids+=($!)
   done
   for p in ${ppids[@]}; do wait $p || { echo "prepare failed"; tail $C/logs/prepare_*.log; exit 1; }; done
-  wait ${bpids[@]}
-  echo "data ready at ${SECONDS}s"; grep -h "bench=" $C/logs/bench_*.log
+  wait ${bpids[@]} $tbpid
+  echo "data ready at ${SECONDS}s"; grep -h "bench=" $C/logs/bench_*.log $C/logs/teacher_bench.log 2>/dev/null
   # teacher vectors of each folder: shard i of NGPU in a copy of it on GPU i (every card, the search's too), then
   # merged into it
   for D in ${UDIRS[@]}; do

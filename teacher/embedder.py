@@ -12,6 +12,8 @@ from tinygrad import Tensor, TinyJit, dtypes
 from teacher.models import Encoder, ModelLoadError, load_model
 
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+# "fp16": matmuls in half precision with float32 sums (teacher.models.mm), for bulk passes on a GPU; "fp32": parity
+PRECISIONS = {"fp32": None, "fp16": dtypes.float16}
 # how many sentences are tokenized and length-sorted at a time: big enough for good sorting, bounded memory
 SORT_WINDOW_BATCHES = 64
 # checkpoints whose position table starts after padding_idx + 1 (fairseq style) lose two usable positions
@@ -95,7 +97,7 @@ def file_fingerprint(path: Path, cache_dir=None) -> str:
 class Teacher:
   """A loaded teacher: `embed(texts)` -> np.float32 [N, dim], pooled/normalised as its sentence-transformers config."""
 
-  def __init__(self, folder: str | Path, name: str | None = None, cache_dir=None):
+  def __init__(self, folder: str | Path, name: str | None = None, cache_dir=None, precision: str = "fp32"):
     self.folder, self.cache_dir = Path(folder), cache_dir
     self.name = name or self.folder.name
     self.model: Encoder = load_model(self.folder)
@@ -111,10 +113,21 @@ class Teacher:
     self._empty_ids = np.asarray(self.tokenizer.encode("").ids, dtype=np.int32)  # the filler row: CLS SEP
     self._jits: dict[tuple, TinyJit] = {}  # (B, L) sentence vectors; ("hidden", B, L) token vectors
     self.truncated = 0  # texts cut to max_seq_length by encode(), over this object's life
+    self.precision = precision
+
+  @property
+  def precision(self) -> str: return self._precision
+
+  @precision.setter
+  def precision(self, p: str) -> None:
+    if p not in PRECISIONS: raise ValueError(f"teacher precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+    if p != getattr(self, "_precision", None): self._jits.clear()  # captured kernels hold the old dtype
+    self._precision, self.model.compute_dtype = p, PRECISIONS[p]
 
   def __repr__(self) -> str:
     return (f"Teacher({self.name!r}, {self.config.get('model_type')}, dim={self.dim}, max_seq_length="
-            f"{self.max_seq_length}, pooling={'+'.join(self.pooling)}, normalize={self.normalize})")
+            f"{self.max_seq_length}, pooling={'+'.join(self.pooling)}, normalize={self.normalize}, "
+            f"precision={self.precision})")
 
   @functools.cached_property
   def fingerprint(self) -> str: return file_fingerprint(self.folder / "model.safetensors", self.cache_dir)
@@ -213,8 +226,16 @@ class Teacher:
     return out
 
 
-def load_teacher(name_or_path, cache_dir=None) -> Teacher:
+def load_teacher(name_or_path, cache_dir=None, precision: str = "fp32") -> Teacher:
   """A Teacher from a local HF folder, a packaged short name ("all-MiniLM-L6-v2") or a hub id (see teacher.hub)."""
   from teacher.hub import resolve  # lazy: resolution may need pip/network, loading a model never does
   folder = Path(resolve(str(name_or_path), cache_dir=cache_dir))
-  return Teacher(folder, name=str(name_or_path), cache_dir=cache_dir)
+  return Teacher(folder, name=str(name_or_path), cache_dir=cache_dir, precision=precision)
+
+
+def bulk_precision(choice: str, device: str) -> str:
+  """The teacher precision for a bulk pass (corpus vectors, token targets): "auto" is fp16 on a GPU, where it runs on
+  the half-precision matrix units, and fp32 on a CPU, where half precision is no faster."""
+  if choice == "auto": return "fp32" if device.split(":")[0] == "CPU" else "fp16"
+  if choice not in PRECISIONS: raise ValueError(f"teacher precision must be auto or one of {', '.join(PRECISIONS)}")
+  return choice

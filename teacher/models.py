@@ -1,4 +1,5 @@
-"""Tinygrad ports of the HF encoders we distill from: BERT, DistilBERT and MPNet (inference only, float32).
+"""Tinygrad ports of the HF encoders we distill from: BERT, DistilBERT and MPNet (inference only; float32, or float16
+matmuls with float32 accumulation, residual stream, LayerNorm and softmax: `Encoder.compute_dtype`).
 
 All three are the same post-LN transformer; they differ in how positions enter (absolute ids, MPNet's
 padding-offset ids plus a relative attention bias) and in how the checkpoint names the weights. So there is one
@@ -33,11 +34,17 @@ ACTIVATIONS = {
 }
 
 
+def mm(a: Tensor, b: Tensor, dt=None) -> Tensor:
+  """a @ b, float32 out; with dt (float16) the inputs are cast to dt and the sum accumulates in float32, so the GPU's
+  half-precision matrix units do the work while every sum and everything outside the matmuls stays float32."""
+  return a @ b if dt is None else a.cast(dt).dot(b.cast(dt), dtype=dtypes.float32)
+
+
 class Linear:
   def __init__(self, d_in: int, d_out: int):
     self.weight, self.bias = Tensor.empty(d_out, d_in), Tensor.empty(d_out)  # placeholders until weights load
 
-  def __call__(self, x: Tensor) -> Tensor: return x.linear(self.weight.T, self.bias)
+  def __call__(self, x: Tensor, dt=None) -> Tensor: return mm(x, self.weight.T, dt) + self.bias
 
 
 class LayerNorm:
@@ -61,13 +68,14 @@ class Layer:
     self.q, self.k, self.v, self.o = Linear(d, d), Linear(d, d), Linear(d, d), Linear(d, d)
     self.ln1, self.ff1, self.ff2, self.ln2 = LayerNorm(d, eps), Linear(d, d_ff), Linear(d_ff, d), LayerNorm(d, eps)
 
-  def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
+  def __call__(self, x: Tensor, bias: Tensor, dt=None) -> Tensor:
     B, L, d = x.shape
-    q, k, v = [lin(x).reshape(B, L, self.heads, d // self.heads).transpose(1, 2) for lin in (self.q, self.k, self.v)]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias  # (B, H, L, L)
-    ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, L, d)  # (B, L, d)
-    x = self.ln1(x + self.o(ctx))
-    return self.ln2(x + self.ff2(self.act(self.ff1(x))))
+    H = self.heads
+    q, k, v = [lin(x, dt).reshape(B, L, H, d // H).transpose(1, 2) for lin in (self.q, self.k, self.v)]  # (B, H, L, dh)
+    scores = mm(q, k.transpose(-1, -2), dt) / math.sqrt(d // self.heads) + bias  # (B, H, L, L)
+    ctx = mm(scores.softmax(-1), v, dt).transpose(1, 2).reshape(B, L, d)  # (B, L, d)
+    x = self.ln1(x + self.o(ctx, dt))
+    return self.ln2(x + self.ff2(self.act(self.ff1(x, dt)), dt))
 
 
 class Encoder:
@@ -88,6 +96,7 @@ class Encoder:
     act_name = config.get("hidden_act", config.get("activation", "gelu"))
     if act_name not in ACTIVATIONS: raise ModelLoadError(f"unsupported activation {act_name!r}")
     self.dim, self.heads = d, heads
+    self.compute_dtype = None  # None: float32 throughout (parity with HF); dtypes.float16: half-precision matmuls
     self.word = Embedding(config["vocab_size"], d)
     self.pos = Embedding(config["max_position_embeddings"], d)
     self.emb_ln = LayerNorm(d, eps)
@@ -107,7 +116,7 @@ class Encoder:
     x = self.emb_ln(self.embed(ids, mask))  # (B, L, d)
     bias = ((1.0 - mask.float()) * MASK_VALUE).reshape(mask.shape[0], 1, 1, mask.shape[1])  # (B, 1, 1, L)
     if (pb := self.position_bias(ids.shape[1])) is not None: bias = pb + bias  # (B, H, L, L)
-    for layer in self.layers: x = layer(x, bias)
+    for layer in self.layers: x = layer(x, bias, self.compute_dtype)
     return x
 
   def hf_name(self, ours: str) -> str:

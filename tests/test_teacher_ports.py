@@ -71,6 +71,25 @@ def test_port_matches_hf(kind, tmp_path):
   assert_parity(got, hf_hidden(ref_model, ids, mask), mask)
 
 
+@pytest.mark.parametrize("kind", ["bert", "mpnet"])
+def test_fp16_matmuls_stay_close_to_hf(kind, tmp_path):
+  """compute_dtype float16 (the GPU's bulk teacher pass): half-precision matmul inputs, float32 sums and everything
+  else; the hidden states stay close to HF's float32 ones, and switching back gives float32 parity again."""
+  from tinygrad import dtypes
+  ref_model = save_tiny(kind, tmp_path)
+  ours = load_model(tmp_path)
+  ids, mask = padded_batch(pad_id=1 if kind == "mpnet" else 0)
+  ref = hf_hidden(ref_model, ids, mask)
+  run = lambda: ours(Tensor(ids.astype(np.int32)), Tensor(mask.astype(np.float32))).numpy()
+  ours.compute_dtype = dtypes.float16
+  half = run()
+  keep = mask.astype(bool)
+  err = np.abs(half[keep] - ref[keep]).max()
+  assert half.dtype == np.float32 and 1e-5 < err < 2e-2, err  # rounded (so the half path ran), and close
+  ours.compute_dtype = None
+  assert_parity(run(), ref, mask)
+
+
 def test_prefixed_checkpoint_with_heads_loads(tmp_path):
   base = save_tiny("distilbert", tmp_path, head="DistilBertForMaskedLM")
   raw = (tmp_path / "model.safetensors").read_bytes()
@@ -147,6 +166,10 @@ def test_plain_folder_defaults_and_order(tiny_bert_dir):
   assert t.embed([], batch_size=2).shape == (0, 32)
   ids, mask = padded_batch(pad_id=0)  # same shape as test_port_matches_hf: its kernels are reused
   assert_parity(t.hidden_states(ids, mask).numpy(), hf_hidden(model, ids, mask), mask)
+  with pytest.raises(ValueError, match="precision"): t.precision = "bf8"
+  t.precision = "fp16"  # a new precision must not replay the fp32 captures
+  half = t.embed(TEXTS, batch_size=2)
+  assert 0 < np.abs(half - got).max() < 2e-2 and t.precision == "fp16" and "precision=fp16" in repr(t)
 
 
 def test_sentence_transformers_metadata(tiny_bert_dir, tmp_path):
