@@ -54,7 +54,7 @@ on_cards() {
   local kind=$1 D=$2 d i pids=()
   for i in $(seq 0 $((NGPU - 1))); do
     d=$D; [ $kind = teacher ] && [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
-    on $i timeout 300 python3 corpus.py $kind --data $d --teacher .devcarry/minilm16 --batch-size 256 \
+    on $i timeout ${SHARD_TIMEOUT:-300} python3 corpus.py $kind --data $d --teacher .devcarry/minilm16 --batch-size 256 \
       --shard $i/$NGPU > $C/logs/${kind}_$(basename $D)_$i.log 2>&1 &
     pids[$i]=$!
   done
