@@ -16,7 +16,6 @@ folder; assemble() joins them once all are there (train.py does it when it finds
 """
 from __future__ import annotations
 import os, re, sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,6 @@ from progress import Progress
 TARGETS, OK, MANIFEST = "tokens.f16.npy", "tokens_ok.u8.npy", "tokens.json"
 FORMAT = "studentz-token-targets/1"
 CHUNK = 4096  # sentences per chunk: the unit of sharding
-BLOCK = 1024  # sentences per teacher call: one aligned and written while the teacher computes the next
 
 
 def align(hidden: np.ndarray, t_offsets, t_special, s_offsets, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,45 +139,27 @@ def compute_token_targets(data_dir, teacher, batch_size: int = 64, shard=None, p
   bar = Progress(sum(b - a for a, b in rows), desc=f"token targets {info['name']}" + (f" {i}/{n}" if n > 1 else ""),
                  unit="sent", disable=not progress)
   name = TARGETS if n == 1 else _shard_name(i, n) + ".f16.npy"
-  blocks, p = [], 0  # (first row, end row, first position in this file) of each 1,024-sentence block
-  for a, b in rows:
-    for s0 in range(a, b, BLOCK):
-      blocks.append((s0, min(s0 + BLOCK, b), p))
-      p += int(off[min(s0 + BLOCK, b)] - off[s0])
   bad = 0
   with atomic_memmap(cache / name, np.float16, (size, info["dim"])) as tgt:
-    ok_all = np.zeros(size, np.uint8)
-
-    def finish(block, texts, tv) -> int:
-      """Align one block's teacher token vectors onto the student's tokens and write them; the mismatch count."""
-      s0, s1, p0 = block
-      encs, mism, ys, oks = tok.encode_batch(texts, add_special_tokens=False), 0, [], []
-      for k, r in enumerate(range(s0, s1)):
-        n_pos = int(dd.lengths[r])
-        h, t_off, t_spec = tv[k]
-        h = np.asarray(h, np.float32)
-        if vecs is not None: vecs[r] = h.mean(0)
-        y, ok = align(h, t_off, t_spec, encs[k].offsets, n_pos)
-        if list(encs[k].ids[:n_pos - 2]) != dd.tokens[r, 1:n_pos - 1].tolist(): ok[:], mism = False, mism + 1
-        ys.append(y)
-        oks.append(ok)
-      y = np.concatenate(ys)
-      if not np.isfinite(y.astype(np.float16)).all():  # also what overflows float16
-        raise ValueError(f"non-finite token targets for sentences {s0}..{s1 - 1}; refusing to cache them")
-      tgt[p0:p0 + len(y)], ok_all[p0:p0 + len(y)] = y, np.concatenate(oks)
-      bar.update(s1 - s0)
-      return mism
-
-    # the CPU half of a block (alignment, ~0.3 ms a sentence) runs in a worker thread while the teacher computes the
-    # next block: the GPU waits release the GIL, so the two overlap instead of taking turns
-    with ThreadPoolExecutor(1) as pool:
-      pending = None
-      for block in blocks:
-        texts = dd.texts(start=block[0], stop=block[1])
+    ok_all, pos = np.zeros(size, np.uint8), 0
+    for a, b in rows:
+      for s0 in range(a, b, 1024):
+        s1, p0 = min(s0 + 1024, b), pos
+        texts = dd.texts(start=s0, stop=s1)
         tv = teacher.token_vectors(texts, batch_size=batch_size)
-        if pending is not None: bad += pending.result()
-        pending = pool.submit(finish, block, texts, tv)
-      if pending is not None: bad += pending.result()
+        encs = tok.encode_batch(texts, add_special_tokens=False)
+        for k, r in enumerate(range(s0, s1)):
+          n_pos = int(dd.lengths[r])
+          h, t_off, t_spec = tv[k]
+          h = np.asarray(h, np.float32)
+          if vecs is not None: vecs[r] = h.mean(0)
+          y, ok = align(h, t_off, t_spec, encs[k].offsets, n_pos)
+          if list(encs[k].ids[:n_pos - 2]) != dd.tokens[r, 1:n_pos - 1].tolist(): ok[:], bad = False, bad + 1
+          tgt[pos:pos + n_pos], ok_all[pos:pos + n_pos] = y, ok
+          pos += n_pos
+        if not np.isfinite(tgt[p0:pos]).all():  # also what overflowed float16
+          raise ValueError(f"non-finite token targets for sentences {s0}..{s1 - 1}; refusing to cache them")
+        bar.update(s1 - s0)
   bar.close()
   if bad: print(f"note: {bad} sentences re-encoded differently from the stored ids: no token targets for them",
                 file=sys.stderr)
