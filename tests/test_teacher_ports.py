@@ -191,3 +191,10 @@ def test_sentence_transformers_metadata(tiny_bert_dir, tmp_path):
   np.testing.assert_allclose(got, reference(model, t, TEXTS[:2] + TEXTS[3:], ("cls", "max"), True), atol=1e-4)
   assert t.fingerprint == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
   assert len(list((tmp_path / "cache" / "fingerprints").glob("*.json"))) == 1  # remembered for the next load
+
+
+def test_bulk_precision_is_fp16_on_a_gpu_only():
+  from teacher.embedder import bulk_precision
+  assert [bulk_precision("auto", d) for d in ("CPU", "CUDA:1", "METAL")] == ["fp32", "fp16", "fp16"]
+  assert bulk_precision("fp32", "CUDA") == "fp32" and bulk_precision("fp16", "CPU") == "fp16"
+  with pytest.raises(ValueError, match="precision"): bulk_precision("bf16", "CUDA")
