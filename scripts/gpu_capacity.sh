@@ -48,14 +48,15 @@ on() { local g=$1; shift; CUDA_VISIBLE_DEVICES=$g "$@"; }  # run on GPU g (ignor
 pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl 2>/dev/null); }
 echo "phase $PHASE: $N configs (${NAMES[*]}) on $NGPU GPUs"
 [ $NGPU -ge $N ] || { echo "needs a GPU per config"; exit 2; }
-# on_cards KIND D: corpus.py KIND (teacher or tokens) for folder D, shard i of NGPU on GPU i, waiting for all; the
+# on_cards KIND D: corpus.py KIND (teacher or tokens) for folder D, shard i of NGPU on GPU i, waiting for all (each at
+# most SHARD_TIMEOUT seconds, default 300: the word-span folder's token targets took 176 s a card on two H100s); the
 # teacher's shards run in copies of D (merged after), the token targets' in D itself
 on_cards() {
   local kind=$1 D=$2 d i pids=()
   for i in $(seq 0 $((NGPU - 1))); do
     d=$D; [ $kind = teacher ] && [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
-    on $i timeout ${SHARD_TIMEOUT:-300} python3 corpus.py $kind --data $d --teacher .devcarry/minilm16 --batch-size 256 \
-      --shard $i/$NGPU > $C/logs/${kind}_$(basename $D)_$i.log 2>&1 &
+    on $i timeout ${SHARD_TIMEOUT:-300} python3 corpus.py $kind --data $d --teacher .devcarry/minilm16 \
+      --batch-size 256 --shard $i/$NGPU > $C/logs/${kind}_$(basename $D)_$i.log 2>&1 &
     pids[$i]=$!
   done
   for i in $(seq 0 $((NGPU - 1))); do
