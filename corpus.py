@@ -321,6 +321,7 @@ def import_jsonl(path, out_dir, max_len: int, *, tokenizer=None, teacher_name: s
 
 
 # ---------------------------------------------------------------- CLI
+PRECISION_CHOICES = ("auto", "fp32", "fp16")  # teacher.embedder.bulk_precision's choices (that module needs tinygrad)
 PRECISION_HELP = ("teacher matmuls: auto (fp16 on a GPU, fp32 on a CPU), fp32, or fp16 (float32 sums; sentence vectors "
                   "within cosine 0.99999 of fp32)")
 
@@ -389,7 +390,7 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--chunk-size", type=int, default=4096)
   p.add_argument("--shard", default=None, help="i/n: compute only chunks c with c %% n == i")
-  p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"], help=PRECISION_HELP)
+  p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
   p = sub.add_parser("tokens", help="the teacher's per-token targets (corpus_tokens.py); unsharded, it also writes the "
                      "sentence vectors if they are missing; shards need them first (corpus.py teacher)")
   p.add_argument("--data", required=True)
@@ -397,7 +398,7 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--shard", default=None, help="i/n: only chunks c with c %% n == i, into a shard file in the same "
                  "folder (run all n at once, on n devices); the last one to finish joins them")
-  p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"], help=PRECISION_HELP)
+  p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
   p = sub.add_parser("merge", help="merge teacher caches computed as shards in copies of a data folder")
   p.add_argument("--dst", required=True, help="data folder to complete")
   p.add_argument("--src", required=True, nargs="+", help="data folders holding other shards")

@@ -193,13 +193,12 @@ else
     on 0 env RUN=$C/$W DEC_ONLY=1 TL=${DEC_TL:-3.3} DATA_DIR=$WD CACHEDB=$PWD/$C/tg-$W.db \
       bash scripts/gpu_decoder.sh > $C/logs/decoder.log 2>&1 &
   fi
-  for i in $(seq 0 $((${#evals[@]} - 1))); do n=${evals[$i]}
+  for i in $(seq 0 $((${#evals[@]} - 1))); do n=${evals[$i]}; g=$((i + ${DECODER:+1} + 0))
     # EVAL_VAL=1: then on the validation split too (its first 4,096 sentences; the runs chose by its first 2,048)
-    (on $((i + ${DECODER:+1} + 0)) env CACHEDB=$PWD/$C/tg-$n.db timeout 200 python3 train.py --eval $C/$n/best --json \
-      --decode-limit 0 > $C/eval_$n.json 2> $C/logs/eval_$n.log
-     [ -n "$EVAL_VAL" ] && on $((i + ${DECODER:+1} + 0)) env CACHEDB=$PWD/$C/tg-$n.db timeout 150 python3 train.py \
-       --eval $C/$n/best --json --decode-limit 0 --stsb-limit 8 --eval-split val > $C/evalval_$n.json \
-       2>> $C/logs/eval_$n.log) &
+    (on $g env CACHEDB=$PWD/$C/tg-$n.db timeout 200 python3 train.py --eval $C/$n/best --json --decode-limit 0 \
+      > $C/eval_$n.json 2> $C/logs/eval_$n.log
+     [ -n "$EVAL_VAL" ] && on $g env CACHEDB=$PWD/$C/tg-$n.db timeout 150 python3 train.py --eval $C/$n/best --json \
+       --decode-limit 0 --stsb-limit 8 --eval-split val > $C/evalval_$n.json 2>> $C/logs/eval_$n.log) &
   done
   if [ $NGPU -gt $N ]; then  # the idle card: the step (train.py's, dropout included) on the searched GEMM schedules
     # (phases 1-2 and beam/), on tinygrad's heuristics, and without dropout, each with PyTorch in the same process;
