@@ -33,21 +33,71 @@ CHUNK = 4096  # sentences per chunk: the unit of sharding
 def align(hidden: np.ndarray, t_offsets, t_special, s_offsets, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
   """Targets float32 [n_pos, D] and ok bool [n_pos] for one sentence of n_pos student positions (BOS, n_pos - 2
   content tokens with character spans s_offsets, EOS) from the teacher's token vectors hidden [T, D]."""
-  T = hidden.shape[0]
-  special = np.asarray(t_special, bool)
-  t_off = np.asarray(t_offsets, np.int64).reshape(T, 2)
-  scale = 1.0 / max(float(np.linalg.norm(hidden.mean(0))), 1e-12)
-  out, ok = np.zeros((n_pos, hidden.shape[1]), np.float32), np.zeros(n_pos, bool)
-  if special[0]: out[0], ok[0] = hidden[0], True                                  # BOS <- [CLS]
-  if special[-1] and n_pos > 1: out[-1], ok[-1] = hidden[-1], True                # EOS <- [SEP]
-  s = np.asarray(s_offsets, np.int64).reshape(-1, 2)[:max(n_pos - 2, 0)]         # (S, 2) content spans
-  if len(s):
-    # overlap of half-open spans; special tokens have empty spans (0, 0) and overlap nothing
-    over = (s[:, None, 0] < t_off[None, :, 1]) & (t_off[None, :, 0] < s[:, None, 1]) & ~special[None, :]  # (S, T)
+  return align_many([hidden], [t_offsets], [t_special], [s_offsets], [n_pos])
+
+
+def align_many(hiddens, t_offsets, t_specials, s_offsets, n_pos) -> tuple[np.ndarray, np.ndarray]:
+  """align() for K sentences at once: their targets back to back, float32 [sum(n_pos), D], and ok bool [sum(n_pos)].
+  Student token j gets the mean of the teacher tokens whose half-open spans overlap its own; special tokens have
+  empty spans (0, 0) and overlap nothing. Where each sentence's content tokens have non-decreasing starts and ends
+  (every tokenizer we ship), those are a run lo..hi, found for all K sentences by one binary search and summed row by
+  row: numpy calls per batch, not per sentence, and no tiny matrix products (on a many-core host BLAS's threads spent
+  most of the token pass's CPU time on them)."""
+  K, D = len(hiddens), hiddens[0].shape[1]
+  n_pos = np.asarray(n_pos, np.int64)
+  T = np.array([len(h) for h in hiddens], np.int64)
+  H = np.concatenate(hiddens).astype(np.float32, copy=False)                        # (sum T, D)
+  spec = np.concatenate([np.asarray(x, bool).reshape(-1) for x in t_specials])
+  t_off = np.concatenate([np.asarray(x, np.int64).reshape(-1, 2) for x in t_offsets])
+  s_list = [np.asarray(x, np.int64).reshape(-1, 2)[:max(int(n) - 2, 0)] for x, n in zip(s_offsets, n_pos)]
+  S = np.array([len(x) for x in s_list], np.int64)
+  s_off = np.concatenate(s_list)                                                     # (sum S, 2)
+  # every sentence's characters shifted into a range of its own, so that one sorted search serves all K
+  width = int(max(t_off.max(initial=0), s_off.max(initial=0))) + 1
+  t_sent, s_sent = np.repeat(np.arange(K), T), np.repeat(np.arange(K), S)
+  ns = np.flatnonzero(~spec)                                                         # content rows of H
+  nsx = np.append(ns, len(H) - 1)                                                    # (lo is at most len(ns))
+  ts, te = t_off[ns, 0] + t_sent[ns] * width, t_off[ns, 1] + t_sent[ns] * width
+  lo = np.searchsorted(te, s_off[:, 0] + s_sent * width, "right")
+  n = np.maximum(np.searchsorted(ts, s_off[:, 1] + s_sent * width, "left") - lo, 0)  # run lengths
+  start = nsx[lo]                                                                    # first row of each run in H
+  # a run is rows start..start+n of H when the spans go forwards and no special token sits inside a sentence
+  forwards = (np.diff(ts) >= 0).all() and (np.diff(te) >= 0).all()
+  if not forwards or ((n > 0) & (nsx[np.maximum(lo + n - 1, 0)] + 1 - start != n)).any():
+    return _align_crossing(hiddens, t_offsets, t_specials, s_list, n_pos)
+  sums = H[start]                                                                    # (sum S, D)
+  sums[n == 0] = 0
+  for k in range(1, int(n.max(initial=0))):  # most runs are one or two tokens: each row is read about once
+    m = np.flatnonzero(n > k)
+    sums[m] += H[start[m] + k]
+  t0, p0 = np.cumsum(T) - T, np.cumsum(n_pos) - n_pos                               # each sentence's first row
+  out, ok = np.zeros((int(n_pos.sum()), D), np.float32), np.zeros(int(n_pos.sum()), bool)
+  rows = p0[s_sent] + 1 + np.arange(len(s_off)) - np.repeat(np.cumsum(S) - S, S)
+  sums /= np.maximum(n, 1)[:, None].astype(np.float32)
+  out[rows], ok[rows] = sums, n > 0
+  bos, eos = spec[t0] & (n_pos > 0), spec[t0 + T - 1] & (n_pos > 1)
+  out[p0[bos]], ok[p0[bos]] = H[t0[bos]], True                                      # BOS <- [CLS]
+  out[(p0 + n_pos - 1)[eos]], ok[(p0 + n_pos - 1)[eos]] = H[(t0 + T - 1)[eos]], True  # EOS <- [SEP]
+  # divided by the norm of the teacher's unnormalised mean over all its tokens (the module doc)
+  norm = np.linalg.norm(np.stack([np.asarray(h, np.float32).mean(0) for h in hiddens]), axis=1)
+  out *= np.repeat(1.0 / np.maximum(norm, 1e-12), n_pos)[:, None].astype(np.float32)
+  return out, ok
+
+
+def _align_crossing(hiddens, t_offsets, t_specials, s_list, n_pos) -> tuple[np.ndarray, np.ndarray]:
+  """align_many() one sentence at a time by the full overlap matrix, for tokenizers whose spans go backwards."""
+  outs, oks = [], []
+  for h, t_off, spec, s, n in zip(hiddens, t_offsets, t_specials, s_list, n_pos):
+    h, spec, n = np.asarray(h, np.float32), np.asarray(spec, bool).reshape(-1), int(n)
+    t_off = np.asarray(t_off, np.int64).reshape(-1, 2)
+    out, ok = np.zeros((n, h.shape[1]), np.float32), np.zeros(n, bool)
+    if spec[0] and n > 0: out[0], ok[0] = h[0], True
+    if spec[-1] and n > 1: out[-1], ok[-1] = h[-1], True
+    over = (s[:, None, 0] < t_off[None, :, 1]) & (t_off[None, :, 0] < s[:, None, 1]) & ~spec[None, :]  # (S, T)
     cnt = over.sum(1)
-    mean = (over.astype(np.float32) @ hidden) / np.maximum(cnt, 1)[:, None]
-    out[1:1 + len(s)], ok[1:1 + len(s)] = mean, cnt > 0
-  return out * scale, ok
+    out[1:1 + len(s)], ok[1:1 + len(s)] = (over.astype(np.float32) @ h) / np.maximum(cnt, 1)[:, None], cnt > 0
+    outs.append(out / max(float(np.linalg.norm(h.mean(0))), 1e-12)); oks.append(ok)
+  return np.concatenate(outs), np.concatenate(oks)
 
 
 def unsupported(teacher) -> str | None:
@@ -148,15 +198,16 @@ def compute_token_targets(data_dir, teacher, batch_size: int = 64, shard=None, p
         texts = dd.texts(start=s0, stop=s1)
         tv = teacher.token_vectors(texts, batch_size=batch_size)
         encs = tok.encode_batch(texts, add_special_tokens=False)
-        for k, r in enumerate(range(s0, s1)):
-          n_pos = int(dd.lengths[r])
-          h, t_off, t_spec = tv[k]
-          h = np.asarray(h, np.float32)
-          if vecs is not None: vecs[r] = h.mean(0)
-          y, ok = align(h, t_off, t_spec, encs[k].offsets, n_pos)
-          if list(encs[k].ids[:n_pos - 2]) != dd.tokens[r, 1:n_pos - 1].tolist(): ok[:], bad = False, bad + 1
-          tgt[pos:pos + n_pos], ok_all[pos:pos + n_pos] = y, ok
-          pos += n_pos
+        n_pos = np.asarray(dd.lengths[s0:s1], np.int64)
+        if vecs is not None: vecs[s0:s1] = [np.asarray(h, np.float32).mean(0) for h, _, _ in tv]
+        y, ok = align_many([h for h, _, _ in tv], [o for _, o, _ in tv], [sp for _, _, sp in tv],
+                           [e.offsets for e in encs], n_pos)
+        first = np.cumsum(n_pos) - n_pos
+        for k, r in enumerate(range(s0, s1)):  # no target where re-encoding did not give the stored ids
+          q, m = int(first[k]), int(n_pos[k])
+          if list(encs[k].ids[:m - 2]) != dd.tokens[r, 1:m - 1].tolist(): ok[q:q + m], bad = False, bad + 1
+        tgt[pos:pos + len(y)], ok_all[pos:pos + len(y)] = y, ok
+        pos += len(y)
         if not np.isfinite(tgt[p0:pos]).all():  # also what overflowed float16
           raise ValueError(f"non-finite token targets for sentences {s0}..{s1 - 1}; refusing to cache them")
         bar.update(s1 - s0)

@@ -45,22 +45,27 @@ COMMON="--teacher .devcarry/minilm16 --quiet ${DATA_LIMIT:+--data_limit $DATA_LI
   $TINY"
 BENCH=${BENCH:-"--precision bf16 --batch 512 --len 64"}
 on() { local g=$1; shift; CUDA_VISIBLE_DEVICES=$g "$@"; }  # run on GPU g (ignored by DEV=CPU)
-pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl 2>/dev/null); }
+pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl *.prof 2>/dev/null); }
 echo "phase $PHASE: $N configs (${NAMES[*]}) on $NGPU GPUs"
 [ $NGPU -ge $N ] || { echo "needs a GPU per config"; exit 2; }
-# on_cards KIND D: corpus.py KIND (teacher or tokens) for folder D, shard i of NGPU on GPU i, waiting for all (each at
-# most SHARD_TIMEOUT seconds, default 300: the word-span folder's token targets took 176 s a card on two H100s); the
-# teacher's shards run in copies of D (merged after), the token targets' in D itself
+# on_cards KIND D [K]: corpus.py KIND (teacher or tokens) for folder D in K shards a card (default 1), shard j of
+# NGPU*K on GPU j % NGPU, waiting for all (each at most SHARD_TIMEOUT seconds, default 300: the word-span folder's
+# token targets took 176 s a card on two H100s in one shard each); the teacher's shards run in copies of D (merged
+# after), the token targets' in D itself. The token pass is bound by each process's CPU side (the teacher runs at
+# several times its rate), hence TOKEN_SHARDS processes a card for it; TOKENS_PROFILE=1 profiles its shard 0
 on_cards() {
-  local kind=$1 D=$2 d i pids=()
-  for i in $(seq 0 $((NGPU - 1))); do
-    d=$D; [ $kind = teacher ] && [ $i -gt 0 ] && { rm -rf $D-s$i; cp -r $D $D-s$i; d=$D-s$i; }
-    on $i timeout ${SHARD_TIMEOUT:-300} python3 corpus.py $kind --data $d --teacher .devcarry/minilm16 \
-      --batch-size 256 --shard $i/$NGPU > $C/logs/${kind}_$(basename $D)_$i.log 2>&1 &
-    pids[$i]=$!
+  local kind=$1 D=$2 K=${3:-1} d j pids=() prof
+  local S=$((NGPU * K))
+  for j in $(seq 0 $((S - 1))); do
+    d=$D; [ $kind = teacher ] && [ $j -gt 0 ] && { rm -rf $D-s$j; cp -r $D $D-s$j; d=$D-s$j; }
+    prof=; [ $kind = tokens ] && [ $j = 0 ] && [ -n "$TOKENS_PROFILE" ] && \
+      prof="-m cProfile -o $C/tokens_$(basename $D).prof"
+    on $((j % NGPU)) timeout ${SHARD_TIMEOUT:-300} python3 $prof corpus.py $kind --data $d \
+      --teacher .devcarry/minilm16 --batch-size 256 --shard $j/$S > $C/logs/${kind}_$(basename $D)_$j.log 2>&1 &
+    pids[$j]=$!
   done
-  for i in $(seq 0 $((NGPU - 1))); do
-    wait ${pids[$i]} || { echo "$kind shard $i failed"; tail -3 $C/logs/${kind}_$(basename $D)_$i.log; }
+  for j in $(seq 0 $((S - 1))); do
+    wait ${pids[$j]} || { echo "$kind shard $j failed"; tail -3 $C/logs/${kind}_$(basename $D)_$j.log; }
   done
 }
 # the GEMM search runs on the GPU after the configs', in its own folder for $OUT (a call returns at most 8 files)
@@ -131,7 +136,7 @@ if [ $PHASE = 1 ]; then
   TOKD=(); for i in $(seq 0 $((N - 1))); do
     echo " ${TARGS[$i]} " | grep -qE -- '--loss_weights.tok 0(\.0*)? ' || TOKD+=(${DIRS[$i]}); done
   for D in $(printf "%s\n" "${TOKD[@]}" | sort -u); do
-    on_cards tokens $D
+    on_cards tokens $D ${TOKEN_SHARDS:-4}
     echo "token targets of $D at ${SECONDS}s"
   done
   beam $((END - 10)) 64  # the GEMM search on the card after the configs', once the teacher no longer needs it

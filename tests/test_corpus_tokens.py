@@ -61,6 +61,31 @@ def test_align_carries_spans_and_scales_to_the_sentence_vector():
   np.testing.assert_allclose(np.linalg.norm((h * scale).mean(0)), 1, rtol=1e-6)
 
 
+def test_align_many_matches_the_overlap_definition_sentence_by_sentence():
+  """The batched search against the plain (S, T) overlap matrix, on random tokenisations of random texts: spans that
+  touch, student tokens over several or no teacher tokens, an empty student span, a sentence with no [SEP], and (last
+  batch) a tokenizer whose spans go backwards or which puts a special token inside, both taking the matrix path."""
+  rng = np.random.default_rng(0)
+  def sentence(crossing=False, inner_special=False):
+    cuts = np.unique(rng.integers(1, 40, rng.integers(2, 9)))
+    t_off = [(0, 0)] + [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if rng.random() < 0.8] + [(0, 0)]
+    spec = [1] + [0] * (len(t_off) - 2) + [1]
+    if rng.random() < 0.2: t_off, spec = t_off[:-1], spec[:-1]                   # no [SEP]
+    if crossing and len(t_off) > 3: t_off[1], t_off[2] = t_off[2], t_off[1]
+    if inner_special and len(t_off) > 3: spec[2], t_off[2] = 1, (0, 0)
+    s_cuts = np.unique(rng.integers(0, 42, rng.integers(2, 12)))
+    s_off = [(int(a), int(b)) for a, b in zip(s_cuts[:-1], s_cuts[1:])] + [(5, 5)]
+    n_pos = len(s_off) + 2 - int(rng.integers(0, 3))
+    return rng.standard_normal((len(t_off), 8)).astype(np.float32), t_off, spec, s_off, n_pos
+  for batch in ([sentence() for _ in range(40)], [sentence(crossing=True) for _ in range(5)],
+                [sentence(inner_special=True) for _ in range(5)]):
+    y, ok = corpus_tokens.align_many(*[list(x) for x in zip(*batch)])
+    want = [corpus_tokens._align_crossing([h], [t], [sp], [np.asarray(s).reshape(-1, 2)[:max(n - 2, 0)]], [n])
+            for h, t, sp, s, n in batch]
+    np.testing.assert_allclose(y, np.concatenate([w[0] for w in want]), rtol=1e-5, atol=1e-6)
+    assert (ok == np.concatenate([w[1] for w in want])).all() and ok.any() and not ok.all()
+
+
 def test_targets_follow_the_student_tokens(taught):
   cache = corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
   tgt, ok, off = corpus_tokens.token_targets(taught, WordTeacher().fingerprint)
