@@ -13,7 +13,7 @@ Every number is a median over repetitions after warm-up; each row names the devi
 against a baseline measured in the same process.
 """
 from __future__ import annotations
-import argparse, functools, json, os, platform, statistics, sys, time
+import argparse, contextlib, functools, json, os, platform, statistics, sys, time
 from pathlib import Path
 
 import backend
@@ -128,7 +128,8 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
          "device": device, "card": card_name(device),
          "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
          "tinygrad_first_loss": first, **({"tinygrad_losses": losses} if len(losses) > 1 else {})}
-  if not args.no_torch: row.update(torch_train(cfg, weights, batch, prec, device, args, losses, torch_table))
+  if not args.no_torch:
+    with torch_side(device): row.update(torch_train(cfg, weights, batch, prec, device, args, losses, torch_table))
   if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
   return row
 
@@ -277,10 +278,41 @@ def bench_teacher(args, device: str) -> list[dict]:
       row = {"bench": "teacher_encode", "teacher": t.name, "precision": prec, "L": L, "B": args.batch,
              "n": len(texts), "device": device, "card": card_name(device),
              "tinygrad_sent_per_s": teacher_rate(t, texts, args.batch, args.reps_teacher), **fid}
-      if not args.no_torch and prec == "fp32": row.update(hf_teacher(t, texts, L, args, device))
+      if not args.no_torch and prec == "fp32":
+        with torch_side(device): row.update(hf_teacher(t, texts, L, args, device))
       rows.append(row)
       print_row(row)
   return rows
+
+
+@contextlib.contextmanager
+def torch_side(device: str):
+  """Where PyTorch works in this process, between tinygrad's calls. tinygrad's CUDA backend creates a context of its
+  own and makes it current on the thread before each allocation, free, copy and launch; PyTorch's runtime calls use
+  whichever context is current. The joint step's twin, once a tinygrad buffer freed by the garbage collector had left
+  tinygrad's context current in the middle of its step, launched kernels there on addresses from the other context
+  (CUDA illegal memory access, H200). So PyTorch works in the device's primary context, made current here, with the
+  collector paused (no tinygrad free in between); tinygrad makes its own current again at its next call."""
+  if not device.startswith("CUDA"):
+    yield
+    return
+  import ctypes, gc
+  import torch
+  from tinygrad.runtime.autogen import cuda
+  def check(status):
+    if status != 0: raise RuntimeError(f"CUDA driver call failed ({status})")
+  dev, ctx = cuda.CUdevice(), cuda.CUcontext()
+  check(cuda.cuInit(0))
+  check(cuda.cuDeviceGet(ctypes.byref(dev), torch.cuda.current_device()))
+  check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev))
+  collecting = gc.isenabled()
+  gc.disable()
+  try:
+    check(cuda.cuCtxSetCurrent(ctx))
+    yield
+  finally:
+    if collecting: gc.enable()
+    check(cuda.cuDevicePrimaryCtxRelease_v2(dev))
 
 
 def real_sentences(n: int) -> list[str]:
@@ -352,15 +384,16 @@ def torch_encode(enc, ids, mask, batch: int, device: str, reps: int, n: int) -> 
   dev = "cuda" if device.startswith("CUDA") else "cpu"
   model = bt.TorchEncoder(enc.cfg)
   model.load_from_tinygrad({k: v.numpy() for k, v in get_state_dict(enc).items()})
-  model = model.to(dev).eval()
-  ti, tm = torch.from_numpy(ids).long().to(dev), torch.from_numpy(mask).to(dev)
-  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+  with torch_side(device):
+    model = model.to(dev).eval()
+    ti, tm = torch.from_numpy(ids).long().to(dev), torch.from_numpy(mask).to(dev)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 
-  def run():
-    with torch.inference_mode():
-      for i in range(0, len(ti), batch): model(ti[i:i + batch], tm[i:i + batch]).cpu()
-  run()
-  return {"torch_sent_per_s": n / timed(run, 1, reps, sync)}
+    def run():
+      with torch.inference_mode():
+        for i in range(0, len(ti), batch): model(ti[i:i + batch], tm[i:i + batch]).cpu()
+    run()
+    return {"torch_sent_per_s": n / timed(run, 1, reps, sync)}
 
 
 def _random_checkpoint(args, out: Path, padding: str = "centred") -> Path:

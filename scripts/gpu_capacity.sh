@@ -207,11 +207,10 @@ else
   done
   if [ $NGPU -gt $N ]; then  # the idle card: the step (train.py's, dropout included) on the searched GEMM schedules
     # (phases 1-2 and beam/), on tinygrad's heuristics, and without dropout, each with PyTorch in the same process;
-    # "winner": the best config's step (its bench.py arguments) on the searched schedules; "joint": the joint step
-    # with its PyTorch twin under CUDA_LAUNCH_BLOCKING=1, to name the op of the device-side assert its twin hit on its
-    # second step on an H200 (the traceback goes to logs/joint_twin.log); "tokhost": the best config's step with its
-    # token targets copied from the host every step (--tok-table host) instead of gathered on the device. ROWS picks
-    # which, in this order.
+    # "winner": the best config's step (its bench.py arguments) on the searched schedules; "joint": the joint
+    # encoder+decoder step and its PyTorch twin (its output in logs/joint_twin.log); "tokhost": the best config's step
+    # with its token targets copied from the host every step (--tok-table host) instead of gathered on the device.
+    # ROWS picks which, in this order.
     for i in $(seq 0 $((N - 1))); do [ ${NAMES[$i]} = $W ] && WB=${BARGS[$i]}; done
     (export CUDA_VISIBLE_DEVICES=$N CACHEDB=$PWD/runs/beam-cache.db CCACHE=0 OUT=$C
      for r in ${ROWS:-searched heuristic nodrop joint}; do case $r in
@@ -220,8 +219,8 @@ else
        nodrop) TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH ;;
        winner) TO=150 train_row row_step_L64_${W}_searched "" $BENCH $WB ;;
        tokhost) TO=150 train_row row_step_L64_${W}_tok_host "" $BENCH $WB --tok-table host ;;
-       joint) CUDA_LAUNCH_BLOCKING=1 timeout 200 python3 bench.py train --joint --reps 10 \
-                --json $C/row_joint_L64_blocking.json $BENCH > $C/logs/joint_twin.log 2>&1
+       joint) timeout 200 python3 bench.py train --joint --reps 10 --json $C/row_joint_L64.json $BENCH \
+                > $C/logs/joint_twin.log 2>&1
               grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 ;;
      esac; done > $C/logs/rows.log 2>&1) &
   fi
