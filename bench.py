@@ -293,11 +293,14 @@ def torch_side(device: str):
   tinygrad's context current in the middle of its step, launched kernels there on addresses from the other context
   (CUDA illegal memory access, H200). So PyTorch works in the device's primary context, made current here, with the
   collector paused (no tinygrad free in between); tinygrad makes its own current again at its next call."""
-  if not device.startswith("CUDA"):
+  try:
+    import torch
+  except ImportError:  # the callers report that torch is missing
+    torch = None
+  if torch is None or not device.startswith("CUDA"):
     yield
     return
   import ctypes, gc
-  import torch
   from tinygrad.runtime.autogen import cuda
   def check(status):
     if status != 0: raise RuntimeError(f"CUDA driver call failed ({status})")
