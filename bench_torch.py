@@ -75,10 +75,14 @@ class TorchEncoder(nn.Module):
     load_from_tinygrad(self, sd)
 
 
+def twin_name(name: str) -> str:
+  """A tinygrad weight's name in the twins (they differ only for the conditional norms)."""
+  return name.replace("norm.weight", "norm_w").replace("norm.bias", "norm_b")
+
+
 def load_from_tinygrad(module: nn.Module, sd: dict[str, np.ndarray]) -> None:
-  """Copy a tinygrad state dict into a twin (names differ only for the conditional norms); every weight must match."""
-  own = {k.replace("norm.weight", "norm_w").replace("norm.bias", "norm_b"): torch.from_numpy(np.ascontiguousarray(v))
-         for k, v in sd.items()}
+  """Copy a tinygrad state dict into a twin (see twin_name); every weight must match."""
+  own = {twin_name(k): torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
   missing, unexpected = module.load_state_dict(own, strict=False)
   if missing or unexpected: raise ValueError(f"weight mismatch: missing {missing} unexpected {unexpected}")
 

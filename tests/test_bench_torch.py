@@ -26,6 +26,16 @@ def _batch(cfg, rng):
           "mode_b": (np.arange(B) % 2).astype(np.float32)}
 
 
+def _joint_models(cfg, rng, seed: int) -> dict:
+  """Encoder, decoder and mode-B projection with random weights: FiLM and the mode-B MLP start at zero, and random
+  values make the twin check them too."""
+  Tensor.manual_seed(seed)
+  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  for m in models.values():
+    for t in get_state_dict(m).values(): t.assign(Tensor(rng.standard_normal(t.shape).astype(np.float32) * 0.2))
+  return models
+
+
 @pytest.mark.parametrize("dec_output,extra", [("separate", {}), ("tied", {}),
                                               ("separate", {"pool_head": 8, "block_context": True})])
 def test_joint_twin_same_loss_parts(dec_output, extra):
@@ -33,10 +43,7 @@ def test_joint_twin_same_loss_parts(dec_output, extra):
   cfg = sz.Config(**TINY, dec_output=dec_output, loss_weights=weights, **extra).validate()
   rng = np.random.default_rng(1)
   batch = _batch(cfg, rng)
-  Tensor.manual_seed(3)
-  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
-  for m in models.values():  # FiLM and the mode-B MLP start at zero: random values make the twin check them too
-    for t in get_state_dict(m).values(): t.assign(Tensor(rng.standard_normal(t.shape).astype(np.float32) * 0.2))
+  models = _joint_models(cfg, rng, seed=3)
   with Context(TRAINING=0):
     ours = {k: v.item() for k, v in joint_loss_fn(models, {k: Tensor(v) for k, v in batch.items()}).items()}
   twin = bt.TorchJoint(cfg)
@@ -56,10 +63,8 @@ def test_joint_twin_same_gradients():
   cfg = sz.Config(**TINY, loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}).validate()
   rng = np.random.default_rng(2)
   batch = _batch(cfg, rng)
-  Tensor.manual_seed(4)
-  models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  models = _joint_models(cfg, rng, seed=4)
   named = {f"{k}.{n}": t for k, m in models.items() for n, t in get_state_dict(m).items()}
-  for t in named.values(): t.assign(Tensor(rng.standard_normal(t.shape).astype(np.float32) * 0.2))
   with Context(TRAINING=0):
     loss = joint_loss_fn(models, {k: Tensor(v) for k, v in batch.items()})["loss"]
     ours = dict(zip(named, (g.numpy() for g in loss.gradient(*named.values()))))
@@ -70,7 +75,7 @@ def test_joint_twin_same_gradients():
        torch.from_numpy(batch["mode_b"]))["loss"].backward()
   theirs = {n: p.grad.numpy() for n, p in twin.named_parameters()}
   for k, g in ours.items():
-    t = theirs[k.replace("norm.weight", "norm_w").replace("norm.bias", "norm_b")]
+    t = theirs[bt.twin_name(k)]
     np.testing.assert_allclose(g, t, rtol=2e-3, atol=2e-5 * max(1.0, float(np.abs(t).max())), err_msg=k)
   assert any(np.abs(g).max() > 1e-3 for k, g in ours.items() if ".films." in k)  # the FiLMs do get a gradient
 
