@@ -9,6 +9,7 @@ import json, math, os
 from dataclasses import dataclass, field, asdict, fields
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+import cpu_gemm, cpu_gelu
 import numpy as np
 from embedding import TokenEmbedding, gather_rows
 from tinygrad import Tensor, dtypes
@@ -46,8 +47,8 @@ DROPOUT_CONTIG = int(os.environ.get("STUDENTZ_DROPOUT_CONTIG", "1"))
 
 def matmul2d(x: Tensor, w: Tensor) -> Tensor:
   """(..., C_in) @ (C_in, C_out) with the leading axes flattened into one (see GEMM2D)."""
-  if not GEMM2D or x.ndim <= 2: return x.matmul(w)
-  return x.reshape(-1, x.shape[-1]).matmul(w).reshape(*x.shape[:-1], w.shape[-1])
+  if not GEMM2D: return x.matmul(w)
+  return cpu_gemm.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ class TCNBlock:
     """x + the block's branch after its conv; the incremental decoder (decoder.Decoder.step) shares it."""
     y = self.norm(conv_out, mask, mode)                                            # (B, L, h)
     if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
-    return x + self.out(dropout(y.gelu(), self.dropout))                           # (B, L, d)
+    return x + self.out(dropout(cpu_gelu.gelu(y), self.dropout))                   # (B, L, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,17 @@ from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import getenv
 
 import backend
+import cpu_gemm
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def tinygrads_own_gemms(monkeypatch):
+  """The search works on tinygrad's GEMM kernels, the ones a GPU runs: on the CPU the model's GEMMs would otherwise be
+  cpu_gemm's custom kernels, which have no schedule to search."""
+  monkeypatch.setattr(cpu_gemm, "ENABLED", 0)
 
 
 def test_only_gemms_inside_the_scope_are_searched(monkeypatch):

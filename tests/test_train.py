@@ -308,7 +308,10 @@ def test_minutes_survives_a_pause_and_resume(work, tmp_path):
   """--minutes with --time-limit: the process stops early (a pause) with the plan so far in its checkpoint; --resume
   --minutes R re-plans the rest for the R minutes left, from the saved plan, and still ends with the LR decayed."""
   out = tmp_path / "paused"
-  assert run_main(run_args(work, out, "--minutes", "0.4", "--time-limit", "0.15", "--eval_every", "100")) == 0
+  # the pause must come after the first plan (20 settling steps, then 1.2 s of steps), so the kernels are compiled
+  # first: with a cold compile cache the first steps alone can outlast the time limit
+  assert run_main(run_args(work, tmp_path / "warm-up", "--steps", "30", "--eval_every", "100")) == 0
+  assert run_main(run_args(work, out, "--minutes", "0.5", "--time-limit", "0.25", "--eval_every", "100")) == 0
   paused = train.read_checkpoint_info(out / "last")
   assert paused["config"]["steps"] > paused["step"] > RUN_CFG["steps"], paused["step"]
   assert run_main(["--resume", out, "--quiet", "--minutes", "0.25"]) == 0

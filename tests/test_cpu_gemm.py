@@ -1,0 +1,91 @@
+"""cpu_gemm: the C GEMM kernel against numpy (full and tail panels, row remainders, threads, both vector widths), its
+gradient, its fallbacks, rows sharded over two CPU devices, and the student's forward with and without it."""
+import numpy as np
+import pytest
+
+import cpu_gemm
+from tinygrad import Tensor, dtypes
+
+pytestmark = pytest.mark.skipif(cpu_gemm.isa() is None, reason="no AVX2/AVX-512 on this CPU: tinygrad's matmul is used")
+RNG = np.random.default_rng(0)
+
+
+def _arrays(*shapes):
+  return [RNG.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def _close(x, ref, tol=2e-6):
+  assert np.abs(x - ref).max() <= tol * max(1.0, np.abs(ref).max()), np.abs(x - ref).max()
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("M,K,N,threads", [(203, 37, 80, 2), (31, 130, 64, 1), (16, 5, 16, 1), (97, 64, 272, 3)])
+def test_forward_matches_numpy(monkeypatch, isa, M, K, N, threads):
+  # 80 = one 64-wide panel + a 16-wide tail (AVX2: five 16-wide panels); 203 = 33 micro-tiles of 6 rows + 5; three
+  # threads on 97 rows leave the last one 25
+  if isa == "avx512" and cpu_gemm.isa() != (16, 4): pytest.skip("no AVX-512 here")
+  monkeypatch.setenv("STUDENTZ_CPU_GEMM_ISA", isa)
+  cpu_gemm.isa.cache_clear()
+  monkeypatch.setattr(cpu_gemm, "ROWS_PER_THREAD", 1)
+  monkeypatch.setenv("STUDENTZ_CPU_GEMM_THREADS", str(threads))
+  try:
+    assert cpu_gemm.threads(M) == threads
+    a, b = _arrays((M, K), (K, N))
+    ta, tb = Tensor(a), Tensor(b)
+    assert cpu_gemm.usable(ta, tb)
+    _close(cpu_gemm.matmul(ta, tb).numpy(), a.astype(np.float64) @ b)
+    assert np.array_equal(cpu_gemm.unpack(cpu_gemm.pack(tb), K, N).numpy(), b)
+  finally:
+    cpu_gemm.isa.cache_clear()
+
+
+def test_gradient_matches_numpy():
+  M, K, N = 40, 48, 80
+  a, b, g = _arrays((M, K), (K, N), (M, N))
+  ta, tb = Tensor(a), Tensor(b)
+  assert cpu_gemm.usable(ta, tb) and cpu_gemm.usable(Tensor(g), tb.T) and cpu_gemm.usable(ta.T, Tensor(g))
+  da, db = (cpu_gemm.matmul(ta, tb) * Tensor(g)).sum().gradient(ta, tb)
+  _close(da.numpy(), g.astype(np.float64) @ b.T)
+  _close(db.numpy(), a.T.astype(np.float64) @ g)
+
+
+def test_fallbacks_compute_the_same():
+  a, b = _arrays((20, 8), (8, 24))
+  assert not cpu_gemm.usable(Tensor(a), Tensor(b))                                  # N not a multiple of 16
+  assert not cpu_gemm.usable(Tensor(a[:8]), Tensor(b[:, :16]))                       # M below MIN_M
+  assert not cpu_gemm.usable(Tensor(a).cast(dtypes.float16), Tensor(b[:, :16]).cast(dtypes.float16))
+  _close(cpu_gemm.matmul(Tensor(a), Tensor(b)).numpy(), a.astype(np.float64) @ b)
+
+
+def test_rows_sharded_over_two_cpu_devices():
+  devs = ("CPU:0", "CPU:1")
+  M, K, N = 64, 48, 80
+  a, b, g = _arrays((M, K), (K, N), (M, N))
+  ta, tb = Tensor(a).shard(devs, axis=0), Tensor(b).shard(devs)
+  assert cpu_gemm.usable(ta, tb)
+  out = cpu_gemm.matmul(ta, tb)
+  da, db = (out * Tensor(g).shard(devs, axis=0)).sum().gradient(ta, tb)
+  _close(out.numpy(), a.astype(np.float64) @ b)
+  _close(da.numpy(), g.astype(np.float64) @ b.T)
+  _close(db.numpy(), a.T.astype(np.float64) @ g)
+
+
+def test_student_forward_and_gradient_same_with_and_without(monkeypatch):
+  import studentz as sz
+  cfg = sz.Config.from_dict({**sz.Config().to_dict(), "d_model": 32, "hidden": 64, "n_blocks": 2, "vocab_size": 100,
+                             "dilation_schedule": [1, 2], "proj_dim": 48, "max_len": 16})
+  Tensor.manual_seed(0)
+  enc = sz.Encoder(cfg)
+  ids = Tensor(RNG.integers(1, 100, (4, 16)).astype(np.int32))
+  mask = Tensor((np.arange(16)[None] < np.array([[16], [9], [5], [12]])).astype(np.float32))
+  w = enc.blocks[0].conv.weight
+
+  def run():
+    z = enc(ids, mask)
+    return z.numpy(), (z * z).sum().gradient(w)[0].numpy()
+
+  z_on, g_on = run()
+  monkeypatch.setattr(cpu_gemm, "ENABLED", 0)
+  z_off, g_off = run()
+  _close(z_on, z_off, 1e-5)
+  _close(g_on, g_off, 1e-5)
