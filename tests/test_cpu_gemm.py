@@ -89,3 +89,12 @@ def test_student_forward_and_gradient_same_with_and_without(monkeypatch):
   z_off, g_off = run()
   _close(z_on, z_off, 1e-5)
   _close(g_on, g_off, 1e-5)
+
+
+def test_gelu_kernel_matches_tinygrads_gelu_and_gradient():
+  import cpu_gelu
+  x_np = np.concatenate([RNG.standard_normal(1000) * 4, [0.0, -30.0, 30.0, -9.0, 9.0, 1e-7, -1e-7]]).astype(np.float32)
+  x, g = Tensor(x_np), Tensor(RNG.standard_normal(len(x_np)).astype(np.float32))  # 1007: a 16-wide tail of 15
+  assert cpu_gelu.usable(x)
+  _close(cpu_gelu.gelu(x).numpy(), x.gelu().numpy(), 1e-6)
+  _close((cpu_gelu.gelu(x) * g).sum().gradient(x)[0].numpy(), (x.gelu() * g).sum().gradient(x)[0].numpy(), 1e-6)
