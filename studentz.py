@@ -9,7 +9,7 @@ import json, math, os
 from dataclasses import dataclass, field, asdict, fields
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
-import cpu_gemm, cpu_gelu
+import cpu_gemm, cpu_gelu, cuda_gemm
 import numpy as np
 from embedding import TokenEmbedding, gather_rows
 from tinygrad import Tensor, dtypes
@@ -46,9 +46,12 @@ DROPOUT_CONTIG = int(os.environ.get("STUDENTZ_DROPOUT_CONTIG", "1"))
 
 
 def matmul2d(x: Tensor, w: Tensor) -> Tensor:
-  """(..., C_in) @ (C_in, C_out) with the leading axes flattened into one (see GEMM2D)."""
+  """(..., C_in) @ (C_in, C_out) with the leading axes flattened into one (see GEMM2D), on our own GEMM kernels where
+  they apply (cuda_gemm: bf16/fp16 tensor cores on CUDA; cpu_gemm: float32 on the CPU), else tinygrad's matmul."""
   if not GEMM2D: return x.matmul(w)
-  return cpu_gemm.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[-1])
+  x2 = x.reshape(-1, x.shape[-1])
+  y = cuda_gemm.matmul(x2, w) if cuda_gemm.usable(x2, w) else cpu_gemm.matmul(x2, w)
+  return y.reshape(*x.shape[:-1], w.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ kernels, the first size tinygrad's JIT graphs), for comparison with the kernel s
 import argparse, collections, re, sys
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-KERNEL = re.compile(r"^\*\*\* \S+\s+\d+ (\S+)\s.*? tm\s+([\d.]+)(us|ms)/.*?\(\s*(\d+) GFLOPS")
+KERNEL = re.compile(r"^\*\*\* \S+\s+\d+ (\S+)\s.*? tm\s+([\d.]+)(us|ms)/.*?\(\s*(\d+) ([GT])FLOPS")  # T past 10^4
 SCHEDULED = re.compile(r"^scheduled\s+(\d+) kernels")
 
 
@@ -22,7 +22,7 @@ def parse(lines):
       blocks.append(cur)
       continue
     if not (m := KERNEL.match(line)): continue
-    name, t, unit, gflops = m.group(1), float(m.group(2)), m.group(3), int(m.group(4))
+    name, t, unit, gflops = m.group(1), float(m.group(2)), m.group(3), int(m.group(4)) * (1000 if m.group(5) == "T" else 1)
     ms = t / 1000 if unit == "us" else t
     if name == "batched":  # a JIT graph batch: consecutive batches form one replayed step
       replay.append(ms)
