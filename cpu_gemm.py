@@ -119,13 +119,16 @@ __attribute__((min_vector_width({vw * 32})))
 void {name}(float* restrict C, const float* restrict A, const float* restrict Pk, const unsigned long* restrict F) {{
   struct job jobs[{T}];
   unsigned long tid[{T}];
+  int started[{T}];
   for (int t = 0; t < {T}; t++) {{
     jobs[t].C = C; jobs[t].A = A; jobs[t].Pk = Pk;
     jobs[t].m0 = t*{chunk} < M ? t*{chunk} : M; jobs[t].m1 = (t+1)*{chunk} < M ? (t+1)*{chunk} : M;
   }}
-  for (int t = 1; t < {T}; t++) ((create_fn)F[0])(&tid[t], 0, work, &jobs[t]);
+  /* a thread that cannot start (a process at its thread limit) leaves its rows to this one */
+  for (int t = 1; t < {T}; t++) started[t] = ((create_fn)F[0])(&tid[t], 0, work, &jobs[t]) == 0;
   rows(C, A, Pk, jobs[0].m0, jobs[0].m1);
-  for (int t = 1; t < {T}; t++) ((join_fn)F[1])(tid[t], 0);
+  for (int t = 1; t < {T}; t++) if (!started[t]) rows(C, A, Pk, jobs[t].m0, jobs[t].m1);
+  for (int t = 1; t < {T}; t++) if (started[t]) ((join_fn)F[1])(tid[t], 0);
 }}
 static void* work(void* arg) {{
   struct job* j = (struct job*)arg;

@@ -70,9 +70,10 @@ def usable(a: Tensor, b: Tensor) -> bool:
 def splits(M: int, K: int, N: int) -> int:
   """Slices of K over grid.z, each whole K tiles. Only while C has fewer tiles than SMs: from one tile per SM on, two
   blocks fit an SM (128 registers a thread, 48 KB shared) and halving each block's K only doubles the waves. Then 16
-  slices (fewer where K is too short for MIN_SLICE-deep ones), the best of those measured at both weight gradients of
-  the training step on an H200 (results/h200_cuda_gemm_check.json): 1280 x 512 (40 tiles, K = 32768) at 94 / 194 /
-  195 / 246 / 230 TFLOP/s with 1 / 4 / 8 / 16 / 32 slices, 512 x 256 (8 tiles) at 57 / 53 / 54 with 16 / 32 / 64."""
+  slices (fewer where K is too short for MIN_SLICE-deep ones), the best or tied best of those measured at both weight
+  gradients of the training step on an H200 (results/h200_cuda_gemm_check.json, ..._earlier_split_rule.json): 1280 x
+  512 (40 tiles, K = 32768) at 90 / 195 / 234 / 260 / 224 TFLOP/s with 1 / 4 / 8 / 16 / 32 slices (the other run: 94 /
+  194 / 195 / 246 / 230), 512 x 256 (8 tiles) at 60 / 60 / 40 with 16 / 32 / 64 (57 / 53 / 54)."""
   if FORCE_SPLIT > 0: return FORCE_SPLIT if K % (FORCE_SPLIT * BK) == 0 else 1
   if (M // BM) * (N // BN) >= SMS: return 1
   s = 1

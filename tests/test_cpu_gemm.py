@@ -98,3 +98,15 @@ def test_gelu_kernel_matches_tinygrads_gelu_and_gradient():
   assert cpu_gelu.usable(x)
   _close(cpu_gelu.gelu(x).numpy(), x.gelu().numpy(), 1e-6)
   _close((cpu_gelu.gelu(x) * g).sum().gradient(x)[0].numpy(), (x.gelu() * g).sum().gradient(x)[0].numpy(), 1e-6)
+
+
+def test_rows_of_a_thread_that_cannot_start_are_still_computed(monkeypatch):
+  import ctypes, ctypes.util
+  lib = ctypes.CDLL(ctypes.util.find_library("c") or None)
+  # getpid in pthread_create's place: it returns non-zero without starting anything, as a failed create does
+  failing = [ctypes.cast(getattr(lib, f), ctypes.c_void_p).value for f in ("getpid", "pthread_join")]
+  monkeypatch.setattr(cpu_gemm, "_libc_table", lambda device: Tensor(failing, dtype=dtypes.uint64).realize())
+  monkeypatch.setattr(cpu_gemm, "ROWS_PER_THREAD", 1)
+  monkeypatch.setenv("STUDENTZ_CPU_GEMM_THREADS", "3")
+  a, b = _arrays((50, 24), (24, 32))
+  _close(cpu_gemm.matmul(Tensor(a), Tensor(b)).numpy(), a.astype(np.float64) @ b)
