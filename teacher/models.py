@@ -38,7 +38,7 @@ ACTIVATIONS = {
 def mm(a: Tensor, b: Tensor, dt=None) -> Tensor:
   """a @ b, float32 out; with dt (float16) the inputs are cast to dt and the sum accumulates in float32, so the GPU's
   half-precision matrix units do the work while every sum and everything outside the matmuls stays float32. On the
-  CPU a float32 product with a weight runs on cpu_gemm's kernel (6-17x tinygrad's matmul there)."""
+  CPU a float32 product with a weight runs on cpu_gemm's kernel (5-17x tinygrad's matmul there)."""
   if dt is None and b.ndim == 2 and a.ndim >= 2 and cpu_gemm.usable(a2 := a.reshape(-1, a.shape[-1]), b):
     return cpu_gemm.matmul(a2, b).reshape(*a.shape[:-1], b.shape[-1])
   return a @ b if dt is None else a.cast(dt).dot(b.cast(dt), dtype=dtypes.float32)
