@@ -53,7 +53,8 @@ def _shard_rows(t: Tensor) -> int:
 def usable(a: Tensor, b: Tensor) -> bool:
   """Whether a (M, K) @ b (K, N) can run on this kernel: CPU, float32, concrete shapes, N a multiple of the vector."""
   if not ENABLED or isa() is None or a.ndim != 2 or b.ndim != 2: return False
-  if a.dtype != dtypes.float32 or b.dtype != dtypes.float32 or _device_kind(a) != "CPU" or a.device != b.device: return False
+  if a.dtype != dtypes.float32 or b.dtype != dtypes.float32: return False
+  if _device_kind(a) != "CPU" or a.device != b.device: return False
   if not all(isinstance(s, int) for s in (*a.shape, *b.shape)): return False
   # rows sharded over devices (data-parallel training on CPU devices), the weight whole on every device
   if isinstance(a.device, tuple) and (a.uop.axis != 0 or b.uop.axis is not None): return False
@@ -98,7 +99,8 @@ void tile_{nv}(float* restrict C, const float* restrict A, const float* restrict
   rows = ""
   if full: rows += f"  for (int p = 0; p < {full}; p++) {{\n    const float* P = Pk + p*K*{panel};\n" \
                    + panel_rows(nb, f"p*{panel}") + "  }\n"
-  if tail: rows += f"  {{\n    const float* P = Pk + {full}*K*{panel};\n" + panel_rows(tail, str(full * panel)) + "  }\n"
+  if tail:
+    rows += f"  {{\n    const float* P = Pk + {full}*K*{panel};\n" + panel_rows(tail, str(full * panel)) + "  }\n"
   tiles = "".join(tile(nv) for nv in sorted({nb} | ({tail} if tail else set())))
   chunk = -(-M // T // MR) * MR  # rows per thread, whole micro-tiles
   # The entry point must come first in .text (the CPU runtime calls the start of the object): everything before it is

@@ -22,7 +22,8 @@ def parse(lines):
       blocks.append(cur)
       continue
     if not (m := KERNEL.match(line)): continue
-    name, t, unit, gflops = m.group(1), float(m.group(2)), m.group(3), int(m.group(4)) * (1000 if m.group(5) == "T" else 1)
+    name, t, unit = m.group(1), float(m.group(2)), m.group(3)
+    gflops = int(m.group(4)) * (1000 if m.group(5) == "T" else 1)
     ms = t / 1000 if unit == "us" else t
     if name == "batched":  # a JIT graph batch: consecutive batches form one replayed step
       replay.append(ms)
