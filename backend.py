@@ -202,6 +202,24 @@ def _checked(s, sched, rawbufs, var_vals, what: str):
 CHECKED_TABLE = "beam_search_checked"
 
 
+def backend_of(device: str | tuple[str, ...]) -> str:
+  """The backend name: CUDA for "CUDA:1" and for a multi-device tuple such as ("CUDA", "CUDA:1")."""
+  return (device if isinstance(device, str) else device[0]).split(":")[0]
+
+
+def source_program(name: str, src: str, device: str | tuple[str, ...], n_in: int, estimates, **launch):
+  """The PROGRAM of a custom kernel written as source (tinygrad compiles it for the device like its own): buffer 0 is
+  the output, 1..n_in the inputs, in the entry point's argument order; `launch` takes ProgramInfo's global_size and
+  local_size where the kernel sets them itself. The `fxn` of Tensor.custom_kernel returns it."""
+  from tinygrad import Device
+  from tinygrad.uop.ops import UOp, Ops, KernelInfo, ProgramInfo
+  dev = Device[device if isinstance(device, str) else device[0]]
+  info = ProgramInfo(name=name, globals=tuple(range(n_in + 1)), outs=(0,), ins=tuple(range(1, n_in + 1)),
+                     target=dev.renderer.target, **launch)
+  return UOp(Ops.PROGRAM, src=(UOp.sink(arg=KernelInfo(name=name, estimates=estimates)), UOp(Ops.LINEAR, src=()),
+                               UOp(Ops.SOURCE, arg=src)), arg=info)
+
+
 @functools.cache
 def card_name(device: str) -> str:
   """The model of the card behind a tinygrad device ("NVIDIA H200"); the backend and machine type where it has none."""

@@ -8,17 +8,18 @@ degree-6 polynomial on whole vectors; it agrees with tinygrad's to float32 round
 backward is tinygrad's own: the gradient of its gelu at the same input.
 """
 from __future__ import annotations
-import functools
+import functools, math
 
 import cpu_gemm
-from tinygrad import Tensor, Device, dtypes
+from backend import backend_of, source_program
+from tinygrad import Tensor, dtypes
 from tinygrad.renderer import Estimates
-from tinygrad.uop.ops import UOp, Ops, KernelInfo, ProgramInfo
+from tinygrad.uop.ops import UOp
 
 
 def usable(x: Tensor) -> bool:
   return bool(cpu_gemm.ENABLED) and cpu_gemm.isa() is not None and x.dtype == dtypes.float32 and \
-    cpu_gemm._device_kind(x) == "CPU" and all(isinstance(s, int) for s in x.shape) and x.numel() > 0
+    backend_of(x.device) == "CPU" and all(isinstance(s, int) for s in x.shape) and x.numel() > 0
 
 
 @functools.cache
@@ -58,18 +59,13 @@ def gelu(x: Tensor) -> Tensor:
   """x.gelu() (tanh approximation), on the kernel where `usable`."""
   if not usable(x): return x.gelu()
   n = x.uop.max_shard_shape if isinstance(x.device, tuple) else x.shape
-  numel = 1
-  for s in n: numel *= s
+  numel = math.prod(n)
   vw = cpu_gemm.isa()[0]
   name = f"cpu_gelu_{numel}"
   src = _source(name, numel, vw)
 
   def fxn(*_params: UOp) -> UOp:
-    dev = Device[x.device[0] if isinstance(x.device, tuple) else x.device]
-    info = ProgramInfo(name=name, globals=(0, 1), outs=(0,), ins=(1,), target=dev.renderer.target)
-    est = Estimates(ops=20 * numel, lds=8 * numel, mem=8 * numel)
-    return UOp(Ops.PROGRAM, src=(UOp.sink(arg=KernelInfo(name=name, estimates=est)), UOp(Ops.LINEAR, src=()),
-                                 UOp(Ops.SOURCE, arg=src)), arg=info)
+    return source_program(name, src, x.device, 1, Estimates(ops=20 * numel, lds=8 * numel, mem=8 * numel))
 
   def grad(g: UOp, call: UOp) -> tuple:
     xt = Tensor(call.src[2])

@@ -16,10 +16,11 @@ the threads (default: the CPUs this process may use).
 from __future__ import annotations
 import ctypes, ctypes.util, functools, os, platform
 
-from tinygrad import Tensor, Device, dtypes
+from backend import backend_of, source_program
+from tinygrad import Tensor, dtypes
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.renderer import Estimates
-from tinygrad.uop.ops import UOp, Ops, KernelInfo, ProgramInfo
+from tinygrad.uop.ops import UOp
 
 ENABLED = int(os.environ.get("STUDENTZ_CPU_GEMM", "1"))
 MR = 6          # rows of A per micro-tile
@@ -41,11 +42,6 @@ def isa() -> tuple[int, int] | None:
   return None
 
 
-def _device_kind(t: Tensor) -> str:
-  dev = t.device[0] if isinstance(t.device, tuple) else t.device
-  return str(dev).split(":")[0]
-
-
 def _shard_rows(t: Tensor) -> int:
   return t.uop.max_shard_shape[0] if isinstance(t.device, tuple) else t.shape[0]
 
@@ -54,7 +50,7 @@ def usable(a: Tensor, b: Tensor) -> bool:
   """Whether a (M, K) @ b (K, N) can run on this kernel: CPU, float32, concrete shapes, N a multiple of the vector."""
   if not ENABLED or isa() is None or a.ndim != 2 or b.ndim != 2: return False
   if a.dtype != dtypes.float32 or b.dtype != dtypes.float32: return False
-  if _device_kind(a) != "CPU" or a.device != b.device: return False
+  if backend_of(a.device) != "CPU" or a.device != b.device: return False
   if not all(isinstance(s, int) for s in (*a.shape, *b.shape)): return False
   # rows sharded over devices (data-parallel training on CPU devices), the weight whole on every device
   if isinstance(a.device, tuple) and (a.uop.axis != 0 or b.uop.axis is not None): return False
@@ -178,11 +174,8 @@ def _run(a: Tensor, packed: Tensor, N: int) -> Tensor:
   src = _source(name, M, K, N, vw, nb, T)
 
   def fxn(*_params: UOp) -> UOp:
-    dev = Device[a.device[0] if isinstance(a.device, tuple) else a.device]
-    info = ProgramInfo(name=name, globals=(0, 1, 2, 3), outs=(0,), ins=(1, 2, 3), target=dev.renderer.target)
     est = Estimates(ops=2 * M * N * K, lds=4 * (M * K * (N // (vw * nb) + 1) + K * N), mem=4 * (M * K + K * N + M * N))
-    return UOp(Ops.PROGRAM, src=(UOp.sink(arg=KernelInfo(name=name, estimates=est)), UOp(Ops.LINEAR, src=()),
-                                 UOp(Ops.SOURCE, arg=src)), arg=info)
+    return source_program(name, src, a.device, 3, est)
 
   def grad(g: UOp, call: UOp) -> tuple:
     _, a_u, p_u, _ = call.src[1:]

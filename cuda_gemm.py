@@ -19,9 +19,10 @@ STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere); STUDENTZ_CUDA_
 from __future__ import annotations
 import functools, os
 
+from backend import backend_of, source_program
 from tinygrad import Tensor, Device, dtypes
 from tinygrad.renderer import Estimates
-from tinygrad.uop.ops import UOp, Ops, KernelInfo, ProgramInfo
+from tinygrad.uop.ops import UOp
 
 ENABLED = int(os.environ.get("STUDENTZ_CUDA_GEMM", "1"))
 BM, BN, BK = 128, 128, 32  # block tile of C, K tile
@@ -31,11 +32,6 @@ SMS = 132                  # H100/H200 SXM
 MIN_SLICE = 256            # K per split slice: 8 K tiles, enough to fill the pipeline
 MAX_SPLIT = 16             # the float32 partials are S x M x N: more slices cost more in the sum than they gain
 FORCE_SPLIT = int(os.environ.get("STUDENTZ_CUDA_GEMM_SPLIT", "0"))  # for tuning: S slices wherever K allows them
-
-
-def _device_kind(t: Tensor) -> str:
-  dev = t.device[0] if isinstance(t.device, tuple) else t.device
-  return str(dev).split(":")[0]
 
 
 @functools.cache
@@ -53,7 +49,7 @@ def _operands_ok(a: Tensor, b: Tensor) -> bool:
   """Stored operands the kernel can read: one CUDA device (no multi-device tuples), 2-D, concrete, both bf16 or fp16."""
   if not ENABLED or a.ndim != 2 or b.ndim != 2 or isinstance(a.device, tuple) or a.device != b.device: return False
   if a.dtype != b.dtype or a.dtype not in (dtypes.bfloat16, dtypes.float16): return False
-  if not all(isinstance(s, int) for s in (*a.shape, *b.shape)) or _device_kind(a) != "CUDA": return False
+  if not all(isinstance(s, int) for s in (*a.shape, *b.shape)) or backend_of(a.device) != "CUDA": return False
   return _arch_ok(a.device)
 
 
@@ -260,13 +256,10 @@ def _run(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> Tensor:
     # with local_size given, CUDAProgram hands global_size to cuLaunchKernel as the grid, in blocks
     # (runtime/ops_cuda.py); engine/realize.py divides global_size by a local size only when it picks that local size
     # itself, for a local_size of None. The entry point is found by name: ProgramInfo.function_name, which is `name`.
-    info = ProgramInfo(name=name, global_size=(N // BN, M // BM, S), local_size=(THREADS, 1, 1), globals=(0, 1, 2),
-                       outs=(0,), ins=(1, 2), target=Device[a.device].renderer.target)
     out_bytes = M * N * (4 * S if S > 1 else 2)
     est = Estimates(ops=2 * M * N * K, lds=2 * (M * K * (N // BN) + K * N * (M // BM)) + out_bytes,
                     mem=2 * (M * K + K * N) + out_bytes)
-    return UOp(Ops.PROGRAM, src=(UOp.sink(arg=KernelInfo(name=name, estimates=est)), UOp(Ops.LINEAR, src=()),
-                                 UOp(Ops.SOURCE, arg=src)), arg=info)
+    return source_program(name, src, a.device, 2, est, global_size=(N // BN, M // BM, S), local_size=(THREADS, 1, 1))
 
   def grad(g: UOp, call: UOp) -> tuple:
     _, a_u, b_u = call.src[1:]

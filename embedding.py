@@ -9,7 +9,7 @@ adds (CUDA, CPU/clang, AMD), or a one-hot matmul on the tensor cores where the b
 from __future__ import annotations
 import os
 
-import backend  # noqa: F401
+import backend
 from tinygrad import Tensor, dtypes
 from tinygrad.function import function
 from tinygrad.uop.ops import UOp, KernelInfo, AxisType, Ops
@@ -68,14 +68,9 @@ def _atomic_backward(grad_emb: UOp, call: UOp) -> tuple:
   else:
     gw = Tensor.empty(weight.shape, dtype=dtypes.float, device=dev).uop
   gw = gw.custom_kernel(fxn=_zero_kernel)[0]
-  gw = gw.custom_kernel(grad_emb, idx, fxn=_scatter_add_kernel(_backend(dev)))[0]
+  gw = gw.custom_kernel(grad_emb, idx, fxn=_scatter_add_kernel(backend.backend_of(dev)))[0]
   if split: gw = Tensor(gw).reshape(len(dev), *weight.shape).sum(0).uop
   return (gw.cast(weight.dtype), None)
-
-
-def _backend(device: str | tuple[str, ...]) -> str:
-  """The backend name: CUDA for "CUDA:1" and for a multi-device tuple such as ("CUDA", "CUDA:1")."""
-  return (device if isinstance(device, str) else device[0]).split(":")[0]
 
 
 @function(grad_fxn=_atomic_backward)
@@ -96,7 +91,7 @@ class TokenEmbedding:
     self.weight = Tensor.glorot_uniform(vocab_size, dim)
 
   def __call__(self, idx: Tensor) -> Tensor:  # idx (B, L) int -> (B, L, d)
-    mode = embed_mode(_backend(self.weight.device))
+    mode = embed_mode(backend.backend_of(self.weight.device))
     if mode == "atomic": return _embed_atomic(self.weight, idx.cast(dtypes.int32))
     if mode == "matmul":  # the gradient becomes one_hot^T @ grad: a dense matmul the tensor cores eat quickly
       onehot = (idx.unsqueeze(-1) == Tensor.arange(self.weight.shape[0])).cast(self.weight.dtype)
