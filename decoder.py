@@ -8,6 +8,7 @@ Shapes: B batch, L tokens, d residual channels, h block channels, D z dimension,
 from __future__ import annotations
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+import cuda_ops
 from embedding import TokenEmbedding
 from student_tokenizer import PAD
 from studentz import Config, CondNorm, DilatedConv, Linear, TCNBlock, distill_losses, matmul2d, zero_linear
@@ -59,12 +60,21 @@ class Decoder:
     films = [(piece(d + 2 * h * i, h), piece(d + 2 * h * i + h, h)) for i in range(len(self.films))]  # (B, h) each
     return piece(0, d), films
 
+  def head_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., d) -> the output head's product (..., V) in x's dtype, without its bias, and the bias (V,)."""
+    if self.tie_output: return matmul2d(x, self.embed.weight.cast(x.dtype).T), self.head_bias
+    return matmul2d(x, self.head.weight.cast(x.dtype).T), self.head.bias
+
   def logits(self, x: Tensor) -> Tensor:  # (..., d) -> (..., V) float32
-    if self.tie_output: return (matmul2d(x, self.embed.weight.cast(x.dtype).T) + self.head_bias.cast(x.dtype)).float()
-    return self.head(x).float()
+    raw, bias = self.head_parts(x)
+    return (raw + bias.cast(x.dtype)).float()
 
   def __call__(self, tokens: Tensor, z: Tensor, mode: Tensor | None = None) -> Tensor:
     """tokens (B, L) int: the teacher-forcing input (BOS + target[:-1]); z (B, D); mode (B,) int -> logits (B, L, V)."""
+    return self.logits(self.hidden(tokens, z, mode))
+
+  def hidden(self, tokens: Tensor, z: Tensor, mode: Tensor | None = None) -> Tensor:
+    """What the output head reads (B, L, d): __call__ without the head."""
     B, L = tokens.shape
     if mode is None: mode = Tensor.zeros(B, dtype=dtypes.int32, device=tokens.device)
     # causal convs: a position never sees later ones, so padding after EOS cannot reach a real target; an all-ones
@@ -73,7 +83,7 @@ class Decoder:
     zb, films = self.condition(z)
     x = self.embed(tokens).cast(self.act_dtype) + zb.unsqueeze(1)                 # (B, L, d)
     for blk, film in zip(self.blocks, films): x = blk(x, ones, mode, film)
-    return self.logits(self.norm(x, ones, mode))                                   # (B, L, V)
+    return self.norm(x, ones, mode)                                                # (B, L, d)
 
   def step(self, tok: Tensor, bufs: list[Tensor], zb: Tensor, films: list[tuple[Tensor, Tensor]],
            mode: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -129,13 +139,25 @@ def teacher_forcing(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tenso
 def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
   """Per-token cross-entropy (B, L) with PyTorch's label smoothing: (1 - eps) * nll + eps * mean over V of -log p.
   With log p = x - logsumexp(x) that is lse - (1 - eps) x[target] - eps mean(x): the (B, L, V) log-probabilities are
-  never formed (on an H200 the joint step's reductions over its 524M logits were the largest non-GEMM kernels)."""
+  never formed (on an H200 the joint step's reductions over its 524M logits were the largest non-GEMM kernels). On one
+  CUDA device both the loss and its gradient are one kernel each (cuda_ops.token_ce)."""
+  if cuda_ops.ce_usable(logits, targets): return cuda_ops.token_ce(logits, targets, label_smoothing)
   x = logits.float()                                                               # (B, L, V)
   lse = x.logsumexp(-1)                                                            # (B, L)
   onehot = targets.unsqueeze(-1) == Tensor.arange(logits.shape[-1]).to(logits.device)
   x_t = onehot.where(x, 0).sum(-1)                                                 # (B, L)
   if label_smoothing == 0: return lse - x_t
   return lse - (1 - label_smoothing) * x_t - label_smoothing * x.mean(-1)
+
+
+def head_ce(dec: Decoder, x: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+  """token_ce of dec.logits(x) (B, L): on CUDA the head's bf16 product and its bias go into the kernel as they are,
+  the float32 logits are never formed (at B=512, L=64 writing them and casting their gradient back cost ~7 ms of the
+  H200's joint step)."""
+  raw, bias = dec.head_parts(x)                                                    # (B, L, V), (V,)
+  if cuda_ops.ce_usable(raw, targets): return cuda_ops.token_ce(raw, targets, label_smoothing, bias=bias)
+  # the kernel's math: the bias added in float32 (Decoder.logits rounds the sum to x's dtype first; same in fp32)
+  return token_ce(raw.float() + bias.float(), targets, label_smoothing)
 
 
 def decoder_ce(logits: Tensor, targets: Tensor, mask: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -162,8 +184,8 @@ def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
   is_b = mb > 0.5
   cond = is_b.unsqueeze(-1).where(proj(zt), zs)                                    # (B, D)
   inp, targets, tmask = teacher_forcing(tokens, mask)
-  logits = dec(inp, cond, is_b.cast(dtypes.int32))                                 # (B, L, V)
-  tok = token_ce(logits, targets, dec.cfg.label_smoothing) * tmask                 # (B, L)
+  feats = dec.hidden(inp, cond, is_b.cast(dtypes.int32))                           # (B, L, d)
+  tok = head_ce(dec, feats, targets, dec.cfg.label_smoothing) * tmask              # (B, L)
   row_sum, row_n = tok.sum(-1), tmask.sum(-1)                                      # (B,)
   parts["ce"] = row_sum.sum() / row_n.sum().maximum(1)
   # per-mode means for logging; max(1) keeps a batch without rows of one mode at 0 instead of NaN

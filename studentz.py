@@ -9,7 +9,7 @@ import json, math, os
 from dataclasses import dataclass, field, asdict, fields
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
-import cpu_gemm, cpu_gelu, cuda_gemm
+import cpu_gemm, cpu_gelu, cuda_gemm, cuda_ops
 import numpy as np
 from embedding import TokenEmbedding, gather_rows
 from tinygrad import Tensor, dtypes
@@ -279,6 +279,7 @@ class DilatedConv:
     # shifted sum of its slices was 15-20% slower in tinygrad 0.14.)
     L = x.shape[1]
     left = self.span if self.causal else self.span // 2
+    if cuda_ops.taps_usable(x): return self.gemm(cuda_ops.taps(x, self.k, self.dilation, left))  # (B, L, k*C) on CUDA
     xp = x.pad(((0, 0), (left, self.span - left), (0, 0)))                         # (B, L + span, C_in)
     taps = Tensor.cat(*[xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], dim=-1)  # (B,L,k*C)
     if TAPS_CONTIG == 2 or (TAPS_CONTIG == 1 and (TRAINING or x.dtype == dtypes.float32)): taps = taps.contiguous()
