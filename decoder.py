@@ -152,8 +152,8 @@ def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> T
 
 def head_ce(dec: Decoder, x: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
   """token_ce of dec.logits(x) (B, L): on CUDA the head's bf16 product and its bias go into the kernel as they are,
-  the float32 logits are never formed (at B=512, L=64 writing them and casting their gradient back cost ~7 ms of the
-  H200's joint step)."""
+  the float32 logits are never formed (at B=512, L=64 on an H200, writing them and casting their gradient back were
+  7.4 ms of a profiled first step's kernels; the JIT'd joint step went from 60.3 to 57.1 ms)."""
   raw, bias = dec.head_parts(x)                                                    # (B, L, V), (V,)
   if cuda_ops.ce_usable(raw, targets): return cuda_ops.token_ce(raw, targets, label_smoothing, bias=bias)
   # the kernel's math: the bias added in float32 (Decoder.logits rounds the sum to x's dtype first; same in fp32)
