@@ -260,6 +260,14 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
   return (x.float() * m).sum(1) / m.sum(1).maximum(1.0)
 
 
+def shifted_views(x: Tensor, k: int, dilation: int, left: int) -> Tensor:
+  """(B, L, C) -> (B, L, k*C): [x[t + j*dilation - left] for j < k] side by side, zero outside the sequence, in
+  tinygrad's ops (cuda_ops.taps is the CUDA kernel of the same)."""
+  L, span = x.shape[1], (k - 1) * dilation
+  xp = x.pad(((0, 0), (left, span - left), (0, 0)))                                # (B, L + span, C)
+  return Tensor.cat(*[xp[:, j * dilation: j * dilation + L] for j in range(k)], dim=-1)
+
+
 class DilatedConv:
   """Conv1d over tokens as one matmul over k shifted views: (B, L, C_in) -> (B, L, C_out).
 
@@ -277,11 +285,9 @@ class DilatedConv:
   def __call__(self, x: Tensor) -> Tensor:  # x (B, L, C_in), zero at padding positions
     # k shifted views side by side, then one GEMM. (Measured on an H100: one GEMM to (B, L, k*C_out) followed by a
     # shifted sum of its slices was 15-20% slower in tinygrad 0.14.)
-    L = x.shape[1]
     left = self.span if self.causal else self.span // 2
     if cuda_ops.taps_usable(x): return self.gemm(cuda_ops.taps(x, self.k, self.dilation, left))  # (B, L, k*C) on CUDA
-    xp = x.pad(((0, 0), (left, self.span - left), (0, 0)))                         # (B, L + span, C_in)
-    taps = Tensor.cat(*[xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], dim=-1)  # (B,L,k*C)
+    taps = shifted_views(x, self.k, self.dilation, left)                            # (B, L, k*C_in)
     if TAPS_CONTIG == 2 or (TAPS_CONTIG == 1 and (TRAINING or x.dtype == dtypes.float32)): taps = taps.contiguous()
     if TAPS_GRAD_CONTIG and TRAINING: taps = taps.contiguous_backward()
     return self.gemm(taps)

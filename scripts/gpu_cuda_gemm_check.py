@@ -92,6 +92,24 @@ def grad_case(label, M, K, N):
   return dict(label=label, M=M, K=K, N=N, flops=4 * M * K * N, ours=ours, theirs=theirs, args=(a, b), check=check)
 
 
+def base_parser(doc: str) -> argparse.ArgumentParser:
+  """The options every GPU kernel check takes."""
+  ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+  ap.add_argument("--json", help="write the rows here")
+  ap.add_argument("--reps", type=int, default=20)
+  ap.add_argument("--inner", type=int, default=5)
+  return ap
+
+
+def finish(rows: list[dict], t0: float, json_path: str | None, doc=None) -> None:
+  """The PASS count, the rows (or doc) to json_path, exit status 1 unless every row passed."""
+  n_pass = sum(r.get("result") == "PASS" for r in rows)
+  print(f"{n_pass}/{len(rows)} PASS in {time.perf_counter() - t0:.1f} s")
+  if json_path:
+    with open(json_path, "w") as f: json.dump(rows if doc is None else doc, f, indent=1)
+  sys.exit(0 if n_pass == len(rows) else 1)
+
+
 def cases(big: int):
   yield lambda: forward_case("fwd nn", big, 1280, 512)
   yield lambda: forward_case("fwd nt (b as rows)", big, 1280, 512, trans_b=True)
@@ -113,10 +131,7 @@ def cases(big: int):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--json", help="write the rows here")
-  ap.add_argument("--reps", type=int, default=20)
-  ap.add_argument("--inner", type=int, default=5)
+  ap = base_parser(__doc__)
   ap.add_argument("--tokens", type=int, default=32768, help="M of the training step's GEMMs (32768 or 16384)")
   args = ap.parse_args()
   print(f"device {Device.DEFAULT}, arch {getattr(Device[Device.DEFAULT].renderer.target, 'arch', '?')}, "
@@ -150,11 +165,7 @@ def main():
       row.update(result="FAIL", error=f"{type(e).__name__}: {e}")
       print(f"{row.get('case', '?'):30s} FAIL {row['error'][:200]}", flush=True)
     rows.append(row)
-  n_pass = sum(r.get("result") == "PASS" for r in rows)
-  print(f"{n_pass}/{len(rows)} PASS in {time.perf_counter() - t0:.1f} s")
-  if args.json:
-    with open(args.json, "w") as f: json.dump(rows, f, indent=1)
-  sys.exit(0 if n_pass == len(rows) else 1)
+  finish(rows, t0, args.json)
 
 
 if __name__ == "__main__":

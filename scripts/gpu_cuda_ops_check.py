@@ -4,19 +4,21 @@
   DEV=CUDA python scripts/gpu_cuda_ops_check.py [--json OUT] [--reps 20]
 
 Cross-entropy: loss per position and the gradient of sum(loss * w) (w: random weights with a quarter of the rows 0,
-as the decoder's padding; with bias also the bias's), bf16 logits of the joint step's shape (32768 x 16000, vector loads) and fp32/bf16 logits
-over MiniLM's 30522 tokens (scalar loads: 30522 is no multiple of 8), with and without label smoothing. Taps: the
-encoder's centred and the decoder's causal views at the training step's shape, forward (copies: bit-identical) and
-the gradient of sum(taps * g). Error: max |ours - ref| / max |ref|; PASS below 1e-2 (bf16 gradients are rounded
-once on each side). Times as in gpu_cuda_gemm_check.py: medians of JIT'd calls launched back to back."""
+as the decoder's padding; with bias also the bias's), bf16 logits of the joint step's shape (32768 x 16000, vector
+loads) and fp32/bf16 logits over MiniLM's 30522 tokens (scalar loads: 30522 is no multiple of 8), with and without
+label smoothing. Taps: the encoder's centred and the decoder's causal views at the training step's shape, forward
+(copies: bit-identical) and the gradient of sum(taps * g). Error: max |ours - ref| / max |ref|; PASS below 1e-2
+(bf16 gradients are rounded once on each side). Times as in gpu_cuda_gemm_check.py: medians of JIT'd calls launched
+back to back."""
 from __future__ import annotations
-import argparse, json, os, sys, time, traceback
+import os, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import backend  # noqa: E402,F401
 import cuda_ops  # noqa: E402
 from decoder import token_ce  # noqa: E402
-from gpu_cuda_gemm_check import realize_all, rel_err, timed  # noqa: E402
+from gpu_cuda_gemm_check import base_parser, finish, realize_all, rel_err, timed  # noqa: E402
+from studentz import shifted_views  # noqa: E402
 from tinygrad import Tensor, Device, dtypes  # noqa: E402
 
 TOL = 1e-2
@@ -57,9 +59,7 @@ def taps_case(label, B, L, C, k, dil, causal, dtype=dtypes.bfloat16):
 
   def step(xx, gg):
     if cuda_ops.taps_usable(xx): out = cuda_ops.taps(xx, k, dil, left)
-    else:  # studentz.DilatedConv's tinygrad form
-      xp = xx.pad(((0, 0), (left, span - left), (0, 0)))
-      out = Tensor.cat(*[xp[:, j * dil: j * dil + L] for j in range(k)], dim=-1).contiguous()
+    else: out = shifted_views(xx, k, dil, left).contiguous()  # studentz.DilatedConv's tinygrad form
     return realize_all(out, *(out * gg).sum().gradient(xx))
   return dict(label=label, shape=f"{B}x{L}x{C} k{k} d{dil}", args=(x, g), fn=step,
               bytes=(2 * k + 2) * B * L * C * dtype.itemsize)
@@ -81,10 +81,7 @@ def cases(s: int):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--json", help="write the rows here")
-  ap.add_argument("--reps", type=int, default=20)
-  ap.add_argument("--inner", type=int, default=5)
+  ap = base_parser(__doc__)
   ap.add_argument("--scale", type=int, default=1, help="divide rows and batches by this (a quick run)")
   args = ap.parse_args()
   print(f"device {Device.DEFAULT}, STUDENTZ_CUDA_OPS={cuda_ops.ENABLED}")
@@ -112,12 +109,7 @@ def main():
       traceback.print_exc()
       row.update(result="FAIL", error=f"{type(e).__name__}: {e}")
     rows.append(row)
-  n_pass = sum(r.get("result") == "PASS" for r in rows)
-  print(f"{n_pass}/{len(rows)} PASS in {time.perf_counter() - t0:.0f} s")
-  if args.json:
-    with open(args.json, "w") as f: json.dump(dict(device=Device.DEFAULT, card=backend.card_name(Device.DEFAULT),
-                                                   rows=rows), f, indent=1)
-  sys.exit(0 if n_pass == len(rows) else 1)
+  finish(rows, t0, args.json, dict(device=Device.DEFAULT, card=backend.card_name(Device.DEFAULT), rows=rows))
 
 
 if __name__ == "__main__":
