@@ -207,6 +207,46 @@ def backend_of(device: str | tuple[str, ...]) -> str:
   return (device if isinstance(device, str) else device[0]).split(":")[0]
 
 
+def split_axis(t) -> int | None:
+  """The axis a multi-device tensor is split on (None: whole on every device, or one device)."""
+  if not isinstance(t.device, tuple): return None
+  try: return t.uop.axis
+  except RuntimeError: return -1  # split on several axes: no custom kernel takes that
+
+
+def shard_shape(t) -> tuple[int, ...]:
+  """The shape of one device's part of t (t's own shape on one device or when whole on each)."""
+  return tuple(t.uop.max_shard_shape) if isinstance(t.device, tuple) else tuple(t.shape)
+
+
+def gemm_layout(a, b, trans_a: bool = False, trans_b: bool = False) -> str | None:
+  """How op(a) @ op(b) (op: the transpose where trans_*) lies on the devices, for the GEMM kernels: "one" (one device),
+  "rows" (op(a)'s rows split over the devices, b whole on each: a data-parallel batch meeting a weight), "k" (the
+  contraction axis split in both: a weight's gradient over that batch, a partial product on each device, summed across
+  them); None for anything else (tinygrad's matmul)."""
+  if a.device != b.device: return None
+  if not isinstance(a.device, tuple): return "one"
+  rows_a, k_b = (1 if trans_a else 0), (1 if trans_b else 0)                        # as stored
+  ax_a, ax_b = split_axis(a), split_axis(b)
+  if ax_a == rows_a and ax_b is None: return "rows"
+  if ax_a == 1 - rows_a and ax_b == k_b: return "k"
+  return None
+
+
+def kernel_out(shape: tuple[int, ...], dtype, device: str | tuple[str, ...]):
+  """A custom kernel's output: `shape` on one device; with several, `shape` on each, read as one tensor split on axis
+  0 (n times longer there). Rows split like a batch's, or n per-device partial results that sum(0) adds up (tinygrad
+  turns that sum into an all-reduce), as the GEMMs' weight gradients over a split batch are.
+
+  The inputs go to custom_kernel as they are, without .contiguous(): tinygrad hands a kernel a dense buffer either way
+  (the tensor's own where it is one, a reshape of one included; a copy otherwise: transposes, slices, expressions),
+  but .contiguous() of a reshaped kernel output copies it. That was the conv taps' (B, L, k C) reshaped into the
+  GEMM, and the GEMM's gradient reshaped back into the taps' gradient: 84 MB twice a block on an H200's joint step."""
+  from tinygrad import Tensor
+  out = Tensor.empty(*shape, dtype=dtype, device=device)
+  return Tensor(out.uop.unshard(0)) if isinstance(device, tuple) else out
+
+
 def source_program(name: str, src: str, device: str | tuple[str, ...], n_in: int, estimates, **launch):
   """The PROGRAM of a custom kernel written as source (tinygrad compiles it for the device like its own): buffer 0 is
   the output, 1..n_in the inputs, in the entry point's argument order; `launch` takes ProgramInfo's global_size and

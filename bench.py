@@ -88,11 +88,14 @@ def bench_train(args, device: str) -> list[dict]:
     rows.append(row)
     print_row(row)
     if args.devices > 1:
-      rows.append(train_parallel(cfg, batch, prec, ctx, args, device, row))
+      rows.append(train_parallel(row, cfg, lambda: {"encoder": sz.Encoder(cfg)}, loss_fn, batch, ctx, args, device))
       print_row(rows[-1])
     if args.joint:
       rows.append(train_joint(cfg, batch, prec, ctx, args, device))
       print_row(rows[-1])
+      if args.devices > 1:
+        rows.append(train_parallel(rows[-1], *joint_setup(cfg, batch), ctx, args, device))
+        print_row(rows[-1])
   return rows
 
 
@@ -112,8 +115,8 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
     # depend on the gradients and the optimiser too (the second captures the JIT, the rest replay it)
     set_dropout(models.values(), 0.0)
     check = Trainer(cfg, models, loss_fn)
-    losses = [check.step(batch)["loss"] for _ in range(max(args.check_steps, 1))]
-    first = losses[0]
+    figs = [check.step(batch) for _ in range(max(args.check_steps, 1))]
+    losses, first = [f["loss"] for f in figs], figs[0]["loss"]
     set_dropout(models.values(), cfg.dropout)  # then timed as train.py trains: its dropout changes the GEMM kernels
     tr = Trainer(cfg, models, loss_fn)
     tr.step(batch)  # its first call runs eagerly (the JIT captures on the second): not part of the warm-up count
@@ -127,7 +130,8 @@ def time_step(name: str, cfg, make_models, loss_fn, batch, prec, ctx, args, devi
          **({"tok": cfg.loss_weights["tok"]} if cfg.loss_weights.get("tok") else {}),
          "device": device, "card": card_name(device),
          "tinygrad_ms": t_tg * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
-         "tinygrad_first_loss": first, **({"tinygrad_losses": losses} if len(losses) > 1 else {})}
+         "tinygrad_first_loss": first, **({"tinygrad_losses": losses} if len(losses) > 1 else {}),
+         "tinygrad_grad_norms": [f["grad_norm"] for f in figs]}
   if not args.no_torch:
     with torch_side(device): row.update(torch_train(cfg, weights, batch, prec, device, args, losses, torch_table))
   if row.get("torch_queued_ms"): row["ratio_vs_torch"] = row["tinygrad_queued_ms"] / row["torch_queued_ms"]
@@ -145,9 +149,10 @@ def set_dropout(models, p: float) -> None:
       for blk in getattr(m, "blocks", []): blk.dropout = p
 
 
-def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
-  """The joint step: encoder distillation + the decoder's teacher-forced cross-entropy (decoder.joint_loss_fn, weight
-  1, the config's default decoder), half the rows decoding the teacher's vector (mode B), against its PyTorch twin."""
+def joint_setup(cfg, batch) -> tuple:
+  """The joint step's config, models, loss and batch: encoder distillation + the decoder's teacher-forced
+  cross-entropy (decoder.joint_loss_fn, weight 1, the config's default decoder), half the rows decoding the teacher's
+  vector (mode B)."""
   import numpy as np
   import studentz as sz
   from decoder import Decoder, ModeBProjection, joint_loss_fn
@@ -156,39 +161,53 @@ def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
   batch = {**{k: v for k, v in batch.items() if not k.startswith("tok_")},
            "mode_b": (np.arange(cfg.batch_size) % 2).astype(np.float32)}
   def models(): return {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
-  return time_step("train_step_joint", cfg, models, joint_loss_fn, batch, prec, ctx, args, device,
+  return cfg, models, joint_loss_fn, batch
+
+
+def train_joint(cfg, batch, prec, ctx, args, device) -> dict:
+  """The joint step (joint_setup) against its PyTorch twin."""
+  cfg, models, loss_fn, batch = joint_setup(cfg, batch)
+  return time_step("train_step_joint", cfg, models, loss_fn, batch, prec, ctx, args, device,
                    dec_blocks=cfg.dec_blocks, dec_output=cfg.dec_output)
 
 
-def train_parallel(cfg, batch, prec, ctx, args, device, one: dict) -> dict:
-  """The same step data-parallel over --devices N (the global batch --batch split over them), with its speed-up
-  against the one-device row `one` measured just before in this process."""
+def train_parallel(one: dict, cfg, make_models, loss_fn, batch, ctx, args, device) -> dict:
+  """The step of the one-device row `one` (measured just before in this process, same models, loss and global batch
+  --batch) data-parallel over --devices N: its losses and gradient norms over the same check steps against one's, its
+  time and speed-up."""
   from tinygrad import Tensor
   from tinygrad.helpers import Context
-  import studentz as sz
   from trainer import Trainer
-  n, B, L = args.devices, cfg.batch_size, cfg.max_len
+  n, B, L, prec = args.devices, cfg.batch_size, cfg.max_len, one["precision"]
   with Context(**ctx):
     def models(p: float) -> dict:  # the one-device row's weights; a Trainer shards them, so each gets its own
       Tensor.manual_seed(0)
-      m = {"encoder": sz.Encoder(cfg)}
+      m = make_models()
       set_dropout(m.values(), p)
       return m
-    first = Trainer(cfg, models(0.0), sz.distill_loss_fn, devices=n).step(batch)["loss"]  # loss check: no masks
-    tr = Trainer(cfg, models(cfg.dropout), sz.distill_loss_fn, devices=n)
+    check = Trainer(cfg, models(0.0), loss_fn, devices=n)  # the loss check: no dropout masks
+    figs = [check.step(batch) for _ in range(max(args.check_steps, 1))]
+    tr = Trainer(cfg, models(cfg.dropout), loss_fn, devices=n)
     tr.step(batch)
     t = timed(lambda: tr.step(batch), args.warmup, args.reps)
-  rel = abs(first - one["tinygrad_first_loss"]) / max(abs(one["tinygrad_first_loss"]), 1e-9)
-  same = rel <= (1e-4 if prec != "bf16" else 3e-2)
-  if not same: print(f"WARNING: {n}-device and one-device first-step losses differ: {first} vs "
-                     f"{one['tinygrad_first_loss']}", file=sys.stderr)
-  speedup = one["tinygrad_ms"] / (t * 1e3)
-  return {"bench": "train_step_data_parallel", "precision": prec, "devices": n, "B": B, "B_per_device": B // n,
+    t_q = timed(lambda: tr.read([tr.launch(batch) for _ in range(QUEUED)][-1]), 1, max(args.reps // 4, 3)) / QUEUED
+  def rel(a: list, b: list) -> float: return max(abs(x - y) / max(abs(y), 1e-9) for x, y in zip(a, b))
+  losses, norms = [f["loss"] for f in figs], [f["grad_norm"] for f in figs]
+  loss_rel = rel(losses, one.get("tinygrad_losses", [one["tinygrad_first_loss"]]))
+  norm_rel = rel(norms, one["tinygrad_grad_norms"])
+  same = max(loss_rel, norm_rel) <= (1e-4 if prec != "bf16" else 3e-2)
+  if not same: print(f"WARNING: {n}-device and one-device steps differ: losses {losses} vs "
+                     f"{one.get('tinygrad_losses')}, gradient norms {norms} vs {one['tinygrad_grad_norms']}",
+                     file=sys.stderr)
+  return {"bench": one["bench"] + "_data_parallel", "precision": prec, "devices": n, "B": B, "B_per_device": B // n,
           "L": L, "dropout": cfg.dropout, "d": cfg.d_model, "h": cfg.hidden, "blocks": cfg.n_blocks,
-          "vocab": cfg.vocab_size,
-          "device": ",".join(tr.devices), "card": card_name(device), "tinygrad_ms": t * 1e3,
-          "tinygrad_tokens_per_s": B * L / t, "one_device_tokens_per_s": B * L / one["tinygrad_ms"] * 1e3,
-          "speedup_vs_1": speedup, "scaling_efficiency": speedup / n, "first_loss": first, "same_loss": same}
+          "vocab": cfg.vocab_size, "device": ",".join(tr.devices), "card": card_name(device),
+          "tinygrad_ms": t * 1e3, "tinygrad_queued_ms": t_q * 1e3, "tinygrad_tokens_per_s": B * L / t_q,
+          "one_device_queued_ms": one["tinygrad_queued_ms"], "one_device_tokens_per_s": one["tinygrad_tokens_per_s"],
+          "speedup_vs_1": one["tinygrad_queued_ms"] / (t_q * 1e3),
+          "scaling_efficiency": one["tinygrad_queued_ms"] / (t_q * 1e3) / n,
+          "losses": losses, "grad_norms": norms, "loss_rel_diff": loss_rel, "grad_norm_rel_diff": norm_rel,
+          "same_loss": same}
 
 
 def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float], table=None) -> dict:

@@ -16,7 +16,7 @@ the threads (default: the CPUs this process may use).
 from __future__ import annotations
 import ctypes, ctypes.util, functools, os, platform
 
-from backend import backend_of, source_program
+from backend import backend_of, gemm_layout, kernel_out, shard_shape, source_program, split_axis
 from tinygrad import Tensor, dtypes
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.renderer import Estimates
@@ -42,20 +42,16 @@ def isa() -> tuple[int, int] | None:
   return None
 
 
-def _shard_rows(t: Tensor) -> int:
-  return t.uop.max_shard_shape[0] if isinstance(t.device, tuple) else t.shape[0]
-
-
 def usable(a: Tensor, b: Tensor) -> bool:
   """Whether a (M, K) @ b (K, N) can run on this kernel: CPU, float32, concrete shapes, N a multiple of the vector."""
   if not ENABLED or isa() is None or a.ndim != 2 or b.ndim != 2: return False
   if a.dtype != dtypes.float32 or b.dtype != dtypes.float32: return False
-  if backend_of(a.device) != "CPU" or a.device != b.device: return False
-  if not all(isinstance(s, int) for s in (*a.shape, *b.shape)): return False
-  # rows sharded over devices (data-parallel training on CPU devices), the weight whole on every device
-  if isinstance(a.device, tuple) and (a.uop.axis != 0 or b.uop.axis is not None): return False
+  if backend_of(a.device) != "CPU" or not all(isinstance(s, int) for s in (*a.shape, *b.shape)): return False
+  # over several devices (data-parallel training on CPU devices): rows split, the weight whole on each, or the
+  # contraction split in both (the weight's gradient)
+  if gemm_layout(a, b) is None: return False
   N = b.shape[1]
-  return _shard_rows(a) >= MIN_M and a.shape[1] >= 1 and N > 0 and N % isa()[0] == 0
+  return shard_shape(a)[0] >= MIN_M and a.shape[1] >= 1 and N > 0 and N % isa()[0] == 0
 
 
 def threads(M: int) -> int:
@@ -146,14 +142,16 @@ def _libc_table(device: str | tuple[str, ...]) -> Tensor:
 
 
 def pack(b: Tensor) -> Tensor:
-  """(K, N) -> the kernel's flat panel layout: (N // PANEL, K, PANEL) then the (K, N % PANEL) tail, contiguous."""
+  """(K, N) -> the kernel's flat panel layout: (N // PANEL, K, PANEL) then the (K, N % PANEL) tail, contiguous. A b
+  split over devices on K is packed per device, n blocks of K / n rows each."""
+  n = len(b.device) if split_axis(b) == 0 else 1
   K, N = b.shape
   panel = isa()[0] * isa()[1]
   full = N // panel * panel
-  parts = []
-  if full: parts.append(b[:, :full].reshape(K, full // panel, panel).permute(1, 0, 2).flatten())
-  if full < N: parts.append(b[:, full:].flatten())
-  return (parts[0] if len(parts) == 1 else parts[0].cat(parts[1])).contiguous()
+  b3, parts = b.reshape(n, K // n, N), []                                          # (devices, K per device, N)
+  if full: parts.append(b3[:, :, :full].reshape(n, K // n, full // panel, panel).permute(0, 2, 1, 3).reshape(n, -1))
+  if full < N: parts.append(b3[:, :, full:].reshape(n, -1))
+  return (parts[0] if len(parts) == 1 else parts[0].cat(parts[1], dim=1)).reshape(-1).contiguous()
 
 
 def unpack(packed: Tensor, K: int, N: int) -> Tensor:
@@ -166,8 +164,8 @@ def unpack(packed: Tensor, K: int, N: int) -> Tensor:
   return parts[0] if len(parts) == 1 else parts[0].cat(parts[1], dim=1)
 
 
-def _run(a: Tensor, packed: Tensor, N: int) -> Tensor:
-  M, K = _shard_rows(a), a.shape[1]
+def _run(a: Tensor, packed: Tensor, N: int, layout: str) -> Tensor:
+  M, K = shard_shape(a)                                                            # one device's part
   vw, nb = isa()
   T = threads(M)
   name = f"cpu_gemm_{M}_{K}_{N}_t{T}"
@@ -180,16 +178,18 @@ def _run(a: Tensor, packed: Tensor, N: int) -> Tensor:
   def grad(g: UOp, call: UOp) -> tuple:
     _, a_u, p_u, _ = call.src[1:]
     gt, at = Tensor(g), Tensor(a_u)
-    # dB = A^T @ dC reduces over the rows; with rows sharded tinygrad's matmul does the cross-device sum (usable: no)
+    # dB = A^T @ dC reduces over the rows: with rows split over devices a partial on each, summed across them
     da, db = matmul(gt, unpack(Tensor(p_u), K, N).T), matmul(at.T, gt)
     return (None, da.uop, pack(db).uop, None)
 
-  out = Tensor.empty(M, N, dtype=dtypes.float32, device=a.device)                 # (M, N) on each device
-  if isinstance(a.device, tuple): out = Tensor(out.uop.unshard(0))                 # rows sharded like a's
-  return out.custom_kernel(a.contiguous(), packed, _libc_table(a.device), fxn=fxn, grad_fxn=grad)[0]
+  if layout == "k":  # a partial product on each device (n, M, N), summed across them; only ever a gradient itself
+    out = kernel_out((1, M, N), dtypes.float32, a.device)
+    return out.custom_kernel(a, packed, _libc_table(a.device), fxn=fxn)[0].sum(0)
+  out = kernel_out((M, N), dtypes.float32, a.device)                               # rows split like a's
+  return out.custom_kernel(a, packed, _libc_table(a.device), fxn=fxn, grad_fxn=grad)[0]
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
   """a (M, K) @ b (K, N) on this kernel where `usable`, else tinygrad's matmul."""
   if not usable(a, b): return a.matmul(b)
-  return _run(a, pack(b), b.shape[1])
+  return _run(a, pack(b), b.shape[1], gemm_layout(a, b))

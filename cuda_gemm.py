@@ -14,12 +14,14 @@ the 48 KB static limit is the budget), read by ldmatrix.x4 (XOR-swizzled 16-byte
 the cp.async writes or the ldmatrix reads) into mma.sync.m16n8k16. When C has fewer tiles than the GPU has SMs (the
 weight gradients: 1280 x 512 reduced over 32768 tokens is 40 tiles) K is split over grid.z into float32 partials that
 tinygrad sums. The backward is the same GEMM with other transpose flags: dA = dC @ op(B)^T, dB = op(A)^T @ dC.
-STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere); STUDENTZ_CUDA_GEMM_SPLIT=S forces S slices of K.
+Over several devices (data-parallel training) each runs it on its part: the batch's rows, or for a weight gradient its
+rows' share of the contraction, summed across the devices (backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off
+(tinygrad's matmul everywhere); STUDENTZ_CUDA_GEMM_SPLIT=S forces S slices of K.
 """
 from __future__ import annotations
 import functools, os
 
-from backend import backend_of, source_program
+from backend import backend_of, gemm_layout, kernel_out, shard_shape, source_program
 from tinygrad import Tensor, Device, dtypes
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
@@ -45,12 +47,22 @@ def _arch_ok(device: str) -> bool:
   except ValueError: return False
 
 
-def _operands_ok(a: Tensor, b: Tensor) -> bool:
-  """Stored operands the kernel can read: one CUDA device (no multi-device tuples), 2-D, concrete, both bf16 or fp16."""
-  if not ENABLED or a.ndim != 2 or b.ndim != 2 or isinstance(a.device, tuple) or a.device != b.device: return False
-  if a.dtype != b.dtype or a.dtype not in (dtypes.bfloat16, dtypes.float16): return False
-  if not all(isinstance(s, int) for s in (*a.shape, *b.shape)) or backend_of(a.device) != "CUDA": return False
-  return _arch_ok(a.device)
+def _layout(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False) -> str | None:
+  """Stored operands the kernel can read: CUDA, 2-D, concrete, both bf16 or fp16, on one device or spread over several
+  as backend.gemm_layout names ("rows", "k"); None where it cannot."""
+  if not ENABLED or a.ndim != 2 or b.ndim != 2: return None
+  if a.dtype != b.dtype or a.dtype not in (dtypes.bfloat16, dtypes.float16): return None
+  if not all(isinstance(s, int) for s in (*a.shape, *b.shape)) or backend_of(a.device) != "CUDA": return None
+  layout = gemm_layout(a, b, trans_a, trans_b)
+  return layout if layout and _arch_ok(a.device if isinstance(a.device, str) else a.device[0]) else None
+
+
+def _dims(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> tuple[int, int, int, int]:
+  """M, K, N of one device's op(a) @ op(b), and op(b)'s K (to check against K)."""
+  sa, sb = shard_shape(a), shard_shape(b)
+  M, K = (sa[1], sa[0]) if trans_a else sa
+  Kb, N = (sb[1], sb[0]) if trans_b else sb
+  return M, K, N, Kb
 
 
 def _fits(M: int, K: int, N: int) -> bool:
@@ -59,8 +71,11 @@ def _fits(M: int, K: int, N: int) -> bool:
 
 
 def usable(a: Tensor, b: Tensor) -> bool:
-  """Whether a (M, K) @ b (K, N) can run on this kernel: one CUDA device, bf16/fp16, concrete shapes, whole tiles."""
-  return _operands_ok(a, b) and a.shape[1] == b.shape[0] and _fits(a.shape[0], a.shape[1], b.shape[1])
+  """Whether a (M, K) @ b (K, N) can run on this kernel: CUDA, bf16/fp16, concrete shapes, whole tiles (of each
+  device's part where they are spread over several)."""
+  if _layout(a, b) is None or a.shape[1] != b.shape[0]: return False
+  M, K, N, _ = _dims(a, b, False, False)
+  return _fits(M, K, N)
 
 
 def splits(M: int, K: int, N: int) -> int:
@@ -95,15 +110,16 @@ def _loader(op: str, kcontig: bool, base: str, ld: int) -> tuple[str, int]:
 
 
 @functools.cache
-def _source(name: str, M: int, K: int, N: int, trans_a: bool, trans_b: bool, half: bool, S: int) -> str:
+def _source(name: str, M: int, K: int, N: int, trans_a: bool, trans_b: bool, half: bool, S: int, partial: bool) -> str:
   """The kernel for one shape, layout, dtype and split. A is stored (M, K), or (K, M) when trans_a; B is stored (K, N),
-  or (N, K) when trans_b. With S > 1, block z reduces K slice z into float32 partials out[z] (S, M, N)."""
+  or (N, K) when trans_b. With `partial`, block z reduces K slice z of S into float32 partials out[z] (S, M, N), to be
+  summed by the caller (S > 1, or a product whose K is split over devices)."""
   KT = K // S // BK                      # K tiles per block
   a_kc, b_kc = not trans_a, trans_b      # K-contiguous in memory: [128][32] tiles, plain ldmatrix
   a_load, a_step = _loader("A", a_kc, "bm", K if not trans_a else M)
   b_load, b_step = _loader("B", b_kc, "bn", K if trans_b else N)
   ab = "f16" if half else "bf16"
-  out_t = "float" if S > 1 else "unsigned short"
+  out_t = "float" if partial else "unsigned short"
 
   # ldmatrix.x4 gives a m16 x k16 fragment of A as a0..a3 = (rows 0-7, k 0-7), (8-15, k 0-7), (0-7, k 8-15),
   # (8-15, k 8-15), the order mma.m16n8k16 takes them; lane l names the row address of 8x8 matrix l / 8.
@@ -120,7 +136,7 @@ def _source(name: str, M: int, K: int, N: int, trans_a: bool, trans_b: bool, hal
         const int n = wn + p * 16 + ((lane >> 4) << 3);
         ldsm_x4_t(r, sB + (k * 128 + (((n >> 3) ^ (k & 7)) << 3)) * 2);"""
 
-  if S > 1: store = """      float* P = C + (u64)blockIdx.z * M * N + (u64)row * N + col;
+  if partial: store = """      float* P = C + (u64)blockIdx.z * M * N + (u64)row * N + col;
       *(f2*)P = f2{acc[mi][ni][0], acc[mi][ni][1]};
       *(f2*)(P + 8 * N) = f2{acc[mi][ni][2], acc[mi][ni][3]};"""
   else: store = """      unsigned short* P = C + (u64)row * N + col;
@@ -238,25 +254,27 @@ extern "C" __global__ void __launch_bounds__({THREADS}, 2) {name}({out_t}* __res
 """
 
 
-def _name(M: int, K: int, N: int, trans_a: bool, trans_b: bool, half: bool, S: int) -> str:
+def _name(M: int, K: int, N: int, trans_a: bool, trans_b: bool, half: bool, S: int, partial: bool) -> str:
   lay = ("t" if trans_a else "n") + ("t" if trans_b else "n")
-  return f"cuda_gemm_{M}_{K}_{N}_{lay}_{'f16' if half else 'bf16'}" + (f"_s{S}" if S > 1 else "")
+  return f"cuda_gemm_{M}_{K}_{N}_{lay}_{'f16' if half else 'bf16'}" + (f"_s{S}" if partial else "")
 
 
-def _run(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> Tensor:
-  """The kernel on contiguous stored operands that `_operands_ok` and `_fits` accepted."""
-  M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-  N = b.shape[0] if trans_b else b.shape[1]
+def _run(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool, layout: str) -> Tensor:
+  """The kernel on the stored operands that `_layout` and `_fits` accepted. Over several devices each runs it on
+  its part: "rows" gives the output's rows split like op(a)'s (never split over K: the batch's rows are thousands),
+  "k" a float32 partial product on each device, summed across them."""
+  M, K, N, _ = _dims(a, b, trans_a, trans_b)                                       # one device's
   half, dt = a.dtype == dtypes.float16, a.dtype
-  S = splits(M, K, N)
-  name = _name(M, K, N, trans_a, trans_b, half, S)
-  src = _source(name, M, K, N, trans_a, trans_b, half, S)
+  S = splits(M, K, N) if layout != "rows" else 1
+  partial = S > 1 or layout == "k"
+  name = _name(M, K, N, trans_a, trans_b, half, S, partial)
+  src = _source(name, M, K, N, trans_a, trans_b, half, S, partial)
 
   def fxn(*_params: UOp) -> UOp:
     # with local_size given, CUDAProgram hands global_size to cuLaunchKernel as the grid, in blocks
     # (runtime/ops_cuda.py); engine/realize.py divides global_size by a local size only when it picks that local size
     # itself, for a local_size of None. The entry point is found by name: ProgramInfo.function_name, which is `name`.
-    out_bytes = M * N * (4 * S if S > 1 else 2)
+    out_bytes = M * N * (4 * S if partial else 2)
     est = Estimates(ops=2 * M * N * K, lds=2 * (M * K * (N // BN) + K * N * (M // BM)) + out_bytes,
                     mem=2 * (M * K + K * N) + out_bytes)
     return source_program(name, src, a.device, 2, est, global_size=(N // BN, M // BM, S), local_size=(THREADS, 1, 1))
@@ -278,18 +296,20 @@ def _run(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> Tensor:
     db = (a3.transpose(1, 2) @ gt.float()).reshape(K, N)
     return (None, (da.T if trans_a else da).cast(dt).uop, (db.T if trans_b else db).cast(dt).uop)
 
-  out = Tensor.empty(*((S, M, N) if S > 1 else (M, N)), dtype=dtypes.float32 if S > 1 else dt, device=a.device)
-  res = out.custom_kernel(a, b, fxn=fxn, grad_fxn=grad)[0]
-  return res.sum(0).cast(dt) if S > 1 else res
+  if not partial: return kernel_out((M, N), dt, a.device).custom_kernel(a, b, fxn=fxn, grad_fxn=grad)[0]
+  # (S, M, N) on each device, one tensor (n S, M, N) over n devices: the sum adds slices and devices (an all-reduce).
+  # A product split over devices is only ever a gradient (dB), never differentiated itself: it has no grad_fxn.
+  res = kernel_out((S, M, N), dtypes.float32, a.device).custom_kernel(
+    a, b, fxn=fxn, grad_fxn=grad if layout == "one" else None)[0]
+  return res.sum(0).cast(dt)
 
 
 def gemm(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False) -> Tensor:
   """op(a) @ op(b) from the stored operands: op(a) = a.T when trans_a, op(b) = b.T when trans_b, never materialised.
   On this kernel where it fits, else tinygrad's matmul of the transposed views."""
-  if a.ndim == 2 and b.ndim == 2 and _operands_ok(a, b):
-    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    Kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    if K == Kb and _fits(M, K, N): return _run(a.contiguous(), b.contiguous(), trans_a, trans_b)
+  if (layout := _layout(a, b, trans_a, trans_b)) is not None:
+    M, K, N, Kb = _dims(a, b, trans_a, trans_b)
+    if K == Kb and _fits(M, K, N): return _run(a, b, trans_a, trans_b, layout)  # as they are: backend.kernel_out
   return (a.T if trans_a else a).matmul(b.T if trans_b else b)
 
 

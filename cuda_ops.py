@@ -14,12 +14,13 @@ second time from L2), in 16-byte vectors.
 - taps(x (B, L, C), k, dilation, left) -> (B, L, k C): view j at t is x[t + j dilation - left], zero outside 0..L-1;
   gradient: each position's k shifted slices summed (in float32).
 
+Over several devices (data-parallel training) each runs them on its rows of the batch.
 STUDENTZ_CUDA_OPS=0 turns both off (tinygrad's kernels, as everywhere off CUDA); =ce or =taps keeps only that one.
 """
 from __future__ import annotations
 import functools, math, os
 
-from backend import backend_of, source_program
+from backend import backend_of, kernel_out, shard_shape, source_program, split_axis
 from cuda_gemm import _arch_ok
 from tinygrad import Tensor, dtypes
 from tinygrad.renderer import Estimates
@@ -35,10 +36,13 @@ _CTYPE = {dtypes.bfloat16: "bf16", dtypes.float16: "f16", dtypes.float32: "f32"}
 
 
 def _on_cuda(*ts: Tensor) -> bool:
-  """One CUDA device (no multi-device tuples), concrete shapes, a dtype the kernels convert."""
-  if not ENABLED or any(isinstance(t.device, tuple) or t.device != ts[0].device for t in ts): return False
-  if not all(isinstance(s, int) for t in ts for s in t.shape) or backend_of(ts[0].device) != "CUDA": return False
-  return ts[0].dtype in _CTYPE and _arch_ok(ts[0].device)
+  """CUDA, concrete shapes, a dtype the kernels convert; one device, or several with every tensor's rows (axis 0) split
+  over them (a data-parallel batch: each device runs the kernel on its rows)."""
+  dev = ts[0].device
+  if not ENABLED or any(t.device != dev for t in ts): return False
+  if isinstance(dev, tuple) and any(split_axis(t) != 0 for t in ts): return False
+  if not all(isinstance(s, int) for t in ts for s in t.shape) or backend_of(dev) != "CUDA": return False
+  return ts[0].dtype in _CTYPE and _arch_ok(dev if isinstance(dev, str) else dev[0])
 
 
 def _vec(dtype, n: int) -> int:
@@ -173,7 +177,8 @@ def _ce_source(name: str, ct: str, V: int, vec: int, eps: float, backward: bool)
 
 
 def ce_usable(logits: Tensor, targets: Tensor) -> bool:
-  """Whether token_ce runs on the kernel: one CUDA device, logits bf16/fp16/fp32 with a vocabulary axis last."""
+  """Whether token_ce runs on the kernel: CUDA (rows split over devices or not), logits bf16/fp16/fp32 with a vocabulary
+  axis last."""
   return "ce" in KERNELS and logits.ndim >= 2 and targets.shape == logits.shape[:-1] and _on_cuda(logits, targets)
 
 
@@ -182,9 +187,11 @@ def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0, bias
   The bias is added in float32 as the rows are read: a head's output (bf16) goes in as it is, its bias-added float32
   logits (2 GB at the joint step's shape) are never written."""
   V, lead = logits.shape[-1], logits.shape[:-1]
-  R, ct, vec = math.prod(lead), _CTYPE[logits.dtype], _vec(logits.dtype, V)
-  x, t = logits.reshape(R, V).contiguous(), targets.reshape(R).cast(dtypes.int32).contiguous()
-  b = (Tensor.zeros(V, device=x.device) if bias is None else bias.reshape(V).float()).contiguous()
+  ct, vec = _CTYPE[logits.dtype], _vec(logits.dtype, V)
+  # no .contiguous(): the head's output is a GEMM kernel's, reshaped (backend.kernel_out says why)
+  x, t = logits.reshape(math.prod(lead), V), targets.reshape(math.prod(lead)).cast(dtypes.int32)
+  R = shard_shape(x)[0]                                                            # rows on each device
+  b = Tensor.zeros(V, device=x.device) if bias is None else bias.reshape(V).float()
   eps = float(label_smoothing)
   tag = f"{ct}_{V}_v{vec}_e{str(eps).replace('.', 'p').replace('-', 'm')}"
   fname, bname = f"ce_fwd_{tag}", f"ce_bwd_{tag}"
@@ -202,12 +209,11 @@ def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0, bias
 
   def grad(g: UOp, call: UOp) -> tuple:
     _, x_u, b_u, t_u = call.src[1:]
-    gt = Tensor(g).float().contiguous()
-    dx = Tensor.empty(R, V, dtype=logits.dtype, device=x.device)
-    dx = dx.custom_kernel(gt, Tensor(x_u), Tensor(b_u), Tensor(t_u), fxn=bwd)[0]
-    return (None, dx.uop, dx.float().sum(0).uop, None)                           # d logits (R, V), d bias (V,)
+    gt = Tensor(g).float()
+    dx = kernel_out((R, V), logits.dtype, x.device).custom_kernel(gt, Tensor(x_u), Tensor(b_u), Tensor(t_u), fxn=bwd)[0]
+    return (None, dx.uop, dx.float().sum(0).uop, None)  # d logits (R, V), d bias (V,): summed across devices if split
 
-  loss = Tensor.empty(R, dtype=dtypes.float32, device=x.device).custom_kernel(x, b, t, fxn=fwd, grad_fxn=grad)[0]
+  loss = kernel_out((R,), dtypes.float32, x.device).custom_kernel(x, b, t, fxn=fwd, grad_fxn=grad)[0]
   return loss.reshape(lead)
 
 
@@ -268,7 +274,7 @@ def taps_usable(x: Tensor) -> bool:
 
 def taps(x: Tensor, k: int, dilation: int, left: int) -> Tensor:
   """(B, L, C) -> (B, L, k*C): [x[t + j*dilation - left] for j < k] side by side, zero outside the sequence."""
-  B, L, C = x.shape
+  B, L, C = shard_shape(x)                                                         # B: rows on each device
   ct, vec = _CTYPE[x.dtype], _vec(x.dtype, C)
   tag = f"{ct}_{B}_{L}_{C}_k{k}_d{dilation}_l{left}"
   fname, bname = f"taps_fwd_{tag}", f"taps_bwd_{tag}"
@@ -281,10 +287,9 @@ def taps(x: Tensor, k: int, dilation: int, left: int) -> Tensor:
                           local_size=(THREADS, 1, 1))
 
   def grad(g: UOp, call: UOp) -> tuple:
-    gt = Tensor(g).cast(x.dtype).contiguous()
-    dx = Tensor.empty(B, L, C, dtype=x.dtype, device=x.device).custom_kernel(
-      gt, fxn=lambda *_: launch(bname, B * L * C, True))[0]
+    gt = Tensor(g).cast(x.dtype)  # d taps: the conv GEMM's gradient, reshaped (no copy: backend.kernel_out)
+    dx = kernel_out((B, L, C), x.dtype, x.device).custom_kernel(gt, fxn=lambda *_: launch(bname, B * L * C, True))[0]
     return (None, dx.uop)
 
-  return Tensor.empty(B, L, k * C, dtype=x.dtype, device=x.device).custom_kernel(
-    x.contiguous(), fxn=lambda *_: launch(fname, B * L * k * C, False), grad_fxn=grad)[0]
+  return kernel_out((B, L, k * C), x.dtype, x.device).custom_kernel(
+    x, fxn=lambda *_: launch(fname, B * L * k * C, False), grad_fxn=grad)[0]

@@ -139,8 +139,8 @@ def teacher_forcing(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tenso
 def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
   """Per-token cross-entropy (B, L) with PyTorch's label smoothing: (1 - eps) * nll + eps * mean over V of -log p.
   With log p = x - logsumexp(x) that is lse - (1 - eps) x[target] - eps mean(x): the (B, L, V) log-probabilities are
-  never formed (on an H200 the joint step's reductions over its 524M logits were the largest non-GEMM kernels). On one
-  CUDA device both the loss and its gradient are one kernel each (cuda_ops.token_ce)."""
+  never formed (on an H200 the joint step's reductions over its 524M logits were the largest non-GEMM kernels). On CUDA
+  both the loss and its gradient are one kernel each, a device's rows each (cuda_ops.token_ce)."""
   if cuda_ops.ce_usable(logits, targets): return cuda_ops.token_ce(logits, targets, label_smoothing)
   x = logits.float()                                                               # (B, L, V)
   lse = x.logsumexp(-1)                                                            # (B, L)

@@ -4,6 +4,8 @@ Shapes: B batch, L tokens, D teacher dimension.
 """
 from __future__ import annotations
 
+import os
+
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
 import parallel
@@ -15,6 +17,15 @@ from tinygrad.device import Buffer
 from tinygrad.dtype import _from_np_dtype
 from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
+
+
+# Kernels per CUDA graph when the step's JIT captures (tinygrad's JIT_BATCH_SIZE; 0: the whole step one graph). tinygrad
+# splits a capture into graphs of 32, 64, 128, ... kernels; with steps queued back to back on an H200 the joint step's
+# last graph (287 kernels: the AdamW update, 0.44 ms on an idle GPU) took 10-13 ms, the step 52.7-55.9 ms of GPU time
+# instead of 43.3; as one graph 43.7, queued or not (results/h200_step_graphs.txt, scripts/gpu_step_graphs.py). The
+# queued steps of bench.py train: joint 57.9 -> 45.1 ms, encoder 23.1 -> 20.0, GPU default 22.1 (the cause inside
+# the driver is not known; a graph launched while an earlier launch of it is pending is the pattern).
+STEP_GRAPH_BATCH = int(os.environ.get("STUDENTZ_STEP_GRAPH_BATCH", "0"))
 
 
 def half_dtype(device: str):
@@ -173,7 +184,7 @@ class Trainer:
     """Queue one optimiser step without waiting for the device; `read()` turns the result into figures later.
     Reading syncs the device, so a loop that reads every few steps lets the host prepare (and the device queue)
     the next steps meanwhile. Each result is a copy: a JIT reuses its output buffer on the next replay."""
-    with Context(TRAINING=1), backend.gemm_beam_scope():
+    with Context(TRAINING=1, JIT_BATCH_SIZE=STEP_GRAPH_BATCH), backend.gemm_beam_scope():
       if self.grad_acc is None:
         return [self._jit("step", batch)(**{k: self._put(v) for k, v in batch.items()}).clone().realize()]
       out = []

@@ -57,7 +57,11 @@ def test_fallbacks_compute_the_same():
   _close(cpu_gemm.matmul(Tensor(a), Tensor(b)).numpy(), a.astype(np.float64) @ b)
 
 
-def test_rows_sharded_over_two_cpu_devices():
+def test_rows_sharded_over_two_cpu_devices(monkeypatch):
+  # the forward and dA with their rows split like the batch's; dB = A^T @ dC a partial product on each device,
+  # summed across them
+  layouts, run = [], cpu_gemm._run
+  monkeypatch.setattr(cpu_gemm, "_run", lambda a, p, N, layout: layouts.append(layout) or run(a, p, N, layout))
   devs = ("CPU:0", "CPU:1")
   M, K, N = 64, 48, 80
   a, b, g = _arrays((M, K), (K, N), (M, N))
@@ -68,6 +72,15 @@ def test_rows_sharded_over_two_cpu_devices():
   _close(out.numpy(), a.astype(np.float64) @ b)
   _close(da.numpy(), g.astype(np.float64) @ b.T)
   _close(db.numpy(), a.T.astype(np.float64) @ g)
+  assert layouts == ["rows", "rows", "k"] and da.uop.axis == 0 and db.uop.axis is None
+
+
+def test_contraction_split_over_two_cpu_devices_is_summed():
+  # K = 40 rows a device, N = 80 = one full panel and a tail: each device packs its own rows
+  a, b = _arrays((32, 80), (80, 80))
+  ta, tb = Tensor(a.T.copy()).shard(("CPU:0", "CPU:1"), axis=0).T, Tensor(b).shard(("CPU:0", "CPU:1"), axis=0)
+  assert cpu_gemm.usable(ta, tb)
+  _close(cpu_gemm.matmul(ta, tb).numpy(), a.astype(np.float64) @ b)
 
 
 def test_student_forward_and_gradient_same_with_and_without(monkeypatch):
@@ -110,3 +123,18 @@ def test_rows_of_a_thread_that_cannot_start_are_still_computed(monkeypatch):
   monkeypatch.setenv("STUDENTZ_CPU_GEMM_THREADS", "3")
   a, b = _arrays((50, 24), (24, 32))
   _close(cpu_gemm.matmul(Tensor(a), Tensor(b)).numpy(), a.astype(np.float64) @ b)
+
+
+def test_a_reshaped_kernel_output_goes_into_the_next_kernel_without_a_copy():
+  # backend.kernel_out: custom kernels take their inputs as they are; .contiguous() of a reshaped kernel output would
+  # copy it (the conv taps into their GEMM on CUDA), while a transposed one tinygrad copies itself
+  from tinygrad.helpers import GlobalCounters
+  a, a2, b, b2, w = (Tensor(x).realize() for x in _arrays((96, 48), (64, 48), (48, 64), (48, 96), (64, 80)))
+  pb, pb2, pw = (cpu_gemm.pack(t).realize() for t in (b, b2, w))
+  cpu_gemm._libc_table(a.device)  # built (a copy) once, before counting
+  cases = ((lambda: cpu_gemm._run(a, pb, 64, "one"), lambda o: o.reshape(2, 48, 64).reshape(96, 64), 2),
+           (lambda: cpu_gemm._run(a2, pb2, 96, "one"), lambda o: o.T, 3))
+  for first, view, kernels in cases:
+    GlobalCounters.reset()
+    cpu_gemm._run(view(first()), pw, 80, "one").realize()
+    assert GlobalCounters.kernel_count == kernels

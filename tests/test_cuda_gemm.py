@@ -1,5 +1,6 @@
-"""cuda_gemm without a GPU: where it is used (a CUDA device only), how it splits K, and its generated source for every
-operand layout. Its results and speed are checked on a GPU by scripts/gpu_cuda_gemm_check.py (every layout, the
+"""cuda_gemm without a GPU: where it is used (CUDA devices only), how it splits K, its generated source for every
+operand layout, and how a data-parallel step's GEMMs are spread over two devices (built, not run: CPU devices
+posing as CUDA ones). Its results and speed are checked on a GPU by scripts/gpu_cuda_gemm_check.py (every layout, the
 split gradients and the vocab head against tinygrad's matmul: results/h200_cuda_gemm_check.json), and the training
 step's losses against PyTorch's over 20 steps by `bench.py train --check-steps 20`."""
 import numpy as np
@@ -28,8 +29,58 @@ def test_k_is_split_only_for_few_output_tiles_and_deep_slices(M, K, N, want):
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
 def test_source_names_its_entry_point_for_every_layout(trans_a, trans_b):
-  name = cuda_gemm._name(256, 64, 256, trans_a, trans_b, False, 2)
-  src = cuda_gemm._source(name, 256, 64, 256, trans_a, trans_b, False, 2)
+  name = cuda_gemm._name(256, 64, 256, trans_a, trans_b, False, 2, True)
+  src = cuda_gemm._source(name, 256, 64, 256, trans_a, trans_b, False, 2, True)
   assert f"void __launch_bounds__(256, 2) {name}(" in src and 'extern "C" __global__' in src
   assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src and "cp.async" in src
-  assert src == cuda_gemm._source(name, 256, 64, 256, trans_a, trans_b, False, 2)  # deterministic: one compile a shape
+  # deterministic: one compile a shape
+  assert src == cuda_gemm._source(name, 256, 64, 256, trans_a, trans_b, False, 2, True)
+
+
+def test_partial_products_are_float32_and_named_apart():
+  src = cuda_gemm._source("k", 256, 64, 256, True, False, False, 1, True)
+  assert "float* __restrict__ C" in src and "blockIdx.z * M * N" in src
+  assert "unsigned short* __restrict__ C" in cuda_gemm._source("k", 256, 64, 256, True, False, False, 1, False)
+  assert cuda_gemm._name(256, 64, 256, True, False, False, 1, True) != cuda_gemm._name(256, 64, 256, True, False,
+                                                                                         False, 1, False)
+
+
+DEVS = ("CPU:0", "CPU:1")
+
+
+def _bf16(*shape: int, axis: int | None = None, devs=DEVS) -> Tensor:
+  return Tensor.ones(*shape, dtype=dtypes.bfloat16).contiguous().shard(devs, axis=axis)
+
+
+def test_gemm_layouts_over_devices():
+  from backend import gemm_layout
+  x, w = _bf16(256, 128, axis=0), _bf16(128, 384)
+  assert gemm_layout(x, w) == "rows" and gemm_layout(Tensor.ones(4, 4), Tensor.ones(4, 4)) == "one"
+  assert gemm_layout(x, _bf16(384, 128), False, True) == "rows"
+  assert gemm_layout(x, _bf16(256, 384, axis=0), True, False) == "k"       # x.T @ dC: the weight gradient
+  assert gemm_layout(_bf16(128, 256, axis=1), _bf16(256, 384, axis=0)) == "k"
+  assert gemm_layout(_bf16(256, 128, axis=1), w) is None                   # the contraction split, b whole
+  assert gemm_layout(x, _bf16(128, 384, axis=1)) is None                   # b's columns split
+  assert gemm_layout(x, _bf16(128, 384, devs=("CPU:0", "CPU:2"))) is None
+
+
+def test_a_data_parallel_gemm_and_its_gradients_run_per_device(monkeypatch):
+  # CPU devices posing as CUDA ones: the graph is built (never run) and each kernel call's layout and per-device
+  # shape recorded. Forward: rows split like the batch's; dA = dC @ W^T likewise; dW = X^T @ dC a partial product on
+  # each device, summed across them (replicated, as the weight is).
+  monkeypatch.setattr(cuda_gemm, "backend_of", lambda d: "CUDA")
+  monkeypatch.setattr(cuda_gemm, "_arch_ok", lambda d: True)
+  calls, run = [], cuda_gemm._run
+  def record(a, b, trans_a, trans_b, layout):
+    calls.append((layout, trans_a, trans_b, cuda_gemm._dims(a, b, trans_a, trans_b)[:3]))
+    return run(a, b, trans_a, trans_b, layout)
+  monkeypatch.setattr(cuda_gemm, "_run", record)
+  x, w, g = _bf16(512, 256, axis=0), _bf16(256, 384), Tensor.ones(512, 384).contiguous().shard(DEVS, axis=0)
+  assert cuda_gemm.usable(x, w)
+  out = cuda_gemm.matmul(x, w)
+  dx, dw = (out.float() * g).sum().gradient(x, w)
+  assert out.shape == (512, 384) and out.uop.axis == 0
+  assert dx.shape == (512, 256) and dx.uop.axis == 0 and dw.shape == (256, 384) and dw.uop.axis is None
+  assert calls == [("rows", False, False, (256, 256, 384)), ("rows", False, True, (256, 384, 256)),
+                   ("k", True, False, (256, 256, 384))]
+  assert not cuda_gemm.usable(_bf16(384, 256, axis=0), w)                  # 192 rows a device: no whole tiles

@@ -1,7 +1,9 @@
-"""cuda_ops without a GPU: where its kernels are used (one CUDA device only), the vector width rule, the generated
-sources, and the decoder's head_ce (which hands the head's product and bias to the kernel on CUDA) against the loss of
-Decoder's float32 logits. Values, gradients and speed are checked on a GPU by scripts/gpu_cuda_ops_check.py
-(results/h200_cuda_ops_check.json) and the joint step's losses against PyTorch's by `bench.py train --joint`."""
+"""cuda_ops without a GPU: where its kernels are used (CUDA only: one device, or a batch's rows split over several),
+the vector width rule, the generated sources, the per-device graph of a data-parallel batch (CPU devices posing as
+CUDA ones, built, not run), and the decoder's head_ce (which hands the head's product and bias to the kernel on CUDA)
+against the loss of Decoder's float32 logits. Values, gradients and speed are checked on a GPU by
+scripts/gpu_cuda_ops_check.py (results/h200_cuda_ops_check.json) and the joint step's losses against PyTorch's by
+`bench.py train --joint`."""
 import os, subprocess, sys
 
 import numpy as np
@@ -63,3 +65,26 @@ def test_head_ce_is_the_cross_entropy_of_the_decoder_logits(tie):
   g_ours = head_ce(dec, dec.hidden(tokens, z), targets, 0.1).sum().gradient(bias)[0].numpy()
   g_ref = token_ce(dec(tokens, z), targets, 0.1).sum().gradient(bias)[0].numpy()
   assert np.abs(g_ours).max() > 0 and np.allclose(g_ours, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_batch_split_over_devices_runs_the_kernels_per_device(monkeypatch):
+  monkeypatch.setattr(cuda_ops, "backend_of", lambda d: "CUDA")
+  monkeypatch.setattr(cuda_ops, "_arch_ok", lambda d: True)
+  devs, outs, kernel_out = ("CPU:0", "CPU:1"), [], cuda_ops.kernel_out
+  monkeypatch.setattr(cuda_ops, "kernel_out", lambda shape, *a: outs.append(shape) or kernel_out(shape, *a))
+  def split(*shape, dtype=dtypes.bfloat16, axis=0):
+    return Tensor.ones(*shape, dtype=dtype).contiguous().shard(devs, axis=axis)
+  x, logits, targets = split(8, 16, 64), split(8, 16, 256), split(8, 16, dtype=dtypes.int32)
+  bias = Tensor.zeros(256).contiguous().shard(devs)
+  assert cuda_ops.taps_usable(x) and cuda_ops.ce_usable(logits, targets)
+  assert not cuda_ops.taps_usable(split(8, 16, 64, axis=1))                       # split along the sequence
+  assert not cuda_ops.ce_usable(logits, Tensor.zeros(8, 16, dtype=dtypes.int32).contiguous().shard(devs))
+  taps = cuda_ops.taps(x, 5, 2, 4)
+  (dx,) = (taps.float() * split(8, 16, 320, dtype=dtypes.float32)).sum().gradient(x)
+  assert taps.shape == (8, 16, 320) and taps.uop.axis == 0 and dx.shape == (8, 16, 64) and dx.uop.axis == 0
+  loss = cuda_ops.token_ce(logits, targets, 0.1, bias=bias)
+  dl, db = (loss * split(8, 16, dtype=dtypes.float32)).sum().gradient(logits, bias)
+  assert loss.shape == (8, 16) and loss.uop.axis == 0 and dl.uop.axis == 0
+  assert db.shape == (256,) and db.uop.axis is None                               # summed across the devices
+  # every kernel's output is sized for one device's rows: 4 of the 8 sequences, 64 of the 128 positions
+  assert outs == [(4, 16, 320), (4, 16, 64), (64,), (64, 256)]

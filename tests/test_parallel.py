@@ -142,3 +142,20 @@ def test_grad_accum_steps_like_one_batch():
     bad = {k: e for k in w1[step] if (e := rel_err(w2[step][k], w1[step][k])) > 1e-5}
     assert not bad, f"step {step + 1}: parameters differ (relative max error): {bad}"
   assert not np.array_equal(w1[0]["proj.weight"], w1[1]["proj.weight"])  # step 2 really ran on updated weights
+
+
+def test_joint_step_on_two_devices_like_one():
+  # the encoder + decoder step (distillation + teacher-forced cross-entropy, half the rows in mode B): its per-row
+  # losses and the decoder's head sum over the split batch across devices
+  from decoder import Decoder, ModeBProjection, joint_loss_fn
+  cfg = sz.Config(**{**CFG, "dec_blocks": 2, "dec_dilation_schedule": [1, 2], "loss_weights": {"cos": 1.0, "ce": 1.0},
+                     "mode_b_mix": "row", "label_smoothing": 0.1}).validate()
+  figs = {}
+  for n in (1, 2):
+    Tensor.manual_seed(0)
+    models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+    tr = sz.Trainer(cfg, models, joint_loss_fn, devices=n)
+    figs[n] = [tr.step({**b, "mode_b": (np.arange(CFG["batch_size"]) % 2).astype(np.float32)}) for b in BATCHES]
+  for step in range(2):
+    for k in ("loss", "ce", "ce_a", "ce_b", "cos", "grad_norm"):
+      assert figs[2][step][k] == pytest.approx(figs[1][step][k], rel=1e-5), f"step {step + 1} {k}"

@@ -99,14 +99,21 @@ def test_overfits_100_sentences(sentences):
   assert cos.mean() >= 0.95, f"mean cos {cos.mean():.3f} (min {cos.min():.3f}) after {cfg.steps} steps"
 
 
-def test_the_schedule_length_changes_between_jit_replays(sentences):
+def test_the_schedule_length_changes_between_jit_replays(sentences, monkeypatch):
   """Trainer.set_total_steps (train.py --minutes) moves the cosine schedule's end for the next step, though the
-  step is a JIT replay: the LR read back is lr_at's with the new length, not the captured one's."""
+  step is a JIT replay: the LR read back is lr_at's with the new length, not the captured one's. The capture makes one
+  graph of the whole step (trainer.STEP_GRAPH_BATCH: on CUDA, tinygrad's split into graphs of 32, 64, ... kernels
+  slowed queued steps)."""
+  import tinygrad.engine.jit as jit
+  split, batches = jit.graph_split_rewrite, []
+  monkeypatch.setattr(jit, "graph_split_rewrite", lambda lin, max_batch_size=0: batches.append(max_batch_size) or
+                      split(lin, max_batch_size))
   cfg, ids, mask = sentences
   Tensor.manual_seed(0)
   trainer = sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
   batch = {"tokens": ids[:BATCH], "mask": mask[:BATCH], "teacher": unit_rows(BATCH, seed=1)}
   for _ in range(12): lr_long = trainer.step(batch)["lr"]  # warmup_steps 10: past it, JIT captured and replaying
+  assert batches == [0]
   trainer.set_total_steps(15)
   lr_short = trainer.step(batch)["lr"]
   want = sz.lr_at(Tensor([12]), cfg, Tensor([15.0])).item()
