@@ -14,9 +14,10 @@ the 48 KB static limit is the budget), read by ldmatrix.x4 (XOR-swizzled 16-byte
 the cp.async writes or the ldmatrix reads) into mma.sync.m16n8k16. When C has fewer tiles than the GPU has SMs (the
 weight gradients: 1280 x 512 reduced over 32768 tokens is 40 tiles) K is split over grid.z into float32 partials that
 tinygrad sums. The backward is the same GEMM with other transpose flags: dA = dC @ op(B)^T, dB = op(A)^T @ dC.
-Over several devices (data-parallel training) each runs it on its part: the batch's rows, or for a weight gradient its
-rows' share of the contraction, summed across the devices (backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off
-(tinygrad's matmul everywhere); STUDENTZ_CUDA_GEMM_SPLIT=S forces S slices of K.
+Over several devices (data-parallel training, with STUDENTZ_CUDA_MULTI=1: see MULTI) each runs it on its part: the
+batch's rows, or for a weight gradient its rows' share of the contraction, summed across the devices
+(backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere); STUDENTZ_CUDA_GEMM_SPLIT=S
+forces S slices of K.
 """
 from __future__ import annotations
 import functools, os
@@ -34,6 +35,10 @@ SMS = 132                  # H100/H200 SXM
 MIN_SLICE = 256            # K per split slice: 8 K tiles, enough to fill the pipeline
 MAX_SPLIT = 16             # the float32 partials are S x M x N: more slices cost more in the sum than they gain
 FORCE_SPLIT = int(os.environ.get("STUDENTZ_CUDA_GEMM_SPLIT", "0"))  # for tuning: S slices wherever K allows them
+# Our CUDA kernels (this GEMM, cuda_ops') in data-parallel steps over several GPUs: built and checked on CPU devices
+# (the same tinygrad multi-device code; cpu_gemm runs it), not yet run on two GPUs, so off until measured there
+# (scripts/gpu_data_parallel.sh); 1 turns them on. One GPU is not affected.
+MULTI = int(os.environ.get("STUDENTZ_CUDA_MULTI", "0"))
 
 
 @functools.cache
@@ -54,7 +59,8 @@ def _layout(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False) 
   if a.dtype != b.dtype or a.dtype not in (dtypes.bfloat16, dtypes.float16): return None
   if not all(isinstance(s, int) for s in (*a.shape, *b.shape)) or backend_of(a.device) != "CUDA": return None
   layout = gemm_layout(a, b, trans_a, trans_b)
-  return layout if layout and _arch_ok(a.device if isinstance(a.device, str) else a.device[0]) else None
+  if layout is None or (layout != "one" and not MULTI): return None
+  return layout if _arch_ok(a.device if isinstance(a.device, str) else a.device[0]) else None
 
 
 def _dims(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> tuple[int, int, int, int]:

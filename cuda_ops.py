@@ -14,13 +14,15 @@ second time from L2), in 16-byte vectors.
 - taps(x (B, L, C), k, dilation, left) -> (B, L, k C): view j at t is x[t + j dilation - left], zero outside 0..L-1;
   gradient: each position's k shifted slices summed (in float32).
 
-Over several devices (data-parallel training) each runs them on its rows of the batch.
+Over several devices (data-parallel training, with STUDENTZ_CUDA_MULTI=1: cuda_gemm.MULTI) each runs them on its
+rows of the batch.
 STUDENTZ_CUDA_OPS=0 turns both off (tinygrad's kernels, as everywhere off CUDA); =ce or =taps keeps only that one.
 """
 from __future__ import annotations
 import functools, math, os
 
 from backend import backend_of, kernel_out, shard_shape, source_program, split_axis
+import cuda_gemm
 from cuda_gemm import _arch_ok
 from tinygrad import Tensor, dtypes
 from tinygrad.renderer import Estimates
@@ -40,7 +42,7 @@ def _on_cuda(*ts: Tensor) -> bool:
   over them (a data-parallel batch: each device runs the kernel on its rows)."""
   dev = ts[0].device
   if not ENABLED or any(t.device != dev for t in ts): return False
-  if isinstance(dev, tuple) and any(split_axis(t) != 0 for t in ts): return False
+  if isinstance(dev, tuple) and (not cuda_gemm.MULTI or any(split_axis(t) != 0 for t in ts)): return False
   if not all(isinstance(s, int) for t in ts for s in t.shape) or backend_of(dev) != "CUDA": return False
   return ts[0].dtype in _CTYPE and _arch_ok(dev if isinstance(dev, str) else dev[0])
 

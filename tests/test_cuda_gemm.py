@@ -70,12 +70,16 @@ def test_a_data_parallel_gemm_and_its_gradients_run_per_device(monkeypatch):
   # each device, summed across them (replicated, as the weight is).
   monkeypatch.setattr(cuda_gemm, "backend_of", lambda d: "CUDA")
   monkeypatch.setattr(cuda_gemm, "_arch_ok", lambda d: True)
+  x, w = _bf16(512, 256, axis=0), _bf16(256, 384)
+  monkeypatch.setattr(cuda_gemm, "MULTI", 0)
+  assert not cuda_gemm.usable(x, w)                                        # STUDENTZ_CUDA_MULTI unset: tinygrad's
+  monkeypatch.setattr(cuda_gemm, "MULTI", 1)
   calls, run = [], cuda_gemm._run
   def record(a, b, trans_a, trans_b, layout):
     calls.append((layout, trans_a, trans_b, cuda_gemm._dims(a, b, trans_a, trans_b)[:3]))
     return run(a, b, trans_a, trans_b, layout)
   monkeypatch.setattr(cuda_gemm, "_run", record)
-  x, w, g = _bf16(512, 256, axis=0), _bf16(256, 384), Tensor.ones(512, 384).contiguous().shard(DEVS, axis=0)
+  g = Tensor.ones(512, 384).contiguous().shard(DEVS, axis=0)
   assert cuda_gemm.usable(x, w)
   out = cuda_gemm.matmul(x, w)
   dx, dw = (out.float() * g).sum().gradient(x, w)

@@ -70,6 +70,7 @@ def test_head_ce_is_the_cross_entropy_of_the_decoder_logits(tie):
 def test_a_batch_split_over_devices_runs_the_kernels_per_device(monkeypatch):
   monkeypatch.setattr(cuda_ops, "backend_of", lambda d: "CUDA")
   monkeypatch.setattr(cuda_ops, "_arch_ok", lambda d: True)
+  monkeypatch.setattr(cuda_ops.cuda_gemm, "MULTI", 1)                             # STUDENTZ_CUDA_MULTI=1
   devs, outs, kernel_out = ("CPU:0", "CPU:1"), [], cuda_ops.kernel_out
   monkeypatch.setattr(cuda_ops, "kernel_out", lambda shape, *a: outs.append(shape) or kernel_out(shape, *a))
   def split(*shape, dtype=dtypes.bfloat16, axis=0):
@@ -77,6 +78,9 @@ def test_a_batch_split_over_devices_runs_the_kernels_per_device(monkeypatch):
   x, logits, targets = split(8, 16, 64), split(8, 16, 256), split(8, 16, dtype=dtypes.int32)
   bias = Tensor.zeros(256).contiguous().shard(devs)
   assert cuda_ops.taps_usable(x) and cuda_ops.ce_usable(logits, targets)
+  monkeypatch.setattr(cuda_ops.cuda_gemm, "MULTI", 0)
+  assert not cuda_ops.taps_usable(x) and not cuda_ops.ce_usable(logits, targets)  # unset: tinygrad's kernels
+  monkeypatch.setattr(cuda_ops.cuda_gemm, "MULTI", 1)
   assert not cuda_ops.taps_usable(split(8, 16, 64, axis=1))                       # split along the sequence
   assert not cuda_ops.ce_usable(logits, Tensor.zeros(8, 16, dtype=dtypes.int32).contiguous().shard(devs))
   taps = cuda_ops.taps(x, 5, 2, 4)
