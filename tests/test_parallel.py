@@ -166,8 +166,8 @@ def test_bench_compares_the_two_device_step_with_one(tmp_path):
   import json
   import bench
   argv = ["train", "--devices", "2", "--no-torch", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16",
-          "--h", "24", "--k", "3", "--dilations", "2", "--vocab", "64", "--D", "12", "--check-steps", "2", "--reps", "1",
-          "--warmup", "0", "--json", str(tmp_path / "rows.json")]
+          "--h", "24", "--k", "3", "--dilations", "2", "--vocab", "64", "--D", "12", "--check-steps", "2",
+          "--reps", "1", "--warmup", "0", "--json", str(tmp_path / "rows.json")]
   assert bench.main(argv) == 0
   one, two = json.loads((tmp_path / "rows.json").read_text())
   assert one["bench"] == "train_step" and two["bench"] == "train_step_data_parallel" and two["devices"] == 2
