@@ -233,10 +233,10 @@ def gemm_layout(a, b, trans_a: bool = False, trans_b: bool = False) -> str | Non
   return None
 
 
-def kernel_out(shape: tuple[int, ...], dtype, device: str | tuple[str, ...]):
-  """A custom kernel's output: `shape` on one device; with several, `shape` on each, read as one tensor split on axis
-  0 (n times longer there). Rows split like a batch's, or n per-device partial results that sum(0) adds up (tinygrad
-  turns that sum into an all-reduce), as the GEMMs' weight gradients over a split batch are.
+def kernel_out(shape: tuple[int, ...], dtype, device: str | tuple[str, ...], axis: int | None = 0):
+  """A custom kernel's output: `shape` on one device; with several, `shape` on each, read as one tensor split on
+  `axis` (n times longer there; None: whole on each). Rows split like a batch's, or n per-device partial results that
+  sum(0) adds up (tinygrad turns that sum into an all-reduce), as the GEMMs' weight gradients over a split batch are.
 
   The inputs go to custom_kernel as they are, without .contiguous(): tinygrad hands a kernel a dense buffer either way
   (the tensor's own where it is one, a reshape of one included; a copy otherwise: transposes, slices, expressions),
@@ -244,7 +244,7 @@ def kernel_out(shape: tuple[int, ...], dtype, device: str | tuple[str, ...]):
   GEMM, and the GEMM's gradient reshaped back into the taps' gradient: 84 MB twice a block on an H200's joint step."""
   from tinygrad import Tensor
   out = Tensor.empty(*shape, dtype=dtype, device=device)
-  return Tensor(out.uop.unshard(0)) if isinstance(device, tuple) else out
+  return Tensor(out.uop.unshard(axis)) if isinstance(device, tuple) and axis is not None else out
 
 
 def source_program(name: str, src: str, device: str | tuple[str, ...], n_in: int, estimates, **launch):

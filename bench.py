@@ -55,6 +55,17 @@ def bench_config(args):
 QUEUED = 10  # steps between reads of the figures in the queued timing
 
 
+def train_batch(cfg, rng) -> dict:
+  """A random distillation batch of cfg's shape: lengths L/2..L, tokens past a row's length PAD, unit teacher rows."""
+  import numpy as np
+  B, L = cfg.batch_size, cfg.max_len
+  mask = (np.arange(L)[None] < rng.integers(L // 2, L + 1, B)[:, None]).astype(np.float32)
+  tokens = (rng.integers(4, cfg.vocab_size, (B, L)) * mask).astype(np.int32)
+  teacher = rng.standard_normal((B, cfg.proj_dim)).astype(np.float32)
+  teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+  return {"tokens": tokens, "mask": mask, "teacher": teacher}
+
+
 def bench_train(args, device: str) -> list[dict]:
   """One optimiser step (forward, backward, clip, AdamW) of the student: tinygrad vs PyTorch eager, same weights."""
   import numpy as np
@@ -63,12 +74,8 @@ def bench_train(args, device: str) -> list[dict]:
   rng = np.random.default_rng(0)
   cfg0 = bench_config(args)
   B, L = cfg0.batch_size, cfg0.max_len
-  lens = rng.integers(L // 2, L + 1, B)
-  mask = (np.arange(L)[None] < lens[:, None]).astype(np.float32)
-  tokens = (rng.integers(4, cfg0.vocab_size, (B, L)) * mask).astype(np.int32)
-  teacher = rng.standard_normal((B, cfg0.proj_dim)).astype(np.float32)
-  teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
-  batch = {"tokens": tokens, "mask": mask, "teacher": teacher}
+  batch = train_batch(cfg0, rng)
+  mask = batch["mask"]
   loss_fn, table = sz.distill_loss_fn, None
   if args.tok:  # token targets as train.py feeds them (--tok-table), and their mask
     if args.devices > 1: raise SystemExit("error: --tok times the one-device step; leave out --devices")
@@ -523,11 +530,8 @@ def print_row(row: dict) -> None:
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
-def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  if argv[:1] == ["plot"]:  # no device, no tinygrad: it only reads JSON and draws
-    from bench_fidelity import plot_main
-    return plot_main(argv[1:])
+def parser() -> argparse.ArgumentParser:
+  """bench.py's options (scripts/gpu_step_graphs.py takes its shapes from them)."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("what", nargs="*", default=["all"],
                  choices=["all", "train", "teacher", "encode", "stream", "infer", "fidelity", "gemm"],
@@ -581,7 +585,15 @@ def main(argv=None) -> int:
   p.add_argument("--ckpt", type=Path, nargs="+", help="fidelity: trained checkpoint folders (runs/NAME/best)")
   p.add_argument("--eval", type=Path, nargs="+", help="fidelity: `train.py --eval --json` output, one per --ckpt")
   p.add_argument("--skip-teacher", action="store_true", help="fidelity: no teacher row")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ["plot"]:  # no device, no tinygrad: it only reads JSON and draws
+    from bench_fidelity import plot_main
+    return plot_main(argv[1:])
+  args = parser().parse_args(argv)
   device = backend.check_device()
   print(f"device {device} ({card_name(device)})", file=sys.stderr)
   import parallel

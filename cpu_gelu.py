@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools, math
 
 import cpu_gemm
-from backend import backend_of, source_program
+from backend import backend_of, kernel_out, shard_shape, source_program, split_axis
 from tinygrad import Tensor, dtypes
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
@@ -58,7 +58,7 @@ void {name}(float* restrict out, const float* restrict x) {{
 def gelu(x: Tensor) -> Tensor:
   """x.gelu() (tanh approximation), on the kernel where `usable`."""
   if not usable(x): return x.gelu()
-  n = x.uop.max_shard_shape if isinstance(x.device, tuple) else x.shape
+  n = shard_shape(x)                                                               # one device's part
   numel = math.prod(n)
   vw = cpu_gemm.isa()[0]
   name = f"cpu_gelu_{numel}"
@@ -71,6 +71,4 @@ def gelu(x: Tensor) -> Tensor:
     xt = Tensor(call.src[2])
     return (None, xt.gelu().gradient(xt, gradient=Tensor(g))[0].uop)
 
-  out = Tensor.empty(*n, dtype=dtypes.float32, device=x.device)
-  if isinstance(x.device, tuple) and x.uop.axis is not None: out = Tensor(out.uop.unshard(x.uop.axis))
-  return out.custom_kernel(x.contiguous(), fxn=fxn, grad_fxn=grad)[0]
+  return kernel_out(n, dtypes.float32, x.device, split_axis(x)).custom_kernel(x, fxn=fxn, grad_fxn=grad)[0]

@@ -42,16 +42,21 @@ def isa() -> tuple[int, int] | None:
   return None
 
 
-def usable(a: Tensor, b: Tensor) -> bool:
-  """Whether a (M, K) @ b (K, N) can run on this kernel: CPU, float32, concrete shapes, N a multiple of the vector."""
-  if not ENABLED or isa() is None or a.ndim != 2 or b.ndim != 2: return False
-  if a.dtype != dtypes.float32 or b.dtype != dtypes.float32: return False
-  if backend_of(a.device) != "CPU" or not all(isinstance(s, int) for s in (*a.shape, *b.shape)): return False
-  # over several devices (data-parallel training on CPU devices): rows split, the weight whole on each, or the
-  # contraction split in both (the weight's gradient)
-  if gemm_layout(a, b) is None: return False
+def _layout(a: Tensor, b: Tensor) -> str | None:
+  """How the kernel runs a (M, K) @ b (K, N): CPU, float32, concrete shapes, N a multiple of the vector, on one device
+  or over several (data-parallel training on CPU devices) as backend.gemm_layout names them: rows split, the weight
+  whole on each, or the contraction split in both (the weight's gradient); None where it cannot."""
+  if not ENABLED or isa() is None or a.ndim != 2 or b.ndim != 2: return None
+  if a.dtype != dtypes.float32 or b.dtype != dtypes.float32: return None
+  if backend_of(a.device) != "CPU" or not all(isinstance(s, int) for s in (*a.shape, *b.shape)): return None
   N = b.shape[1]
-  return shard_shape(a)[0] >= MIN_M and a.shape[1] >= 1 and N > 0 and N % isa()[0] == 0
+  if shard_shape(a)[0] < MIN_M or a.shape[1] < 1 or N <= 0 or N % isa()[0]: return None
+  return gemm_layout(a, b)
+
+
+def usable(a: Tensor, b: Tensor) -> bool:
+  """Whether a (M, K) @ b (K, N) can run on this kernel (see _layout)."""
+  return _layout(a, b) is not None
 
 
 def threads(M: int) -> int:
@@ -191,5 +196,5 @@ def _run(a: Tensor, packed: Tensor, N: int, layout: str) -> Tensor:
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
   """a (M, K) @ b (K, N) on this kernel where `usable`, else tinygrad's matmul."""
-  if not usable(a, b): return a.matmul(b)
-  return _run(a, pack(b), b.shape[1], gemm_layout(a, b))
+  if (layout := _layout(a, b)) is None: return a.matmul(b)
+  return _run(a, pack(b), b.shape[1], layout)

@@ -53,13 +53,16 @@ def _arch_ok(device: str) -> bool:
 
 
 def _layout(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False) -> str | None:
-  """Stored operands the kernel can read: CUDA, 2-D, concrete, both bf16 or fp16, on one device or spread over several
-  as backend.gemm_layout names ("rows", "k"); None where it cannot."""
+  """How the kernel runs op(a) @ op(b) from these stored operands: CUDA, 2-D, concrete, both bf16 or fp16, on one
+  device or spread over several as backend.gemm_layout names ("one", "rows", "k"), each device's part in whole tiles;
+  None where it cannot."""
   if not ENABLED or a.ndim != 2 or b.ndim != 2: return None
   if a.dtype != b.dtype or a.dtype not in (dtypes.bfloat16, dtypes.float16): return None
   if not all(isinstance(s, int) for s in (*a.shape, *b.shape)) or backend_of(a.device) != "CUDA": return None
   layout = gemm_layout(a, b, trans_a, trans_b)
   if layout is None or (layout != "one" and not MULTI): return None
+  M, K, N, Kb = _dims(a, b, trans_a, trans_b)
+  if K != Kb or not _fits(M, K, N): return None
   return layout if _arch_ok(a.device if isinstance(a.device, str) else a.device[0]) else None
 
 
@@ -79,9 +82,7 @@ def _fits(M: int, K: int, N: int) -> bool:
 def usable(a: Tensor, b: Tensor) -> bool:
   """Whether a (M, K) @ b (K, N) can run on this kernel: CUDA, bf16/fp16, concrete shapes, whole tiles (of each
   device's part where they are spread over several)."""
-  if _layout(a, b) is None or a.shape[1] != b.shape[0]: return False
-  M, K, N, _ = _dims(a, b, False, False)
-  return _fits(M, K, N)
+  return _layout(a, b) is not None
 
 
 def splits(M: int, K: int, N: int) -> int:
@@ -266,7 +267,7 @@ def _name(M: int, K: int, N: int, trans_a: bool, trans_b: bool, half: bool, S: i
 
 
 def _run(a: Tensor, b: Tensor, trans_a: bool, trans_b: bool, layout: str) -> Tensor:
-  """The kernel on the stored operands that `_layout` and `_fits` accepted. Over several devices each runs it on
+  """The kernel on the stored operands that `_layout` accepted. Over several devices each runs it on
   its part: "rows" gives the output's rows split like op(a)'s (never split over K: the batch's rows are thousands),
   "k" a float32 partial product on each device, summed across them."""
   M, K, N, _ = _dims(a, b, trans_a, trans_b)                                       # one device's
@@ -314,8 +315,7 @@ def gemm(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False) -> 
   """op(a) @ op(b) from the stored operands: op(a) = a.T when trans_a, op(b) = b.T when trans_b, never materialised.
   On this kernel where it fits, else tinygrad's matmul of the transposed views."""
   if (layout := _layout(a, b, trans_a, trans_b)) is not None:
-    M, K, N, Kb = _dims(a, b, trans_a, trans_b)
-    if K == Kb and _fits(M, K, N): return _run(a, b, trans_a, trans_b, layout)  # as they are: backend.kernel_out
+    return _run(a, b, trans_a, trans_b, layout)  # the operands as they are: backend.kernel_out
   return (a.T if trans_a else a).matmul(b.T if trans_b else b)
 
 

@@ -35,15 +35,11 @@ def main(argv=None) -> int:
   import tinygrad.runtime.autogen.cuda as cuda
   from tinygrad import Device
 
-  cfg_args = argparse.Namespace(batch=args.batch, len=args.len, d=256, h=512, k=5, D=384, vocab=16000,
-                                dilations=[1, 2, 4, 8, 16, 1, 2, 4], pool_head=0, block_context=False, tok=0.0,
-                                dropout=0.1)
-  cfg = sz.Config.from_dict({**bench.bench_config(cfg_args).to_dict(), "precision": "mixed"})
-  rng = np.random.default_rng(0)
+  # bench.py train's shapes and batch (its defaults, this --batch and --len)
+  cfg = bench.bench_config(bench.parser().parse_args(["train", "--batch", str(args.batch), "--len", str(args.len)]))
+  cfg = sz.Config.from_dict({**cfg.to_dict(), "precision": "mixed"})
   B, L = args.batch, args.len
-  mask = (np.arange(L)[None] < rng.integers(L // 2, L + 1, B)[:, None]).astype(np.float32)
-  batch = {"tokens": (rng.integers(4, cfg.vocab_size, (B, L)) * mask).astype(np.int32), "mask": mask,
-           "teacher": rng.standard_normal((B, cfg.proj_dim)).astype(np.float32)}
+  batch = bench.train_batch(cfg, np.random.default_rng(0))
   if args.what == "joint": cfg, make, loss_fn, batch = bench.joint_setup(cfg, batch)
   else: make, loss_fn = (lambda: {"encoder": sz.Encoder(cfg)}), sz.distill_loss_fn
   tr = Trainer(cfg, make(), loss_fn)
