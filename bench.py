@@ -288,6 +288,11 @@ def bench_teacher(args, device: str) -> list[dict]:
   """Teacher sentences/s at several lengths: our tinygrad port against HF transformers on the same device."""
   from teacher import load_teacher
   t = load_teacher(args.teacher)
+  tuned = t.max_seq_length  # the length its sentence-transformers config was tuned at
+  if args.teacher_max_len is not None:
+    from bench_fidelity import UsageError
+    try: t.max_seq_length = args.teacher_max_len
+    except ValueError as e: raise UsageError(f"--teacher-max-len: {e}") from None
   rows, real = [], real_sentences(512)
   # what a faster precision costs in fidelity, on real sentences: their fp32 vectors once, before any switch (each
   # switch drops the teacher's captured kernels)
@@ -302,10 +307,10 @@ def bench_teacher(args, device: str) -> list[dict]:
       L = min(L, t.max_seq_length)
       texts = teacher_texts(L, args.teacher_n)
       row = {"bench": "teacher_encode", "teacher": t.name, "precision": prec, "L": L, "B": args.batch,
-             "n": len(texts), "device": device, "card": card_name(device),
+             "n": len(texts), "device": device, "card": card_name(device), "past_tuned_length": L > tuned,
              "tinygrad_sent_per_s": teacher_rate(t, texts, args.batch, args.reps_teacher), **fid}
-      if not args.no_torch and prec == "fp32":
-        with torch_side(device): row.update(hf_teacher(t, texts, L, args, device))
+      if not args.no_torch:
+        with torch_side(device): row.update(hf_teacher(t, texts, L, prec, args, device))
       rows.append(row)
       print_row(row)
   return rows
@@ -353,17 +358,21 @@ def real_sentences(n: int) -> list[str]:
   return [s for pair in zip(s1[:n // 2], s2[:n // 2]) for s in pair]
 
 
-def hf_teacher(t, texts, L, args, device) -> dict:
+def hf_teacher(t, texts, L, prec, args, device) -> dict:
+  """HF transformers' sentences/s for the same texts, batch and length: fp32 (whatever the file holds), or with
+  prec fp16 the whole model in half precision on CUDA (no CPU row: PyTorch's CPU half matmuls are no baseline)."""
   try:
     import torch
     from transformers import AutoModel, AutoTokenizer
   except ImportError:
     return {"hf_sent_per_s": None}
+  dev = "cuda" if device.startswith("CUDA") else "cpu"
+  if prec == "fp16" and dev == "cpu": return {"hf_sent_per_s": None}
   from teacher.hub import resolve
   path = resolve(args.teacher)
-  dev = "cuda" if device.startswith("CUDA") else "cpu"
   tok = AutoTokenizer.from_pretrained(path)
-  model = AutoModel.from_pretrained(path).float().to(dev).eval()  # fp32 like our port, whatever the file holds
+  model = AutoModel.from_pretrained(path).float()
+  model = (model.half() if prec == "fp16" else model).to(dev).eval()
 
   def run():
     with torch.inference_mode():
@@ -371,7 +380,7 @@ def hf_teacher(t, texts, L, args, device) -> dict:
         enc = tok(texts[i:i + args.batch], padding=True, truncation=True, max_length=L, return_tensors="pt").to(dev)
         h = model(**enc).last_hidden_state
         m = enc["attention_mask"].unsqueeze(-1).float()
-        z = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+        z = torch.nn.functional.normalize((h.float() * m).sum(1) / m.sum(1), dim=-1)
         z.cpu()
   run()
   secs = timed(run, 1, args.reps_teacher)
@@ -400,6 +409,24 @@ def bench_encode(args, device: str) -> list[dict]:
     rows.append(row)
     print_row(row)
   return rows
+
+
+def add_encode_ratios(rows: list[dict]) -> list[dict]:
+  """Each student encode row's sentences/s against the teacher rows of the same L and batch from this process:
+  ratio_vs_teacher / ratio_vs_hf (our tinygrad port / HF transformers, fp32), ratio_vs_teacher_fp16 / ratio_vs_hf_fp16
+  (both in half precision). The summary lines they print are the issue-6 encode targets, L by L."""
+  teachers = {(r["L"], r["B"], r["precision"]): r for r in rows if r.get("bench") == "teacher_encode"}
+  out = []
+  for r in rows:
+    if r.get("bench") != "student_encode": continue
+    for prec, tag in (("fp32", ""), ("fp16", "_fp16")):
+      if (t := teachers.get((r["L"], r["B"], prec))) is None: continue
+      for base, key in (("tinygrad_sent_per_s", "teacher"), ("hf_sent_per_s", "hf")):
+        if t.get(base): r[f"ratio_vs_{key}{tag}"] = r["student_sent_per_s"] / t[base]
+    if ratios := {k: round(v, 2) for k, v in r.items() if k.startswith("ratio_vs_") and k != "ratio_vs_torch"}:
+      print(f"student {r['precision']} L={r['L']} B={r['B']}: " + " ".join(f"{k}={v}" for k, v in ratios.items()))
+      out.append(r)
+  return out
 
 
 def torch_encode(enc, ids, mask, batch: int, device: str, reps: int, n: int) -> dict:
@@ -567,7 +594,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--teacher", default="all-MiniLM-L6-v2")
-  p.add_argument("--lens", type=int, nargs="+", default=[32, 128])
+  p.add_argument("--lens", type=int, nargs="+", default=[32, 128],
+                 help="teacher: text lengths in tokens (each cut at the teacher's max_seq_length: see --teacher-max-len)")
+  p.add_argument("--teacher-max-len", type=int, default=None, metavar="N",
+                 help="teacher: cut at N tokens instead of its sentence-transformers max_seq_length (256 for "
+                      "all-MiniLM-L6-v2), at most its position table (512), so --lens 512 is timed at 512 tokens; such "
+                      "rows say past_tuned_length (the model was tuned on shorter texts: the speed is what they show)")
   p.add_argument("--teacher-n", type=int, default=512)
   p.add_argument("--student-lens", type=int, nargs="+", default=[32, 128, 256, 512, 2048])
   p.add_argument("--reps-teacher", type=int, default=3)
@@ -608,11 +640,17 @@ def main(argv=None) -> int:
   what = set(args.what)
   rows = []
   if what & {"all", "train"}: rows += bench_train(args, device)
-  if what & {"all", "teacher"}: rows += bench_teacher(args, device)
+  if what & {"all", "teacher"}:
+    from bench_fidelity import UsageError
+    try: rows += bench_teacher(args, device)
+    except UsageError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
   if what & {"all", "encode"}: rows += bench_encode(args, device)
   if what & {"all", "stream"}: rows += bench_stream_decode(args, device)
   if what & {"all", "infer"}: rows += bench_infer(args, device)
   if "gemm" in what: rows += bench_gemm(args, device)
+  add_encode_ratios(rows)
   if "fidelity" in what:
     from bench_fidelity import UsageError, bench_fidelity
     try: rows += bench_fidelity(args, device)

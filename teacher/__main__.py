@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="sentences per forward pass (default: 64)")
   e.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file")
   e.add_argument("--input", default="-", metavar="FILE", help="read texts from this file instead of stdin")
+  e.add_argument("--max-seq-length", type=_positive_int, default=None, metavar="N",
+                 help="cut texts at N tokens, specials included (default: the teacher's sentence-transformers "
+                      "max_seq_length, e.g. 256 for all-MiniLM-L6-v2; at most its position table, e.g. 512)")
   e.add_argument("--cache-dir", default=None, help="download cache (default: $STUDENTZ_CACHE or ~/.cache/studentz)")
   e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
   f = sub.add_parser("fetch", help="resolve/download a teacher and print its folder",
@@ -77,6 +80,9 @@ def cmd_embed(args) -> int:
   try: teacher = load_teacher(args.teacher, cache_dir=args.cache_dir)
   except Exception as e:  # TeacherNotFound, ModelLoadError, bad files: all mean "this teacher is not usable"
     return fail(f"cannot load teacher {args.teacher!r}: {e}")
+  if args.max_seq_length is not None:
+    try: teacher.max_seq_length = args.max_seq_length
+    except ValueError as e: return fail(f"--max-seq-length: {e}")
   t0 = time.perf_counter()
   trunc0 = getattr(teacher, "truncated", 0)
   vecs = teacher.embed(texts, batch_size=args.batch_size, progress=not args.no_progress and len(texts) > 0)

@@ -105,13 +105,13 @@ class Teacher:
     self.pooling, self.normalize, st_max = read_pooling(self.folder)
     pos_limit = self.config.get("max_position_embeddings", 512)
     pos_limit -= 2 if self.config.get("model_type") in OFFSET_POSITION_TYPES else 0
+    self.position_limit = int(pos_limit)  # the most tokens the position table has rows for
+    self._jits: dict[tuple, TinyJit] = {}  # (B, L) sentence vectors; ("hidden", B, L) token vectors
+    self.tokenizer, pad_id = load_tokenizer(self.folder, self.position_limit)
     self.max_seq_length = int(min(st_max or pos_limit, pos_limit))
-    self.tokenizer, pad_id = load_tokenizer(self.folder, self.max_seq_length)
     self.pad_id = pad_id if pad_id is not None else int(self.config.get("pad_token_id") or 0)
     self.dim = self.model.dim * len(self.pooling)
-    self.buckets = sorted({min(b, self.max_seq_length) for b in LENGTH_BUCKETS} | {self.max_seq_length})
     self._empty_ids = np.asarray(self.tokenizer.encode("").ids, dtype=np.int32)  # the filler row: CLS SEP
-    self._jits: dict[tuple, TinyJit] = {}  # (B, L) sentence vectors; ("hidden", B, L) token vectors
     self.truncated = 0  # texts cut to max_seq_length by encode(), over this object's life
     self.precision = precision
 
@@ -123,6 +123,21 @@ class Teacher:
     if p not in PRECISIONS: raise ValueError(f"teacher precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
     if p != getattr(self, "_precision", None): self._jits.clear()  # captured kernels hold the old dtype
     self._precision, self.model.compute_dtype = p, PRECISIONS[p]
+
+  @property
+  def max_seq_length(self) -> int: return self._max_seq_length
+
+  @max_seq_length.setter
+  def max_seq_length(self, n: int) -> None:
+    """Where texts are cut, in tokens with the specials: the sentence-transformers config's value by default (256 for
+    all-MiniLM-L6-v2, 384 for all-mpnet-base-v2, the lengths they were tuned at), at most the position table's size, as
+    sentence-transformers' `model.max_seq_length = n` allows."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= self.position_limit:
+      raise ValueError(f"max_seq_length must be an integer from 2 to {self.position_limit} (the teacher's position "
+                       f"table), got {n!r}")
+    self._max_seq_length = int(n)
+    self.tokenizer.enable_truncation(max_length=self._max_seq_length)
+    self.buckets = sorted({min(b, self._max_seq_length) for b in LENGTH_BUCKETS} | {self._max_seq_length})
 
   def __repr__(self) -> str:
     return (f"Teacher({self.name!r}, {self.config.get('model_type')}, dim={self.dim}, max_seq_length="

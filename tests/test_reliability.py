@@ -131,6 +131,15 @@ def test_teacher_embed_empty_whitespace_and_long(tiny_checkpoint, tmp_path, caps
   assert v.shape == (4, 32) and v.dtype == np.float32 and np.isfinite(v).all()  # empty lines are rows too
   assert "note: 1 of 4 texts were longer than 64 tokens" in err and "truncated" in err, err
   assert "Traceback" not in err
+  # a shorter cut on request (the third text's 3 tokens now count as long too); past the position table: one line
+  assert teacher_main(["embed", "--teacher", str(tiny_checkpoint), "--input", str(inp), "--out", str(out),
+                       "--no-progress", "--max-seq-length", "2"]) == 0
+  assert "note: 2 of 4 texts were longer than 2 tokens" in capsys.readouterr().err
+  assert np.load(out).shape == (4, 32)
+  assert teacher_main(["embed", "--teacher", str(tiny_checkpoint), "--input", str(inp), "--out", str(out),
+                       "--no-progress", "--max-seq-length", "65"]) == 2
+  errs = error_lines(capsys.readouterr().err)
+  assert len(errs) == 1 and "from 2 to 64" in errs[0], errs
 
 
 def test_student_tokenizer_truncates_long_text(tmp_path):

@@ -56,6 +56,22 @@ def test_embeddings_match_hf(minilm, hf, stsb_test_pairs):
   np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+def test_past_the_sentence_transformers_length(minilm, hf, stsb_test_pairs):
+  """max_seq_length raised to the position table (512): a 512-token text as HF embeds it at max_length=512."""
+  long_text = " ".join(all_sentences(stsb_test_pairs[:80]))
+  try:
+    minilm.max_seq_length = 512
+    assert len(minilm.encode([long_text])[0]) == 512 and minilm.bucket(300) == 512
+    got = minilm.embed([long_text], batch_size=1)
+  finally:
+    minilm.max_seq_length = 256
+  assert len(minilm.encode([long_text])[0]) == 256 and minilm.buckets[-1] == 256
+  ref = hf_embed(hf, [long_text], 512)
+  assert float((got * ref).sum()) >= 0.99999
+  for bad in (513, 1, 256.0, True):
+    with pytest.raises(ValueError, match="from 2 to 512"): minilm.max_seq_length = bad
+
+
 def test_tokenizer_ids_match_hf(minilm, hf, stsb_test_pairs):
   texts = all_sentences(stsb_test_pairs)
   ref = hf[1](texts, truncation=True, max_length=256)["input_ids"]
