@@ -276,6 +276,27 @@ def student_inputs(n: int, L: int, vocab: int):
   return np.random.default_rng(0).integers(4, vocab, (n, L)).astype(np.int32), np.ones((n, L), np.float32)
 
 
+@functools.lru_cache(maxsize=4)
+def bench_tokenizer(vocab: int):
+  """A student tokenizer of at most min(vocab, 4000) tokens fitted on STS-B sentences (a fixed filler text without
+  them): tokenizing costs about the same whatever the vocabulary it was fitted to."""
+  import metrics
+  from student_tokenizer import StudentTokenizer
+  stsb = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
+  s1, s2, _ = metrics.load_stsb(stsb) if stsb.is_file() else (["a small corpus for the tokenizer"] * 50, [], None)
+  return StudentTokenizer.fit(list(s1[:3000]) + list(s2[:3000]), vocab_size=min(vocab, 4000))
+
+
+def student_text_rate(enc, texts: list[str], L: int, args) -> float:
+  """Student sentences/s from text, as StudentZ.encode runs it: the student's tokenizer (padded to L) then the
+  encoder, on the texts the teacher rows use, so both sides of a ratio start from the same strings."""
+  from train import encode_ids
+  tok = bench_tokenizer(enc.cfg.vocab_size)
+  run = lambda: encode_ids(enc, *tok.encode_batch(texts, L), args.batch)
+  run()
+  return len(texts) / timed(run, 1, args.reps_teacher)
+
+
 def student_rate(enc, ids, mask, batch: int, reps: int) -> float:
   """Student encode sentences/s through train.encode_ids (one JIT per shape), median of `reps` after a warm-up."""
   from train import encode_ids
@@ -403,7 +424,8 @@ def bench_encode(args, device: str) -> list[dict]:
     ids, mask = student_inputs(n, L, cfg.vocab_size)
     row = {"bench": "student_encode", "L": L, "B": args.batch, "n": n, "d": cfg.d_model, "blocks": cfg.n_blocks,
            "precision": prec if prec == "fp32" else str(enc.act_dtype.name), "device": device,
-           "card": card_name(device), "student_sent_per_s": student_rate(enc, ids, mask, args.batch, args.reps_teacher)}
+           "card": card_name(device), "student_sent_per_s": student_rate(enc, ids, mask, args.batch, args.reps_teacher),
+           "student_text_sent_per_s": student_text_rate(enc, teacher_texts(L, n), L, args)}
     if not args.no_torch and prec == "fp32":
       row.update(torch_encode(enc, ids, mask, args.batch, device, args.reps_teacher, n))
     rows.append(row)
@@ -414,17 +436,23 @@ def bench_encode(args, device: str) -> list[dict]:
 def add_encode_ratios(rows: list[dict]) -> list[dict]:
   """Each student encode row's sentences/s against the teacher rows of the same L and batch from this process:
   ratio_vs_teacher / ratio_vs_hf (our tinygrad port / HF transformers, fp32), ratio_vs_teacher_fp16 / ratio_vs_hf_fp16
-  (both in half precision). The summary lines they print are the issue-6 encode targets, L by L."""
+  (both in half precision). The teachers' rates include their tokenizers, so the student's from text does too where
+  the row has it (ratio_basis "text"; "ids": pre-tokenized ids, older rows). The summary lines they print are the
+  issue-6 encode targets, L by L."""
   teachers = {(r["L"], r["B"], r["precision"]): r for r in rows if r.get("bench") == "teacher_encode"}
   out = []
   for r in rows:
     if r.get("bench") != "student_encode": continue
+    basis = "text" if r.get("student_text_sent_per_s") else "ids"
+    rate = r["student_text_sent_per_s"] if basis == "text" else r["student_sent_per_s"]
     for prec, tag in (("fp32", ""), ("fp16", "_fp16")):
       if (t := teachers.get((r["L"], r["B"], prec))) is None: continue
+      r["ratio_basis"] = basis
       for base, key in (("tinygrad_sent_per_s", "teacher"), ("hf_sent_per_s", "hf")):
-        if t.get(base): r[f"ratio_vs_{key}{tag}"] = r["student_sent_per_s"] / t[base]
+        if t.get(base): r[f"ratio_vs_{key}{tag}"] = rate / t[base]
     if ratios := {k: round(v, 2) for k, v in r.items() if k.startswith("ratio_vs_") and k != "ratio_vs_torch"}:
-      print(f"student {r['precision']} L={r['L']} B={r['B']}: " + " ".join(f"{k}={v}" for k, v in ratios.items()))
+      print(f"student {r['precision']} L={r['L']} B={r['B']} (from {basis}): "
+            + " ".join(f"{k}={v}" for k, v in ratios.items()))
       out.append(r)
   return out
 
@@ -457,12 +485,8 @@ def _random_checkpoint(args, out: Path, padding: str = "centred") -> Path:
   import json
   import studentz as sz
   from decoder import Decoder, ModeBProjection
-  from student_tokenizer import StudentTokenizer
   from tinygrad.nn.state import get_state_dict
-  import metrics
-  stsb = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
-  s1, s2, _ = metrics.load_stsb(stsb) if stsb.is_file() else (["a small corpus for the tokenizer"] * 50, [], None)
-  tok = StudentTokenizer.fit(list(s1[:3000]) + list(s2[:3000]), vocab_size=min(args.vocab, 4000))
+  tok = bench_tokenizer(args.vocab)
   cfg = sz.Config.from_dict({**bench_config(args).to_dict(), "vocab_size": tok.vocab_size, "padding": padding,
                              "max_len": 64, "loss_weights": {"cos": 1, "mse": 1, "ce": 1, "sem": 0.1}})
   models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
@@ -595,7 +619,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--teacher", default="all-MiniLM-L6-v2")
   p.add_argument("--lens", type=int, nargs="+", default=[32, 128],
-                 help="teacher: text lengths in tokens (each cut at the teacher's max_seq_length: see --teacher-max-len)")
+                 help="teacher: text lengths in tokens (each cut at the teacher's max_seq_length: see "
+                      "--teacher-max-len)")
   p.add_argument("--teacher-max-len", type=int, default=None, metavar="N",
                  help="teacher: cut at N tokens instead of its sentence-transformers max_seq_length (256 for "
                       "all-MiniLM-L6-v2), at most its position table (512), so --lens 512 is timed at 512 tokens; such "
@@ -605,7 +630,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--reps-teacher", type=int, default=3)
   p.add_argument("--teacher-precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
                  help="teacher: one set of rows per precision (fp16 rows give their vectors' cosine to fp32's on real "
-                      "sentences; the HF baseline runs with the fp32 rows)")
+                      "sentences); HF transformers runs in the same precision (fp16 on CUDA only)")
   p.add_argument("--student-precision", nargs="+", default=["fp32"], choices=["fp32", "half"],
                  help="student encode activations: fp32, or half (bf16 on CUDA, fp16 elsewhere)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")

@@ -10,6 +10,7 @@ import weakref
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+from device_inputs import InputSlots
 from decoder import Decoder
 from student_tokenizer import BOS, EOS, PAD, UNK
 from tinygrad import Tensor, TinyJit, dtypes
@@ -47,6 +48,7 @@ class DecoderState:
                    Tensor.zeros(B, cfg.hidden, dtype=act).contiguous().realize()) for _ in decoder.blocks]
     self.mode = Tensor.zeros(B, dtype=dtypes.int32).contiguous().realize()
     self._jit = TinyJit(self._step_impl)
+    self._slots = InputSlots([np.zeros(B, np.int32), np.zeros(B, np.int32)])  # tokens, parents: no scheduler work
     self._identity = np.arange(B, dtype=np.int32)
 
   def reset(self, z, mode) -> "DecoderState":
@@ -80,7 +82,7 @@ class DecoderState:
     Returns logits (B, V) float32 for the position after."""
     tok = _host(np.asarray(tokens).reshape(self.batch_size), np.int32)
     par = self._identity if parents is None else _host(parents, np.int32)
-    return self._jit(Tensor(tok), Tensor(par)).numpy()
+    return self._jit(*self._slots.fill(tok, par)).numpy()
 
 
 _STATES: "weakref.WeakKeyDictionary[Decoder, dict]" = weakref.WeakKeyDictionary()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+from device_inputs import InputSlots
 from student_tokenizer import BOS, EOS, PAD
 from tinygrad import Tensor, TinyJit, dtypes
 
@@ -76,6 +77,7 @@ class StreamState:
       P = max(cfg.pool_head, 1)  # the pool head's running sums (unused, one wide, without a head)
       self.hv = Tensor.zeros(1, P, dtype=dtypes.float32).contiguous().realize()
       self.hg = Tensor.zeros(1, P, dtype=dtypes.float32).contiguous().realize()
+      self._slots = InputSlots([np.zeros(1, np.int32)])  # the token, copied in without scheduler work
     # a TinyJit over the persistent buffers above: it reads the encoder's weights as they are at call time
     self._jit = TinyJit(self._step_impl)
     self.n = 0  # tokens pushed since reset
@@ -112,7 +114,7 @@ class StreamState:
     if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)) or not 0 <= token_id < V:
       raise ValueError(f"token ids must be ints in [0, {V}), got {token_id!r}")
     with self.lock:
-      z = self._jit(Tensor(np.array([token_id], np.int32))).numpy()[0]
+      z = self._jit(*self._slots.fill(np.array([token_id], np.int32))).numpy()[0]
     self.n += 1
     return z
 

@@ -594,22 +594,26 @@ _ENCODE_JITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def encode_ids(enc, tokens, mask, batch_size: int):
-  """Student vectors for token ids, in fixed-size batches under one JIT per shape (the last batch is padded)."""
+  """Student vectors for token ids, in fixed-size batches under one JIT per shape (the last batch is padded), each
+  batch copied into the JIT's own input buffers (device_inputs: no scheduler work per batch)."""
   import numpy as np
-  from tinygrad import Tensor, TinyJit
+  from tinygrad import TinyJit
+  from device_inputs import InputSlots
   jits = _ENCODE_JITS.setdefault(enc, {})
-  key = (batch_size, tokens.shape[1], enc.act_dtype)  # a JIT replays the dtype it captured
-  if key not in jits: jits[key] = TinyJit(lambda t, m: enc(t, m).realize())
-  jit = jits[key]
+  L = tokens.shape[1]
+  key = (batch_size, L, enc.act_dtype)  # a JIT replays the dtype it captured
+  if key not in jits:
+    jits[key] = (TinyJit(lambda t, m: enc(t, m).realize()),
+                 InputSlots([np.zeros((batch_size, L), np.int32), np.zeros((batch_size, L), np.float32)]))
+  jit, slots = jits[key]
   out = []
   for i in range(0, len(tokens), batch_size):
     t, m = tokens[i:i + batch_size], mask[i:i + batch_size]
     n = len(t)
     if n < batch_size:
-      t = np.concatenate([t, np.zeros((batch_size - n, t.shape[1]), t.dtype)])
-      m = np.concatenate([m, np.zeros((batch_size - n, m.shape[1]), m.dtype)])
-    out.append(jit(Tensor(np.ascontiguousarray(t, dtype=np.int32)),
-                   Tensor(np.ascontiguousarray(m, dtype=np.float32))).numpy()[:n])
+      t = np.concatenate([t, np.zeros((batch_size - n, L), t.dtype)])
+      m = np.concatenate([m, np.zeros((batch_size - n, L), m.dtype)])
+    out.append(jit(*slots.fill(np.asarray(t, np.int32), np.asarray(m, np.float32))).numpy()[:n])
   return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
 
 

@@ -8,6 +8,7 @@ import os
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+from device_inputs import InputSlots
 import parallel
 from checkpoint import host
 from embedding import gather_rows
@@ -101,13 +102,20 @@ class Trainer:
       weights = [t for m in models.values() for t in get_state_dict(m).values()]  # frozen models' too
       parallel.replicate(self.devices, [*weights, *self.opt.m, *self.opt.v, self.opt.t, self.step_t, self.scale,
                                         self.good, self.total_t, *(self.grad_acc or [])])
-    self._jits: dict = {}  # one TinyJit per (function, batch shape): a JIT replays fixed shapes only
+    self._jits: dict = {}  # one (TinyJit, InputSlots) per (function, batch shapes): a JIT replays fixed shapes only
     self._apply = TinyJit(self._apply_impl)
 
-  def _jit(self, name: str, batch: dict) -> TinyJit:
-    key = (name, tuple(tuple(v.shape) for v in batch.values()))
-    if key not in self._jits: self._jits[key] = TinyJit(getattr(self, f"_{name}_impl"))
-    return self._jits[key]
+  def _jit(self, name: str, batch: dict[str, np.ndarray]):
+    """The JIT of `name` for this batch's shapes, called on the batch. On one device the batch is copied into input
+    buffers the JIT keeps (device_inputs: a Tensor per input cost ~2 ms of tinygrad's scheduler each, every step); over
+    several devices it is split across them."""
+    key = (name, tuple((k, v.shape, v.dtype.str) for k, v in batch.items()))
+    if key not in self._jits:
+      slots = InputSlots(list(batch.values()), self.device) if self.devices is None else None
+      self._jits[key] = (TinyJit(getattr(self, f"_{name}_impl")), slots)
+    jit, slots = self._jits[key]
+    if slots is None: return jit(**{k: parallel.split(self.devices, v) for k, v in batch.items()})
+    return jit(**dict(zip(batch, slots.fill(*batch.values()))))
 
   # -- the graph pieces
   def _grads(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[Tensor]]:
@@ -186,12 +194,12 @@ class Trainer:
     the next steps meanwhile. Each result is a copy: a JIT reuses its output buffer on the next replay."""
     with Context(TRAINING=1, JIT_BATCH_SIZE=STEP_GRAPH_BATCH), backend.gemm_beam_scope():
       if self.grad_acc is None:
-        return [self._jit("step", batch)(**{k: self._put(v) for k, v in batch.items()}).clone().realize()]
+        return [self._jit("step", batch).clone().realize()]
       out = []
       for i in range(self.cfg.grad_accum):
         sl = slice(i * self.micro_bs, (i + 1) * self.micro_bs)
         micro = {k: np.ascontiguousarray(x[sl]) for k, x in batch.items()}
-        out.append(self._jit("micro", micro)(**{k: self._put(x) for k, x in micro.items()}).clone().realize())
+        out.append(self._jit("micro", micro).clone().realize())
       return out + [self._apply().clone().realize()]
 
   def read(self, pending: list[Tensor]) -> dict[str, float]:
@@ -199,9 +207,6 @@ class Trainer:
     if len(pending) == 1: vals = host(pending[0])
     else: vals = np.concatenate([sum(host(p) for p in pending[:-1]) / self.cfg.grad_accum, host(pending[-1])])
     return dict(zip(self._keys + ["grad_norm", "ok", "lr", "loss_scale"], vals.tolist()))
-
-  def _put(self, x: np.ndarray) -> Tensor:
-    return Tensor(x) if self.devices is None else parallel.split(self.devices, x)
 
   def eval_models(self) -> dict:
     """The models with their current weights on one device, for validation and decoding (which build one-device

@@ -9,6 +9,7 @@ import functools, hashlib, json, os
 from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
+from device_inputs import InputSlots
 from teacher.models import Encoder, ModelLoadError, load_model
 
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -106,7 +107,7 @@ class Teacher:
     pos_limit = self.config.get("max_position_embeddings", 512)
     pos_limit -= 2 if self.config.get("model_type") in OFFSET_POSITION_TYPES else 0
     self.position_limit = int(pos_limit)  # the most tokens the position table has rows for
-    self._jits: dict[tuple, TinyJit] = {}  # (B, L) sentence vectors; ("hidden", B, L) token vectors
+    self._jits: dict[tuple, tuple] = {}  # (B, L) sentence vectors; ("hidden", B, L) token vectors: (JIT, its inputs)
     self.tokenizer, pad_id = load_tokenizer(self.folder, self.position_limit)
     self.max_seq_length = int(min(st_max or pos_limit, pos_limit))
     self.pad_id = pad_id if pad_id is not None else int(self.config.get("pad_token_id") or 0)
@@ -174,8 +175,10 @@ class Teacher:
     """Sentence vectors (B, dim), or with hidden the last hidden state (B, L, d), as a numpy copy."""
     # one TinyJit per shape: a jit replays a fixed kernel graph, so a new shape needs its own capture
     key = ("hidden", *ids.shape) if hidden else ids.shape
-    if key not in self._jits: self._jits[key] = TinyJit(self._hidden if hidden else self._sentence_vectors)
-    out = self._jits[key](Tensor(ids).realize(), Tensor(mask).realize())
+    if key not in self._jits:
+      self._jits[key] = (TinyJit(self._hidden if hidden else self._sentence_vectors), InputSlots([ids, mask]))
+    jit, slots = self._jits[key]
+    out = jit(*slots.fill(ids, mask))  # copied into the JIT's own input buffers: no scheduler work per batch
     return out.numpy().copy()  # the jit reuses its output buffer on the next call
 
   # ---- batching -----------------------------------------------------------------------------------------------------

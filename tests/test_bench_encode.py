@@ -14,12 +14,19 @@ def test_ratios_pair_rows_of_the_same_length_and_batch(capsys):
            "hf_sent_per_s": None},
           {"bench": "teacher_encode", "L": 128, "B": 8, "precision": "fp32", "tinygrad_sent_per_s": 1.0},
           {"bench": "student_encode", "L": 128, "B": 4, "precision": "bfloat16", "student_sent_per_s": 1000.0},
-          {"bench": "student_encode", "L": 2048, "B": 4, "precision": "bfloat16", "student_sent_per_s": 10.0}]
-  assert bench.add_encode_ratios(rows) == [rows[3]]
+          {"bench": "student_encode", "L": 2048, "B": 4, "precision": "bfloat16", "student_sent_per_s": 10.0},
+          {"bench": "student_encode", "L": 128, "B": 4, "precision": "fp32", "student_sent_per_s": 900.0,
+           "student_text_sent_per_s": 600.0}]
+  assert bench.add_encode_ratios(rows) == [rows[3], rows[5]]
   assert {k: v for k, v in rows[3].items() if k.startswith("ratio")} == {
-    "ratio_vs_teacher": 10.0, "ratio_vs_hf": 2.5, "ratio_vs_teacher_fp16": 5.0}
+    "ratio_vs_teacher": 10.0, "ratio_vs_hf": 2.5, "ratio_vs_teacher_fp16": 5.0, "ratio_basis": "ids"}
   assert not any(k.startswith("ratio") for k in rows[4])  # no teacher row at L=2048: no ratio, not a made-up one
-  assert "student bfloat16 L=128 B=4: ratio_vs_teacher=10.0 ratio_vs_hf=2.5" in capsys.readouterr().out
+  # from text where the row has it: the teachers' rates include their tokenizers
+  assert {k: v for k, v in rows[5].items() if k.startswith("ratio")} == {
+    "ratio_vs_teacher": 6.0, "ratio_vs_hf": 1.5, "ratio_vs_teacher_fp16": 3.0, "ratio_basis": "text"}
+  out = capsys.readouterr().out
+  assert "student bfloat16 L=128 B=4 (from ids): ratio_vs_teacher=10.0 ratio_vs_hf=2.5" in out
+  assert "student fp32 L=128 B=4 (from text): ratio_vs_teacher=6.0 ratio_vs_hf=1.5" in out
 
 
 def test_teacher_past_its_tuned_length_then_student_ratios(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
@@ -38,11 +45,12 @@ def test_teacher_past_its_tuned_length_then_student_ratios(tiny_checkpoint, tmp_
   assert sorted(teach) == sorted(student) == [8, 32]
   assert (teach[8]["past_tuned_length"], teach[32]["past_tuned_length"]) == (False, True)
   for L in (8, 32):
-    assert teach[L]["tinygrad_sent_per_s"] > 0 and student[L]["student_sent_per_s"] > 0
-    assert student[L]["ratio_vs_teacher"] == pytest.approx(student[L]["student_sent_per_s"]
-                                                           / teach[L]["tinygrad_sent_per_s"])
+    text_rate = student[L]["student_text_sent_per_s"]  # tokenizer + encoder, as the teacher rows are timed
+    assert teach[L]["tinygrad_sent_per_s"] > 0 and student[L]["student_sent_per_s"] > 0 and text_rate > 0
+    assert student[L]["ratio_basis"] == "text"
+    assert student[L]["ratio_vs_teacher"] == pytest.approx(text_rate / teach[L]["tinygrad_sent_per_s"])
     if teach[L].get("hf_sent_per_s"):  # torch + transformers installed (the test extra)
-      assert student[L]["ratio_vs_hf"] == pytest.approx(student[L]["student_sent_per_s"] / teach[L]["hf_sent_per_s"])
+      assert student[L]["ratio_vs_hf"] == pytest.approx(text_rate / teach[L]["hf_sent_per_s"])
   capsys.readouterr()
   assert bench.main([*argv, "--teacher-max-len", "65"]) == 2  # past the 64-row position table
   errs = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
