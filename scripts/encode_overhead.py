@@ -6,7 +6,7 @@ almost whatever the length, while the batch's GEMMs take well under a millisecon
 
   DEV=CUDA python scripts/encode_overhead.py --len 32 128 --batch 128
 """
-import argparse, os, statistics, sys, time
+import argparse, os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,14 +18,7 @@ import studentz as sz
 
 
 def ms(fn, reps: int) -> float:
-  fn()
-  fn()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts) * 1e3
+  return bench.timed(fn, 2, reps) * 1e3  # median ms after two warm-up calls
 
 
 def main(argv=None) -> int:
