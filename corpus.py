@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-import corpus_tokens
+import corpus_mix, corpus_tokens
 from corpus_loader import Loader
 from corpus_store import (FORMAT, SPLITS, DataDir, atomic_memmap, atomic_path, atomic_save_npy, atomic_write_json,
                           open_data_dir, read_json)
@@ -68,10 +68,37 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
   held-out sentence never becomes a training text; one that repeats a text already seen is dropped as a duplicate).
   `source` is a file path (see read_texts) or an iterable of texts; counts land in `stats` if given."""
   fractions = _check_fractions(fractions)
-  if limit is not None and int(limit) < 1: raise ValueError(f"limit must be >= 1 or None, got {limit!r}")
   stats = stats if stats is not None else {}
   reader = read_texts(source) if _is_path(source) else None
   texts = reader if reader is not None else source
+
+  def stream():
+    for text in texts:
+      if not isinstance(text, str): raise ValueError(f"texts must be str, got {type(text).__name__}")
+      for s in split_sentences(text): yield s, split_of(s, fractions), 0
+  try:
+    for s, sp, _ in _dedup(stream(), limit, stats, crops): yield s, sp
+  finally:
+    if reader is not None: stats["reader"] = dict(reader.stats)
+
+
+def build_mixed(sources: list, limit: int | None = None, *, stats: dict | None = None,
+                crops: int = 0) -> Iterator[tuple[str, int, int]]:
+  """Yield (text, split, domain index) of a mix (corpus_mix.Source list), sources interleaved round-robin, deduplicated
+  across sources (the first source to give a text keeps it); the reader counts of each domain land in stats["reader"]."""
+  stats = stats if stats is not None else {}
+  readers: dict = {}
+  its = [corpus_mix.source_texts(src, readers) for src in sources]
+  try:
+    yield from _dedup(((s, sp, d) for d, (s, sp) in corpus_mix.interleave(its)), limit, stats, crops)
+  finally:
+    for it in its: it.close()  # the readers' counts are written when their generators close
+    stats["reader"] = readers
+
+
+def _dedup(stream, limit, stats: dict, crops: int) -> Iterator[tuple[str, int, int]]:
+  """Drop exact repeats of (text, split, domain) items, add word-span crops of training texts, stop at `limit`."""
+  if limit is not None and int(limit) < 1: raise ValueError(f"limit must be >= 1 or None, got {limit!r}")
   seen: set[bytes] = set()
   def fresh(t: str) -> bool:
     k = sentence_key(t)
@@ -80,38 +107,36 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
     return True
   kept = dups = cropped = 0
   try:
-    for text in texts:
-      if not isinstance(text, str): raise ValueError(f"texts must be str, got {type(text).__name__}")
-      for s in split_sentences(text):
-        if not fresh(s):
-          dups += 1
-          continue
-        sp = split_of(s, fractions)
-        for t, t_sp in [(s, sp), *((c, 0) for c in span_crops(s, crops if sp == 0 else 0))]:
-          if t is not s and not fresh(t): continue  # a span that repeats a text already kept
-          kept, cropped = kept + 1, cropped + (t is not s)
-          yield t, t_sp
-          if limit is not None and kept >= limit: return
+    for s, sp, d in stream:
+      if not fresh(s):
+        dups += 1
+        continue
+      for t, t_sp in [(s, sp), *((c, 0) for c in span_crops(s, crops if sp == 0 else 0))]:
+        if t is not s and not fresh(t): continue  # a span that repeats a text already kept
+        kept, cropped = kept + 1, cropped + (t is not s)
+        yield t, t_sp, d
+        if limit is not None and kept >= limit: return
   finally:
     stats.update({"sentences": kept, "duplicates": dups, **({"crops": cropped} if crops else {})})
-    if reader is not None: stats["reader"] = dict(reader.stats)
 
 
 # ---------------------------------------------------------------- writing a data folder
-def _write_texts(out: Path, pairs: Iterable[tuple[str, int]], progress: bool) -> tuple[int, np.ndarray, str]:
-  """Stream texts into texts.bin; write offsets.npy and split.npy. Returns (n, split array, data_id)."""
-  offsets, splits = [0], []
+def _write_texts(out: Path, pairs: Iterable[tuple], progress: bool) -> tuple[int, np.ndarray, str]:
+  """Stream (text, split[, domain]) items into texts.bin; write offsets.npy, split.npy and, for a mix, domain.npy.
+  Returns (n, split array, data_id)."""
+  offsets, splits, domains = [0], [], []
   h = hashlib.sha256()
   bar = Progress(None, desc="sentences", unit="sent", disable=not progress)
   with atomic_path(out / "texts.bin") as tmp:
     with open(tmp, "wb") as f:
-      for s, sp in pairs:
+      for s, sp, *d in pairs:
         b = s.encode("utf-8")
         f.write(b)
         # the length prefix makes the digest identify the sentence boundaries too, not only the bytes
         h.update(len(b).to_bytes(8, "little") + b)
         offsets.append(offsets[-1] + len(b))
         splits.append(sp)
+        domains.extend(d)
         if len(splits) % 10000 == 0: bar.update(10000)
     bar.update(len(splits) % 10000)
     bar.close()
@@ -119,6 +144,8 @@ def _write_texts(out: Path, pairs: Iterable[tuple[str, int]], progress: bool) ->
   split = np.array(splits, np.uint8)
   atomic_save_npy(out / "offsets.npy", np.array(offsets, np.int64))
   atomic_save_npy(out / "split.npy", split)
+  (out / "domain.npy").unlink(missing_ok=True)  # a folder rebuilt from one source keeps no domains of an old mix
+  if domains: atomic_save_npy(out / "domain.npy", np.array(domains, np.uint8))
   return len(splits), split, h.hexdigest()
 
 
@@ -183,7 +210,9 @@ def prepare(source, out_dir, *, tokenizer=None, vocab_size: int = 16000, max_len
   tok = _load_tokenizer(tokenizer)
   if tok is None and int(vocab_size) < 64: raise ValueError(f"vocab_size must be >= 64, got {vocab_size!r}")
   tok_key = tok.fingerprint if tok is not None else {"fit": int(vocab_size), "min_frequency": int(min_frequency)}
-  key = json.loads(json.dumps({"source": source_fingerprint(source), "limit": limit, "max_len": int(max_len),
+  mix = corpus_mix.load_mix(source) if corpus_mix.is_mix(source) else None
+  src_key = corpus_mix.fingerprint(mix, source_fingerprint) if mix else source_fingerprint(source)
+  key = json.loads(json.dumps({"source": src_key, "limit": limit, "max_len": int(max_len),
                                "fractions": fractions, "splitter": SPLITTER_VERSION, "tokenizer": tok_key,
                                **({"crops": int(crops)} if crops else {})}))
   dd = None
@@ -193,20 +222,23 @@ def prepare(source, out_dir, *, tokenizer=None, vocab_size: int = 16000, max_len
     except (OSError, ValueError): dd = None
   if dd is None:
     dd = _build(source, out, key, tok, int(vocab_size), int(min_frequency), int(max_len), limit, fractions, progress,
-                int(crops))
+                int(crops), mix)
+  if mix: dd = _record_weights(dd, mix)
   if teacher is not None:
     compute_teacher_vectors(dd, teacher, batch_size=teacher_batch_size, shard=shard, progress=progress)
   return dd
 
 
-def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fractions, progress, crops=0) -> DataDir:
+def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fractions, progress, crops=0,
+           mix=None) -> DataDir:
   out.mkdir(parents=True, exist_ok=True)
   # from here on the folder is unfinished: without meta.json nobody will trust the half-written arrays
   (out / "meta.json").unlink(missing_ok=True)
   stats: dict = {}
+  items = (build_mixed(mix, limit, stats=stats, crops=crops) if mix else
+           build_sentences(source, limit, fractions=fractions, stats=stats, crops=crops))
   try:
-    n, split, data_id = _write_texts(out, build_sentences(source, limit, fractions=fractions, stats=stats, crops=crops),
-                                     progress)
+    n, split, data_id = _write_texts(out, items, progress)
   except ValueError as e:
     if str(e) != "no sentences": raise
     raise ValueError(f"no usable sentences in {source if _is_path(source) else 'the given texts'} "
@@ -226,8 +258,17 @@ def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fra
     "format": FORMAT, "key": key, "n": n, "max_len": max_len, "vocab_size": tok.vocab_size, "data_id": data_id,
     "token_dtype": np.dtype(_token_dtype(tok.vocab_size)).name, "split_counts": counts, "truncated": truncated,
     "tokenizer_fingerprint": tok.fingerprint, "stats": stats,
-    "source": str(source) if _is_path(source) else "<texts>"})
+    "source": str(source) if _is_path(source) else "<texts>",
+    **({"domains": [m.domain for m in mix], "sources": [m.path for m in mix]} if mix else {})})
   return DataDir(out)
+
+
+def _record_weights(dd: DataDir, mix: list) -> DataDir:
+  """The mix's domain weights into meta.json (read by the training Loader), rewritten when only they changed."""
+  weights = [float(m.weight) for m in mix]
+  if dd.meta.get("weights") == weights: return dd
+  atomic_write_json(dd.path / "meta.json", {**dd.meta, "weights": weights})
+  return DataDir(dd.path)
 
 
 # ---------------------------------------------------------------- interop JSONL

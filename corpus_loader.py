@@ -30,7 +30,7 @@ class Loader:
 
   def __init__(self, data_dir, split, batch_size: int, *, teacher_key, seed: int = 0, shuffle: bool = True,
                drop_last: bool = True, shard=(0, 1), length_buckets=None, max_len: int | None = None,
-               token_targets: bool = False):
+               token_targets: bool = False, domain_weights: str | list | None = "auto"):
     self.dd = open_data_dir(data_dir)
     self.split = split
     self.rows = self.dd.indices(split)
@@ -53,6 +53,8 @@ class Loader:
     self.max_len = int(self.buckets[-1])
     self.lengths = np.minimum(np.asarray(self.dd.lengths)[self.rows], self.max_len)
     self._bucket_of = np.searchsorted(self.buckets, self.lengths)  # smallest bucket >= length
+    self._domain = np.asarray(self.dd.domain_of)[self.rows]
+    self.weights = self._domain_weights(domain_weights)
     self.teacher = self.dd.teacher_vectors(teacher_key) if teacher_key is not None else None
     self.tok = None
     if not isinstance(token_targets, bool):
@@ -62,7 +64,8 @@ class Loader:
       import corpus_tokens
       tgt, ok, off = corpus_tokens.token_targets(self.dd, teacher_key)
       self.tok = tgt, np.array(ok), np.asarray(off)  # ok read into memory (a byte per position): gathered every batch
-    counts = np.bincount(self._bucket_of, minlength=len(self.buckets))
+    row_w = np.ones(self.rows.size) if self.weights is None else np.asarray(self.weights)[self._domain]
+    counts = np.bincount(self._bucket_of, weights=row_w, minlength=len(self.buckets)).astype(np.int64)
     per = counts // self.global_batch if self.drop_last else -(-counts // self.global_batch)
     self._len = int(per.sum())
     if self._len == 0:
@@ -85,10 +88,34 @@ class Loader:
     if self.tok is None: raise ValueError("this loader has no token targets")
     return self.tok[0]
 
+  def _domain_weights(self, given) -> list | None:
+    """Per-domain epoch weights: "auto" takes a mix's weights (meta.json) for the train split only; None: each row
+    once."""
+    if isinstance(given, str):
+      if given != "auto": raise ValueError(f"domain_weights must be 'auto', a list or None, got {given!r}")
+      given = self.dd.meta.get("weights") if self.split in ("train", 0) else None
+    if given is None: return None
+    w = [float(x) for x in given]
+    if len(w) != len(self.dd.domains) or min(w) < 0:
+      raise ValueError(f"domain_weights needs {len(self.dd.domains)} non-negative numbers, got {given!r}")
+    return None if all(x == 1 for x in w) else w
+
+  def _epoch_positions(self, rng) -> np.ndarray:
+    """Positions into self.rows for one epoch: every row once, or each domain's rows `weight` times (the fraction a
+    fresh random subset each epoch)."""
+    if self.weights is None: return rng.permutation(self.rows.size) if self.shuffle else np.arange(self.rows.size)
+    parts = []
+    for d, w in enumerate(self.weights):
+      pos = np.flatnonzero(self._domain == d)
+      parts += [pos] * int(w)
+      if w % 1: parts.append(rng.permutation(pos)[:int(round(w % 1 * pos.size))])
+    order = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return rng.permutation(order) if self.shuffle else np.sort(order)
+
   def _make_plan(self, epoch: int) -> list[tuple[np.ndarray, int, int]]:
     """[(positions into self.rows [global_batch], width, n_valid)] for one epoch."""
     rng = np.random.default_rng(self.seed + epoch)
-    order = rng.permutation(self.rows.size) if self.shuffle else np.arange(self.rows.size)
+    order = self._epoch_positions(rng)
     G, plan = self.global_batch, []
     for k, width in enumerate(self.buckets):
       members = order[self._bucket_of[order] == k]  # keeps the shuffled order within the bucket

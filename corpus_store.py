@@ -126,6 +126,17 @@ class DataDir:
     blob = bytes(self._bytes[int(self.offsets[start]):int(self.offsets[stop])])
     return [blob[off[k]:off[k + 1]].decode("utf-8") for k in range(stop - start)]
 
+  @property
+  def domains(self) -> list[str]:
+    """Domain names of a mix's folder (domain_of indexes them); one domain, named after its source, otherwise."""
+    return list(self.meta.get("domains") or [Path(str(self.meta.get("source", "corpus"))).name.split(".")[0]])
+
+  @property
+  def domain_of(self) -> np.ndarray:
+    """uint8 [n]: each row's index into `domains`."""
+    p = self.path / "domain.npy"
+    return np.load(p, mmap_mode="r") if p.is_file() else np.zeros(self.n, np.uint8)
+
   def indices(self, split=None) -> np.ndarray:
     sid = split_id(split)
     return np.arange(self.n, dtype=np.int64) if sid is None else np.flatnonzero(np.asarray(self.split) == sid)

@@ -29,7 +29,7 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     if data_dir != Path(info["data_dir"]) and corpus.open_data_dir(data_dir).meta.get("tokenizer_fingerprint") != \
        tok.fingerprint:
       raise ValueError(f"--data-dir {data_dir} was tokenized with another tokenizer than {ckpt}'s")
-    rows = train.split_rows(data_dir, split, info["teacher"]["fingerprint"], 4096)
+    rows = train.domain_rows(data_dir, split, info["teacher"]["fingerprint"], 4096)
     if not len(rows["index"]): raise ValueError(f"{data_dir} has no {split} sentences")
   except (CheckpointError, ValueError, OSError, KeyError, corpus.TeacherCacheIncomplete) as e:
     # a bad config.json, a moved or deleted data folder, a missing teacher cache: one line, not a traceback
@@ -42,11 +42,11 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     if "t" not in loaded: loaded["t"] = train.load_teacher(info["teacher"]["name"])
     return loaded["t"]
   zs, zt = train.embed_split(enc, rows, cfg)
-  cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
+  first = rows["domain"] == 0  # retrieval among the first domain's sentences (Wikipedia in the default mix)
   res = {"checkpoint": str(ckpt), "step": info["step"], "teacher": info["teacher"]["name"],
-         "val_cos": float(cos.mean()), "val_mse": float(((zs - zt) ** 2).sum(-1).mean()), "eval_n": len(zs),
-         "eval_split": split,
-         "retrieval_p_at_10": metrics.retrieval_overlap_at_k(zs, zt, k=10) if len(zs) > 10 else None}
+         **train.vector_metrics(zs, zt, rows, "val"), "eval_n": len(zs), "eval_split": split,
+         "retrieval_domain": rows["domains"][0],
+         "retrieval_p_at_10": metrics.retrieval_overlap_at_k(zs[first], zt[first], k=10) if first.sum() > 10 else None}
   stsb = train.default_stsb()
   if stsb is not None:
     s1, s2, scores = metrics.load_stsb(stsb)

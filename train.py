@@ -45,6 +45,17 @@ def default_corpus() -> Path | None:
   return None
 
 
+def default_source() -> Path | None:
+  """The default training corpus: the everyday mix (data/everyday-mix.json) when all its sources are here, else the
+  Wikipedia shard alone."""
+  import corpus_mix
+  try:
+    corpus_mix.load_mix(corpus_mix.DEFAULT_MIX)
+    return corpus_mix.DEFAULT_MIX
+  except (FileNotFoundError, ValueError):
+    return default_corpus()
+
+
 def default_stsb() -> Path | None:
   for base in (os.environ.get("STUDENTZ_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
     if base and (p := Path(base) / "stsb" / "sts-test.csv").is_file(): return p
@@ -65,8 +76,8 @@ def parse_args(argv=None):
   p.add_argument("--out", type=Path, default=None,
                  help="run folder for metrics.jsonl and checkpoints (default runs/NAME)")
   p.add_argument("--data-source", type=Path, default=None,
-                 help="corpus: text (one per line), JSONL with a 'text' field, or .gz of either "
-                      "(default: the bundled Wikipedia shard)")
+                 help="corpus: text (one per line), JSONL with a 'text' field, .gz of either, or a mix file (.json: "
+                      "several sources, each a domain with a weight; see data/everyday-mix.json, the default)")
   p.add_argument("--data-dir", type=Path, default=None,
                  help="where prepared data is cached (default runs/data/...); with --eval, the folder whose test split "
                       "(and teacher vectors) to evaluate on instead of the checkpoint's own (a shipped model names "
@@ -94,7 +105,8 @@ def parse_args(argv=None):
   p.add_argument("--decode-limit", type=int, default=512,
                  help="with --eval: decode this many held-out sentences (<= 32 tokens) in modes A and B (0 = skip)")
   p.add_argument("--eval-split", choices=["test", "val"], default="test",
-                 help="with --eval: the held-out split whose first 4,096 sentences give val_cos, val_mse and P@10 "
+                 help="with --eval: the held-out split whose first 4,096 sentences of each domain give val_cos, "
+                      "val_cos_<domain>, val_mse and P@10 (on the first domain) "
                       "(test: never seen in training; val: the split training validates on, so it chose the best "
                       "checkpoint)")
   p.add_argument("--stsb-limit", type=int, default=0,
@@ -272,11 +284,17 @@ class StepPlanner:
     self.seen = [(d, t + seconds) for d, t in self.seen]
 
 
-def default_data_dir(cfg, source) -> Path:
-  """runs/data/<corpus>-<limit>-v<vocab>-l<max_len>[-c<crops>]: one folder per corpus slice and tokenizer."""
+def default_data_dir(cfg, source, tokenizer=None) -> Path:
+  """runs/data/<corpus>-<limit>-v<vocab>-l<max_len>[-c<crops>]-<content hash>: one folder per corpus content, slice
+  and tokenizer (two corpora of the same file name never share one)."""
+  import hashlib
+  import corpus, corpus_mix
   crops = f"-c{cfg.data_crops}" if cfg.data_crops else ""
   name = f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}-v{cfg.vocab_size}-l{cfg.max_len}{crops}"
-  return ROOT / "runs" / "data" / name
+  content = (corpus_mix.fingerprint(corpus_mix.load_mix(source), corpus.source_fingerprint)
+             if corpus_mix.is_mix(source) else corpus.source_fingerprint(source))
+  key = json.dumps([content, tokenizer.fingerprint if tokenizer is not None else None], sort_keys=True)
+  return ROOT / "runs" / "data" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def prepare_data(cfg, teacher, args, quiet: bool):
@@ -284,13 +302,19 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   the seconds each phase took, for the `data:` line: a GPU run's ~6 minutes before step 1 were not broken down."""
   import corpus
   t0 = time.perf_counter()
-  source = args.data_source or default_corpus()
+  source = args.data_source or default_source()
   if source is None:
     fail("no corpus found: pass --data-source PATH (text, JSONL or .gz) or set STUDENTZ_DATA "
          "to a folder holding wikipedia/enwiki-docs.jsonl.gz")
   if not Path(source).is_file(): fail(f"corpus file not found: {source}")
-  data_dir = args.data_dir or default_data_dir(cfg, source)
-  dd = corpus.prepare(source, data_dir, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
+  # a warm start keeps its checkpoint's tokenizer: a user's own corpus is tokenized as the model was trained
+  tok = None
+  if getattr(args, "init_from", None) is not None:
+    from student_tokenizer import StudentTokenizer
+    try: tok = StudentTokenizer.load(Path(args.init_from) / "tokenizer.json")
+    except (OSError, ValueError) as e: fail(f"--init-from: cannot read {args.init_from}/tokenizer.json: {e}")
+  data_dir = args.data_dir or default_data_dir(cfg, source, tok)
+  dd = corpus.prepare(source, data_dir, tokenizer=tok, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
                       limit=cfg.data_limit or None, progress=not quiet, crops=cfg.data_crops)
   t1 = time.perf_counter()
   from teacher.embedder import bulk_precision
@@ -331,7 +355,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   with_tok = cfg.loss_weights.get("tok", 0) > 0
   train_loader = corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=tkey, seed=cfg.seed,
                                length_buckets=buckets, token_targets=with_tok)
-  val = split_rows(data_dir, "val", tkey, 2048)
+  val = domain_rows(data_dir, "val", tkey, 1024)
   print(f"data: {len(train_loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
         f"run folder {out}; " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()), file=sys.stderr)
 
@@ -445,7 +469,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
         vm = validate(ev["encoder"], val, cfg)
         if joint: vm.update(decode_watch(ev, tok, val))
         # a frozen encoder's val_cos never moves: the decoder's held-out perplexity picks the best checkpoint then
-        score = 1 / vm["val_perplexity_a"] if "encoder" in cfg.freeze else vm["val_cos"]
+        score = 1 / vm["val_perplexity_a"] if "encoder" in cfg.freeze else vm["val_cos_domain_mean"]
         improved = score > best
         if improved: best, bad_evals = score, 0
         else: bad_evals += 1
@@ -456,7 +480,10 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
         if planner is not None and first_eval: planner.discount(time.perf_counter() - t_eval)
         first_eval = False
         extra = f" distinct-2 {vm['val_distinct2']:.3f} e.g. {vm['val_decode_example'][:60]!r}" if joint else ""
-        print(f"\nstep {step + 1}: val_cos {vm['val_cos']:.4f} val_mse {vm['val_mse']:.4f}{extra}"
+        doms = " ".join(f"{k[8:]} {v:.3f}" for k, v in vm.items()
+                        if k.startswith("val_cos_") and k != "val_cos_domain_mean")
+        doms = f" (domain mean {vm['val_cos_domain_mean']:.4f}: {doms})" if doms else ""
+        print(f"\nstep {step + 1}: val_cos {vm['val_cos']:.4f}{doms} val_mse {vm['val_mse']:.4f}{extra}"
               f"{' (best)' if improved else ''}", file=sys.stderr)
         if bad_evals >= cfg.patience:
           print(f"early stop: no better val_cos in {bad_evals} evaluations", file=sys.stderr)
@@ -474,7 +501,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     failed = f" ({gb['rejected']} of them: their searched schedule failed its check)" if gb["rejected"] else ""
     print(f"GEMM kernels of the step: {gb['found']} with a searched schedule, {gb['not_found'] + gb['rejected']} with "
           f"tinygrad's heuristics{failed} (STUDENTZ_GEMM_BEAM={backend.GEMM_BEAM_SETTING})", file=sys.stderr)
-  what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos {best:.4f}"
+  what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos (domain mean) {best:.4f}"
   print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0
 
@@ -546,11 +573,22 @@ def init_from_teacher(enc, tok, teacher, data_dir: Path, args, n_fit: int = 2000
 
 
 def validate(enc, rows: dict, cfg) -> dict:
-  """Mean cosine and squared distance between student and teacher vectors on held-out sentences."""
-  import numpy as np
+  """Mean cosine and squared distance between student and teacher vectors on held-out sentences, overall and per
+  domain (val_cos_<domain>); val_cos_domain_mean, the mean over domains, is what picks the best checkpoint."""
   zs, zt = embed_split(enc, rows, cfg)
+  return {**vector_metrics(zs, zt, rows, "val"), "val_n": len(zs)}
+
+
+def vector_metrics(zs, zt, rows: dict, prefix: str) -> dict:
+  """{prefix}_cos, {prefix}_mse, {prefix}_cos_<domain> for each domain of `rows`, {prefix}_cos_domain_mean."""
+  import numpy as np
   cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
-  return {"val_cos": float(cos.mean()), "val_mse": float(((zs - zt) ** 2).sum(-1).mean()), "val_n": len(zs)}
+  out = {f"{prefix}_cos": float(cos.mean()), f"{prefix}_mse": float(((zs - zt) ** 2).sum(-1).mean())}
+  names, dom = rows.get("domains", ["all"]), rows.get("domain", np.zeros(len(cos), np.int64))
+  per = {n: float(cos[dom == d].mean()) for d, n in enumerate(names) if (dom == d).any()}
+  if len(names) > 1: out.update({f"{prefix}_cos_{n}": v for n, v in per.items()})
+  out[f"{prefix}_cos_domain_mean"] = float(np.mean(list(per.values())))
+  return out
 
 
 def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
@@ -572,16 +610,30 @@ def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
   return out
 
 
-def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int) -> dict:
-  """The first `limit` sentences of a split (a fixed, deterministic held-out set): ids, mask and teacher vectors."""
+def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int, index=None) -> dict:
+  """The first `limit` sentences of a split (a fixed, deterministic held-out set), or the rows `index`: ids, mask and
+  teacher vectors."""
   import numpy as np
   import corpus
   dd = corpus.open_data_dir(data_dir)
-  idx = dd.indices(split)[:limit]
+  idx = dd.indices(split)[:limit] if index is None else np.asarray(index, np.int64)
   tokens = np.asarray(dd.tokens[idx], dtype=np.int32)
   mask = (np.arange(tokens.shape[1])[None] < np.asarray(dd.lengths[idx])[:, None]).astype(np.float32)
   return {"tokens": tokens, "mask": mask, "teacher": np.asarray(dd.teacher_vectors(teacher_key)[idx]),
           "index": idx, "texts": dd.texts(idx)}
+
+
+def domain_rows(data_dir: Path, split: str, teacher_key: str, per_domain: int) -> dict:
+  """split_rows of the first `per_domain` sentences of each domain of the folder, with "domain" (index per row) and
+  "domains" (names): a held-out set per domain of a mix (one domain for a single corpus)."""
+  import numpy as np
+  import corpus
+  dd = corpus.open_data_dir(data_dir)
+  idx = dd.indices(split)
+  dom = np.asarray(dd.domain_of)[idx]
+  keep = np.concatenate([idx[dom == d][:per_domain] for d in range(len(dd.domains))])
+  rows = split_rows(data_dir, split, teacher_key, 0, index=np.sort(keep))
+  return {**rows, "domain": np.asarray(dd.domain_of)[rows["index"]].astype(np.int64), "domains": dd.domains}
 
 
 def embed_split(enc, rows: dict, cfg):

@@ -334,10 +334,25 @@ def test_without_data_dir_the_data_goes_to_runs_data(work, tmp_path, monkeypatch
   argv = ["--config", work["config"], "--profile", "full", "--data-source", work["source"], "--out", tmp_path / "run",
           "--quiet", "--steps", "2"]
   assert run_main(argv) == 0
-  made = tmp_path / "runs" / "data" / f"corpus-{N_SENT}-v{VOCAB}-l{MAX_LEN}"
+  made, = (tmp_path / "runs" / "data").glob(f"corpus-{N_SENT}-v{VOCAB}-l{MAX_LEN}-*")
   assert (made / "tokens.npy").is_file() and any(made.glob("teacher-fake-teacher-*"))
   cfg = sz.Config.from_dict({**sz.Config().to_dict(), "data_crops": 2, "data_limit": 0})
-  assert train.default_data_dir(cfg, "x/enwiki-docs.jsonl.gz").name == "enwiki-docs-all-v16000-l64-c2"
+  assert train.default_data_dir(cfg, work["source"]).name.startswith("corpus-all-v16000-l64-c2-")
+
+
+def test_data_folder_is_keyed_by_content_not_file_name(tmp_path):
+  """Two corpora named alike get two data folders (one rebuilt in place would silently change what --eval reads);
+  the same corpus with another tokenizer too."""
+  from student_tokenizer import StudentTokenizer
+  a, b = tmp_path / "a" / "corpus.txt", tmp_path / "b" / "corpus.txt"
+  for p, text in ((a, "One sentence about cats on a mat here."), (b, "Another sentence about dogs in a park.")):
+    p.parent.mkdir()
+    p.write_text(text + "\n")
+  cfg = sz.Config()
+  assert train.default_data_dir(cfg, a) != train.default_data_dir(cfg, b)
+  assert train.default_data_dir(cfg, a) == train.default_data_dir(cfg, a)
+  tok = StudentTokenizer.fit(["One sentence about cats on a mat here."] * 3, vocab_size=300)
+  assert train.default_data_dir(cfg, a, tok) != train.default_data_dir(cfg, a)
 
 
 def test_checkpoint_holds_exactly_the_model_tensors(runs):

@@ -1,0 +1,105 @@
+"""Training mixes: several sources as domains, interleaved, deduplicated, each with its own held-out rows and weight."""
+import collections, gzip, json
+
+import numpy as np
+import pytest
+
+import corpus, corpus_mix
+from student_tokenizer import StudentTokenizer
+
+
+def write_gz(path, lines):
+  with gzip.open(path, "wt", encoding="utf-8") as f:
+    for line in lines: f.write(line + "\n")
+  return path
+
+
+@pytest.fixture
+def mix(tmp_path):
+  wiki = [json.dumps({"text": f"Article number {i} describes a town in the north of a country. It has a river."})
+          for i in range(60)]
+  write_gz(tmp_path / "wiki.jsonl.gz", wiki)
+  write_gz(tmp_path / "tagged.txt.gz", [f"example\tthe dog number {i} ran home" for i in range(80)] +
+           [f"gloss\ta small animal kept as pet number {i}" for i in range(40)] + ["example\tthe dog number 1 ran home"])
+  write_gz(tmp_path / "quotes.txt.gz", [f"\x07Life is short, eat dessert {i} first." for i in range(50)])
+  spec = {"sources": [
+    {"domain": "wiki", "path": "wiki.jsonl.gz", "weight": 0.5},
+    {"domain": "examples", "path": "tagged.txt.gz", "tag": "example", "split": "lines", "weight": 2, "heldout": 0.1},
+    {"domain": "glosses", "path": "tagged.txt.gz", "tag": "gloss", "split": "lines", "heldout": 0.1},
+    {"domain": "quotes", "path": str(tmp_path / "quotes.txt.gz"), "split": "lines", "weight": 1.5, "heldout": 0.1}]}
+  (tmp_path / "mix.json").write_text(json.dumps(spec))
+  return tmp_path / "mix.json"
+
+
+def test_mix_folder_has_every_domain_split_and_weight(mix, tmp_path):
+  dd = corpus.prepare(mix, tmp_path / "d", vocab_size=300, max_len=24, progress=False)
+  assert dd.domains == ["wiki", "examples", "glosses", "quotes"] and dd.meta["weights"] == [0.5, 2.0, 1.0, 1.5]
+  dom, texts = np.asarray(dd.domain_of), dd.texts(np.arange(dd.n))
+  counts = collections.Counter(dom.tolist())
+  # 60 articles of one sentence each (their 4-word second sentence is dropped in sentence mode, a 4-word line is kept
+  # in line mode), 80 examples (the repeated one dropped), 40 glosses, 50 quotes
+  assert [counts[d] for d in range(4)] == [60, 80, 40, 50]
+  assert all(t.startswith("the dog") for t in np.array(texts)[dom == 1])
+  assert all(t.startswith("Life is short") for t in np.array(texts)[dom == 3])  # control bytes gone
+  assert "\t" not in "".join(texts)
+  # round-robin: the first four rows come from four domains, so a limit keeps every domain
+  assert sorted(dom[:4].tolist()) == [0, 1, 2, 3]
+  small = corpus.prepare(mix, tmp_path / "small", vocab_size=300, max_len=24, limit=8, progress=False)
+  assert sorted(np.asarray(small.domain_of).tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+  # each domain has its own hash split, with about its held-out share in val and test
+  split = np.asarray(dd.split)
+  assert 0 < (split[dom == 1] > 0).sum() <= 40
+
+
+def test_weights_change_only_the_loader_not_the_folder(mix, tmp_path):
+  dd = corpus.prepare(mix, tmp_path / "d", vocab_size=300, max_len=24, progress=False)
+  spec = json.loads(mix.read_text())
+  spec["sources"][0]["weight"] = 3
+  mix.write_text(json.dumps(spec))
+  again = corpus.prepare(mix, tmp_path / "d", vocab_size=300, max_len=24, progress=False)
+  assert again.data_id == dd.data_id and again.meta["weights"][0] == 3.0
+
+
+def test_loader_draws_each_domain_by_its_weight(mix, tmp_path):
+  dd = corpus.prepare(mix, tmp_path / "d", vocab_size=300, max_len=24, progress=False)
+  rows = dd.indices("train")
+  per = collections.Counter(np.asarray(dd.domain_of)[rows].tolist())
+  loader = corpus.Loader(dd.path, "train", 4, teacher_key=None, seed=1, drop_last=False)
+  seen = collections.Counter()
+  for b in loader.epoch_batches():
+    seen.update(np.asarray(dd.domain_of)[b["index"][b["valid"] > 0]].tolist())
+  for d, w in enumerate([0.5, 2.0, 1.0, 1.5]):
+    assert seen[d] == round(w * per[d]) or (w % 1 and abs(seen[d] - w * per[d]) <= 1), (d, seen[d], per[d])
+  # another epoch draws another half of the down-weighted domain
+  first = {tuple(b["index"]) for b in corpus.Loader(dd.path, "train", 4, teacher_key=None, seed=1).epoch_batches()}
+  assert loader.epoch == 1
+  second = {tuple(b["index"]) for b in loader.epoch_batches()}
+  assert first != second
+  val = corpus.Loader(dd.path, "val", 1, teacher_key=None)
+  assert val.weights is None  # held-out rows are never re-weighted
+
+
+def test_mix_with_a_given_tokenizer_and_bad_files(mix, tmp_path):
+  tok = StudentTokenizer.fit(["the dog ran home", "a small animal"] * 5, vocab_size=280)
+  dd = corpus.prepare(mix, tmp_path / "d", tokenizer=tok, max_len=24, progress=False)
+  assert dd.meta["tokenizer_fingerprint"] == tok.fingerprint
+  bad = tmp_path / "bad.json"
+  for spec, words in [({"sources": []}, "a mix file holds"), ({"sources": [{"domain": "A b", "path": "x"}]}, "domain"),
+                      ({"sources": [{"domain": "a", "path": "nowhere.txt"}]}, "not found"),
+                      ({"sources": [{"domain": "a", "path": str(mix), "weight": -1}]}, "weight"),
+                      ({"sources": [{"domain": "a", "path": str(mix), "colour": 1}]}, "unknown source field")]:
+    bad.write_text(json.dumps(spec))
+    with pytest.raises((ValueError, FileNotFoundError), match=words): corpus_mix.load_mix(bad)
+
+
+def test_clean_line():
+  assert corpus_mix.clean_line('"Some travelers pass through the desert') == "Some travelers pass through the desert"
+  assert corpus_mix.clean_line("') used to connect clauses") is None
+  assert corpus_mix.clean_line("two words") is None
+  assert corpus_mix.clean_line("ok \"quoted\" fine   here") == 'ok "quoted" fine here'
+
+
+def test_default_mix_resolves_against_the_shared_data():
+  if not (corpus_mix.ROOT.parent / "shared" / "data" / "wikipedia").is_dir(): pytest.skip("no ../shared/data here")
+  sources = corpus_mix.load_mix(corpus_mix.DEFAULT_MIX)
+  assert sources[0].domain == "wikipedia" and all(p.is_file() for p in map(corpus_mix.Path, (s.path for s in sources)))
