@@ -1,0 +1,46 @@
+#!/bin/bash
+# The shipped encoder's training on the everyday mix (data/everyday-mix.json) on a lent GPU machine, in calls of at
+# most 10 minutes that must follow each other within the machine's 30 s of warmth. A call carries at most 64 MiB, and
+# the fp16 teacher (45 MB), the xz Wikipedia (14 MB) and models/ (41 MB) do not fit together, so:
+#   STAGE=1  carry .whl .devcarry/minilm16 .devcarry/data .devcarry/tokenizer.json, with models/ and results/ moved
+#            aside here: installs tinygrad; the teacher stays on the machine (ignored folders are kept between calls)
+#   START=1  carry .devcarry/enwiki-docs.jsonl.xz (models/ back in place): one detached chain of data folder (the shipped
+#            tokenizer), the teacher's token targets and vectors, train.py --init-from models/default for MINUTES,
+#            the test-split evaluation of the new encoder; the shipped model's evaluation on the same split beside it
+#   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and,
+#            once training has ended, the best encoder as fp16 parts ($OUT/model16.part-*)
+# `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds ../shared/data/extra's files
+# and .devcarry/tokenizer.json is models/default/tokenizer.json.
+source scripts/gpu_env.sh
+if [ -d .devcarry/data/extra ] && [ ! -d runs/fulldata/extra ]; then
+  mkdir -p runs/fulldata && cp -r .devcarry/data/extra runs/fulldata/extra
+fi
+[ -n "$STAGE" ] && { ls runs/fulldata 2>/dev/null; python3 -c "import tinygrad; print('tinygrad', tinygrad.__file__)"; exit 0; }
+RUN=runs/mix DATA=runs/mixdata
+if [ -n "$START" ]; then
+  rm -rf $RUN $DATA
+  cat > runs/chain.sh <<EOC
+set -x
+python3 corpus.py prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json --max-len 64 \
+  --quiet || exit 1
+python3 corpus.py tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+(sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
+python3 train.py --profile full --teacher .devcarry/minilm16 --init-from models/default --data-source \
+  data/everyday-mix.json --data-dir $DATA --out $RUN --minutes ${MINUTES:-13} --quiet $EXTRA || exit 1
+python3 train.py --eval $RUN/best --json --decode-limit 0 > runs/mix.eval.json
+wait
+EOC
+  detach runs/chain.exit runs/chain.log $((${MINUTES:-13} * 60 + 1500)) bash runs/chain.sh
+fi
+need_run runs/chain.log chain "start again with START=1"
+while [ ! -f runs/chain.exit ] && [ $SECONDS -lt $((${BUDGET:-570} - 15)) ]; do sleep 5; done
+grep -v "^\s*$" runs/chain.log | tr '\r' '\n' | grep -v "it/s\]$\|sent/s\]$" | tail -30
+cp runs/chain.log $OUT/; cp $RUN/metrics.jsonl $OUT/mix.metrics.jsonl 2>/dev/null
+cp runs/*.eval.json $OUT/ 2>/dev/null; cat runs/*.eval.json 2>/dev/null
+if [ -f runs/chain.exit ]; then
+  echo "chain exited with $(cat runs/chain.exit) after ${SECONDS}s of this call"
+  [ -f $RUN/best/model.safetensors ] && export16 $RUN/best && cp $RUN/best/config.json $OUT/mix.config.json
+else
+  echo "still running after ${SECONDS}s: call again within 30 s"
+fi
+ls -la $OUT
