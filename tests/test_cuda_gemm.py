@@ -3,6 +3,8 @@ operand layout, and how a data-parallel step's GEMMs are spread over two devices
 posing as CUDA ones). Its results and speed are checked on a GPU by scripts/gpu_cuda_gemm_check.py (every layout, the
 split gradients and the vocab head against tinygrad's matmul: results/h200_cuda_gemm_check.json), and the training
 step's losses against PyTorch's over 20 steps by `bench.py train --check-steps 20`."""
+import re
+
 import numpy as np
 import pytest
 
@@ -27,7 +29,20 @@ def test_k_is_split_only_for_few_output_tiles_and_deep_slices(M, K, N, want):
   assert got == want and K % (got * cuda_gemm.BK) == 0 and (got == 1 or K // got >= cuda_gemm.MIN_SLICE)
 
 
-@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def _c_eval(stmts: str, env: dict) -> dict:
+  """Runs the kernel source's integer index statements (`const int a = ..., b = ...;`, `x[i] = ...;`) in Python:
+  C and Python agree on the precedence of * + << >> & ^, and (u64) casts change nothing at these sizes."""
+  for st in filter(None, (x.strip() for x in stmts.split(";"))):
+    for decl in re.split(r",\s*(?=\w+ = )", st.removeprefix("const int ")):
+      name, expr = decl.split(" = ", 1)
+      env[name.split("[")[0]] = eval(expr.replace("(u64)", ""), {}, env)
+  return env
+
+
+LAYOUTS = [(False, False), (False, True), (True, False), (True, True)]
+
+
+@pytest.mark.parametrize("trans_a,trans_b", LAYOUTS)
 def test_source_names_its_entry_point_for_every_layout(trans_a, trans_b):
   name = cuda_gemm._name(256, 64, 256, trans_a, trans_b, False, 2, True)
   src = cuda_gemm._source(name, 256, 64, 256, trans_a, trans_b, False, 2, True)
@@ -35,6 +50,56 @@ def test_source_names_its_entry_point_for_every_layout(trans_a, trans_b):
   assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in src and "cp.async" in src
   # deterministic: one compile a shape
   assert src == cuda_gemm._source(name, 256, 64, 256, trans_a, trans_b, False, 2, True)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", LAYOUTS)
+def test_source_index_math_moves_every_chunk_where_the_mma_reads_it(trans_a, trans_b):
+  """The kernel's own index expressions, evaluated for every thread of block (0, 0, 0): each operand's cp.async
+  writes put the tile's 512 16-byte chunks at 512 distinct shared offsets, each K step moves one tile on, every
+  ldmatrix lane reads the chunk that mma.m16n8k16's fragment order wants there (through the swizzle the writes used),
+  and the C stores cover the 128 x 128 tile exactly once. A wrong swizzle, lane map, step or store fails it."""
+  M = K = N = 256
+  src = cuda_gemm._source("k", M, K, N, trans_a, trans_b, False, 1, False)
+  frags = {"A": re.search(r"for \(int mi = 0; mi < 4; mi\+\+\) \{\n(.*?)\n\s*\}", src, re.S).group(1),
+           "B": re.search(r"unsigned r\[4\];\n(.*?)\n\s*bfr\[", src, re.S).group(1)}
+  for op, kcontig, ld in (("A", not trans_a, M if trans_a else K), ("B", trans_b, K if trans_b else N)):
+    load = re.search(rf"(const int r = [^;]*;\s*g{op}\[i\] = [^;]*;\s*s{op}_\[i\] = [^;]*;)", src).group(1)
+    chunk_at = {}  # shared byte offset -> (stored row, first stored column) of the 8 elements written there
+    for tid in range(cuda_gemm.THREADS):
+      for i in range(2):
+        env = _c_eval(load, {"tid": tid, "i": i, "bm": 0, "bn": 0, "k0": 0, op: 0})
+        chunk_at[env[f"s{op}_"]] = divmod(env[f"g{op}"], ld)
+    rows, cols = (128, 32) if kcontig else (32, 128)   # [rows][cols] as stored in shared memory
+    assert sorted(chunk_at) == list(range(0, rows * cols * 2, 16))
+    assert sorted(chunk_at.values()) == [(r, c) for r in range(rows) for c in range(0, cols, 8)]
+    step = re.search(rf"g{op}\[i\] \+ \(u64\)\(s\) \* (\d+)\)", src).group(1)
+    assert int(step) == (cuda_gemm.BK if kcontig else cuda_gemm.BK * ld)
+    body, call = frags[op].rsplit("\n", 1)
+    fn, addr = re.search(r"(ldsm_x4\w*)\(\w+(?:\[mi\])?, s[AB] \+ (.*)\);", call).groups()
+    assert fn == ("ldsm_x4" if kcontig else "ldsm_x4_t")
+    for warp in range(8):
+      for lane in range(32):
+        for kk in (0, 16):
+          for t in range(4 if op == "A" else 2):  # mi: A's four m16 fragments; p: B's two n16 pairs
+            env = _c_eval(body, {"lane": lane, "kk": kk, "mi": t, "p": t, "wm": (warp >> 2) * 64,
+                                 "wn": (warp & 3) * 32})
+            j, r8 = lane >> 3, lane & 7          # 8x8 matrix j of ldmatrix.x4, its row r8
+            if op == "A":  # a0..a3: (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
+              mn, kq = (warp >> 2) * 64 + t * 16 + 8 * (j & 1), kk + 8 * (j >> 1)
+            else:          # two n8 x k16 fragments: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, ...)
+              mn, kq = (warp & 3) * 32 + t * 16 + 8 * (j >> 1), kk + 8 * (j & 1)
+            want = (mn + r8, kq) if kcontig else (kq + r8, mn)
+            assert chunk_at[eval(addr, {}, env)] == want, (op, warp, lane, kk, t)
+  store = re.search(r"const int row = (bm [^;]*;)", src).group(1)
+  cells = []
+  for warp in range(8):
+    for lane in range(32):
+      for mi in range(4):
+        for ni in range(4):
+          env = _c_eval("const int row = " + store, {"bm": 0, "bn": 0, "wm": (warp >> 2) * 64, "wn": (warp & 3) * 32,
+                                                      "mi": mi, "ni": ni, "lane": lane})
+          cells += [(env["row"] + dr, env["col"] + dc) for dr in (0, 8) for dc in (0, 1)]
+  assert sorted(cells) == [(r, c) for r in range(128) for c in range(128)]
 
 
 def test_partial_products_are_float32_and_named_apart():

@@ -55,18 +55,33 @@ def test_json_lines_order_determinism_and_missing_teacher(ckpt, capsys):
 
 def test_human_view_png_and_teacher_cos(ckpt, capsys, monkeypatch, tmp_path):
   import train
+  from studentz_api import StudentZ
+  texts, want = ["Two dogs run.", "A cat sleeps on the mat."], [0.6, -0.3]
+  zs = StudentZ.load(ckpt).encode(texts)
+  rng = np.random.default_rng(0)
 
-  class FakeTeacher:  # the real teacher costs minutes on CPU; any fixed vectors exercise the cos path
+  class FakeTeacher:  # the real teacher costs minutes on CPU: vectors at a chosen cosine to each student vector
     name, dim, fingerprint = "fake", D, "x"
-    def embed(self, texts, batch_size=64): return np.ones((len(texts), D), np.float32)
+    def embed(self, texts_in, batch_size=64):
+      assert texts_in == texts
+      out = []
+      for z, c in zip(zs, want):
+        u = z / np.linalg.norm(z)
+        w = rng.standard_normal(D)
+        w -= (w @ u) * u
+        out.append(3.0 * (c * u + np.sqrt(1 - c * c) * w / np.linalg.norm(w)))  # not unit: the cosine normalises
+      return np.stack(out).astype(np.float32)
   monkeypatch.setattr(train, "load_teacher", lambda name: FakeTeacher())
   png = tmp_path / "z.png"
-  assert infer.main(["Two dogs run.", "--ckpt", str(ckpt), "--png", str(png)]) == 0
+  assert infer.main([*texts, "--ckpt", str(ckpt), "--png", str(png)]) == 0
   out = capsys.readouterr().out
-  assert "device:" in out and "decode:" in out and "cos(z_s, z_t):  " in out and "unavailable" not in out
+  assert "device:" in out and "decode:" in out and "unavailable" not in out
+  # each text's cosine to its own teacher vector, in input order (a sign flip, a constant or a swap fails)
+  got = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("  cos(z_s, z_t):  ")]
+  assert got == pytest.approx(want, abs=2e-4), got
   heat = [line for line in out.splitlines() if line.startswith("  ") and set(line.strip()) <= set("+-" + infer.SHADES)]
   # 24-d shows as 1x24, two characters per cell after a 2-space indent (a cell's shade may itself be a space)
-  assert len(heat) == 1 and len(heat[0][2:]) == 2 * D
+  assert len(heat) == 2 and all(len(h[2:]) == 2 * D for h in heat)
   data = png.read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
   w, h = struct.unpack(">II", data[16:24])

@@ -451,6 +451,20 @@ def test_eval_json(runs, capsys):
   for k in ("val_cos", "val_mse", "retrieval_p_at_10", "stsb_spearman", "teacher_stsb_spearman"):
     assert isinstance(res[k], float) and np.isfinite(res[k]), (k, res.get(k))
   assert res["step"] == RUN_STEPS and res["stsb_n"] == 8 and res["eval_n"] > 10
+  # val_cos and val_mse computed here another way: the test split's texts through the tokenizer and the checkpoint's
+  # encoder (eager, no JIT), against the teacher's vectors of those texts (not the data folder's cache)
+  import evaluate
+  info = train.read_checkpoint_info(runs["full"] / "last")
+  dd = corpus.open_data_dir(info["data_dir"])
+  texts = dd.texts(dd.indices("test")[:4096])
+  enc = evaluate.load_models(runs["full"] / "last")[0]["encoder"]
+  ids, mask = dd.tokenizer.encode_batch(texts, enc.cfg.max_len)
+  zs = enc(Tensor(ids), Tensor(mask)).float().numpy()
+  zt = FakeTeacher().embed(texts)
+  cos = (zs * zt).sum(1) / (np.linalg.norm(zs, axis=1) * np.linalg.norm(zt, axis=1))
+  assert res["eval_n"] == len(texts) and abs(cos.mean()) > 0.01  # a sign flip must show
+  assert res["val_cos"] == pytest.approx(float(cos.mean()), abs=2e-3)
+  assert res["val_mse"] == pytest.approx(float(((zs - zt) ** 2).sum(1).mean()), rel=1e-2)
 
 
 def test_eval_on_another_data_folder(runs, work, tmp_path, capsys):
