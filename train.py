@@ -314,6 +314,10 @@ def prepare_data(cfg, teacher, args, quiet: bool):
     try: tok = StudentTokenizer.load(Path(args.init_from) / "tokenizer.json")
     except (OSError, ValueError) as e: fail(f"--init-from: cannot read {args.init_from}/tokenizer.json: {e}")
   data_dir = args.data_dir or default_data_dir(cfg, source, tok)
+  if tok is not None and (meta := corpus.read_json(Path(data_dir) / "meta.json")) is not None and \
+     meta.get("tokenizer_fingerprint", tok.fingerprint) != tok.fingerprint:  # never re-tokenize a user's folder
+    fail(f"--init-from: {args.init_from} was trained with another tokenizer than the data in {data_dir}; give "
+         "another --data-dir (or none) to prepare the corpus with the checkpoint's tokenizer")
   dd = corpus.prepare(source, data_dir, tokenizer=tok, vocab_size=cfg.vocab_size, max_len=cfg.max_len,
                       limit=cfg.data_limit or None, progress=not quiet, crops=cfg.data_crops)
   t1 = time.perf_counter()
