@@ -1,5 +1,5 @@
 """Training mixes: several sources as domains, interleaved, deduplicated, each with its own held-out rows and weight."""
-import collections, gzip, json
+import collections, gzip, json, zlib
 
 import numpy as np
 import pytest
@@ -103,3 +103,39 @@ def test_default_mix_resolves_against_the_shared_data():
   if not (corpus_mix.ROOT.parent / "shared" / "data" / "wikipedia").is_dir(): pytest.skip("no ../shared/data here")
   sources = corpus_mix.load_mix(corpus_mix.DEFAULT_MIX)
   assert sources[0].domain == "wikipedia" and all(p.is_file() for p in map(corpus_mix.Path, (s.path for s in sources)))
+
+
+def test_domain_adaptation_from_the_shipped_model(tmp_path, capsys):
+  """The README's `train.py --init-from models/default --data-source my.jsonl.gz`: the user's corpus is tokenized with
+  the shipped tokenizer, training starts from the shipped encoder's weights, and validation follows the (here fake,
+  384-d) teacher."""
+  import train
+  from checkpoint import load_tensors
+  shipped = corpus_mix.ROOT / "models" / "default"
+  lines = [json.dumps({"text": f"Order number {i} for a {c} {t} ships from our {w} warehouse today."})
+           for i in range(160) for c, t, w in [("red", "chair", "north"), ("blue", "table", "south")][i % 2:i % 2 + 1]]
+  src = write_gz(tmp_path / "my.jsonl.gz", lines)
+  argv = ["--init-from", str(shipped), "--data-source", str(src), "--out", str(tmp_path / "run"), "--steps", "4",
+          "--batch_size", "8", "--eval_every", "2", "--warmup_steps", "1", "--optimizer.lr", "1e-3", "--quiet",
+          "--loss_weights.tok", "0", "--length_buckets", "[]", "--data-dir", str(tmp_path / "data")]
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, "load_teacher", lambda name: WordTeacher())
+    assert train.main(argv) == 0
+  assert "init from " in capsys.readouterr().err
+  dd = corpus.open_data_dir(tmp_path / "data")
+  assert dd.meta["tokenizer_fingerprint"] == StudentTokenizer.load(shipped / "tokenizer.json").fingerprint
+  before = load_tensors(shipped / "model.safetensors")["encoder.embed.weight"].astype(np.float32)
+  after = load_tensors(tmp_path / "run" / "best" / "model.safetensors")["encoder.embed.weight"].astype(np.float32)
+  # 4 small steps from the shipped weights: near them (a fresh init would be far), but trained (not equal)
+  rel = np.abs(after - before).max() / np.abs(before).max()
+  assert 0 < rel < 0.05, rel
+
+
+class WordTeacher:
+  """A 384-d stand-in teacher: the normalised sum of a fixed random vector per word."""
+  name, dim, fingerprint, max_seq_length, pooling = "word-teacher", 384, "ab" * 32, 128, ("mean",)
+
+  def embed(self, texts, batch_size=64, **_):
+    out = np.stack([sum(np.random.default_rng(zlib.crc32(w.encode())).standard_normal(384) for w in t.split())
+                    for t in texts]).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
