@@ -21,7 +21,8 @@ def _openblas():
     except OSError: continue
     for prefix in ("scipy_openblas_", "openblas_"):
       for suffix in ("64_", ""):
-        s, g = getattr(lib, f"{prefix}set_num_threads{suffix}", None), getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+        s = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+        g = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
         if s is not None and g is not None: return s, g
   return None
 

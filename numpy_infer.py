@@ -54,9 +54,11 @@ def weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 # layers over a dict of float32 arrays (a checkpoint's tensors under one prefix)
 
 class Linear:
-  def __init__(self, w: dict, name: str = ""):
+  def __init__(self, w: dict, name: str = "", copy: bool = False):
     pre = f"{name}." if name else ""
-    self.wt = w[f"{pre}weight"].T                          # (in, out): a transposed view, BLAS reads it as is
+    # (in, out): a transposed view, which BLAS reads as is; `copy` lays it out so: a one-row product (the decoder's
+    # step) then runs faster (the tied 16000-row head on one core of this CPU: 0.45 -> 0.27 ms a token, idle)
+    self.wt = np.ascontiguousarray(w[f"{pre}weight"].T) if copy else w[f"{pre}weight"].T
     self.b = w.get(f"{pre}bias")
 
   def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -106,9 +108,9 @@ class Norm:
 class Block:
   """studentz.TCNBlock: x + Conv1x1(GELU(Norm(DilatedConv(x)))), FiLM (gamma, beta) after the norm where given."""
 
-  def __init__(self, w: dict, name: str, dilation: int, causal: bool, norm: str):
+  def __init__(self, w: dict, name: str, dilation: int, causal: bool, norm: str, copy: bool = False):
     self.conv = Conv(w, f"{name}.conv", dilation, causal)
-    self.norm, self.out = Norm(w, f"{name}.norm", norm), Linear(w, f"{name}.out")
+    self.norm, self.out = Norm(w, f"{name}.norm", norm), Linear(w, f"{name}.out", copy)
 
   def residual(self, x, conv_out, mask=None, mode=0, film=None) -> np.ndarray:
     y = self.norm(conv_out, mask, mode)
@@ -226,14 +228,16 @@ class Decoder:
     self.cfg = cfg
     w = _sub(arrays, "decoder.")
     self.embed = w["embed.weight"]                                                 # (V, d)
-    self.blocks = [Block(w, f"blocks.{i}", dl, True, "layer") for i, dl in enumerate(cfg.dec_dilation_schedule)]
+    # weights laid out for one-row products (Linear's copy): generation runs one token at a time
+    self.blocks = [Block(w, f"blocks.{i}", dl, True, "layer", copy=True)
+                   for i, dl in enumerate(cfg.dec_dilation_schedule)]
     # z_in and every FiLM as one GEMM, as Decoder.condition computes them
     names = ["z_in"] + [f"films.{i}" for i in range(len(self.blocks))]
     self.cond = Linear({"weight": np.concatenate([w[f"{n}.weight"] for n in names]),
                         "bias": np.concatenate([w[f"{n}.bias"] for n in names])})
     self.norm = Norm(w, "norm")
     tied = "embed.weight" in w and "head.weight" not in w
-    self.head = Linear({"weight": self.embed, "bias": w["head_bias"]} if tied else _sub(w, "head."))
+    self.head = Linear({"weight": self.embed, "bias": w["head_bias"]} if tied else _sub(w, "head."), copy=True)
 
   def condition(self, z: np.ndarray):
     """z (B, D) -> input bias (B, d) and one FiLM (gamma, beta) pair (B, h) each per block."""

@@ -76,13 +76,15 @@ def quantize_checkpoint(src: Path, dst: Path) -> dict:
   info = {**info, "quantization": FORMAT, "quantized_from": str(src)}
   atomic_write_bytes(dst / "config.json", json.dumps(info, indent=1).encode())
   shutil.copyfile(src / "tokenizer.json", dst / "tokenizer.json")
-  return {"fp_bytes": (src / "model.safetensors").stat().st_size, "int8_bytes": (dst / "model.safetensors").stat().st_size}
+  size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+  return {"fp_bytes": size(src), "int8_bytes": size(dst)}
 
 
 def main(argv=None) -> int:
   import argparse
   p = argparse.ArgumentParser(prog="quantize.py", description=__doc__.split("\n")[0])
-  p.add_argument("src", type=Path, help="checkpoint folder to quantise (config.json, model.safetensors, tokenizer.json)")
+  p.add_argument("src", type=Path, help="checkpoint folder to quantise (config.json, model.safetensors, "
+                 "tokenizer.json)")
   p.add_argument("dst", type=Path, help="folder to write the int8 checkpoint to (created)")
   args = p.parse_args(argv)
   try:

@@ -27,9 +27,11 @@ def _sigmoid(x): return 1.0 / (1.0 + np.exp(-x))
 ACTIVATIONS = {  # as teacher.models.ACTIVATIONS
   "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
   "gelu_new": lambda x: 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3))),
-  "relu": lambda x: np.maximum(x, 0), "silu": lambda x: x * _sigmoid(x), "quick_gelu": lambda x: x * _sigmoid(1.702 * x),
+  "relu": lambda x: np.maximum(x, 0), "silu": lambda x: x * _sigmoid(x),
+  "quick_gelu": lambda x: x * _sigmoid(1.702 * x),
 }
-ACTIVATIONS.update(gelu_pytorch_tanh=ACTIVATIONS["gelu_new"], gelu_fast=ACTIVATIONS["gelu_new"], swish=ACTIVATIONS["silu"])
+ACTIVATIONS.update(gelu_pytorch_tanh=ACTIVATIONS["gelu_new"], gelu_fast=ACTIVATIONS["gelu_new"],
+                   swish=ACTIVATIONS["silu"])
 
 
 def _sizes(mtype: str, c: dict) -> tuple[int, int, int, int]:

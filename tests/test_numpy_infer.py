@@ -127,7 +127,8 @@ def test_int8_round_trip_and_fidelity(tmp_path):
   assert np.array_equal(q8, mem)
   cos = (fp * q8).sum(1) / np.linalg.norm(fp, axis=1) / np.linalg.norm(q8, axis=1)
   assert cos.min() > 0.99 and np.abs(fp - q8).max() > 0                          # close, and really quantised
-  with pytest.raises(ValueError, match="already quantised"): quantize.quantize_checkpoint(tmp_path / "q8", tmp_path / "x")
+  with pytest.raises(ValueError, match="already quantised"):
+    quantize.quantize_checkpoint(tmp_path / "q8", tmp_path / "x")
 
 
 def test_engine_choice(monkeypatch):
