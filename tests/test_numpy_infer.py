@@ -170,3 +170,25 @@ def test_numpy_teacher_embed_matches_real_teacher(minilm_dir):
   texts = ["A man is playing a guitar.", "word " * 300, "Hi"]                     # the second is truncated to 256
   got, want = Teacher(minilm_dir).embed(texts, batch_size=2), TinygradTeacher(minilm_dir).embed(texts, batch_size=4)
   assert got.shape == (3, 384) and np.abs(got - want).max() < 1e-5
+
+
+def test_cpu_path_never_imports_tinygrad():
+  """The numpy engine skips tinygrad's import, device probe and compiles: infer.py (student, decode, teacher) and
+  studentz_api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model module
+  (tinygrad's import, ~0.1 s) but opens no device."""
+  import os, subprocess, sys
+  from conftest import ROOT
+  code = ("import sys, infer\n"
+          "assert infer.main(['The cat sat.', '--json']) == 0\n"
+          "from studentz_api import StudentZ\n"
+          "m = StudentZ.load()\n"
+          "assert m.engine == 'numpy' and m.decode(m.encode('Hi'))\n"
+          "print(any('tinygrad' in k for k in sys.modules))\n"
+          "import studentz\n"
+          "m = studentz.StudentZ.load()\n"
+          "assert m.decode(m.encode('Hi'))\n"
+          "print(sorted(sys.modules['tinygrad.device'].Device._opened_devices))\n")
+  env = {k: v for k, v in os.environ.items() if k not in ("STUDENTZ_CKPT", "STUDENTZ_ENGINE")}
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr
+  assert p.stdout.strip().splitlines()[-2:] == ["False", "[]"], p.stdout[-500:]
