@@ -502,34 +502,41 @@ def _random_checkpoint(args, out: Path, padding: str = "centred") -> Path:
 
 
 def bench_stream_decode(args, device: str) -> list[dict]:
-  """Streaming encoder: cost of one incoming token; cached incremental decoder: tokens/s at batch 1 and B."""
+  """Streaming encoder: cost of one incoming token; cached incremental decoder: tokens/s at batch 1 and B. Per
+  inference engine: numpy (the CPU's default, one BLAS thread as StudentZ.decode holds it) and tinygrad."""
   import tempfile
   import numpy as np
+  import blas_threads
   from studentz_api import StudentZ
-  from generate import greedy
+  from decoding import greedy
   rows = []
+  engines = ("numpy", "tinygrad") if device.split(":")[0] == "CPU" else ("tinygrad",)
   with tempfile.TemporaryDirectory() as tmp:
-    m = StudentZ.load(_random_checkpoint(args, Path(tmp) / "causal", padding="causal"))
-    st = m.stream_state()
-    ids = np.random.default_rng(0).integers(4, m.config.vocab_size, 256)
-    for t in ids[:8]: st.push(int(t))                                            # capture + warm up the JIT
-    it = iter(ids[8:])
-    secs = timed(lambda: st.push(int(next(it))), 2, 100)
-    row = {"bench": "stream_push", "d": m.config.d_model, "blocks": m.config.n_blocks, "device": device,
-           "card": card_name(device), "ms_per_token": secs * 1e3}
-    rows.append(row)
-    print_row(row)
-    dec = m.models["decoder"]
-    for B in sorted({1, args.batch}):
-      z = np.random.default_rng(1).standard_normal((B, m.dim)).astype(np.float32)
-      T = 63
-      run = lambda: greedy(dec, z, max_len=T)
-      run()
-      secs = timed(run, 1, 3)
-      row = {"bench": "decode_greedy", "B": B, "T": T, "device": device, "card": card_name(device),
-             "tokens_per_s": B * T / secs, "note": "untrained weights: no row stops early"}
+    ckpt = _random_checkpoint(args, Path(tmp) / "causal", padding="causal")
+    for engine in engines:
+      m = StudentZ.load(ckpt, engine=engine)
+      st = m.stream_state()
+      ids = np.random.default_rng(0).integers(4, m.config.vocab_size, 256)
+      for t in ids[:8]: st.push(int(t))                                          # capture + warm up the JIT
+      it = iter(ids[8:])
+      secs = timed(lambda: st.push(int(next(it))), 2, 100)
+      base = {"engine": engine, "device": device, "card": card_name(device)}
+      row = {"bench": "stream_push", "d": m.config.d_model, "blocks": m.config.n_blocks, **base,
+             "ms_per_token": secs * 1e3}
       rows.append(row)
       print_row(row)
+      dec = m.models["decoder"]
+      for B in sorted({1, args.batch}):
+        z = np.random.default_rng(1).standard_normal((B, m.dim)).astype(np.float32)
+        T = 63
+        def run():
+          with blas_threads.limit(1 if engine == "numpy" else None): greedy(dec, z, max_len=T)
+        run()
+        secs = timed(run, 1, 3)
+        row = {"bench": "decode_greedy", "B": B, "T": T, **base, "tokens_per_s": B * T / secs,
+               "note": "untrained weights: no row stops early"}
+        rows.append(row)
+        print_row(row)
   return rows
 
 

@@ -195,15 +195,14 @@ def run(args) -> int:
 
   decoded: list = [None] * len(texts)
   if "decoder" in models:
-    # one BLAS thread for numpy's one-token steps (blas_threads: the default spin-waits on a busy CPU)
+    # one BLAS thread across all of numpy's steps (numpy_infer.SMALL_TOKENS says why)
     with blas_threads.limit(1 if engine == "numpy" else None):
       decoded = decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
                        seed=args.seed)
   cos, why = [None] * len(texts), "skipped: --no-teacher"
   if not args.no_teacher:
-    with blas_threads.limit(1 if engine == "numpy" and len(texts) <= 32 else None):
-      zt, reason = teacher_vectors(info, texts, z.shape[1], engine)
+    zt, reason = teacher_vectors(info, texts, z.shape[1], engine)
     if zt is not None: cos = [float(c) for c in cosines(z, zt)]
     else: print(f"note: {reason}; cos_teacher is null", file=sys.stderr)
     why = "see the note on stderr"  # the reason can be long; say it once, not per text

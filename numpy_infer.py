@@ -10,10 +10,16 @@ Shapes: B batch, L tokens, d residual channels, h block channels, D z dimension,
 from __future__ import annotations
 from pathlib import Path
 
+import blas_threads
 import numpy as np
 
 EPS = 1e-5  # CondNorm's eps (studentz.CondNorm)
-SMALL_TOKENS = 2048  # encode calls with fewer tokens run on one BLAS thread (encode_batches)
+# Calls with fewer token rows than this run on one BLAS thread (blas_threads: OpenBLAS's spin-waiting second thread
+# made one sentence's encode 480 ms instead of 7 on this busy 2-core CPU); the decoder's and the stream's one-token
+# steps always do. Callers that make many steps should hold blas_threads.limit(1) around all of them, as
+# StudentZ.decode does: switching back to two threads between steps wakes the spinning thread each time (32 greedy
+# steps: 50 ms held, 115 ms switched per step).
+SMALL_TOKENS = 2048
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -173,7 +179,8 @@ class Encoder:
     # exact, and a lone short sentence then costs its own length, not max_len
     n = int(np.flatnonzero(mask.any(0))[-1]) + 1 if mask.any() else 1
     ids, mask = np.asarray(ids)[:, :n], mask[:, :n]
-    return self.z(self.features(ids, mask), mask).astype(np.float32)
+    with blas_threads.limit(1 if mask.size < SMALL_TOKENS else None):
+      return self.z(self.features(ids, mask), mask).astype(np.float32)
 
   def stream(self) -> "StreamState":
     return StreamState(self)
@@ -198,6 +205,9 @@ class StreamState:
     return self
 
   def push(self, token_id: int) -> np.ndarray:
+    with blas_threads.limit(1): return self._push(token_id)
+
+  def _push(self, token_id: int) -> np.ndarray:
     enc = self.encoder
     V = enc.cfg.vocab_size
     if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)) or not 0 <= token_id < V:
@@ -275,6 +285,9 @@ class DecoderState:
     return self
 
   def step(self, tokens, parents=None) -> np.ndarray:
+    with blas_threads.limit(1 if self.batch_size < SMALL_TOKENS else None): return self._step(tokens, parents)
+
+  def _step(self, tokens, parents=None) -> np.ndarray:
     dec = self.decoder
     if parents is not None:  # beam search: rows take over their parent's cache and conditioning
       p = np.asarray(parents)
@@ -304,14 +317,11 @@ class ModeBProjection:
 
 def encode_batches(encoder: Encoder, ids: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray:
   """z (N, D) for token ids in batches of rows of similar length (each batch costs its longest row), input order."""
-  import blas_threads
   order = np.argsort(-mask.sum(1), kind="stable")
   out = np.zeros((len(ids), encoder.cfg.proj_dim), np.float32)
-  # few tokens: one BLAS thread (blas_threads: the default's spin-waits cost more than a second thread gives)
-  with blas_threads.limit(1 if mask.sum() < SMALL_TOKENS else None):
-    for i in range(0, len(ids), batch_size):
-      rows = order[i:i + batch_size]
-      out[rows] = encoder(ids[rows], mask[rows])
+  for i in range(0, len(ids), batch_size):
+    rows = order[i:i + batch_size]
+    out[rows] = encoder(ids[rows], mask[rows])
   return out
 
 

@@ -188,7 +188,7 @@ class StudentZ:
     if beam < 1: raise ValueError(f"beam must be >= 1, got {beam}")
     z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)  # a tinygrad Tensor too
     z = decoding.check_z(z[None] if z.ndim == 1 else z, self.dim)
-    # one BLAS thread for the numpy engine's one-token steps (blas_threads: the default spin-waits on a busy CPU)
+    # one BLAS thread across all of the numpy engine's steps (numpy_infer.SMALL_TOKENS says why)
     with self.lock, blas_threads.limit(1 if self.engine == "numpy" else None):
       if mode == 1: z = self._proj_b(z)
       return decoding.decode(self.models["decoder"], z, self.tokenizer, strategy=strategy, max_len=max_len,

@@ -33,7 +33,7 @@ import blas_threads
 steps = []
 for _ in range(5):  # exactly 32 greedy steps (EOS not honoured), as the figure counts them
   s = time.perf_counter()
-  with blas_threads.limit(1 if m.engine == "numpy" else None):
+  with blas_threads.limit(1 if m.engine == "numpy" else None):  # as StudentZ.decode holds it
     st.reset(z[None], 0)
     tok = np.array([1])
     for _ in range(32): tok = st.step(tok).argmax(-1)

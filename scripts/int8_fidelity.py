@@ -47,8 +47,8 @@ def main() -> int:
   cos = (z["fp16"] * z["int8"]).sum(1) / np.linalg.norm(z["fp16"], axis=1) / np.linalg.norm(z["int8"], axis=1)
   out.update(cos_mean=float(cos.mean()), cos_min=float(cos.min()), cos_p01=float(np.quantile(cos, 0.01)))
   # the decoder too: how many greedy decodes are unchanged by int8 (first 100 sentences)
-  import decoding, blas_threads
-  with blas_threads.limit(1):
+  import blas_threads, decoding
+  with blas_threads.limit(1):  # as StudentZ.decode holds it
     a = decoding.decode(fp["decoder"], z["fp16"][:100], tok)
     b = decoding.decode(q8["decoder"], z["fp16"][:100], tok)
   out["decode_same_text_of_100"] = sum(x == y for x, y in zip(a, b))

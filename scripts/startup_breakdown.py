@@ -34,13 +34,13 @@ def numpy_engine(ckpt: Path, teacher: str) -> None:
     z = numpy_infer.encode_batches(models["encoder"], ids, mask, 1)
     lap(f"{what} encode")
   for what in ("first", "second"):
-    with blas_threads.limit(1): decoding.decode(models["decoder"], z, tok)
+    with blas_threads.limit(1): decoding.decode(models["decoder"], z, tok)  # as infer.py holds it
     lap(f"{what} greedy decode")
   from teacher.numpy_model import load_teacher
   t = load_teacher(teacher)
   lap("teacher load")
   for what in ("first", "second"):
-    with blas_threads.limit(1): t.embed([TEXT])
+    t.embed([TEXT])
     lap(f"teacher {what} embed")
 
 

@@ -76,6 +76,11 @@ class Model:
     return x + self.top["type"][0] if self.type == "bert" else x  # single segment: token type 0
 
   def __call__(self, ids, mask) -> np.ndarray:
+    import blas_threads
+    # small calls on one BLAS thread (blas_threads: a spin-waiting second thread costs more than it gives)
+    with blas_threads.limit(1 if np.size(ids) < 2048 else None): return self._forward(ids, mask)
+
+  def _forward(self, ids, mask) -> np.ndarray:
     ids, mask = np.asarray(ids, np.int64), np.asarray(mask, np.float32)
     B, L = ids.shape
     H, dh = self.heads, self.dim // self.heads
