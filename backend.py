@@ -69,10 +69,49 @@ def check_device() -> str:
     print(f"error: {PENDING_ERROR}", file=sys.stderr)
     raise SystemExit(2)
   try:
-    return device_name()
+    from tinygrad import Device
+    name = Device.DEFAULT
+    Device[name]  # open it now: a named backend (DEV=METAL) is otherwise only found missing at the first tensor
+    return name
   except Exception as e:  # tinygrad raises plain exceptions when a backend is missing
-    print(f"error: cannot open device {os.environ.get('DEV', '(auto)')}: {e}", file=sys.stderr)
+    print(f"error: {missing_backend(os.environ.get('DEV', '(auto)'), e)}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def missing_backend(dev: str, err: Exception) -> str:
+  """One line for a backend this machine cannot open: which, tinygrad's reason, and what does work here."""
+  from tinygrad import Device
+  base = dev.split(":")[0]
+  usable = [d for d in Device.get_available_devices() if d.split(":")[0] != base]
+  why = str(err).splitlines()[0] if str(err) else type(err).__name__
+  instead = (f"run with {' or '.join(f'DEV={d}' for d in usable)} instead, or with no device switch at all to let "
+             f"StudentZ choose" if usable else "this machine has no usable tinygrad backend")
+  return f"the {base} backend is not available on this machine ({why}): {instead}"
+
+
+# The inference engine (StudentZ, infer.py): "numpy" runs numpy_infer.py (no kernels to compile, no tinygrad import:
+# on a 2-core CPU one sentence's encode and decode start in milliseconds instead of 10-20 s of JIT compiles),
+# "tinygrad" the JIT'd models. "auto" takes numpy where tinygrad would run on the CPU: DEV=CPU, or no DEV and no GPU
+# in sight. $STUDENTZ_ENGINE (or an explicit argument) overrides it.
+ENGINES = ("auto", "numpy", "tinygrad")
+
+
+def likely_gpu() -> bool:
+  """Whether tinygrad's automatic choice would find a GPU, judged without importing it (its device probe costs
+  ~0.6 s): a Mac (METAL), an NVIDIA or an AMD device node."""
+  return sys.platform == "darwin" or any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def inference_engine(requested: str | None = None) -> str:
+  """"numpy" or "tinygrad" for `requested` (None: $STUDENTZ_ENGINE, else "auto"); DeviceError on a bad choice."""
+  choice = (requested or os.environ.get("STUDENTZ_ENGINE", "") or "auto").strip().lower()
+  if choice not in ENGINES:
+    raise DeviceError(f"unknown engine {choice!r}: use one of {', '.join(ENGINES)} (STUDENTZ_ENGINE or --engine)")
+  if choice != "auto": return choice
+  if PENDING_ERROR is not None: raise PENDING_ERROR
+  dev = os.environ.get("DEV", "").split(":")[0].split("+")[0].upper()
+  if dev: return "numpy" if dev == "CPU" else "tinygrad"
+  return "tinygrad" if likely_gpu() else "numpy"
 
 
 # STUDENTZ_GEMM_BEAM: tinygrad's kernel-schedule search (BEAM) for the GEMM kernels of the training step only. The few

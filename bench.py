@@ -6,6 +6,7 @@
   DEV=CUDA python bench.py teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
   DEV=CPU python bench.py gemm --batch 32 --len 32             # the conv's GEMM alone: tinygrad vs numpy's BLAS
   python bench.py all --json results.json                       # everything, one JSON row per measurement
+  python bench.py                                               # on a CPU: the CPU-sized set (CPU_SET); GPU: all
   DEV=CUDA python bench.py fidelity --ckpt runs/a/best --eval a_eval.json --len 128 --batch 128 --json fid.json
   python bench.py plot --from fid.json --png speed_vs_fidelity.png   # sentences/s (log) vs STS-B or val_cos
 
@@ -501,34 +502,41 @@ def _random_checkpoint(args, out: Path, padding: str = "centred") -> Path:
 
 
 def bench_stream_decode(args, device: str) -> list[dict]:
-  """Streaming encoder: cost of one incoming token; cached incremental decoder: tokens/s at batch 1 and B."""
+  """Streaming encoder: cost of one incoming token; cached incremental decoder: tokens/s at batch 1 and B. Per
+  inference engine: numpy (the CPU's default, one BLAS thread as StudentZ.decode holds it) and tinygrad."""
   import tempfile
   import numpy as np
+  import blas_threads
   from studentz_api import StudentZ
-  from generate import greedy
+  from decoding import greedy
   rows = []
+  engines = ("numpy", "tinygrad") if device.split(":")[0] == "CPU" else ("tinygrad",)
   with tempfile.TemporaryDirectory() as tmp:
-    m = StudentZ.load(_random_checkpoint(args, Path(tmp) / "causal", padding="causal"))
-    st = m.stream_state()
-    ids = np.random.default_rng(0).integers(4, m.config.vocab_size, 256)
-    for t in ids[:8]: st.push(int(t))                                            # capture + warm up the JIT
-    it = iter(ids[8:])
-    secs = timed(lambda: st.push(int(next(it))), 2, 100)
-    row = {"bench": "stream_push", "d": m.config.d_model, "blocks": m.config.n_blocks, "device": device,
-           "card": card_name(device), "ms_per_token": secs * 1e3}
-    rows.append(row)
-    print_row(row)
-    dec = m.models["decoder"]
-    for B in sorted({1, args.batch}):
-      z = np.random.default_rng(1).standard_normal((B, m.dim)).astype(np.float32)
-      T = 63
-      run = lambda: greedy(dec, z, max_len=T)
-      run()
-      secs = timed(run, 1, 3)
-      row = {"bench": "decode_greedy", "B": B, "T": T, "device": device, "card": card_name(device),
-             "tokens_per_s": B * T / secs, "note": "untrained weights: no row stops early"}
+    ckpt = _random_checkpoint(args, Path(tmp) / "causal", padding="causal")
+    for engine in engines:
+      m = StudentZ.load(ckpt, engine=engine)
+      st = m.stream_state()
+      ids = np.random.default_rng(0).integers(4, m.config.vocab_size, 256)
+      for t in ids[:8]: st.push(int(t))                                          # capture + warm up the JIT
+      it = iter(ids[8:])
+      secs = timed(lambda: st.push(int(next(it))), 2, 100)
+      base = {"engine": engine, "device": device, "card": card_name(device)}
+      row = {"bench": "stream_push", "d": m.config.d_model, "blocks": m.config.n_blocks, **base,
+             "ms_per_token": secs * 1e3}
       rows.append(row)
       print_row(row)
+      dec = m.models["decoder"]
+      for B in sorted({1, args.batch}):
+        z = np.random.default_rng(1).standard_normal((B, m.dim)).astype(np.float32)
+        T = 63
+        def run():
+          with blas_threads.limit(1 if engine == "numpy" else None): greedy(dec, z, max_len=T)
+        run()
+        secs = timed(run, 1, 3)
+        row = {"bench": "decode_greedy", "B": B, "T": T, **base, "tokens_per_s": B * T / secs,
+               "note": "untrained weights: no row stops early"}
+        rows.append(row)
+        print_row(row)
   return rows
 
 
@@ -557,21 +565,22 @@ def bench_gemm(args, device: str) -> list[dict]:
 
 
 def bench_infer(args, device: str) -> list[dict]:
-  """`python infer.py "text"` wall time with an empty kernel cache (cold) and again (warm), and its peak memory."""
+  """`python infer.py "text" --no-teacher` wall time per inference engine (numpy: nothing to compile; tinygrad: with
+  an empty kernel cache (cold) and again (warm)), and peak memory."""
   import resource, subprocess, tempfile
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     ckpt = _random_checkpoint(args, Path(tmp) / "ckpt")
     env = {**os.environ, "CACHEDB": str(Path(tmp) / "cache.db")}
-    for kind in ("cold", "warm"):
+    for engine, kind in (("numpy", "cold"), ("numpy", "warm"), ("tinygrad", "cold"), ("tinygrad", "warm")):
       t0 = time.perf_counter()
       p = subprocess.run([sys.executable, str(ROOT / "infer.py"), "The cat sat on the mat.", "--ckpt", str(ckpt),
-                          "--no-teacher"], env=env, capture_output=True, text=True)
+                          "--no-teacher", "--engine", engine], env=env, capture_output=True, text=True)
       secs = time.perf_counter() - t0
       if p.returncode != 0: raise RuntimeError(p.stderr[-2000:])
       peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MB (Linux reports KB)
-      row = {"bench": "infer_wall", "kind": kind, "device": device, "card": card_name(device), "seconds": secs,
-             "peak_rss_mb_so_far": peak}
+      row = {"bench": "infer_wall", "engine": engine, "kind": kind, "device": device, "card": card_name(device),
+             "seconds": secs, "peak_rss_mb_so_far": peak}
       rows.append(row)
       print_row(row)
   return rows
@@ -581,23 +590,51 @@ def print_row(row: dict) -> None:
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
+# What `python bench.py` runs on a CPU: a few minutes of student encode, streaming and infer.py wall times at small
+# sizes, instead of "all" (the GPU-sized training step at B=64, L=128 and teacher passes of 512 sentences take an hour
+# on 2 cores). Each size applies only where the option was left at its default.
+CPU_SET = {"what": ["encode", "stream", "infer"], "batch": 16, "len": 32, "student_lens": [32, 128], "teacher_n": 64,
+           "lens": [32], "reps": 5, "warmup": 2, "reps_teacher": 1, "precision": ["fp32"]}
+
+
+def default_set(args, p: argparse.ArgumentParser, device: str) -> None:
+  """Fill args.what when no benchmark was named: CPU_SET (its sizes too) on the CPU, else everything."""
+  if args.what: return
+  if device.split(":")[0] != "CPU":
+    args.what = ["all"]
+    return
+  args.what = CPU_SET["what"]
+  for k, v in CPU_SET.items():
+    if k != "what" and getattr(args, k) == p.get_default(k): setattr(args, k, v)
+
+
+BENCHES = ("all", "train", "teacher", "encode", "stream", "infer", "fidelity", "gemm")
+
+
+def _bench_name(s: str) -> str:
+  if s not in BENCHES: raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(BENCHES)})")
+  return s
+
+
 def parser() -> argparse.ArgumentParser:
   """bench.py's options (scripts/gpu_step_graphs.py takes its shapes from them)."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("what", nargs="*", default=["all"],
-                 choices=["all", "train", "teacher", "encode", "stream", "infer", "fidelity", "gemm"],
-                 help="which benchmarks ('all' leaves out gemm and fidelity, which needs --ckpt; 'plot' is described "
-                      "above)")
+  # checked by type=, not choices=: argparse checks an empty or list default against choices as one value and fails
+  p.add_argument("what", nargs="*", type=_bench_name, metavar="{" + ",".join(BENCHES) + "}",
+                 help="which benchmarks (none named: the CPU-sized set on a CPU, all elsewhere; 'all' leaves out gemm "
+                      "and fidelity, which needs --ckpt; 'plot' is described above)")
   p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-  p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"])
-  p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--len", type=int, default=128)
-  p.add_argument("--d", type=int, default=256)
-  p.add_argument("--h", type=int, default=512)
-  p.add_argument("--k", type=int, default=5)
-  p.add_argument("--D", type=int, default=384)
-  p.add_argument("--vocab", type=int, default=16000)
-  p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 1, 2, 4])
+  p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16"],
+                 help="train: one set of rows per precision (tf32: fp32 with TF32 matmuls on CUDA)")
+  p.add_argument("--batch", type=int, default=64, help="sentences per batch (train, encode, gemm)")
+  p.add_argument("--len", type=int, default=128, help="tokens per sentence (train, stream, gemm)")
+  p.add_argument("--d", type=int, default=256, help="the student's d_model (residual channels)")
+  p.add_argument("--h", type=int, default=512, help="the student's hidden (channels inside a block)")
+  p.add_argument("--k", type=int, default=5, help="the student's kernel_size (taps per conv)")
+  p.add_argument("--D", type=int, default=384, help="z's dimension (the teacher's: 384 for MiniLM)")
+  p.add_argument("--vocab", type=int, default=16000, help="the student's vocab_size")
+  p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 1, 2, 4],
+                 help="the student's dilation_schedule (one per block)")
   p.add_argument("--pool-head", type=int, default=0, help="the student's pool_head width (studentz.Config)")
   p.add_argument("--block-context", action="store_true", help="the student with block_context (studentz.Config)")
   p.add_argument("--tok", type=float, default=0.0,
@@ -615,9 +652,9 @@ def parser() -> argparse.ArgumentParser:
                  help="train: optimiser steps (without dropout, same batch) whose losses must match PyTorch's (default "
                       "3: the second captures tinygrad's JIT, the third replays it, so the gradients, the optimiser "
                       "and the JIT's kernels are checked, not only the first, eager forward)")
-  p.add_argument("--warmup", type=int, default=5)
-  p.add_argument("--reps", type=int, default=30)
-  p.add_argument("--teacher", default="all-MiniLM-L6-v2")
+  p.add_argument("--warmup", type=int, default=5, help="untimed calls before each measurement")
+  p.add_argument("--reps", type=int, default=30, help="timed calls per measurement (the median is reported)")
+  p.add_argument("--teacher", default="all-MiniLM-L6-v2", help="teacher name or folder (teacher, encode ratios)")
   p.add_argument("--lens", type=int, nargs="+", default=[32, 128],
                  help="teacher: text lengths in tokens (each cut at the teacher's max_seq_length: see "
                       "--teacher-max-len)")
@@ -625,9 +662,10 @@ def parser() -> argparse.ArgumentParser:
                  help="teacher: cut at N tokens instead of its sentence-transformers max_seq_length (256 for "
                       "all-MiniLM-L6-v2), at most its position table (512), so --lens 512 is timed at 512 tokens; such "
                       "rows say past_tuned_length (the model was tuned on shorter texts: the speed is what they show)")
-  p.add_argument("--teacher-n", type=int, default=512)
-  p.add_argument("--student-lens", type=int, nargs="+", default=[32, 128, 256, 512, 2048])
-  p.add_argument("--reps-teacher", type=int, default=3)
+  p.add_argument("--teacher-n", type=int, default=512, help="teacher/encode: sentences per timed pass")
+  p.add_argument("--student-lens", type=int, nargs="+", default=[32, 128, 256, 512, 2048],
+                 help="encode: student sequence lengths to time")
+  p.add_argument("--reps-teacher", type=int, default=3, help="teacher: timed passes per row")
   p.add_argument("--teacher-precision", nargs="+", default=["fp32"], choices=["fp32", "fp16"],
                  help="teacher: one set of rows per precision (fp16 rows give their vectors' cosine to fp32's on real "
                       "sentences); HF transformers runs in the same precision (fp16 on CUDA only)")
@@ -650,8 +688,10 @@ def main(argv=None) -> int:
   if argv[:1] == ["plot"]:  # no device, no tinygrad: it only reads JSON and draws
     from bench_fidelity import plot_main
     return plot_main(argv[1:])
-  args = parser().parse_args(argv)
+  p = parser()
+  args = p.parse_args(argv)
   device = backend.check_device()
+  default_set(args, p, device)
   print(f"device {device} ({card_name(device)})", file=sys.stderr)
   import parallel
   try:

@@ -1,13 +1,14 @@
 """Checkpoint files: safetensors + JSON written atomically (temp file, fsync, rename), read without any code
-execution, and train.py's step folders with atomically swapped `last`/`best` links."""
+execution, and train.py's step folders with atomically swapped `last`/`best` links.
+
+tinygrad is imported only by the functions that touch tensors: reading a checkpoint's config and arrays (what the numpy
+inference path, numpy_infer.py, does) costs no tinygrad import."""
 from __future__ import annotations
 import json, os, tempfile
 from pathlib import Path
 
 import backend  # noqa: F401
 import numpy as np
-from tinygrad import Tensor, dtypes
-from tinygrad.nn.state import get_state_dict
 
 FORMAT_VERSION = 1
 
@@ -37,18 +38,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     raise
 
 
-def host(t: Tensor) -> np.ndarray:
+def host(t) -> np.ndarray:
   """numpy copy of a tensor; a replicated (data-parallel) one leaves from its first device, because tinygrad would
   stage a multi-device tensor through a CPU buffer, and opening the CPU device compiles with clang (GPU hosts may
   have no clang)."""
   return (t.to(t.device[0]) if isinstance(t.device, tuple) else t).numpy()
 
 
-def save_tensors(path: Path, tensors: dict[str, Tensor], dtype=None, metadata: dict | None = None) -> None:
+def save_tensors(path: Path, tensors: dict, dtype=None, metadata: dict | None = None) -> None:
   """safetensors via a temp file + fsync + rename; `dtype` casts float tensors (fp16 for shipped weights).
 
   Tensors leave the device through numpy, so saving never compiles a CPU kernel (GPU hosts may have no clang)."""
   from safetensors.numpy import save
+  from tinygrad import dtypes
   arrays = {}
   for k, t in tensors.items():
     if dtype is not None and dtypes.is_float(t.dtype): t = t.cast(dtype)
@@ -73,6 +75,8 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
 
 def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict: bool = True) -> None:
   """Copy arrays into a model's tensors, casting to each tensor's own dtype (never adopting the file's)."""
+  from tinygrad import Tensor, dtypes
+  from tinygrad.nn.state import get_state_dict
   sd = get_state_dict(model)
   missing = [k for k in sd if prefix + k not in arrays]
   if strict and missing: raise CheckpointError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
@@ -98,6 +102,8 @@ class Checkpointer:
     self.current: Path | None = None
 
   def save(self, name: str, trainer, loader, best: float, bad_evals: int, metrics: dict) -> Path:
+    from tinygrad import Tensor
+    from tinygrad.nn.state import get_state_dict
     step = trainer.step_count
     d = self.out / f"step-{step:07d}"
     d.mkdir(parents=True, exist_ok=True)
@@ -130,6 +136,7 @@ class Checkpointer:
         d.rmdir()
 
   def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
+    from tinygrad import Tensor
     d = state["dir"]
     arrays = load_tensors(d / "model.safetensors")
     for k, m in trainer.models.items(): assign_state(m, arrays, prefix=f"{k}.")

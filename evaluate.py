@@ -12,16 +12,17 @@ import backend  # noqa: F401
 import numpy as np
 
 
-def load_models(ckpt: Path, decoder: bool = True):
+def load_models(ckpt: Path, decoder: bool = True, int8: bool = False):
   """(models dict, info, tokenizer) from a checkpoint folder: encoder always, decoder and proj_b when trained (and
-  `decoder` is true)."""
+  `decoder` is true). An int8 checkpoint (quantize.py) is dequantised; int8: a float one goes through int8 first."""
+  import quantize
   import studentz as sz
   from decoder import Decoder, ModeBProjection
   from student_tokenizer import StudentTokenizer
   from checkpoint import read_checkpoint_info
   info = read_checkpoint_info(ckpt)
   cfg = sz.Config.from_dict(info["config"])
-  arrays = sz.load_tensors(Path(ckpt) / "model.safetensors")
+  arrays = quantize.load_float32(Path(ckpt) / "model.safetensors", int8=int8)
   models = {"encoder": sz.Encoder(cfg)}
   if decoder and any(k.startswith("decoder.") for k in arrays):
     models["decoder"], models["proj_b"] = Decoder(cfg), ModeBProjection(cfg)

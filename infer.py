@@ -4,7 +4,10 @@
   python infer.py "one" "two" --ckpt runs/NAME/best --json                     # one JSON object per text
   python infer.py --file sentences.txt --ckpt runs/NAME/best > out.jsonl        # one text per line (- = stdin)
   STUDENTZ_CKPT=runs/NAME/best python infer.py "text" --png z.png --strategy beam --beam 4
+  python infer.py "text" --int8                          # weights through int8 (quantize.py writes such a checkpoint)
 
+On a CPU the models run in plain numpy (numpy_infer.py, teacher/numpy_model.py: nothing to compile); on a GPU, or
+with --engine tinygrad, through tinygrad (backend.inference_engine decides).
 JSON lines carry `input`, `z` (D floats), `text` (the decode, or null without a decoder), `cos_teacher` (or null).
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-from plot_png import encode_png
+from plot_png import as_grid, encode_png
 
 NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
 SHADES = " ░▒▓█"
@@ -34,12 +37,18 @@ def parse_args(argv=None):
   p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
   p.add_argument("--png", help="save the first text's z heatmap as a PNG")
   p.add_argument("--no-teacher", action="store_true", help="skip loading the teacher (no cos_teacher)")
-  p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="greedy")
-  p.add_argument("--temperature", type=float, default=1.0)
-  p.add_argument("--top-k", type=int, default=0)
-  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="greedy", help="how the decode picks "
+                 "tokens (default greedy)")
+  p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --strategy sample")
+  p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
+  p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
   p.add_argument("--beam", type=int, default=4, help="beam width for --strategy beam")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=0, help="random seed for --strategy sample")
+  p.add_argument("--engine", choices=backend.ENGINES, default=None,
+                 help="numpy (CPU, nothing to compile), tinygrad (GPU or CPU kernels) or auto (numpy where tinygrad "
+                 "would use the CPU); default $STUDENTZ_ENGINE, else auto")
+  p.add_argument("--int8", action="store_true", help="int8 weights with per-channel scales (quantize.py); a "
+                 "checkpoint written by quantize.py is int8 without it")
   return p.parse_args(argv)
 
 
@@ -66,11 +75,13 @@ def resolve_ckpt(arg: str | None) -> Path:
   return path
 
 
-def load_checkpoint(ckpt: Path):
-  import evaluate
-  from studentz import CheckpointError
+def load_checkpoint(ckpt: Path, engine: str, int8: bool = False):
+  import numpy_infer
+  from checkpoint import CheckpointError
   try:
-    return evaluate.load_models(ckpt)
+    if engine == "numpy": return numpy_infer.load_models(ckpt, int8=int8)
+    import evaluate
+    return evaluate.load_models(ckpt, int8=int8)
   except CheckpointError as e:
     raise UsageError(str(e))
   except Exception as e:  # bad config, shape mismatch, broken tokenizer.json: all mean an unusable checkpoint
@@ -78,13 +89,21 @@ def load_checkpoint(ckpt: Path):
     raise UsageError(f"cannot load checkpoint {ckpt}: {msg}")
 
 
-def teacher_vectors(info: dict, texts: list[str], dim: int):
-  """(vectors or None, reason it is None)."""
+def load_teacher(name: str, engine: str):
+  """The teacher named by the checkpoint: numpy's (a few sentences, nothing to compile) or tinygrad's."""
+  if engine == "numpy":
+    from teacher.numpy_model import load_teacher as load
+    return load(name)
   import train
+  return train.load_teacher(name)
+
+
+def teacher_vectors(info: dict, texts: list[str], dim: int, engine: str):
+  """(vectors or None, reason it is None)."""
   name = (info.get("teacher") or {}).get("name")
   if not name: return None, "the checkpoint names no teacher"
   try:
-    t = train.load_teacher(name)
+    t = load_teacher(name, engine)
     zt = np.asarray(t.embed(texts, batch_size=32), np.float32)
   except Exception as e:  # not cached, offline hub id, no such folder: the student still works without it
     return None, f"teacher {name!r} unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
@@ -100,8 +119,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _scaled(z: np.ndarray) -> np.ndarray:
   """The display grid of z in [-1, 1], symmetric about 0 so the colour of 0 means 0."""
-  import studentz as sz
-  g = sz.as_grid(np.asarray(z, np.float32))
+  g = as_grid(np.asarray(z, np.float32))
   m = float(np.abs(g).max())
   return g / m if m > 0 else g
 
@@ -134,6 +152,15 @@ def png_bytes(z: np.ndarray, cell: int = 8) -> bytes:
 
 # ---- main -----------------------------------------------------------------------------------------------------------
 
+def encode(enc, ids: np.ndarray, mask: np.ndarray, engine: str, batch_size: int) -> np.ndarray:
+  if engine == "numpy":
+    import numpy_infer
+    return numpy_infer.encode_batches(enc, ids, mask, batch_size)
+  import train
+  # one JIT batch shape for the whole call; a lone sentence need not pay for cfg.batch_size rows
+  return train.encode_ids(enc, ids, mask, batch_size)
+
+
 def check_sampling(args) -> None:
   """Reject sampling options that cannot mean anything, before any model is loaded."""
   if not (args.temperature > 0 and np.isfinite(args.temperature)):
@@ -144,16 +171,18 @@ def check_sampling(args) -> None:
 
 
 def run(args) -> int:
-  import train
-  from generate import decode
+  import blas_threads
+  from decoding import decode
   check_sampling(args)
   texts = read_texts(args)
   if not texts: raise UsageError("no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)")
   json_out = args.json or args.file is not None or args.texts == ["-"]
   ckpt = resolve_ckpt(args.ckpt)
-  device = backend.check_device()
+  try: engine = backend.inference_engine(args.engine)
+  except backend.DeviceError as e: raise UsageError(str(e))
+  device = "CPU (numpy)" if engine == "numpy" else backend.check_device()
   print(f"device: {device}", file=sys.stderr if json_out else sys.stdout)
-  models, info, tok = load_checkpoint(ckpt)
+  models, info, tok = load_checkpoint(ckpt, engine, args.int8)
   enc = models["encoder"]
   cfg = enc.cfg
 
@@ -162,17 +191,18 @@ def run(args) -> int:
   ids, mask, cut = tok.encode_batch(texts, cfg.max_len, return_truncated=True)
   for i in np.flatnonzero(cut):
     print(f"note: text {i + 1} is longer than max_len={cfg.max_len} tokens: truncated", file=sys.stderr)
-  # one JIT batch shape for the whole call; a lone sentence need not pay for cfg.batch_size rows
-  z = train.encode_ids(enc, ids, mask, min(cfg.batch_size, len(texts)))
+  z = encode(enc, ids, mask, engine, min(cfg.batch_size, len(texts)))
 
   decoded: list = [None] * len(texts)
   if "decoder" in models:
-    decoded = decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
-                     top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
-                     seed=args.seed)
+    # one BLAS thread across all of numpy's steps (numpy_infer.SMALL_TOKENS says why)
+    with blas_threads.limit(1 if engine == "numpy" else None):
+      decoded = decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
+                       seed=args.seed)
   cos, why = [None] * len(texts), "skipped: --no-teacher"
   if not args.no_teacher:
-    zt, reason = teacher_vectors(info, texts, z.shape[1])
+    zt, reason = teacher_vectors(info, texts, z.shape[1], engine)
     if zt is not None: cos = [float(c) for c in cosines(z, zt)]
     else: print(f"note: {reason}; cos_teacher is null", file=sys.stderr)
     why = "see the note on stderr"  # the reason can be long; say it once, not per text

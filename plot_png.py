@@ -407,3 +407,18 @@ def _legend(cv: Canvas, styles: dict, area, taken: list, scale: int, r: int) -> 
     cv.marker(box[0] + 6 + r, cy, shape, r, color, edge=darker(color))
     cv.text(box[0] + 6 + 2 * r + 8, cy, g or "(none)", INK, scale, "lm")
   return box
+
+
+# the grid z is shown on (infer.py's heatmap and PNG); here so showing z needs no tinygrad
+
+def display_grid(dim: int) -> tuple[int, int]:
+  """The grid z is shown on: 768 -> 32x24, 384 -> 16x24; other sizes get the squarest factorisation."""
+  if dim % 24 == 0: return dim // 24, 24
+  best = max(r for r in range(1, int(math.isqrt(dim)) + 1) if dim % r == 0)
+  return dim // best, best
+
+
+def as_grid(z: np.ndarray) -> np.ndarray:
+  """z (..., D) -> (..., rows, cols) for display."""
+  r, c = display_grid(z.shape[-1])
+  return z.reshape(*z.shape[:-1], r, c)

@@ -6,6 +6,11 @@
   m.decode(z)                                                     # ["a man plays a guitar.", ...] (needs a decoder)
   m.decode_from_teacher(teacher_vecs)                             # mode B: decode the teacher's own vectors
   for z_t in m.encode_stream("A man plays a guitar."): ...        # z after each token (causal checkpoints only)
+  StudentZ.load(engine="tinygrad")   StudentZ.load(int8=True)      # force an engine; int8 weights (quantize.py)
+
+Two engines run the same math: "numpy" (numpy_infer.py: nothing to compile, no tinygrad import; the default where
+tinygrad would run on the CPU) and "tinygrad" (GPUs; JIT-compiled kernels). backend.inference_engine picks one;
+$STUDENTZ_ENGINE or `engine=` overrides it.
 
 Every model call runs under one re-entrant lock, so an instance may be shared between threads (calls are serialised,
 not parallel: tinygrad's JIT capture and realize are not reentrant).
@@ -16,9 +21,7 @@ from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-from device_inputs import InputSlots
 from student_tokenizer import BOS, EOS, PAD
-from tinygrad import Tensor, TinyJit, dtypes
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = ROOT / "models" / "default"  # the shipped model: MiniLM student + decoder, fp16 (README)
@@ -55,81 +58,17 @@ def check_streamable(cfg) -> None:
                      "(train with --norm layer)")
 
 
-class StreamState:
-  """One causal encoder fed one token at a time: `push(token_id)` returns z of everything pushed since `reset()`.
-
-  Per block it keeps the last (k-1)*dilation + 1 inputs of its causal conv (zeros before the start, as the causal pad),
-  so a token costs one position through the blocks; pooling keeps running sums (sum of w*x and of w, with w = 1 for
-  the masked mean, sigmoid(gate) + 1e-6 for the gated pool, as Encoder.pool; per feature for the pool head). z after
-  the t-th push equals the full encoder's z on those t tokens. No max_len applies: the stream may run longer than the
-  training length.
-  Token ids are pushed as given: start with BOS, as every training sentence did."""
-
-  def __init__(self, encoder, lock=None):
-    check_streamable(encoder.cfg)
-    self.encoder, self.lock = encoder, lock if lock is not None else _TINYGRAD_LOCK
-    cfg, act = encoder.cfg, encoder.act_dtype
-    with self.lock:
-      self.bufs = [Tensor.zeros(1, blk.conv.span + 1, cfg.d_model, dtype=act).contiguous().realize()
-                   for blk in encoder.blocks]
-      self.wx = Tensor.zeros(1, cfg.d_model, dtype=dtypes.float32).contiguous().realize()
-      self.w = Tensor.zeros(1, 1, dtype=dtypes.float32).contiguous().realize()
-      P = max(cfg.pool_head, 1)  # the pool head's running sums (unused, one wide, without a head)
-      self.hv = Tensor.zeros(1, P, dtype=dtypes.float32).contiguous().realize()
-      self.hg = Tensor.zeros(1, P, dtype=dtypes.float32).contiguous().realize()
-      self._slots = InputSlots([np.zeros(1, np.int32)])  # the token, copied in without scheduler work
-    # a TinyJit over the persistent buffers above: it reads the encoder's weights as they are at call time
-    self._jit = TinyJit(self._step_impl)
-    self.n = 0  # tokens pushed since reset
-
-  def _step_impl(self, tok: Tensor) -> Tensor:
-    from decoder import conv_last
-    enc = self.encoder
-    ones, mode = Tensor.ones(1, 1), Tensor.zeros(1, dtype=dtypes.int32)
-    x = enc.embed(tok.reshape(1, 1)).cast(enc.act_dtype)                           # (1, 1, d)
-    new_bufs = []
-    for blk, buf in zip(enc.blocks, self.bufs):
-      win = buf[:, 1:].cat(x, dim=1)                                               # (1, span + 1, d)
-      new_bufs.append(win)
-      # mirrors TCNBlock.__call__ at the last position (no FiLM, no dropout at inference); test_api checks they agree
-      y = blk.norm(conv_last(blk.conv, win), ones, mode)                           # (1, 1, h)
-      x = x + blk.out(y.gelu())                                                    # (1, 1, d)
-    x = enc.norm(x, ones, mode)[:, 0]                                              # (1, d)
-    w = Tensor.ones(1, 1) if enc.gate is None else enc.gate(x).float().sigmoid() + 1e-6  # (1, 1)
-    wx, ws = self.wx + x.float() * w, self.w + w
-    z = enc.proj((wx / ws.maximum(1e-6)).cast(enc.act_dtype)).float()              # (1, D)
-    sums = [self.wx.assign(wx), self.w.assign(ws)]
-    if enc.cfg.pool_head:  # the same running sums per head feature (Encoder.head)
-      v, g = enc.head_terms(x.unsqueeze(1))                                        # (1, 1, P) each
-      hv, hg = self.hv + (v * g)[:, 0], self.hg + g[:, 0]
-      z = z + enc.head_down((hv / hg.maximum(1e-6)).cast(enc.act_dtype)).float()
-      sums += [self.hv.assign(hv), self.hg.assign(hg)]
-    z = z.contiguous()
-    Tensor.realize(z, *[b.assign(nb) for b, nb in zip(self.bufs, new_bufs)], *sums)
-    return z
-
-  def push(self, token_id: int) -> np.ndarray:
-    """Feed one token; returns z (D,) float32 of all tokens pushed since reset."""
-    V = self.encoder.cfg.vocab_size
-    if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)) or not 0 <= token_id < V:
-      raise ValueError(f"token ids must be ints in [0, {V}), got {token_id!r}")
-    with self.lock:
-      z = self._jit(*self._slots.fill(np.array([token_id], np.int32))).numpy()[0]
-    self.n += 1
-    return z
-
-  def reset(self) -> "StreamState":
-    """Forget every pushed token (the next push starts a new sequence)."""
-    with self.lock:
-      Tensor.realize(*[b.assign(b.zeros_like()) for b in self.bufs + [self.wx, self.w, self.hv, self.hg]])
-    self.n = 0
-    return self
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # the API
 
 def _pow2_at_least(n: int) -> int: return 1 << max(n - 1, 0).bit_length()
+
+
+def __getattr__(name):  # the tinygrad StreamState lives in stream_tinygrad.py, imported only when asked for
+  if name == "StreamState":
+    from stream_tinygrad import StreamState
+    return StreamState
+  raise AttributeError(name)
 
 
 class StudentZ:
@@ -140,17 +79,26 @@ class StudentZ:
     self.encoder = models["encoder"]
     self.config = self.encoder.cfg
     self.lock = _TINYGRAD_LOCK
-    self._free_streams: list[StreamState] = []  # reused by encode_stream: a new StreamState costs a JIT capture
+    self._free_streams: list = []  # reused by encode_stream: a new tinygrad StreamState costs a JIT capture
 
   @classmethod
-  def load(cls, path=None) -> "StudentZ":
+  def load(cls, path=None, engine: str | None = None, int8: bool = False) -> "StudentZ":
     """A checkpoint folder written by train.py (config.json, model.safetensors, tokenizer.json) or a run folder
-    holding best/. None: $STUDENTZ_CKPT, else the shipped default model (FileNotFoundError if it is missing)."""
-    import evaluate
+    holding best/. None: $STUDENTZ_CKPT, else the shipped default model (FileNotFoundError if it is missing).
+    engine: "numpy", "tinygrad" or None (backend.inference_engine). int8: weights through int8 with per-channel
+    scales (a checkpoint written by quantize.py is int8 already)."""
     p = resolve_path(path)
+    if backend.inference_engine(engine) == "numpy":
+      import numpy_infer
+      return cls(*numpy_infer.load_models(p, int8=int8), p)
+    import evaluate
     with _TINYGRAD_LOCK:
-      models, info, tok = evaluate.load_models(p)
+      models, info, tok = evaluate.load_models(p, int8=int8)
     return cls(models, info, tok, p)
+
+  @property
+  def engine(self) -> str:
+    return "numpy" if type(self.encoder).__module__ == "numpy_infer" else "tinygrad"
 
   @property
   def dim(self) -> int: return self.config.proj_dim
@@ -216,8 +164,11 @@ class StudentZ:
     return z[0] if single else z
 
   def _encode_ids(self, ids: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray:
-    import train
     if len(ids) == 0: return np.zeros((0, self.dim), np.float32)
+    if self.engine == "numpy":
+      import numpy_infer
+      with self.lock: return numpy_infer.encode_batches(self.encoder, ids, mask, batch_size)
+    import train
     # powers of two bound the number of JIT captures while a lone sentence does not pay for batch_size rows
     bs = min(batch_size, _pow2_at_least(len(ids)))
     with self.lock:  # train.encode_ids keeps one JIT per (batch, length) for this encoder
@@ -225,7 +176,7 @@ class StudentZ:
 
   # -- decoding
   def _decode(self, z, mode: int, max_len, strategy, top_k, top_p, temperature, beam, seed) -> list[str]:
-    import generate
+    import blas_threads, decoding
     if not self.has_decoder:
       raise ValueError(f"this checkpoint ({self.path}) has no decoder: train one with --loss_weights.ce 1")
     if strategy not in ("greedy", "sample", "beam"):
@@ -235,13 +186,19 @@ class StudentZ:
     if top_k < 0: raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if beam < 1: raise ValueError(f"beam must be >= 1, got {beam}")
-    z = np.asarray(z.numpy() if isinstance(z, Tensor) else z)
-    z = generate.check_z(z[None] if z.ndim == 1 else z, self.dim)
-    with self.lock:
-      if mode == 1: z = self.models["proj_b"](Tensor(z)).numpy()
-      return generate.decode(self.models["decoder"], z, self.tokenizer, strategy=strategy, max_len=max_len,
+    z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)  # a tinygrad Tensor too
+    z = decoding.check_z(z[None] if z.ndim == 1 else z, self.dim)
+    # one BLAS thread across all of the numpy engine's steps (numpy_infer.SMALL_TOKENS says why)
+    with self.lock, blas_threads.limit(1 if self.engine == "numpy" else None):
+      if mode == 1: z = self._proj_b(z)
+      return decoding.decode(self.models["decoder"], z, self.tokenizer, strategy=strategy, max_len=max_len,
                              temperature=temperature, top_k=top_k, top_p=top_p,
                              beam=beam if strategy == "beam" else 1, seed=seed, mode=mode)
+
+  def _proj_b(self, z: np.ndarray) -> np.ndarray:
+    if self.engine == "numpy": return self.models["proj_b"](z)
+    from tinygrad import Tensor
+    return self.models["proj_b"](Tensor(z)).numpy()
 
   def decode(self, z, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0, top_p: float = 1.0,
              temperature: float = 1.0, beam: int = 4, seed: int = 0) -> list[str]:
@@ -255,8 +212,12 @@ class StudentZ:
     return self._decode(z_teacher, 1, max_len, strategy, top_k, top_p, temperature, beam, seed)
 
   # -- streaming
-  def stream_state(self) -> StreamState:
+  def stream_state(self):
     """A fresh StreamState on this model's encoder (ValueError unless the checkpoint is causal with layer norms)."""
+    if self.engine == "numpy":
+      import numpy_infer
+      return numpy_infer.StreamState(self.encoder)
+    from stream_tinygrad import StreamState
     return StreamState(self.encoder, self.lock)
 
   def encode_stream(self, tokens_or_text):

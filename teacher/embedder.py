@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from device_inputs import InputSlots
+from teacher.folder import (OFFSET_POSITION_TYPES, POOLING_MODES, _read_json, _token_str,  # noqa: F401
+                            load_tokenizer, read_pooling)
 from teacher.models import Encoder, ModelLoadError, load_model
 
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -17,60 +19,6 @@ LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 PRECISIONS = {"fp32": None, "fp16": dtypes.float16}
 # how many sentences are tokenized and length-sorted at a time: big enough for good sorting, bounded memory
 SORT_WINDOW_BATCHES = 64
-# checkpoints whose position table starts after padding_idx + 1 (fairseq style) lose two usable positions
-OFFSET_POSITION_TYPES = ("mpnet", "roberta", "xlm-roberta", "camembert")
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len")  # sentence-transformers concatenates them in this order
-
-
-def _read_json(path: Path, default=None):
-  return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
-
-
-def _token_str(tok) -> str | None:
-  return tok.get("content") if isinstance(tok, dict) else tok  # special_tokens_map may hold AddedToken dicts
-
-
-def load_tokenizer(folder: Path, max_seq_length: int):
-  """tokenizer.json via `tokenizers`, else vocab.txt as a BERT WordPiece tokenizer; truncating, never padding."""
-  from tokenizers import Tokenizer
-  from tokenizers.implementations import BertWordPieceTokenizer
-  tcfg = {**_read_json(folder / "special_tokens_map.json", {}), **_read_json(folder / "tokenizer_config.json", {})}
-  if (folder / "tokenizer.json").is_file():
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-  elif (folder / "vocab.txt").is_file():
-    specials = {k: _token_str(tcfg.get(f"{k}_token")) or f"[{k.upper()}]" for k in ("unk", "sep", "cls", "pad", "mask")}
-    tok = BertWordPieceTokenizer(
-      str(folder / "vocab.txt"), lowercase=bool(tcfg.get("do_lower_case", True)), clean_text=True,
-      handle_chinese_chars=bool(tcfg.get("tokenize_chinese_chars", True)), strip_accents=tcfg.get("strip_accents"),
-      **{f"{k}_token": v for k, v in specials.items()})
-  else:
-    raise ModelLoadError(f"{folder}: no tokenizer.json or vocab.txt")
-  tok.no_padding()  # we pad to our own length buckets
-  tok.enable_truncation(max_length=max_seq_length)  # counts the special tokens, as HF's truncation=True does
-  pad = _token_str(tcfg.get("pad_token"))
-  pad_id = tok.token_to_id(pad) if pad else None
-  return tok, pad_id
-
-
-def read_pooling(folder: Path) -> tuple[tuple[str, ...], bool, int | None]:
-  """(pooling modes, normalise?, max_seq_length) from sentence-transformers metadata; plain HF -> mean, no norm."""
-  modules = _read_json(folder / "modules.json", [])
-  pool_dir = next((m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
-  pcfg = _read_json(folder / pool_dir / "config.json", None) if pool_dir else None
-  if pcfg is None: modes = ("mean",)
-  elif isinstance(pcfg.get("pooling_mode"), str):  # newer configs may name the single mode directly
-    modes = ({"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(pcfg["pooling_mode"],
-                                                                                    pcfg["pooling_mode"]),)
-  else:
-    keys = {m: "pooling_mode_cls_token" if m == "cls" else f"pooling_mode_{m}_tokens" for m in POOLING_MODES}
-    modes = tuple(m for m in POOLING_MODES if pcfg.get(keys[m]))
-    unsupported = [k for k in ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken") if pcfg.get(k)]
-    if unsupported: raise ModelLoadError(f"{folder}: unsupported pooling {', '.join(unsupported)}")
-  if not modes or any(m not in POOLING_MODES for m in modes):
-    raise ModelLoadError(f"{folder}: unsupported pooling config {pcfg}")
-  normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-  max_len = (_read_json(folder / "sentence_bert_config.json", {}) or {}).get("max_seq_length")
-  return modes, normalize, max_len
 
 
 def _cache_root(cache_dir) -> Path:

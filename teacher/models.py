@@ -7,21 +7,13 @@ padding-offset ids plus a relative attention bias) and in how the checkpoint nam
 """
 import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
 import cpu_gemm
-import json, math, functools
+import json, math
 from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
-
-# additive attention mask for padded keys: finite so a row never becomes NaN, big enough that exp() underflows to 0
-MASK_VALUE = -1e9
-# wrappers the weights may sit under (task heads, sentence-transformers' auto_model); stripped before matching
-PREFIXES = ("bert.", "distilbert.", "mpnet.", "roberta.", "model.", "encoder_model.", "0.auto_model.", "auto_model.")
-
-
-class ModelLoadError(ValueError):
-  """A checkpoint we cannot turn into one of our ports; the message names the file and what is wrong."""
-
+from teacher.folder import (MASK_VALUE, NAMES, PREFIXES, ModelLoadError, _raw_header, normalise_keys,  # noqa: F401
+                            read_safetensors, relative_position_bucket)
 
 def gelu_erf(x: Tensor) -> Tensor:
   # HF's "gelu" is the exact erf form; tinygrad's default gelu() is the tanh approximation (off by ~1e-3)
@@ -87,12 +79,7 @@ class Layer:
 class Encoder:
   """Embeddings + post-LN layers -> last hidden state (B, L, d). Subclasses say where positions come from."""
   model_type = ""
-  layer_prefix = "encoder.layer."
-  layer_names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-                 "o": "attention.output.dense", "ln1": "attention.output.LayerNorm", "ff1": "intermediate.dense",
-                 "ff2": "output.dense", "ln2": "output.LayerNorm"}
-  top_names = {"word": "embeddings.word_embeddings", "pos": "embeddings.position_embeddings",
-               "type": "embeddings.token_type_embeddings", "emb_ln": "embeddings.LayerNorm"}
+  layer_prefix, layer_names, top_names = NAMES["bert"]  # subclasses: their own row of teacher.folder.NAMES
 
   def __init__(self, config: dict):
     self.config = config
@@ -150,10 +137,7 @@ class BertModel(Encoder):
 
 class DistilBertModel(Encoder):
   model_type = "distilbert"
-  layer_prefix = "transformer.layer."
-  layer_names = {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin", "o": "attention.out_lin",
-                 "ln1": "sa_layer_norm", "ff1": "ffn.lin1", "ff2": "ffn.lin2", "ln2": "output_layer_norm"}
-  top_names = {k: v for k, v in Encoder.top_names.items() if k != "type"}
+  layer_prefix, layer_names, top_names = NAMES["distilbert"]
 
   def __init__(self, config: dict):
     super().__init__({**config, "layer_norm_eps": 1e-12})  # DistilBERT hardcodes its LayerNorm eps
@@ -162,27 +146,9 @@ class DistilBertModel(Encoder):
   def sizes(c: dict) -> tuple[int, int, int, int]: return c["dim"], c["n_heads"], c["hidden_dim"], c["n_layers"]
 
 
-@functools.lru_cache(maxsize=None)
-def relative_position_bucket(L: int, num_buckets: int = 32, max_distance: int = 128) -> np.ndarray:
-  """HF MPNet's bucket of (key - query) for an L x L grid, bidirectional; float32 like torch so edges agree."""
-  rel = np.arange(L)[None, :] - np.arange(L)[:, None]  # (L, L) memory - context
-  n = -rel
-  half = num_buckets // 2
-  ret = (n < 0).astype(np.int64) * half
-  n = np.abs(n)
-  max_exact = half // 2
-  log_ratio = np.log(np.maximum(n, 1).astype(np.float32) / np.float32(max_exact))  # n < max_exact never uses it
-  scaled = log_ratio / np.float32(math.log(max_distance / max_exact))
-  large = np.minimum(max_exact + (scaled * np.float32(half - max_exact)).astype(np.int64), half - 1)
-  return (ret + np.where(n < max_exact, n, large)).astype(np.int32)
-
-
 class MPNetModel(Encoder):
   model_type = "mpnet"
-  layer_names = {"q": "attention.attn.q", "k": "attention.attn.k", "v": "attention.attn.v", "o": "attention.attn.o",
-                 "ln1": "attention.LayerNorm", "ff1": "intermediate.dense", "ff2": "output.dense",
-                 "ln2": "output.LayerNorm"}
-  top_names = {**DistilBertModel.top_names, "rel_bias": "encoder.relative_attention_bias"}
+  layer_prefix, layer_names, top_names = NAMES["mpnet"]
   padding_idx = 1  # fixed in HF's MPNetEmbeddings, whatever the config says
 
   def __init__(self, config: dict):
@@ -201,46 +167,6 @@ class MPNetModel(Encoder):
 
 
 ARCHITECTURES = {cls.model_type: cls for cls in (BertModel, DistilBertModel, MPNetModel)}
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-  """Every tensor in a .safetensors file as numpy (bf16 widened by hand: numpy has no bfloat16)."""
-  from safetensors import safe_open
-  out, raw = {}, None
-  with safe_open(str(path), framework="numpy") as f:
-    for key in f.keys():
-      try: out[key] = f.get_tensor(key)
-      except (TypeError, ValueError):  # bf16: decode from the header offsets below
-        raw = raw if raw is not None else _raw_header(path)
-        info, data_start = raw[0][key], raw[1]
-        if info["dtype"] != "BF16": raise
-        start, end = info["data_offsets"]
-        with open(path, "rb") as fh:
-          fh.seek(data_start + start)
-          u16 = np.frombuffer(fh.read(end - start), dtype="<u2")
-        out[key] = (u16.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-  return out
-
-
-def _raw_header(path: Path) -> tuple[dict, int]:
-  with open(path, "rb") as fh:
-    n = int.from_bytes(fh.read(8), "little")
-    return json.loads(fh.read(n)), 8 + n
-
-
-def normalise_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Strip wrapper prefixes and map old LayerNorm gamma/beta names, so one table matches every variant."""
-  out = {}
-  for key, value in state.items():
-    stripped = True
-    while stripped:
-      stripped = False
-      for p in PREFIXES:
-        if key.startswith(p): key, stripped = key[len(p):], True
-    if key.endswith(".gamma"): key = key[:-len(".gamma")] + ".weight"
-    elif key.endswith(".beta"): key = key[:-len(".beta")] + ".bias"
-    out.setdefault(key, value)
-  return out
 
 
 def build_model(config: dict, state: dict[str, np.ndarray], source: str = "checkpoint") -> Encoder:

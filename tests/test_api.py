@@ -117,6 +117,20 @@ def test_decode_modes_and_errors(model):
   with pytest.raises(ValueError, match="has no decoder"): bare.decode_from_teacher(z)
 
 
+def test_engines_agree_and_int8(run_dir, model):
+  """The numpy engine (the default on the CPU) and the tinygrad one: the same z and decodes; int8 weights close."""
+  assert model.engine == "numpy"
+  tg = StudentZ.load(run_dir, engine="tinygrad")
+  assert tg.engine == "tinygrad"
+  assert np.abs(tg.encode(TEXTS[:2]) - model.encode(TEXTS[:2])).max() < 1e-4
+  z = model.encode(TEXTS[:2])
+  assert tg.decode(z, max_len=4) == model.decode(z, max_len=4)
+  assert tg.decode_from_teacher(z, max_len=4) == model.decode_from_teacher(z, max_len=4)
+  q8 = StudentZ.load(run_dir, int8=True).encode(TEXTS[:2])
+  cos = (q8 * z).sum(1) / np.linalg.norm(q8, axis=1) / np.linalg.norm(z, axis=1)
+  assert cos.min() > 0.99 and np.abs(q8 - z).max() > 0
+
+
 @pytest.mark.parametrize("pool,head", [("mean", 0), ("gated", 0), ("gated", 6)])
 def test_stream_equals_full_encoder_on_every_prefix(pool, head):
   T = 10

@@ -1,0 +1,70 @@
+"""INT8 against the float checkpoint on held-out Wikipedia sentences: cos(z_int8, z_fp16), file sizes, CPU speed.
+
+  python scripts/int8_fidelity.py > results/cpu_int8_fidelity.json    # models/default, 500 sentences
+
+The sentences are the corpus's test split (the hash split training held out), up to max_len tokens. Speeds are the
+numpy engine's (numpy_infer.py), one process, medians: encode of one sentence, and of the 500 in batches of 32.
+"""
+from __future__ import annotations
+import argparse, json, os, statistics, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timed(fn, reps: int) -> float:
+  """Median seconds of reps calls after one untimed call."""
+  fn()
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts)
+
+
+def main() -> int:
+  import numpy as np
+  import evaluate, numpy_infer, quantize
+  from train import default_corpus
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--ckpt", type=Path, default=ROOT / "models" / "default", help="float checkpoint folder")
+  p.add_argument("--n", type=int, default=500, help="held-out sentences")
+  p.add_argument("--reps", type=int, default=5, help="timed repetitions per speed (median)")
+  args = p.parse_args()
+  with tempfile.TemporaryDirectory() as tmp:
+    sizes = quantize.quantize_checkpoint(args.ckpt, Path(tmp) / "q8")
+    fp, info, tok = numpy_infer.load_models(args.ckpt)
+    q8 = numpy_infer.load_models(Path(tmp) / "q8")[0]
+  L = fp["encoder"].cfg.max_len
+  texts = evaluate.held_out_sentences(default_corpus(), None, args.n, tok, L, max_tokens=L - 2)
+  ids, mask = tok.encode_batch(texts, L)
+  out = {"checkpoint": str(args.ckpt), "n": len(texts), "mean_tokens": float(mask.sum(1).mean()),
+         "fp16_file_mb": sizes["fp_bytes"] / 1e6, "int8_file_mb": sizes["int8_bytes"] / 1e6,
+         "int8_size_ratio": sizes["int8_bytes"] / sizes["fp_bytes"], "load_average_1min": os.getloadavg()[0]}
+  z = {k: numpy_infer.encode_batches(m["encoder"], ids, mask, 32) for k, m in (("fp16", fp), ("int8", q8))}
+  cos = (z["fp16"] * z["int8"]).sum(1) / np.linalg.norm(z["fp16"], axis=1) / np.linalg.norm(z["int8"], axis=1)
+  out.update(cos_mean=float(cos.mean()), cos_min=float(cos.min()), cos_p01=float(np.quantile(cos, 0.01)))
+  # the decoder too: how many greedy decodes are unchanged by int8 (first 100 sentences)
+  import blas_threads, decoding
+  with blas_threads.limit(1):  # as StudentZ.decode holds it
+    a = decoding.decode(fp["decoder"], z["fp16"][:100], tok)
+    b = decoding.decode(q8["decoder"], z["fp16"][:100], tok)
+  out["decode_same_text_of_100"] = sum(x == y for x, y in zip(a, b))
+  # weights are float32 in memory for both (the same arithmetic); the two are timed in turns, so load on this shared
+  # CPU falls on both alike
+  one, many = {"fp16": [], "int8": []}, {"fp16": [], "int8": []}
+  for _ in range(args.reps):
+    for k, m in (("fp16", fp), ("int8", q8)):
+      one[k].append(timed(lambda: numpy_infer.encode_batches(m["encoder"], ids[:1], mask[:1], 1), 5))
+      many[k].append(timed(lambda: numpy_infer.encode_batches(m["encoder"], ids, mask, 32), 1))
+  for k in one:
+    out[f"{k}_encode_one_ms"] = 1e3 * statistics.median(one[k])
+    out[f"{k}_encode_sentences_per_s"] = len(texts) / statistics.median(many[k])
+  print(json.dumps(out, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
