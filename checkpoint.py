@@ -1,7 +1,8 @@
 """Checkpoint files: safetensors + JSON written atomically (temp file, fsync, rename), read without any code
 execution, and train.py's step folders with atomically swapped `last`/`best` links."""
 from __future__ import annotations
-import json, os, tempfile
+import json, os, shutil, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import backend  # noqa: F401
@@ -125,9 +126,10 @@ class Checkpointer:
   def _prune(self) -> None:
     keep = {os.path.realpath(self.out / n) for n in ("last", "best") if (self.out / n).exists()}
     for d in self.out.glob("step-*"):
-      if os.path.realpath(d) not in keep:
-        for f in d.iterdir(): f.unlink()
-        d.rmdir()
+      if d.is_symlink():  # a link planted in the run folder: remove the link, never what it points to
+        if os.path.realpath(d) not in keep: d.unlink()
+      elif d.is_dir() and os.path.realpath(d) not in keep:
+        shutil.rmtree(d)  # rmtree never follows a symlink found inside (it unlinks the link)
 
   def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
     d = state["dir"]
@@ -145,6 +147,37 @@ class Checkpointer:
     loader.load_state_dict(state["info"]["loader"])
     self.current = d.resolve()
     return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])
+
+
+class RunFolderError(ValueError):
+  """--out cannot be used: a file, or a folder another run holds; the message is one line."""
+
+
+@contextmanager
+def run_lock(out: Path):
+  """Own run folder `out` for the block: an exclusive flock on out/.lock, taken before any work; a second run on the
+  same folder fails at once instead of interleaving checkpoints and metrics. The kernel drops it at exit, even kill -9."""
+  out = Path(out)
+  if out.exists() and not out.is_dir(): raise RunFolderError(f"--out {out} is a file, not a folder: pick another --out")
+  made = not out.exists()
+  out.mkdir(parents=True, exist_ok=True)
+  try: import fcntl
+  except ImportError: fcntl = None  # Windows: no flock, no guard
+  fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    if fcntl is not None:
+      try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        raise RunFolderError(f"{out} is in use by another run (pid {pid}); wait for it or pick another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield out
+  finally:
+    if made and {p.name for p in out.iterdir()} == {".lock"}:  # a run that stopped before any output leaves nothing
+      (out / ".lock").unlink()
+      out.rmdir()
+    os.close(fd)  # closing the only descriptor releases the flock
 
 
 def read_checkpoint_info(ckpt: Path) -> dict:

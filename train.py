@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import backend
-from checkpoint import Checkpointer, read_checkpoint_info
+from checkpoint import Checkpointer, read_checkpoint_info, run_lock
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
@@ -201,20 +201,22 @@ def main(argv=None) -> int:
   if args.print_config:
     print(json.dumps(cfg.to_dict(), indent=2))
     return 0
-  teacher_name = args.teacher or DEFAULT_TEACHER
   out = args.out or ROOT / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
-  if (out / "last").exists():
-    print(f"error: {out} already holds a run; use --resume {out} to continue it or pick another --out",
-          file=sys.stderr)
-    return 2
-  dp = f" x {args.devices} (data parallel)" if args.devices > 1 else ""
-  print(f"device {device}{dp} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
-        "--profile full for the full config)" if profile == "cpu" else ""), file=sys.stderr)
   try:
-    return train(cfg, teacher_name, out, args, device)
+    with run_lock(out):  # owned before any data work: a second run on this folder fails here, at once
+      return start_run(cfg, profile, out, args, device)
   except (CheckpointError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+
+
+def start_run(cfg, profile: str, out: Path, args, device: str) -> int:
+  if (out / "last").exists():
+    raise ValueError(f"{out} already holds a run; use --resume {out} to continue it or pick another --out")
+  dp = f" x {args.devices} (data parallel)" if args.devices > 1 else ""
+  print(f"device {device}{dp} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
+        "--profile full for the full config)" if profile == "cpu" else ""), file=sys.stderr)
+  return train(cfg, args.teacher or DEFAULT_TEACHER, out, args, device)
 
 
 def load_teacher(name: str):
@@ -630,8 +632,9 @@ def resume(args) -> int:
   # the run's own corpus: prepare() would rebuild data_dir from the default corpus and resume on other sentences
   if args.data_source is None and info.get("data_source"): args.data_source = Path(info["data_source"])
   print(f"resuming {run} at step {info['step']}", file=sys.stderr)
-  return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
-               state={"dir": last.resolve(), "info": info})
+  with run_lock(run):
+    return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
+                 state={"dir": last.resolve(), "info": info})
 
 
 def load_encoder(ckpt: Path):
