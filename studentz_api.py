@@ -20,6 +20,8 @@ from device_inputs import InputSlots
 from student_tokenizer import BOS, EOS, PAD
 from tinygrad import Tensor, TinyJit, dtypes
 
+backend.per_thread_cache_db()  # tinygrad's kernel cache db: usable from any thread, not only its opener
+
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = ROOT / "models" / "default"  # the shipped model: MiniLM student + decoder, fp16 (README)
 NO_DEFAULT = ("the shipped default model (models/default) is missing from this install: pass a checkpoint folder, "

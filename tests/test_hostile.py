@@ -75,3 +75,31 @@ def test_failed_start_leaves_no_folder(work, tmp_path, monkeypatch):
   argv[argv.index(str(work["source"]))] = str(tmp_path / "no-corpus.txt")
   with pytest.raises(SystemExit): run_main(argv)
   assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# item 4: the API from any thread
+
+THREADS = """
+import sys, threading
+sys.path.insert(0, sys.argv[2])
+import backend
+from studentz import StudentZ
+m = StudentZ.load(sys.argv[1])
+z = m.encode(["a cat sat", "two dogs"])  # the main thread opens tinygrad's kernel cache db
+out, errors = {}, []
+def work(i):
+  try: out[i] = m.decode(z, max_len=4)
+  except Exception as e: errors.append(repr(e))
+ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+assert not errors, errors[:2]
+assert len({tuple(v) for v in out.values()}) == 1 and len(out) == 8
+print("ok")
+"""
+
+
+def test_decode_from_8_threads(ckpt):
+  r = py("-c", THREADS, ckpt, ROOT)
+  assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
