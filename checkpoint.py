@@ -22,10 +22,20 @@ def _fsync_dir(path: Path) -> None:
   except OSError: pass
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+UMASK = _umask()  # read once at import: os.umask can only be read by setting it
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; a checkpoint is an ordinary file (0644 under umask 022)
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
@@ -156,7 +166,8 @@ class RunFolderError(ValueError):
 @contextmanager
 def run_lock(out: Path):
   """Own run folder `out` for the block: an exclusive flock on out/.lock, taken before any work; a second run on the
-  same folder fails at once instead of interleaving checkpoints and metrics. The kernel drops it at exit, even kill -9."""
+  same folder fails at once instead of interleaving checkpoints and metrics. The kernel drops it at exit, even on
+  kill -9."""
   out = Path(out)
   if out.exists() and not out.is_dir(): raise RunFolderError(f"--out {out} is a file, not a folder: pick another --out")
   made = not out.exists()
@@ -186,9 +197,23 @@ def read_checkpoint_info(ckpt: Path) -> dict:
   if not ckpt.exists(): raise CheckpointError(f"checkpoint not found: {ckpt}")
   if not cfg_file.is_file(): raise CheckpointError(f"{ckpt} is not a StudentZ checkpoint (no config.json)")
   try: info = json.loads(cfg_file.read_text())
-  except json.JSONDecodeError as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
+  except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
+  except RecursionError: raise CheckpointError(f"{cfg_file} is corrupt: nested too deeply") from None
+  if not isinstance(info, dict): raise CheckpointError(f"{cfg_file} is corrupt: not a JSON object")
   if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
+  if wrong := [k for k, t in INFO_TYPES.items() if k in info and not isinstance(info[k], t) or
+               k in ("config", "step") and k not in info]:  # a KeyError or TypeError later, deep in a run
+    raise CheckpointError(f"{cfg_file} is corrupt: wrong or missing {', '.join(wrong)}")
+  teacher = info.get("teacher")
+  want = (("name", str), ("dim", int), ("fingerprint", str))
+  if teacher is not None and not (isinstance(teacher, dict) and all(isinstance(teacher.get(k), t) for k, t in want)):
+    raise CheckpointError(f"{cfg_file} is corrupt: teacher must hold name, dim and fingerprint")
   return info
+
+
+# what each field of a checkpoint's config.json must be, where present (step and config are required)
+INFO_TYPES = {"step": int, "config": dict, "teacher": dict, "data_dir": str, "data_source": str, "metrics": dict,
+              "best_val_cos": (int, float), "bad_evals": int, "loader": dict}
 
 
 # What an encoder's weights are shaped by, and the data its tokenizer was fitted on: train.py --init-from takes these

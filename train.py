@@ -133,8 +133,10 @@ def resolve_config(args, overrides, device: str):
   if args.config:
     # ValueError, not SystemExit(msg): main turns it into one line and exit status 2 like every other bad input
     if not args.config.is_file(): raise ValueError(f"config file not found: {args.config}")
-    try: user = json.loads(args.config.read_text())
+    try: user = json.loads(args.config.read_text(), parse_constant=no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{args.config} is not valid JSON: {e}")
+    except RecursionError: raise ValueError(f"{args.config} is nested too deeply to be a config") from None
+    except ValueError as e: raise ValueError(f"{args.config}: {e}") from None  # Infinity / NaN
     if not isinstance(user, dict): raise ValueError(f"{args.config} must hold a JSON object")
   if args.steps is not None: overrides = [*overrides, ("steps", str(args.steps))]
   cfg = Config.from_dict(user).override(*overrides)
@@ -153,6 +155,11 @@ def resolve_config(args, overrides, device: str):
     try: cfg = with_encoder_shape(cfg, args.init_from, keep=set_by_user)
     except CheckpointError as e: raise ValueError(f"--init-from: {e}") from None
   return cfg.validate(), profile
+
+
+def no_constant(name: str):
+  """json.loads' parse_constant: Infinity / NaN are not JSON numbers, and an infinite lr makes every tensor NaN."""
+  raise ValueError(f"{name} is not a valid config value: numbers must be finite")
 
 
 def apply_profile(cfg, prof: dict, named: set, set_by_user: set):
@@ -192,7 +199,7 @@ def main(argv=None) -> int:
     if args.minutes < 0 or args.time_limit < 0: raise ValueError("--minutes and --time-limit must be 0 or more")
     args.devices = parallel.device_count(args.devices)
     if args.devices > 1: parallel.device_names(args.devices)  # a missing card fails here, before any data work
-    if args.resume is not None: return resume(args)
+    if args.resume is not None: return resume(args, overrides)
     cfg, profile = resolve_config(args, overrides, device)
     parallel.check_batch(cfg.batch_size, cfg.grad_accum, args.devices)
   except ValueError as e:
@@ -619,9 +626,13 @@ def encode_ids(enc, tokens, mask, batch_size: int):
   return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
 
 
-def resume(args) -> int:
+def resume(args, overrides=()) -> int:
   from studentz import Config
   run = Path(args.resume)
+  if overrides or args.config:  # they were silently ignored: the run's own config is what resumes exactly
+    what = ", ".join(f"--{k}" for k, _ in overrides) or "--config"
+    raise ValueError(f"--resume continues {run} with its own config; {what} cannot change it (only --steps, "
+                     "--minutes and --time-limit can): start a new run with --init-from to change the model")
   last = run / "last"
   info = read_checkpoint_info(last)
   cfg = Config.from_dict(info["config"])
@@ -645,7 +656,8 @@ def load_encoder(ckpt: Path):
 
 
 def cli() -> None:
-  sys.exit(main())
+  from cli_guard import guarded
+  sys.exit(guarded(main))
 
 
 if __name__ == "__main__":
