@@ -84,6 +84,22 @@ class Layer:
     return self.ln2(x + self.ff2(self.act(self.ff1(x, dt)), dt))
 
 
+# upper bounds of what a teacher's config.json may ask for (the largest BERTs: 24 layers, 1024 wide, 4096 inner): a
+# hostile or corrupt config must not build 10 million layers before the weights are even looked at
+SIZE_LIMITS = {"hidden size": 1 << 14, "attention heads": 256, "intermediate size": 1 << 16, "layers": 256,
+               "vocab_size": 1 << 21, "max_position_embeddings": 1 << 16}
+
+
+def check_sizes(sizes: tuple, config: dict) -> tuple:
+  """The (d, heads, d_ff, layers) sizes, each a positive int under its limit (also vocab and positions), or
+  ModelLoadError naming the first that is not."""
+  extra = tuple(config.get(k, 1) for k in ("vocab_size", "max_position_embeddings"))
+  for (name, top), v in zip(SIZE_LIMITS.items(), sizes + extra):
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+      raise ModelLoadError(f"config.json: {name} must be an integer in [1, {top}], got {v!r}")
+  return sizes
+
+
 class Encoder:
   """Embeddings + post-LN layers -> last hidden state (B, L, d). Subclasses say where positions come from."""
   model_type = ""
@@ -96,7 +112,7 @@ class Encoder:
 
   def __init__(self, config: dict):
     self.config = config
-    d, heads, d_ff, n_layers = self.sizes(config)
+    d, heads, d_ff, n_layers = check_sizes(self.sizes(config), config)
     if d % heads: raise ModelLoadError(f"hidden size {d} is not a multiple of {heads} heads")
     eps = float(config.get("layer_norm_eps", 1e-12))
     act_name = config.get("hidden_act", config.get("activation", "gelu"))
