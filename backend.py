@@ -447,3 +447,28 @@ def read_kernel_options(blob: bytes) -> list:
   return opts
 
 
+
+
+_DB_LOCAL = None  # threading.local holding each thread's connection to tinygrad's kernel cache db
+
+
+def per_thread_cache_db() -> None:
+  """tinygrad 0.14 opens its sqlite kernel cache once (helpers.db_connection) and sqlite3 refuses that connection in any
+  other thread (ProgrammingError on the first kernel compiled there). Give each thread its own connection to the same
+  file instead: sqlite's WAL mode lets them share it. Call after tinygrad's import; idempotent."""
+  global _DB_LOCAL
+  import sqlite3, threading
+  from tinygrad import helpers
+  if _DB_LOCAL is not None: return
+  _DB_LOCAL = threading.local()
+
+  def db_connection():
+    conn = getattr(_DB_LOCAL, "conn", None)
+    if conn is None:
+      os.makedirs(os.path.dirname(helpers.CACHEDB), exist_ok=True)
+      conn = sqlite3.connect(helpers.CACHEDB, timeout=60, isolation_level="IMMEDIATE")
+      with contextlib.suppress(sqlite3.OperationalError): conn.execute("PRAGMA journal_mode=WAL").fetchone()
+      conn.execute("PRAGMA synchronous=NORMAL")
+      _DB_LOCAL.conn = conn
+    return conn
+  helpers.db_connection = db_connection  # diskcache_get/put look the name up in helpers' globals on every call

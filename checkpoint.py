@@ -4,7 +4,8 @@ execution, and train.py's step folders with atomically swapped `last`/`best` lin
 tinygrad is imported only by the functions that touch tensors: reading a checkpoint's config and arrays (what the numpy
 inference path, numpy_infer.py, does) costs no tinygrad import."""
 from __future__ import annotations
-import json, os, tempfile
+import json, os, shutil, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import backend  # noqa: F401
@@ -22,10 +23,20 @@ def _fsync_dir(path: Path) -> None:
   except OSError: pass
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+UMASK = _umask()  # read once at import: os.umask can only be read by setting it
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; a checkpoint is an ordinary file (0644 under umask 022)
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
@@ -131,9 +142,10 @@ class Checkpointer:
   def _prune(self) -> None:
     keep = {os.path.realpath(self.out / n) for n in ("last", "best") if (self.out / n).exists()}
     for d in self.out.glob("step-*"):
-      if os.path.realpath(d) not in keep:
-        for f in d.iterdir(): f.unlink()
-        d.rmdir()
+      if d.is_symlink():  # a link planted in the run folder: remove the link, never what it points to
+        if os.path.realpath(d) not in keep: d.unlink()
+      elif d.is_dir() and os.path.realpath(d) not in keep:
+        shutil.rmtree(d)  # rmtree never follows a symlink found inside (it unlinks the link)
 
   def restore(self, state: dict, trainer, loader) -> tuple[float, int]:
     from tinygrad import Tensor
@@ -154,15 +166,61 @@ class Checkpointer:
     return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])
 
 
+class RunFolderError(ValueError):
+  """--out cannot be used: a file, or a folder another run holds; the message is one line."""
+
+
+@contextmanager
+def run_lock(out: Path):
+  """Own run folder `out` for the block: an exclusive flock on out/.lock, taken before any work; a second run on the
+  same folder fails at once instead of interleaving checkpoints and metrics. The kernel drops it at exit, even on
+  kill -9."""
+  out = Path(out)
+  if out.exists() and not out.is_dir(): raise RunFolderError(f"--out {out} is a file, not a folder: pick another --out")
+  made = not out.exists()
+  out.mkdir(parents=True, exist_ok=True)
+  try: import fcntl
+  except ImportError: fcntl = None  # Windows: no flock, no guard
+  fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    if fcntl is not None:
+      try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        raise RunFolderError(f"{out} is in use by another run (pid {pid}); wait for it or pick another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield out
+  finally:
+    if made and {p.name for p in out.iterdir()} == {".lock"}:  # a run that stopped before any output leaves nothing
+      (out / ".lock").unlink()
+      out.rmdir()
+    os.close(fd)  # closing the only descriptor releases the flock
+
+
 def read_checkpoint_info(ckpt: Path) -> dict:
   ckpt = Path(ckpt)
   cfg_file = ckpt / "config.json"
   if not ckpt.exists(): raise CheckpointError(f"checkpoint not found: {ckpt}")
   if not cfg_file.is_file(): raise CheckpointError(f"{ckpt} is not a StudentZ checkpoint (no config.json)")
   try: info = json.loads(cfg_file.read_text())
-  except json.JSONDecodeError as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
+  except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
+  except RecursionError: raise CheckpointError(f"{cfg_file} is corrupt: nested too deeply") from None
+  if not isinstance(info, dict): raise CheckpointError(f"{cfg_file} is corrupt: not a JSON object")
   if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
+  if wrong := [k for k, t in INFO_TYPES.items() if k in info and not isinstance(info[k], t) or
+               k in ("config", "step") and k not in info]:  # a KeyError or TypeError later, deep in a run
+    raise CheckpointError(f"{cfg_file} is corrupt: wrong or missing {', '.join(wrong)}")
+  teacher = info.get("teacher")
+  want = (("name", str), ("dim", int), ("fingerprint", str))
+  if teacher is not None and not (isinstance(teacher, dict) and all(isinstance(teacher.get(k), t) for k, t in want)):
+    raise CheckpointError(f"{cfg_file} is corrupt: teacher must hold name, dim and fingerprint")
   return info
+
+
+# what each field of a checkpoint's config.json must be, where present (step and config are required)
+INFO_TYPES = {"step": int, "config": dict, "teacher": dict, "data_dir": str, "data_source": str, "metrics": dict,
+              "best_val_cos": (int, float), "bad_evals": int, "loader": dict}
 
 
 # What an encoder's weights are shaped by, and the data its tokenizer was fitted on: train.py --init-from takes these

@@ -4,11 +4,23 @@ Its own module (re-exported by studentz) so the numpy inference path (numpy_infe
 without importing tinygrad.
 """
 from __future__ import annotations
-import json
+import json, math
 from dataclasses import dataclass, field, asdict, fields
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object",
                bool: "true or false"}
+# upper bounds of the sizes a config file or checkpoint can set (far above any trained model: max_len 64, vocab 16k)
+SIZE_LIMITS = {"max_len": 8192, "vocab_size": 1 << 20, "d_model": 1 << 14, "hidden": 1 << 16, "n_blocks": 256,
+               "dec_blocks": 256, "kernel_size": 255, "proj_dim": 1 << 14, "pool_head": 1 << 16, "batch_size": 1 << 20}
+
+
+def _nonfinite(name: str, v) -> list[str]:
+  """Dotted names of the non-finite floats in a config value (nested dicts and lists included)."""
+  if isinstance(v, float): return [] if math.isfinite(v) else [name]
+  if isinstance(v, dict): return [k for key, x in v.items() for k in _nonfinite(f"{name}.{key}", x)]
+  if isinstance(v, (list, tuple)): return [k for x in v for k in _nonfinite(name, x)]
+  return []
+
 
 @dataclass
 class Config:
@@ -84,6 +96,9 @@ class Config:
       if not ok:
         wrong.append(f"{f.name} must be {_TYPE_WORDS[want]}, got {json.dumps(v, default=str)[:40]}")
     if wrong: raise ValueError("invalid config: " + "; ".join(wrong))
+    # JSON's Infinity/NaN (a --config file, a checkpoint's config.json) pass every comparison below as a "number"
+    if bad := [k for f in fields(self) for k in _nonfinite(f.name, getattr(self, f.name))]:
+      raise ValueError(f"invalid config: {', '.join(bad)} must be finite numbers (not Infinity or NaN)")
     errs = []
     def need(ok, msg):
       if not ok: errs.append(msg)
@@ -92,6 +107,9 @@ class Config:
       need(isinstance(getattr(self, k), int) and getattr(self, k) > 0, f"{k} must be a positive integer")
     need(self.vocab_size >= 64, "vocab_size must be at least 64")
     need(self.max_len >= 3, "max_len must be at least 3 (BOS, a token, EOS)")
+    for k, top in SIZE_LIMITS.items():  # sizes a file can set: each bounded, so memory and time stay finite
+      need(getattr(self, k) <= top, f"{k} must be at most {top}, got {getattr(self, k)}")
+    need(0 <= self.seed < 2 ** 32, "seed must be in [0, 2**32)")
     need(self.kernel_size % 2 == 1, "kernel_size must be odd so centred padding is symmetric")
     need(len(self.dilation_schedule) == self.n_blocks,
          f"dilation_schedule has {len(self.dilation_schedule)} entries but n_blocks is {self.n_blocks}")
@@ -146,6 +164,7 @@ class Config:
 
   @classmethod
   def from_dict(cls, d: dict) -> "Config":
+    if not isinstance(d, dict): raise ValueError(f"invalid config: expected a JSON object, got {type(d).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown: raise ValueError(f"invalid config: unknown keys {unknown}")

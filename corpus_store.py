@@ -5,7 +5,7 @@ A data folder holds: texts.bin (utf-8 bytes) + offsets.npy int64 [N+1], split.np
 truncation), teacher-*/ caches, and meta.json. meta.json is written last: a folder without it is unfinished.
 """
 from __future__ import annotations
-import contextlib, json, os
+import contextlib, errno, json, os, re, shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,37 @@ def _tmp_for(path: Path) -> Path:
   return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def _alive(pid: int) -> bool:
+  try: os.kill(pid, 0)
+  except ProcessLookupError: return False
+  except PermissionError: return True  # someone else's live process
+  return True
+
+
+def remove_stale_tmps(path: Path) -> None:
+  """Delete the temp files of `path` left by processes that died (kill -9, SIGBUS): a 50 MB one per crash otherwise
+  stays for ever. Only `.NAME.tmpPID` next to `path`, and only of pids no longer running."""
+  for f in path.parent.glob(f".{path.name}.tmp*"):
+    m = re.fullmatch(rf"\.{re.escape(path.name)}\.tmp(\d+)", f.name)
+    if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))) and not f.is_symlink():
+      with contextlib.suppress(OSError): f.unlink()
+
+
+def reserve(path: Path, nbytes: int) -> None:
+  """Fail with ENOSPC, naming the sizes, unless `nbytes` fit on path's file system: a memory-mapped write past the
+  free space is a SIGBUS that kills the process without a word."""
+  free = shutil.disk_usage(path.parent).free
+  if nbytes > free:
+    raise OSError(errno.ENOSPC, f"not enough disk space for {path.name}: it needs {nbytes / 2**20:,.0f} MiB, "
+                                f"{free / 2**20:,.0f} MiB are free", str(path.parent))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
   """Yield a temp path next to `path`; on success fsync it and rename it over `path`, on error delete it."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  remove_stale_tmps(path)
   tmp = _tmp_for(path)
   try:
     yield tmp
@@ -57,7 +83,13 @@ def atomic_save_npy(path, arr) -> None:
 def atomic_memmap(path, dtype, shape):
   """Yield a writable .npy memmap that only appears at `path` once the block finished without error."""
   with atomic_path(path) as tmp:
+    reserve(tmp, int(np.prod(shape)) * np.dtype(dtype).itemsize + 4096)
     mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate") and mm.size:  # the blocks themselves: another writer may fill the disk meanwhile
+      with open(tmp, "rb+") as f:
+        try: os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+        except OSError as e:  # a file system without fallocate keeps the free-space check alone
+          if e.errno in (errno.ENOSPC, errno.EDQUOT): raise
     try:
       yield mm
       mm.flush()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_store import DataDir, atomic_write_json, open_data_dir, read_json
+from corpus_store import DataDir, atomic_write_json, open_data_dir, read_json, reserve
 from progress import Progress
 
 FORMAT = "studentz-teacher-cache/1"
@@ -68,6 +68,7 @@ def _open_cache(cache: Path, base: dict) -> dict:
   cache.mkdir(parents=True, exist_ok=True)
   # forget the old manifest first: it must never vouch for rows of the freshly zeroed file
   (cache / MANIFEST).unlink(missing_ok=True)
+  reserve(vec, base["n"] * base["dim"] * 4 + 4096)  # rows are written through a memmap: a full disk is a SIGBUS
   mm = np.lib.format.open_memmap(vec, mode="w+", dtype=np.float32, shape=(base["n"], base["dim"]))
   mm.flush()
   del mm

@@ -50,7 +50,7 @@ class TextReader:
       seen += 1
       braces += raw.lstrip().startswith(b"{")
       try: objs += isinstance(json.loads(raw.decode("utf-8", errors="replace")), dict)
-      except ValueError: pass
+      except (ValueError, RecursionError): pass  # deeply nested: not a record either
       if seen >= self.SAMPLE_LINES: break
     return "jsonl" if objs and braces * 2 > seen else "text"
 
@@ -84,7 +84,7 @@ class TextReader:
       if text is None: continue
       if self.format == "jsonl":
         try: obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line nested thousands deep is no record: counted as bad JSON
           self.stats["bad_json"] += 1
           continue
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):

@@ -10,6 +10,8 @@ import numpy as np
 from student_tokenizer import BOS, EOS, PAD, UNK
 
 NEG = -1e9  # a log-probability that never wins, without the NaNs of -inf arithmetic
+MAX_BEAM = 256  # beam rows x vocabulary logits per step: bounded so a typo (--beam 50000) cannot take all memory
+MAX_TOKENS = 8192  # generated tokens per row at most (config.SIZE_LIMITS' max_len)
 
 
 def get_state(decoder, batch_size: int):
@@ -181,9 +183,32 @@ def generate(decoder, z, strategy: str = "greedy", max_len: int | None = None, t
   raise ValueError(f"unknown strategy {strategy!r}: use greedy, sample or beam")
 
 
+def _is_int(x) -> bool: return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_options(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, beam=1, seed=0, max_len=None) -> None:
+  """ValueError naming the first decoding option that cannot mean anything (before any model work)."""
+  if strategy not in ("greedy", "sample", "beam"):
+    raise ValueError(f"unknown strategy {strategy!r}: use greedy, sample or beam")
+  num = isinstance(temperature, (int, float, np.floating)) and not isinstance(temperature, bool)
+  if not (num and temperature > 0 and np.isfinite(temperature)):
+    raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+  if not (_is_int(top_k) and top_k >= 0): raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
+  if not (isinstance(top_p, (int, float, np.floating)) and 0 < top_p <= 1):
+    raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+  if not (_is_int(beam) and 1 <= beam <= MAX_BEAM): raise ValueError(f"beam must be in [1, {MAX_BEAM}], got {beam!r}")
+  if not (_is_int(seed) and 0 <= seed < 2 ** 63): raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+  if max_len is not None and not (_is_int(max_len) and 1 <= max_len <= MAX_TOKENS):
+    raise ValueError(f"max_len must be in [1, {MAX_TOKENS}], got {max_len!r}")
+
+
 def decode(decoder, z, tokenizer, strategy: str = "greedy", max_len: int | None = None,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam: int = 1, seed: int = 0, mode=0,
            length_penalty: float = 1.0) -> list[str]:
-  """z (B, D) -> B strings (tokenizer: student_tokenizer.StudentTokenizer)."""
+  """z (B, D) -> B strings (tokenizer: student_tokenizer.StudentTokenizer); 0 rows give []."""
+  check_options(strategy, temperature, top_k, top_p, beam, seed, max_len)
+  if check_z(z, decoder.cfg.proj_dim).shape[0] == 0: return []
   ids = generate(decoder, z, strategy, max_len, temperature, top_k, top_p, beam, length_penalty, seed, mode)
-  return tokenizer.decode_batch(ids)
+  # ids past the tokenizer's own size (it may learn fewer merges than vocab_size): rows never trained on, dropped
+  size = getattr(tokenizer, "vocab_size", None)  # any object with decode_batch will do; one with a size is checked
+  return tokenizer.decode_batch(ids if size is None else np.where(ids >= size, UNK, ids))

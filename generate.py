@@ -13,8 +13,8 @@ import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad 
 import numpy as np
 from device_inputs import InputSlots
 from decoder import Decoder
-from decoding import (NEG, _draw, _log_softmax, _mask_specials, _prepare, _run, beam_search,  # noqa: F401
-                      check_z, decode, filter_logits, generate, greedy, sample)
+from decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials, _prepare, _run,  # noqa: F401
+                      beam_search, check_options, check_z, decode, filter_logits, generate, greedy, sample)
 from tinygrad import Tensor, TinyJit, dtypes
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from plot_png import as_grid, encode_png
 
 NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
+NO_TEXTS = "no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)"
 SHADES = " ░▒▓█"
 # diverging map (ColorBrewer RdBu ends): blue for negative, near-white at 0, red for positive
 COLD, MID, HOT = np.array([33, 102, 172]), np.array([247, 247, 247]), np.array([178, 24, 43])
@@ -52,15 +53,39 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def read_texts(args) -> list[str]:
+CHUNK = 256  # texts encoded, decoded and written per step of a stream: memory stays bounded, output flows
+MAX_LINE = 1 << 20  # bytes of one input line kept; the rest of a longer one is skipped (the model keeps max_len tokens)
+
+
+def open_source(args):
+  """A binary stream of the texts (--file PATH, --file - or a lone '-'), or None when they are the arguments.
+  Opened before any model loads, so a missing file costs no wait."""
   src = args.file if args.file is not None else ("-" if args.texts == ["-"] else None)
-  if src is None: return list(args.texts)
+  if src is None: return None
   if args.file is not None and args.texts: raise UsageError("give texts either as arguments or with --file, not both")
-  try:
-    raw = sys.stdin.read() if src == "-" else Path(src).read_text(encoding="utf-8")
-  except (OSError, UnicodeDecodeError) as e:
-    raise UsageError(f"cannot read {'stdin' if src == '-' else src}: {e}")
-  return raw.splitlines()
+  if src == "-": return sys.stdin.buffer
+  try: return open(src, "rb")
+  except OSError as e: raise UsageError(f"cannot read {src}: {e}")
+
+
+def read_lines(f):
+  """Lines split on \\n (and \\r\\n) only, as `python -m teacher embed` does: str.splitlines also splits on \\x0b,
+  \\x1c, U+2028 ..., so outputs would stop lining up with inputs. Invalid UTF-8 becomes U+FFFD."""
+  while raw := f.readline(MAX_LINE):
+    if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
+      while (rest := f.readline(MAX_LINE)) and not rest.endswith(b"\n"): pass  # the cut-off rest of an over-long line
+    yield raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", "replace")
+
+
+def chunks(items, size: int | None = None):
+  """(index of the first item, list of up to `size` (default CHUNK) items) from any iterable, without holding more."""
+  buf, first, size = [], 0, size or CHUNK
+  for x in items:
+    buf.append(x)
+    if len(buf) == size:
+      yield first, buf
+      first, buf = first + size, []
+  if buf: yield first, buf
 
 
 def resolve_ckpt(arg: str | None) -> Path:
@@ -98,17 +123,33 @@ def load_teacher(name: str, engine: str):
   return train.load_teacher(name)
 
 
-def teacher_vectors(info: dict, texts: list[str], dim: int, engine: str):
-  """(vectors or None, reason it is None)."""
-  name = (info.get("teacher") or {}).get("name")
-  if not name: return None, "the checkpoint names no teacher"
-  try:
-    t = load_teacher(name, engine)
-    zt = np.asarray(t.embed(texts, batch_size=32), np.float32)
-  except Exception as e:  # not cached, offline hub id, no such folder: the student still works without it
-    return None, f"teacher {name!r} unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-  if zt.shape != (len(texts), dim): return None, f"teacher {name!r} gives vectors of shape {zt.shape}, not (N, {dim})"
-  return zt, ""
+class TeacherCos:
+  """The checkpoint's teacher, loaded once on first use: cos(z_s, z_t) per text, or None with the reason why."""
+
+  def __init__(self, info: dict, dim: int, skip: bool, engine: str):
+    self.name, self.dim, self.teacher, self.reason = (info.get("teacher") or {}).get("name"), dim, None, ""
+    self.engine = engine
+    if skip: self.reason = "skipped: --no-teacher"
+    elif not self.name: self._off("the checkpoint names no teacher")
+
+  def __call__(self, texts: list[str], z: np.ndarray) -> list:
+    zt = self._vectors(texts)
+    return [None] * len(texts) if zt is None else [float(c) for c in cosines(z, zt)]
+
+  def _vectors(self, texts):
+    if self.reason: return None
+    try:
+      self.teacher = self.teacher or load_teacher(self.name, self.engine)
+      zt = np.asarray(self.teacher.embed(texts, batch_size=32), np.float32)
+    except Exception as e:  # not cached, offline hub id, no such folder: the student still works without it
+      return self._off(f"teacher {self.name!r} unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if zt.shape != (len(texts), self.dim):
+      return self._off(f"teacher {self.name!r} gives vectors of shape {zt.shape}, not (N, {self.dim})")
+    return zt
+
+  def _off(self, reason: str):
+    self.reason = reason
+    print(f"note: {reason}; cos_teacher is null", file=sys.stderr)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -163,59 +204,69 @@ def encode(enc, ids: np.ndarray, mask: np.ndarray, engine: str, batch_size: int)
 
 def check_sampling(args) -> None:
   """Reject sampling options that cannot mean anything, before any model is loaded."""
-  if not (args.temperature > 0 and np.isfinite(args.temperature)):
-    raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
-  if args.top_k < 0: raise UsageError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
-  if not 0 < args.top_p <= 1: raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
-  if args.beam < 1: raise UsageError(f"--beam must be >= 1, got {args.beam}")
+  from decoding import check_options
+  try: check_options(args.strategy, args.temperature, args.top_k, args.top_p, args.beam, args.seed)
+  except ValueError as e: raise UsageError("--" + str(e).replace("_", "-", 1))
 
 
 def run(args) -> int:
-  import blas_threads
-  from decoding import decode
   check_sampling(args)
-  texts = read_texts(args)
-  if not texts: raise UsageError("no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)")
-  json_out = args.json or args.file is not None or args.texts == ["-"]
+  source = open_source(args)
+  from student_tokenizer import without_surrogates  # invalid UTF-8 in argv arrives as surrogate escapes
+  texts = read_lines(source) if source is not None else [without_surrogates(t) for t in args.texts]
+  if source is None and not texts: raise UsageError(NO_TEXTS)
+  json_out = args.json or source is not None
   ckpt = resolve_ckpt(args.ckpt)
   try: engine = backend.inference_engine(args.engine)
   except backend.DeviceError as e: raise UsageError(str(e))
   device = "CPU (numpy)" if engine == "numpy" else backend.check_device()
   print(f"device: {device}", file=sys.stderr if json_out else sys.stdout)
   models, info, tok = load_checkpoint(ckpt, engine, args.int8)
-  enc = models["encoder"]
-  cfg = enc.cfg
+  cos_of = TeacherCos(info, models["encoder"].cfg.proj_dim, args.no_teacher, engine)
+  first_z, bs = None, None
+  for first, batch in chunks(texts):
+    bs = bs or min(models["encoder"].cfg.batch_size, len(batch))  # one JIT batch shape for the whole stream
+    z, decoded = infer_batch(models, tok, batch, first, bs, args, ckpt, engine)
+    first_z = z[0] if first_z is None else first_z
+    write_rows(batch, z, decoded, cos_of(batch, z), json_out,
+               "skipped: --no-teacher" if args.no_teacher else "see the note on stderr")
+  if first_z is None: raise UsageError(NO_TEXTS)
+  if args.png:  # after the results: a bad --png path must not drop them
+    sys.stdout.flush()
+    try: Path(args.png).write_bytes(png_bytes(first_z))
+    except OSError as e: raise UsageError(f"cannot write {args.png}: {e}")
+    print(f"wrote {args.png}", file=sys.stderr)
+  return 0
 
-  for i, t in enumerate(texts):
-    if not t.strip(): print(f"note: text {i + 1} is empty: encoded as an empty sentence", file=sys.stderr)
+
+def infer_batch(models, tok, texts: list[str], first: int, bs: int, args, ckpt, engine: str):
+  """(z, decodes or Nones) of one batch of texts; `first` numbers them in the notes."""
+  import blas_threads
+  from decoding import decode
+  cfg = models["encoder"].cfg
+  for i, t in enumerate(texts, first + 1):
+    if not t.strip(): print(f"note: text {i} is empty: encoded as an empty sentence", file=sys.stderr)
   ids, mask, cut = tok.encode_batch(texts, cfg.max_len, return_truncated=True)
   for i in np.flatnonzero(cut):
-    print(f"note: text {i + 1} is longer than max_len={cfg.max_len} tokens: truncated", file=sys.stderr)
-  z = encode(enc, ids, mask, engine, min(cfg.batch_size, len(texts)))
+    print(f"note: text {first + i + 1} is longer than max_len={cfg.max_len} tokens: truncated", file=sys.stderr)
+  z = encode(models["encoder"], ids, mask, engine, bs)
+  if not np.isfinite(z).all():  # NaN weights (a diverged run): nothing below could mean anything, and NaN is not JSON
+    raise UsageError(f"checkpoint {ckpt} gives NaN/Inf vectors: its weights are not finite (a run that diverged?)")
+  if "decoder" not in models: return z, [None] * len(texts)
+  # one BLAS thread across all of numpy's steps (numpy_infer.SMALL_TOKENS says why)
+  with blas_threads.limit(1 if engine == "numpy" else None):
+    return z, decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
+                     seed=args.seed)
 
-  decoded: list = [None] * len(texts)
-  if "decoder" in models:
-    # one BLAS thread across all of numpy's steps (numpy_infer.SMALL_TOKENS says why)
-    with blas_threads.limit(1 if engine == "numpy" else None):
-      decoded = decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
-                       seed=args.seed)
-  cos, why = [None] * len(texts), "skipped: --no-teacher"
-  if not args.no_teacher:
-    zt, reason = teacher_vectors(info, texts, z.shape[1], engine)
-    if zt is not None: cos = [float(c) for c in cosines(z, zt)]
-    else: print(f"note: {reason}; cos_teacher is null", file=sys.stderr)
-    why = "see the note on stderr"  # the reason can be long; say it once, not per text
 
-  if args.png:
-    try: Path(args.png).write_bytes(png_bytes(z[0]))
-    except OSError as e: raise UsageError(f"cannot write {args.png}: {e}")
-
+def write_rows(texts, z, decoded, cos, json_out: bool, why: str) -> None:
+  """One JSON line (flushed: a reader sees each result as it comes) or the human view per text."""
   color = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
   for i, text in enumerate(texts):
     if json_out:
-      print(json.dumps({"input": text, "text": decoded[i], "cos_teacher": cos[i],
-                        "z": [float(v) for v in z[i]]}), flush=True)
+      row = {"input": text, "text": decoded[i], "cos_teacher": cos[i], "z": [float(v) for v in z[i]]}
+      print(json.dumps(row, allow_nan=False), flush=True)  # allow_nan=False: never a NaN token, which is not JSON
       continue
     print(f"\n> {text}")
     print(f"  decode:         {decoded[i]!r}" if decoded[i] is not None else "  decode:         (no decoder)")
@@ -223,8 +274,6 @@ def run(args) -> int:
     r, c = _scaled(z[i]).shape
     print(f"  z: {z.shape[1]}-d as {r}x{c}, |z|max {np.abs(z[i]).max():.3g}, norm {np.linalg.norm(z[i]):.3g}")
     for line in heatmap_lines(z[i], color): print("  " + line)
-  if args.png: print(f"wrote {args.png}", file=sys.stderr)
-  return 0
 
 
 def main(argv=None) -> int:
@@ -237,7 +286,8 @@ def main(argv=None) -> int:
 
 
 def cli() -> None:
-  sys.exit(main())
+  from cli_guard import guarded
+  sys.exit(guarded(main))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ def init_from_teacher(enc, tv: np.ndarray, tokens: np.ndarray, mask: np.ndarray,
   from tinygrad import Tensor
   cfg = enc.cfg
   table = pca_table(tv, cfg.d_model, cfg.seed)
+  # a small corpus fits fewer tokens than vocab_size: the rows past them are never looked up, so they start at zero
+  table = np.concatenate([table, np.zeros((cfg.vocab_size - len(table), table.shape[1]), table.dtype)])
   feats = static_features(table, tokens, mask)
   w, b = ridge(feats, zt)
   pred = feats @ w + b

@@ -20,7 +20,19 @@ _BASE_VOCAB = len(SPECIAL_TOKENS) + 256  # specials + every byte: the floor of t
 
 def _check_text(text, what="text") -> str:
   if not isinstance(text, str): raise ValueError(f"{what} must be str, got {type(text).__name__}")
-  return text
+  return without_surrogates(text)
+
+
+def without_surrogates(text: str) -> str:
+  """Lone surrogates -> U+FFFD. Python hands invalid UTF-8 in argv or stdin (LC_ALL=C) over as surrogate escapes, and
+  the Rust tokenizers refuse any surrogate with a bare TypeError."""
+  try:
+    text.encode("utf-8")
+    return text
+  except UnicodeEncodeError:
+    try: raw = text.encode("utf-8", "surrogateescape")  # the original bytes of an escaped argument
+    except UnicodeEncodeError: raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
 
 
 def _check_max_len(max_len) -> int:
@@ -103,8 +115,7 @@ class StudentTokenizer:
     """-> (ids int32 [N, max_len], mask float32 [N, max_len]) [, truncated bool [N]]; one Rust call for all rows."""
     max_len = _check_max_len(max_len)
     if isinstance(texts, str): raise ValueError("encode_batch takes a list of str; use encode() for one str")
-    texts = list(texts)
-    for t in texts: _check_text(t, "every text")
+    texts = [_check_text(t, "every text") for t in texts]
     n = len(texts)
     encs = self._tok.encode_batch(texts, add_special_tokens=False) if n else []
     lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)

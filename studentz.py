@@ -10,7 +10,7 @@ import math, os
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import cpu_gemm, cpu_gelu, cuda_gemm, cuda_ops
 import numpy as np
-from config import Config  # noqa: F401  (its own module so numpy_infer reads it without tinygrad)
+from config import SIZE_LIMITS, Config  # noqa: F401  (its own module so numpy_infer reads it without tinygrad)
 from plot_png import as_grid, display_grid  # noqa: F401  (display helpers, kept importable as studentz.*)
 from embedding import TokenEmbedding, gather_rows
 from tinygrad import Tensor, dtypes

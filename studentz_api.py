@@ -80,6 +80,7 @@ class StudentZ:
     self.config = self.encoder.cfg
     self.lock = _TINYGRAD_LOCK
     self._free_streams: list = []  # reused by encode_stream: a new tinygrad StreamState costs a JIT capture
+    if self.engine == "tinygrad": backend.per_thread_cache_db()  # its kernel cache db: usable from any thread
 
   @classmethod
   def load(cls, path=None, engine: str | None = None, int8: bool = False) -> "StudentZ":
@@ -143,6 +144,10 @@ class StudentZ:
     L2 norm per row. Batches of min(batch_size, next power of two >= N) rows share one JIT per size."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
       raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(inputs, (bytes, bytearray, memoryview, dict, set, frozenset)) or not hasattr(inputs, "__iter__"):
+      # bytes would iterate as token ids, a dict as its keys: neither is what the caller meant
+      raise TypeError(f"inputs must be a str, a list of str or token-id rows, got {type(inputs).__name__}"
+                      + (": decode bytes first, e.g. data.decode('utf-8')" if isinstance(inputs, bytes) else ""))
     single = isinstance(inputs, str)
     if single:
       inputs = [inputs]
@@ -179,15 +184,10 @@ class StudentZ:
     import blas_threads, decoding
     if not self.has_decoder:
       raise ValueError(f"this checkpoint ({self.path}) has no decoder: train one with --loss_weights.ce 1")
-    if strategy not in ("greedy", "sample", "beam"):
-      raise ValueError(f"unknown strategy {strategy!r}: use greedy, sample or beam")
-    if not (temperature > 0 and np.isfinite(temperature)):
-      raise ValueError(f"temperature must be a positive number, got {temperature}")
-    if top_k < 0: raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if beam < 1: raise ValueError(f"beam must be >= 1, got {beam}")
+    decoding.check_options(strategy, temperature, top_k, top_p, beam, seed, max_len)
     z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)  # a tinygrad Tensor too
     z = decoding.check_z(z[None] if z.ndim == 1 else z, self.dim)
+    if len(z) == 0: return []  # as encode of 0 texts gives 0 rows
     # one BLAS thread across all of the numpy engine's steps (numpy_infer.SMALL_TOKENS says why)
     with self.lock, blas_threads.limit(1 if self.engine == "numpy" else None):
       if mode == 1: z = self._proj_b(z)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import backend
-from checkpoint import Checkpointer, read_checkpoint_info
+from checkpoint import Checkpointer, read_checkpoint_info, run_lock
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
@@ -145,8 +145,10 @@ def resolve_config(args, overrides, device: str):
   if args.config:
     # ValueError, not SystemExit(msg): main turns it into one line and exit status 2 like every other bad input
     if not args.config.is_file(): raise ValueError(f"config file not found: {args.config}")
-    try: user = json.loads(args.config.read_text())
+    try: user = json.loads(args.config.read_text(), parse_constant=no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{args.config} is not valid JSON: {e}")
+    except RecursionError: raise ValueError(f"{args.config} is nested too deeply to be a config") from None
+    except ValueError as e: raise ValueError(f"{args.config}: {e}") from None  # Infinity / NaN
     if not isinstance(user, dict): raise ValueError(f"{args.config} must hold a JSON object")
   if args.steps is not None: overrides = [*overrides, ("steps", str(args.steps))]
   cfg = Config.from_dict(user).override(*overrides)
@@ -165,6 +167,11 @@ def resolve_config(args, overrides, device: str):
     try: cfg = with_encoder_shape(cfg, args.init_from, keep=set_by_user)
     except CheckpointError as e: raise ValueError(f"--init-from: {e}") from None
   return cfg.validate(), profile
+
+
+def no_constant(name: str):
+  """json.loads' parse_constant: Infinity / NaN are not JSON numbers, and an infinite lr makes every tensor NaN."""
+  raise ValueError(f"{name} is not a valid config value: numbers must be finite")
 
 
 def apply_profile(cfg, prof: dict, named: set, set_by_user: set):
@@ -204,7 +211,7 @@ def main(argv=None) -> int:
     if args.minutes < 0 or args.time_limit < 0: raise ValueError("--minutes and --time-limit must be 0 or more")
     args.devices = parallel.device_count(args.devices)
     if args.devices > 1: parallel.device_names(args.devices)  # a missing card fails here, before any data work
-    if args.resume is not None: return resume(args)
+    if args.resume is not None: return resume(args, overrides)
     cfg, profile = resolve_config(args, overrides, device)
     parallel.check_batch(cfg.batch_size, cfg.grad_accum, args.devices)
   except ValueError as e:
@@ -213,20 +220,22 @@ def main(argv=None) -> int:
   if args.print_config:
     print(json.dumps(cfg.to_dict(), indent=2))
     return 0
-  teacher_name = args.teacher or DEFAULT_TEACHER
   out = args.out or ROOT / "runs" / time.strftime("run-%Y%m%d-%H%M%S")
-  if (out / "last").exists():
-    print(f"error: {out} already holds a run; use --resume {out} to continue it or pick another --out",
-          file=sys.stderr)
-    return 2
-  dp = f" x {args.devices} (data parallel)" if args.devices > 1 else ""
-  print(f"device {device}{dp} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
-        "--profile full for the full config)" if profile == "cpu" else ""), file=sys.stderr)
   try:
-    return train(cfg, teacher_name, out, args, device)
+    with run_lock(out):  # owned before any data work: a second run on this folder fails here, at once
+      return start_run(cfg, profile, out, args, device)
   except (CheckpointError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+
+
+def start_run(cfg, profile: str, out: Path, args, device: str) -> int:
+  if (out / "last").exists():
+    raise ValueError(f"{out} already holds a run; use --resume {out} to continue it or pick another --out")
+  dp = f" x {args.devices} (data parallel)" if args.devices > 1 else ""
+  print(f"device {device}{dp} · profile {profile}" + (" (small model + corpus slice so a CPU run takes minutes; "
+        "--profile full for the full config)" if profile == "cpu" else ""), file=sys.stderr)
+  return train(cfg, args.teacher or DEFAULT_TEACHER, out, args, device)
 
 
 def load_teacher(name: str):
@@ -673,9 +682,13 @@ def encode_ids(enc, tokens, mask, batch_size: int):
   return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
 
 
-def resume(args) -> int:
+def resume(args, overrides=()) -> int:
   from studentz import Config
   run = Path(args.resume)
+  if overrides or args.config:  # they were silently ignored: the run's own config is what resumes exactly
+    what = ", ".join(f"--{k}" for k, _ in overrides) or "--config"
+    raise ValueError(f"--resume continues {run} with its own config; {what} cannot change it (only --steps, "
+                     "--minutes and --time-limit can): start a new run with --init-from to change the model")
   last = run / "last"
   info = read_checkpoint_info(last)
   cfg = Config.from_dict(info["config"])
@@ -686,8 +699,9 @@ def resume(args) -> int:
   # the run's own corpus: prepare() would rebuild data_dir from the default corpus and resume on other sentences
   if args.data_source is None and info.get("data_source"): args.data_source = Path(info["data_source"])
   print(f"resuming {run} at step {info['step']}", file=sys.stderr)
-  return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
-               state={"dir": last.resolve(), "info": info})
+  with run_lock(run):
+    return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
+                 state={"dir": last.resolve(), "info": info})
 
 
 def load_encoder(ckpt: Path):
@@ -698,7 +712,8 @@ def load_encoder(ckpt: Path):
 
 
 def cli() -> None:
-  sys.exit(main())
+  from cli_guard import guarded
+  sys.exit(guarded(main))
 
 
 if __name__ == "__main__":

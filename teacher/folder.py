@@ -17,6 +17,22 @@ class ModelLoadError(ValueError):
   """A checkpoint we cannot turn into one of our ports; the message names the file and what is wrong."""
 
 
+# upper bounds of what a teacher's config.json may ask for (the largest BERTs: 24 layers, 1024 wide, 4096 inner): a
+# hostile or corrupt config must not build 10 million layers before the weights are even looked at
+SIZE_LIMITS = {"hidden size": 1 << 14, "attention heads": 256, "intermediate size": 1 << 16, "layers": 256,
+               "vocab_size": 1 << 21, "max_position_embeddings": 1 << 16}
+
+
+def check_sizes(sizes: tuple, config: dict) -> tuple:
+  """The (d, heads, d_ff, layers) sizes, each a positive int under its limit (also vocab and positions), or
+  ModelLoadError naming the first that is not."""
+  extra = tuple(config.get(k, 1) for k in ("vocab_size", "max_position_embeddings"))
+  for (name, top), v in zip(SIZE_LIMITS.items(), sizes + extra):
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+      raise ModelLoadError(f"config.json: {name} must be an integer in [1, {top}], got {v!r}")
+  return sizes
+
+
 # our names -> the checkpoint's, per architecture: (layer prefix, per-layer names, top-level names)
 _BERT_LAYER = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
                "o": "attention.output.dense", "ln1": "attention.output.LayerNorm", "ff1": "intermediate.dense",

@@ -15,7 +15,10 @@ REQUIRED_FILES = ("config.json", "model.safetensors")
 OPTIONAL_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
                   "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 MARKER = ".complete"
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # seconds one network read may wait
+DEADLINE = 3600.0  # seconds one file's download may take in all: a mirror trickling a byte every 10 s never ends
+MAX_BYTES = {"model.safetensors": 8 << 30}  # the largest file we accept; an endless body must not fill the disk
+MAX_OTHER = 64 << 20  # configs, tokenizers: tens of MB at most
 _MB = 1 << 20
 _JUNK = {"desktop.ini", ".DS_Store", "Thumbs.db"}  # shipped inside some archives; never part of a checkpoint
 # the hub's own rule for repo names; it also forbids '--' and '..', which keeps our '/' -> '--' mapping unambiguous
@@ -284,20 +287,47 @@ def _request(url: str) -> urllib.request.Request:
   return req
 
 
+class DownloadLimit(TeacherNotFound):
+  """A download past its total deadline or its size cap (a stalled mirror, an endless body)."""
+
+
 def download_file(url: str, dest: Path, progress: bool = True, desc: str | None = None) -> Path:
-  """Streams url into dest.part, renaming it to dest only once every byte arrived."""
+  """Streams url into dest.part, renaming it to dest only once every byte arrived. The whole file must come within
+  DEADLINE seconds and MAX_BYTES (else DownloadLimit, and the part file is deleted)."""
   dest.parent.mkdir(parents=True, exist_ok=True)
   part = dest.with_name(dest.name + ".part")
-  with urllib.request.urlopen(_request(url), timeout=TIMEOUT) as resp, open(part, "wb") as out:
-    total, got = int(resp.headers.get("Content-Length") or 0), 0
-    bar = Progress(-(-total // _MB) or None, desc or dest.name, "MiB", disable=not progress or total < 8 * _MB)
-    while chunk := resp.read(_MB):
-      out.write(chunk)
-      got += len(chunk)
-      bar.update(-(-got // _MB) - bar.n)
-    bar.close()
+  cap, end = MAX_BYTES.get(dest.name, MAX_OTHER), time.monotonic() + DEADLINE
+  try:
+    with urllib.request.urlopen(_request(url), timeout=TIMEOUT) as resp, open(part, "wb") as out:
+      total = int(resp.headers.get("Content-Length") or 0)
+      if total > cap: raise DownloadLimit(_too_big(url, total, cap))
+      bar = Progress(-(-total // _MB) or None, desc or dest.name, "MiB", disable=not progress or total < 8 * _MB)
+      got = _stream(resp, out, cap, end, url, lambda n: bar.update(-(-n // _MB) - bar.n))
+      bar.close()
+  except BaseException:
+    part.unlink(missing_ok=True)
+    raise
   if total and got != total: raise http.client.IncompleteRead(b"", total - got)
   return part.replace(dest)
+
+
+def _too_big(url: str, size: int, cap: int) -> str:
+  return f"download of {url} refused: more than {cap / _MB:,.0f} MiB ({size / _MB:,.0f} MiB seen)"
+
+
+def _stream(resp, out, cap: int, end: float, url: str, seen) -> int:
+  """Copy resp to out, checking the deadline after every read and the size cap; the bytes copied."""
+  got = 0
+  # read1: whatever arrived, at most 1 MiB (read(n) waits for all n bytes, so a trickle would never reach a check)
+  while chunk := resp.read1(_MB):
+    got += len(chunk)
+    if got > cap: raise DownloadLimit(_too_big(url, got, cap))
+    if time.monotonic() > end:
+      raise DownloadLimit(f"download of {url} took more than {DEADLINE:g} s ({got:,} bytes arrived): a stalled "
+                          f"mirror? Set HF_ENDPOINT to another, or pass a local folder with --teacher PATH")
+    out.write(chunk)
+    seen(got)
+  return got
 
 
 _NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ssl.SSLError)

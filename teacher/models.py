@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
-from teacher.folder import (MASK_VALUE, NAMES, PREFIXES, ModelLoadError, _raw_header, normalise_keys,  # noqa: F401
-                            read_safetensors, relative_position_bucket)
+from teacher.folder import (MASK_VALUE, NAMES, PREFIXES, SIZE_LIMITS, ModelLoadError, _raw_header,  # noqa: F401
+                            check_sizes, normalise_keys, read_safetensors, relative_position_bucket)
 
 def gelu_erf(x: Tensor) -> Tensor:
   # HF's "gelu" is the exact erf form; tinygrad's default gelu() is the tanh approximation (off by ~1e-3)
@@ -83,7 +83,7 @@ class Encoder:
 
   def __init__(self, config: dict):
     self.config = config
-    d, heads, d_ff, n_layers = self.sizes(config)
+    d, heads, d_ff, n_layers = check_sizes(self.sizes(config), config)
     if d % heads: raise ModelLoadError(f"hidden size {d} is not a multiple of {heads} heads")
     eps = float(config.get("layer_norm_eps", 1e-12))
     act_name = config.get("hidden_act", config.get("activation", "gelu"))

@@ -10,8 +10,8 @@ import json, math
 from pathlib import Path
 
 import numpy as np
-from teacher.folder import (MASK_VALUE, NAMES, OFFSET_POSITION_TYPES, ModelLoadError, load_tokenizer, normalise_keys,
-                            read_pooling, read_safetensors, relative_position_bucket)
+from teacher.folder import (MASK_VALUE, NAMES, OFFSET_POSITION_TYPES, ModelLoadError, check_sizes, load_tokenizer,
+                            normalise_keys, read_pooling, read_safetensors, relative_position_bucket)
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -46,7 +46,7 @@ class Model:
     self.type = config.get("model_type")
     if self.type not in NAMES:
       raise ModelLoadError(f"{source}: unsupported model_type {self.type!r} (supported: {', '.join(NAMES)})")
-    self.dim, self.heads, _, n_layers = _sizes(self.type, config)
+    self.dim, self.heads, _, n_layers = check_sizes(_sizes(self.type, config), config)
     # DistilBERT hardcodes its LayerNorm eps (as teacher.models.DistilBertModel)
     self.eps = 1e-12 if self.type == "distilbert" else float(config.get("layer_norm_eps", 1e-12))
     act = config.get("hidden_act", config.get("activation", "gelu"))
