@@ -9,7 +9,8 @@
 #            the test-split evaluation of the new encoder; the shipped model's evaluation on the same split beside it
 #   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and,
 #            once training has ended, the best encoder as fp16 parts ($OUT/model16.part-*)
-# `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds ../shared/data/extra's files
+# TOK=0: no token targets (a shorter teacher pass; pass --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
+# in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds ../shared/data/extra's files
 # and .devcarry/tokenizer.json is models/default/tokenizer.json.
 source scripts/gpu_env.sh
 if [ -d .devcarry/data/extra ] && [ ! -d runs/fulldata/extra ]; then
@@ -23,7 +24,11 @@ if [ -n "$START" ]; then
 set -x
 python3 corpus.py prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json --max-len 64 \
   --quiet || exit 1
-python3 corpus.py tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+if [ "${TOK:-1}" = 1 ]; then  # token targets and sentence vectors in one pass, else sentence vectors only
+  python3 corpus.py tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+else
+  python3 corpus.py teacher --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+fi
 (sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
 python3 train.py --profile full --teacher .devcarry/minilm16 --init-from models/default --data-source \
   data/everyday-mix.json --data-dir $DATA --out $RUN --minutes ${MINUTES:-13} --quiet $EXTRA || exit 1
@@ -40,7 +45,8 @@ cp runs/*.eval.json $OUT/ 2>/dev/null; cat runs/*.eval.json 2>/dev/null
 if [ -f runs/chain.exit ]; then
   echo "chain exited with $(cat runs/chain.exit) after ${SECONDS}s of this call"
   [ -f $RUN/best/model.safetensors ] && export16 $RUN/best && cp $RUN/best/config.json $OUT/mix.config.json
-else
+else  # the best checkpoint so far comes back with every call: the machine may not be lent for the next one
+  [ -f $RUN/best/model.safetensors ] && export16 $RUN/best && cp $RUN/best/config.json $OUT/mix.config.json
   echo "still running after ${SECONDS}s: call again within 30 s"
 fi
 ls -la $OUT
