@@ -514,6 +514,10 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     failed = f" ({gb['rejected']} of them: their searched schedule failed its check)" if gb["rejected"] else ""
     print(f"GEMM kernels of the step: {gb['found']} with a searched schedule, {gb['not_found'] + gb['rejected']} with "
           f"tinygrad's heuristics{failed} (STUDENTZ_GEMM_BEAM={backend.GEMM_BEAM_SETTING})", file=sys.stderr)
+  if not (out / "best").exists():  # every validation non-finite (a diverged run): there is no best to name
+    print(f"error: no validation gave a finite score, so there is no best checkpoint; the last state is in "
+          f"{out / 'last'} (lower optimizer.lr or use precision fp32)", file=sys.stderr)
+    return 1
   what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos (domain mean) {best:.4f}"
   print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0

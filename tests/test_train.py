@@ -538,3 +538,14 @@ def test_eval_truncated_weights(runs, tmp_path):
   weights = ck / "model.safetensors"
   weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
   assert_one_line_error(cli("--eval", ck, "--json"), "model.safetensors", "truncated or corrupt")
+
+
+def test_a_run_whose_validations_are_all_non_finite_names_no_best(work, tmp_path, monkeypatch, capsys):
+  """A diverged run (every val_cos NaN) has no best checkpoint: it says so and exits 1 instead of naming best/."""
+  nan = float("nan")
+  monkeypatch.setattr(train, "validate", lambda enc, rows, cfg: {"val_cos": nan, "val_mse": nan,
+                                                                  "val_cos_domain_mean": nan, "val_n": 1})
+  assert run_main(run_args(work, tmp_path / "run", "--steps", "2", "--eval_every", "1")) == 1
+  err = capsys.readouterr().err
+  assert "no best checkpoint" in err and "checkpoints in" not in err
+  assert (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "best").exists()
