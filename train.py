@@ -699,6 +699,9 @@ def resume(args, overrides=()) -> int:
   if args.steps is not None: cfg = cfg.override(("steps", str(args.steps)))
   import parallel
   parallel.check_batch(cfg.batch_size, cfg.grad_accum, args.devices)
+  if args.print_config:  # the config the run resumes with; it used to start training instead
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
   args.data_dir = args.data_dir or Path(info["data_dir"])
   # the run's own corpus: prepare() would rebuild data_dir from the default corpus and resume on other sentences
   if args.data_source is None and info.get("data_source"): args.data_source = Path(info["data_source"])
