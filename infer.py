@@ -5,6 +5,8 @@
   python infer.py --file sentences.txt --ckpt runs/NAME/best > out.jsonl        # one text per line (- = stdin)
   STUDENTZ_CKPT=runs/NAME/best python infer.py "text" --png z.png --strategy beam --beam 4
   python infer.py "text" --int8                          # weights through int8 (quantize.py writes such a checkpoint)
+  python -m teacher embed --out v.npy < sents.txt && python infer.py --decode v.npy     # teacher vectors -> text
+  python infer.py --decode z.npy --decode-mode a --json  # the student's own z (StudentZ.encode) -> text, JSON lines
 
 On a CPU the models run in plain numpy (numpy_infer.py, teacher/numpy_model.py: nothing to compile); on a GPU, or
 with --engine tinygrad, through tinygrad (backend.inference_engine decides).
@@ -38,13 +40,24 @@ def parse_args(argv=None):
   p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
   p.add_argument("--png", help="save the first text's z heatmap as a PNG")
   p.add_argument("--no-teacher", action="store_true", help="skip loading the teacher (no cos_teacher)")
-  p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="greedy", help="how the decode picks "
-                 "tokens (default greedy)")
+  p.add_argument("--decode", metavar="FILE.npy", help="decode the vectors of a .npy file ([N, D] or [D] float32) "
+                 "instead of encoding texts: one line (or JSON object with --json) per row")
+  p.add_argument("--decode-mode", choices=("a", "b"), default="b", help="what --decode's vectors are: b = the "
+                 "teacher's (python -m teacher embed; default), a = the student's own z (StudentZ.encode)")
+  p.add_argument("--strategy", choices=("greedy", "sample", "beam", "rerank"), default="greedy", help="how the decode "
+                 "picks tokens (default greedy); rerank: --rerank candidates re-encoded by the student, the closest "
+                 "to the vector wins")
   p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --strategy sample")
   p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
   p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
   p.add_argument("--beam", type=int, default=4, help="beam width for --strategy beam")
-  p.add_argument("--seed", type=int, default=0, help="random seed for --strategy sample")
+  p.add_argument("--seed", type=int, default=0, help="random seed for --strategy sample (and rerank's samples)")
+  p.add_argument("--rerank", type=int, default=8, metavar="K", help="candidates per text for --strategy rerank "
+                 "(greedy, beam and samples; default 8)")
+  p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram of tokens "
+                 "within a decode (0 = off; 3 stops loops like 'of the printing of the printing')")
+  p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P", help="make tokens already generated "
+                 "less likely: positive logits divided by P, negative multiplied (1 = off; 1.2 is typical)")
   p.add_argument("--engine", choices=backend.ENGINES, default=None,
                  help="numpy (CPU, nothing to compile), tinygrad (GPU or CPU kernels) or auto (numpy where tinygrad "
                  "would use the CPU); default $STUDENTZ_ENGINE, else auto")
@@ -205,12 +218,16 @@ def encode(enc, ids: np.ndarray, mask: np.ndarray, engine: str, batch_size: int)
 def check_sampling(args) -> None:
   """Reject sampling options that cannot mean anything, before any model is loaded."""
   from decoding import check_options
-  try: check_options(args.strategy, args.temperature, args.top_k, args.top_p, args.beam, args.seed)
-  except ValueError as e: raise UsageError("--" + str(e).replace("_", "-", 1))
+  try: check_options(args.strategy, args.temperature, args.top_k, args.top_p, args.beam, args.seed, None,
+                    args.no_repeat_ngram, args.repetition_penalty, args.rerank)
+  except ValueError as e:  # the message starts with the option's Python name: name it as its flag
+    name, rest = str(e).split(" ", 1)
+    raise UsageError(f"--{name.replace('_', '-')} {rest}")
 
 
 def run(args) -> int:
   check_sampling(args)
+  if args.decode is not None: return run_decode(args)
   source = open_source(args)
   from student_tokenizer import without_surrogates  # invalid UTF-8 in argv arrives as surrogate escapes
   texts = read_lines(source) if source is not None else [without_surrogates(t) for t in args.texts]
@@ -239,6 +256,69 @@ def run(args) -> int:
   return 0
 
 
+def load_vectors(path: str) -> np.ndarray:
+  """The vectors of a .npy file, memory-mapped (a large file streams), as [N, D]; pickled object arrays are refused
+  (unpickling runs code), as are .npz archives and anything not 1-D or 2-D."""
+  try:
+    with open(path, "rb") as f: magic = f.read(6)
+    if magic[:2] == b"PK": raise UsageError(f"{path} is an .npz archive: pass one array saved with np.save")
+    if magic != b"\x93NUMPY": raise UsageError(f"{path} is not a .npy file (np.save writes one)")
+    v = np.load(path, mmap_mode="r", allow_pickle=False)
+  except OSError as e: raise UsageError(f"cannot read {path}: {e.strerror or e}")
+  except ValueError as e:  # object arrays: numpy refuses them without allow_pickle (or memory-mapping)
+    why = "it holds Python objects, which are never unpickled" if "object" in str(e).lower() or "pickle" in str(e) \
+      else str(e).splitlines()[0]
+    raise UsageError(f"{path} is not a usable .npy array ({why}): save vectors with np.save(path, float32 array)")
+  if not isinstance(v, np.ndarray): raise UsageError(f"{path} is an .npz archive: pass one array saved with np.save")
+  if v.ndim not in (1, 2): raise UsageError(f"{path} holds shape {v.shape}: expected [N, D] or [D] vectors")
+  if v.dtype == object or not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
+    raise UsageError(f"{path} holds {v.dtype} values: expected float vectors")
+  return v[None] if v.ndim == 1 else v
+
+
+def run_decode(args) -> int:
+  """--decode FILE.npy: vectors -> text, CHUNK rows at a time (the file is memory-mapped), written as they come."""
+  if args.texts or args.file is not None: raise UsageError("give either texts or --decode FILE.npy, not both")
+  if args.png: raise UsageError("--png draws an encoded text's z: it does not apply to --decode")
+  vecs = load_vectors(args.decode)
+  ckpt = resolve_ckpt(args.ckpt)
+  try: engine = backend.inference_engine(args.engine)
+  except backend.DeviceError as e: raise UsageError(str(e))
+  print(f"device: {'CPU (numpy)' if engine == 'numpy' else backend.check_device()}", file=sys.stderr)
+  models, info, tok = load_checkpoint(ckpt, engine, args.int8)
+  if "decoder" not in models: raise UsageError(f"checkpoint {ckpt} has no decoder: train one with --loss_weights.ce 1")
+  for first in range(0, len(vecs), CHUNK):
+    texts, cos = decode_vectors(models, tok, vecs[first:first + CHUNK], first, args, engine)
+    for i, (t, c) in enumerate(zip(texts, cos), first):
+      line = json.dumps({"row": i, "text": t, "cos_student": c}) if args.json else " ".join(t.splitlines())
+      print(line, flush=True)
+  return 0
+
+
+def decode_vectors(models, tok, v, first: int, args, engine: str) -> tuple[list[str], list[float]]:
+  """Texts of one chunk of vectors and cos(student z of each text, its vector): how close the decode came, as the
+  student sees it (the vectors live in the teacher's space in both modes)."""
+  import blas_threads
+  from decoding import check_z, decode
+  try: target = check_z(np.asarray(v), models["encoder"].cfg.proj_dim)
+  except ValueError as e:  # rows are counted within the chunk: say where the chunk starts
+    raise UsageError(f"{args.decode} (rows {first} to {first + len(v) - 1}): {e}")
+  bs = min(models["encoder"].cfg.batch_size, len(target))
+  mode = 1 if args.decode_mode == "b" else 0
+  embed = embedder(models, tok, engine, bs)
+  with blas_threads.limit(1 if engine == "numpy" else None):
+    z = to_decoder_space(models, target, engine) if mode == 1 else target
+    texts = decode(models["decoder"], z, tok, **decode_options(args), mode=mode, embed_fn=embed, target=target)
+    return texts, [round(float(c), 4) for c in cosines(embed(texts), target)]
+
+
+def to_decoder_space(models, t: np.ndarray, engine: str) -> np.ndarray:
+  """Teacher vectors through the checkpoint's mode-B projection."""
+  if engine == "numpy": return models["proj_b"](t)
+  from tinygrad import Tensor
+  return models["proj_b"](Tensor(t)).numpy()
+
+
 def infer_batch(models, tok, texts: list[str], first: int, bs: int, args, ckpt, engine: str):
   """(z, decodes or Nones) of one batch of texts; `first` numbers them in the notes."""
   import blas_threads
@@ -255,9 +335,19 @@ def infer_batch(models, tok, texts: list[str], first: int, bs: int, args, ckpt, 
   if "decoder" not in models: return z, [None] * len(texts)
   # one BLAS thread across all of numpy's steps (numpy_infer.SMALL_TOKENS says why)
   with blas_threads.limit(1 if engine == "numpy" else None):
-    return z, decode(models["decoder"], z, tok, strategy=args.strategy, temperature=args.temperature,
-                     top_k=args.top_k, top_p=args.top_p, beam=args.beam if args.strategy == "beam" else 1,
-                     seed=args.seed)
+    return z, decode(models["decoder"], z, tok, **decode_options(args), embed_fn=embedder(models, tok, engine, bs))
+
+
+def decode_options(args) -> dict:
+  return {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+          "beam": args.beam if args.strategy == "beam" else 1, "seed": args.seed, "rerank": args.rerank,
+          "no_repeat_ngram": args.no_repeat_ngram, "repetition_penalty": args.repetition_penalty}
+
+
+def embedder(models, tok, engine: str, bs: int):
+  """texts -> the student's z: rerank's judge."""
+  L = models["encoder"].cfg.max_len
+  return lambda texts: encode(models["encoder"], *tok.encode_batch(texts, L), engine, bs)
 
 
 def write_rows(texts, z, decoded, cos, json_out: bool, why: str) -> None:
