@@ -5,7 +5,7 @@ Helpers live in corpus_text.py (reading, sentence splitting), corpus_store.py (f
 corpus_teacher.py (teacher cache) and corpus_loader.py (Loader); everything public is re-exported here.
 """
 from __future__ import annotations
-import argparse, gzip, hashlib, json, os, sys
+import argparse, collections, gzip, hashlib, json, os, sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -387,6 +387,8 @@ def prepare_report(dd: DataDir) -> list[str]:
   """What prepare kept and dropped, for stderr: skipped lines vanish silently otherwise."""
   st = dd.meta.get("stats", {})
   rd = st.get("reader", {})
+  if rd and all(isinstance(v, dict) for v in rd.values()):  # a mix: one reader per domain, summed here
+    rd = dict(sum((collections.Counter(v) for v in rd.values()), collections.Counter()))
   skipped = {k: v for k, v in rd.items() if k not in ("lines", "texts", "invalid_utf8") and v}
   out = [f"read {rd.get('lines', 0)} lines: {rd.get('texts', 0)} texts, {st.get('sentences', dd.n)} sentences kept"
          + (f" ({st['crops']} of them word spans of training sentences)" if st.get("crops") else "")
@@ -395,6 +397,9 @@ def prepare_report(dd: DataDir) -> list[str]:
     out.append(f"skipped {sum(skipped.values())} lines: " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items())))
   if rd.get("invalid_utf8"):
     out.append(f"{rd['invalid_utf8']} lines had invalid UTF-8 bytes (kept, bad bytes replaced by U+FFFD)")
+  if len(dd.domains) > 1:
+    counts = np.bincount(np.asarray(dd.domain_of), minlength=len(dd.domains))
+    out.append("domains: " + ", ".join(f"{name} {int(c)}" for name, c in zip(dd.domains, counts)))
   if dd.meta.get("truncated"):
     out.append(f"note: {dd.meta['truncated']} sentences were longer than max_len {dd.max_len} tokens and were "
                f"truncated (raise --max-len to keep them whole)")
