@@ -44,6 +44,8 @@ COMMANDS = {
     ("teacher", ()),
   "python -m teacher embed --teacher all-mpnet-base-v2 --input sentences.txt --out mpnet.npy":
     ("teacher", ("sentences.txt",)),
+  "python infer.py --decode vecs.npy": ("run", ()),  # reads the vecs.npy the MiniLM embed line writes (EXAMPLE_NEEDS)
+  "python infer.py --decode vecs.npy --strategy rerank --rerank 8 --repetition-penalty 1.2 --json": ("run", ()),
   "python train.py --init-from models/default --data-source my.jsonl.gz --out runs/mine --optimizer.lr 1e-3":
     ("config", ("my.jsonl.gz",)),
   "DEV=CUDA python train.py --devices 2": ("gpu", ()),
@@ -82,7 +84,7 @@ def python_examples() -> list[str]:
 # which teachers a `teacher` command needs; ones fetched by the test when missing (MiniLM: 83 MB, as the suite does)
 TEACHERS = {"vecs.npy": ("all-MiniLM-L6-v2", True),
             "mpnet.npy": ("all-mpnet-base-v2", False)}  # 405 MB download + a 110M-parameter CPU compile: cached only
-# files a Python example reads, and the README command (earlier in the README) that writes each
+# files a Python example or a command reads, and the README command (earlier in the README) that writes each
 EXAMPLE_NEEDS = {"vecs.npy": "printf 'A man is playing a guitar.\\nThe cat sleeps.\\n' | python -m teacher embed "
                              "--out vecs.npy"}
 
@@ -148,6 +150,8 @@ def check_outputs(box: Path, cmd: str, r: subprocess.CompletedProcess) -> None:
 def run_command(box: Path, cmd: str) -> None:
   kind, stand_ins = COMMANDS[cmd]
   for rel in stand_ins: make_stand_in(box, rel)
+  for name, maker in EXAMPLE_NEEDS.items():
+    if name in cmd and cmd != maker and not (box / name).exists(): run_command(box, maker)
   if kind == "setup": return check_setup(cmd)
   if kind == "teacher": need_teacher(cmd)
   if kind == "parse": return sh(box, with_shim(cmd, {"python train.py": PARSE_SHIM}))
