@@ -85,7 +85,8 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
 def build_mixed(sources: list, limit: int | None = None, *, stats: dict | None = None,
                 crops: int = 0) -> Iterator[tuple[str, int, int]]:
   """Yield (text, split, domain index) of a mix (corpus_mix.Source list), sources interleaved round-robin, deduplicated
-  across sources (the first source to give a text keeps it); the reader counts of each domain land in stats["reader"]."""
+  across sources (the first source to give a text keeps it); the reader counts of each domain land in
+  stats["reader"]."""
   stats = stats if stats is not None else {}
   readers: dict = {}
   its = [corpus_mix.source_texts(src, readers) for src in sources]

@@ -75,7 +75,8 @@ def load_mix(path) -> list[Source]:
   known = set(Source.__dataclass_fields__)
   out = []
   for e in entries:
-    if unknown := set(e) - known: raise ValueError(f"{p}: unknown source field(s) {sorted(unknown)}; known: {sorted(known)}")
+    if unknown := set(e) - known:
+      raise ValueError(f"{p}: unknown source field(s) {sorted(unknown)}; known: {sorted(known)}")
     if not isinstance(e.get("path"), str): raise ValueError(f"{p}: every source needs a \"path\" string")
     s = Source(**e).check()
     out.append(Source(**{**asdict(s), "path": str(resolve(s.path, p.parent))}))
@@ -89,7 +90,8 @@ def clean_line(s: str) -> str | None:
   s = _WS.sub(" ", _CTRL.sub("", unicodedata.normalize("NFKC", s))).strip()
   if s.count('"') % 2: s = s.strip('"').strip() if s[:1] == '"' or s[-1:] == '"' else s
   n = s.count(" ") + 1
-  if not s or n < MIN_LINE_WORDS or n > MAX_WORDS or not (s[0].isalnum() or s[0] in "\"'\u201c\u2018" and s[1:2].isalnum()):
+  starts_well = s[:1].isalnum() or s[:1] in "\"'\u201c\u2018" and s[1:2].isalnum()  # not a fragment like "') and"
+  if not s or n < MIN_LINE_WORDS or n > MAX_WORDS or not starts_well:
     return None
   return s
 

@@ -4,26 +4,29 @@
 # the fp16 teacher (45 MB), the xz Wikipedia (14 MB) and models/ (41 MB) do not fit together, so:
 #   STAGE=1  carry .whl .devcarry/minilm16 .devcarry/data .devcarry/tokenizer.json, with models/ and results/ moved
 #            aside here: installs tinygrad; the teacher stays on the machine (ignored folders are kept between calls)
-#   START=1  carry .devcarry/enwiki-docs.jsonl.xz (models/ back in place): one detached chain of data folder (the shipped
-#            tokenizer), the teacher's token targets and vectors, train.py --init-from models/default for MINUTES,
-#            the test-split evaluation of the new encoder; the shipped model's evaluation on the same split beside it
+#   START=1  carry .devcarry/enwiki-docs.jsonl.xz (models/ back in place): one detached chain of data folder (the
+#            shipped tokenizer), the teacher's token targets and vectors, train.py --init-from models/default for
+#            MINUTES, the test-split evaluation of the new encoder; the shipped model's evaluation on the same split beside it
 #   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and,
 #            once training has ended, the best encoder as fp16 parts ($OUT/model16.part-*)
 # TOK=0: no token targets (a shorter teacher pass; pass --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
-# in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds ../shared/data/extra's files
+# in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds
+# ../shared/data/extra's files
 # and .devcarry/tokenizer.json is models/default/tokenizer.json.
 source scripts/gpu_env.sh
 if [ -d .devcarry/data/extra ] && [ ! -d runs/fulldata/extra ]; then
   mkdir -p runs/fulldata && cp -r .devcarry/data/extra runs/fulldata/extra
 fi
-[ -n "$STAGE" ] && { ls runs/fulldata 2>/dev/null; python3 -c "import tinygrad; print('tinygrad', tinygrad.__file__)"; exit 0; }
+if [ -n "$STAGE" ]; then
+  ls runs/fulldata; python3 -c "import tinygrad; print('tinygrad', tinygrad.__file__)"; exit 0
+fi
 RUN=runs/mix DATA=runs/mixdata
 if [ -n "$START" ]; then
   rm -rf $RUN $DATA
   cat > runs/chain.sh <<EOC
 set -x
-python3 corpus.py prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json --max-len 64 \
-  --quiet || exit 1
+python3 corpus.py prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json \
+  --max-len 64 --quiet || exit 1
 if [ "${TOK:-1}" = 1 ]; then  # token targets and sentence vectors in one pass, else sentence vectors only
   python3 corpus.py tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
 else

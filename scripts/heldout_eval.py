@@ -1,7 +1,7 @@
 """Student-teacher cosine per domain on held-out texts, with the teacher run on just those texts (no corpus-wide cache):
 the per-domain fidelity of any model on any machine, CPU included.
 
-  python scripts/heldout_eval.py --data runs/data/everyday-mix-... --per-domain 200 --ckpt models/default --json out.json
+  python scripts/heldout_eval.py --data D --per-domain 200 --ckpt models/default --json out.json
 
 The texts are the first N test-split rows of each domain of a prepared mix folder (corpus.py prepare --source
 data/everyday-mix.json); the model re-tokenizes them with its own tokenizer, so any checkpoint can be compared on the

@@ -20,7 +20,8 @@ def mix(tmp_path):
           for i in range(60)]
   write_gz(tmp_path / "wiki.jsonl.gz", wiki)
   write_gz(tmp_path / "tagged.txt.gz", [f"example\tthe dog number {i} ran home" for i in range(80)] +
-           [f"gloss\ta small animal kept as pet number {i}" for i in range(40)] + ["example\tthe dog number 1 ran home"])
+           [f"gloss\ta small animal kept as pet number {i}" for i in range(40)] +
+           ["example\tthe dog number 1 ran home"])
   write_gz(tmp_path / "quotes.txt.gz", [f"\x07Life is short, eat dessert {i} first." for i in range(50)])
   spec = {"sources": [
     {"domain": "wiki", "path": "wiki.jsonl.gz", "weight": 0.5},
