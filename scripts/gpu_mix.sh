@@ -6,9 +6,10 @@
 #            aside here: installs tinygrad; the teacher stays on the machine (ignored folders are kept between calls)
 #   START=1  carry .devcarry/enwiki-docs.jsonl.xz (models/ back in place): one detached chain of data folder (the
 #            shipped tokenizer), the teacher's token targets and vectors, train.py --init-from models/default for
-#            MINUTES, the test-split evaluation of the new encoder; the shipped model's evaluation on the same split beside it
-#   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and,
-#            once training has ended, the best encoder as fp16 parts ($OUT/model16.part-*)
+#            MINUTES, the test-split evaluation of the new encoder; the shipped model's evaluation on the same split
+#            beside it
+#   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and
+#            the best encoder so far as fp16 parts ($OUT/model16.part-*)
 # TOK=0: no token targets (a shorter teacher pass; pass --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
 # in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds
 # ../shared/data/extra's files
