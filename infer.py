@@ -18,7 +18,7 @@ from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-from plot_png import as_grid, encode_png
+from plot_png import as_grid, vector_heatmap
 
 NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
 NO_TEXTS = "no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)"
@@ -38,7 +38,8 @@ def parse_args(argv=None):
                  "else the shipped model in models/default")
   p.add_argument("--file", help="read one text per line from PATH ('-' = stdin); implies --json")
   p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
-  p.add_argument("--png", help="save the first text's z heatmap as a PNG")
+  p.add_argument("--png", help="save the first text's z as a PNG: a heatmap titled with the text, with index "
+                 "labels, a colour bar and its norm")
   p.add_argument("--no-teacher", action="store_true", help="skip loading the teacher (no cos_teacher)")
   p.add_argument("--decode", metavar="FILE.npy", help="decode the vectors of a .npy file ([N, D] or [D] float32) "
                  "instead of encoding texts: one line (or JSON object with --json) per row")
@@ -199,9 +200,19 @@ def heatmap_lines(z: np.ndarray, color: bool) -> list[str]:
   return lines
 
 
-def png_bytes(z: np.ndarray, cell: int = 8) -> bytes:
-  """A truecolour PNG of z's display grid, `cell` x `cell` pixels per value."""
-  return encode_png(np.repeat(np.repeat(rgb(_scaled(z)), cell, axis=0), cell, axis=1))
+def heatmap_figure(z: np.ndarray, text: str = "", cell: int = 16):
+  """z's display grid as a labelled figure (plot_png.Canvas, layout): the text as title, the same colours as the
+  terminal heatmap (rgb of _scaled), a colour bar whose ends are -max|z| and +max|z| (what _scaled maps to -1 and
+  +1), and a footer with the dimension and norm."""
+  z = np.asarray(z, np.float32)
+  vmax = float(np.abs(z).max())
+  r, c = as_grid(z).shape
+  footer = f"{z.size}-d ({r}x{c}: z[row + column])   norm {np.linalg.norm(z):.4g}   max|z| {vmax:.3g}"
+  return vector_heatmap(_scaled(z), vmax, rgb, text, footer, cell)
+
+
+def png_bytes(z: np.ndarray, text: str = "", cell: int = 16) -> bytes:
+  return heatmap_figure(z, text, cell)[0].to_png()
 
 
 # ---- main -----------------------------------------------------------------------------------------------------------
@@ -240,17 +251,17 @@ def run(args) -> int:
   print(f"device: {device}", file=sys.stderr if json_out else sys.stdout)
   models, info, tok = load_checkpoint(ckpt, engine, args.int8)
   cos_of = TeacherCos(info, models["encoder"].cfg.proj_dim, args.no_teacher, engine)
-  first_z, bs = None, None
+  first_z, first_text, bs = None, None, None
   for first, batch in chunks(texts):
     bs = bs or min(models["encoder"].cfg.batch_size, len(batch))  # one JIT batch shape for the whole stream
     z, decoded = infer_batch(models, tok, batch, first, bs, args, ckpt, engine)
-    first_z = z[0] if first_z is None else first_z
+    if first_z is None: first_z, first_text = z[0], batch[0]
     write_rows(batch, z, decoded, cos_of(batch, z), json_out,
                "skipped: --no-teacher" if args.no_teacher else "see the note on stderr")
   if first_z is None: raise UsageError(NO_TEXTS)
   if args.png:  # after the results: a bad --png path must not drop them
     sys.stdout.flush()
-    try: Path(args.png).write_bytes(png_bytes(first_z))
+    try: Path(args.png).write_bytes(png_bytes(first_z, first_text))
     except OSError as e: raise UsageError(f"cannot write {args.png}: {e}")
     print(f"wrote {args.png}", file=sys.stderr)
   return 0

@@ -3,6 +3,7 @@
   encode_png(img) / write_png(path, img)   the repository's one PNG writer ((H, W, 3) uint8 -> bytes / file)
   Canvas                                   RGB pixels with lines, rectangles, filled markers and 5x7 bitmap text
   scatter_plot(points, path, ...)          labelled points, log-x by default, with ticks, gridlines and a legend
+  vector_heatmap(scaled, vmax, cmap, ...)  a vector's grid with title, index labels, colour bar and footer
 """
 from __future__ import annotations
 import math, struct, zlib
@@ -422,3 +423,92 @@ def as_grid(z: np.ndarray) -> np.ndarray:
   """z (..., D) -> (..., rows, cols) for display."""
   r, c = display_grid(z.shape[-1])
   return z.reshape(*z.shape[:-1], r, c)
+
+
+# ---- labelled heatmap of one vector (infer.py --png) ----------------------------------------------------------------
+
+def fit_text(s: str, max_px: int, scale: int = 1) -> str:
+  """`s` on one line, cut with '...' so it spans at most max_px pixels (a long input must not run off the image)."""
+  s = " ".join(s.split())  # newlines and tabs have no glyph: one line of single spaces
+  if text_size(s, scale)[0] <= max_px: return s
+  n = max((max_px // scale + 1) // (GLYPH_W + 1) - 3, 0)
+  return s[:n].rstrip() + "..."
+
+
+def label_step(n: int, cell: int, label_px: int) -> int:
+  """Label every step-th of n cells, step from 1, 2, 4, 5, 8, 10, ...: neighbouring labels keep 6 px apart."""
+  for step in (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100):
+    if step * cell >= label_px + 6 or step >= n: return step
+  return n
+
+
+def vector_heatmap(scaled: np.ndarray, vmax: float, cmap, title: str, footer: str, cell: int = 16,
+                   scale: int = 2) -> tuple[Canvas, dict]:
+  """A vector's display grid as a labelled figure: title, cells with index labels, colour bar, footer.
+
+  scaled: (rows, cols) values in [-1, 1], the vector reshaped row by row, coloured cmap(scaled) ((..., 3) uint8);
+  vmax: the value that +1 stands for, so the bar reads -vmax, 0, +vmax. Rows are labelled with the index of their
+  first component and columns with the offset in the row: a cell is component (row label + column label).
+  Returns the canvas and its layout {"size", "title" box, "grid" (x0, y0, cell), "bar" box, "bar_labels" box}.
+  """
+  rows, cols = scaled.shape
+  lay = _heatmap_layout(rows, cols, footer, vmax, cell, scale)
+  cv = Canvas(*lay["size"])
+  W, pad, th = lay["size"][0], 12, GLYPH_H * scale
+  lay["title"] = cv.text(W // 2, pad, fit_text(title, W - 2 * pad, scale), BLACK, scale, "ct")
+  x0, y0, _ = lay["grid"]
+  cv.pixels[y0:y0 + rows * cell, x0:x0 + cols * cell] = np.repeat(np.repeat(cmap(scaled), cell, 0), cell, 1)
+  cv.rect(x0 - 1, y0 - 1, x0 + cols * cell, y0 + rows * cell, FRAME, fill=False)
+  _index_labels(cv, rows, cols, lay["grid"], scale)
+  lay["bar_labels"] = _colour_bar(cv, lay["bar"], vmax, cmap, scale)
+  cv.text(pad, lay["size"][1] - pad - th, footer, INK, scale, "lt")
+  return cv, lay
+
+
+def _scale_labels(vmax: float) -> list[str]:
+  """Top, middle, bottom of the colour bar; the sign is spelled out so +/- read at a glance."""
+  return [f"{vmax:+.3g}", "0", f"{-vmax:+.3g}"]
+
+
+def _heatmap_layout(rows: int, cols: int, footer: str, vmax: float, cell: int, scale: int) -> dict:
+  """Pixel positions: title on top, column labels, grid with row labels on its left, bar right, footer below."""
+  pad, th = 12, GLYPH_H * scale
+  left = pad + text_size(str((rows - 1) * cols), scale)[0] + 8
+  top = pad + th + 12 + th + 8
+  gw, gh = cols * cell, rows * cell
+  bar_h = max(gh, 8 * th)  # a one-row grid still gets a bar tall enough to read as a gradient
+  bx0 = left + gw + 20
+  bar = (bx0, top, bx0 + 15, top + bar_h - 1)
+  labels_w = max(text_size(s, scale)[0] for s in _scale_labels(vmax))
+  W = max(bar[2] + 10 + labels_w + pad, text_size(footer, scale)[0] + 2 * pad)
+  H = top + bar_h + 14 + th + pad
+  return {"size": (W, H), "grid": (left, top, cell), "bar": bar}
+
+
+def _index_labels(cv: Canvas, rows: int, cols: int, grid, scale: int) -> None:
+  """Ticks and labels at every few cell centres: column offsets above the grid, row start indices to its left."""
+  x0, y0, cell = grid
+  cstep = label_step(cols, cell, text_size(str(cols - 1), scale)[0])
+  for c in range(0, cols, cstep):
+    cx = x0 + c * cell + cell // 2
+    cv.line(cx, y0 - 5, cx, y0 - 2, FRAME)
+    cv.text(cx + 1, y0 - 8, str(c), INK, scale, "cb")
+  rstep = label_step(rows, cell, CAP_H * scale)
+  for r in range(0, rows, rstep):
+    cy = y0 + r * cell + cell // 2
+    cv.line(x0 - 5, cy, x0 - 2, cy, FRAME)
+    cv.text(x0 - 8, cy, str(r * cols), INK, scale, "rm")
+
+
+def _colour_bar(cv: Canvas, bar, vmax: float, cmap, scale: int) -> tuple[int, int, int, int]:
+  """The map from +1 (top) to -1 (bottom), the same cmap as the cells, labelled +vmax, 0, -vmax; returns the
+  labels' bounding box."""
+  bx0, by0, bx1, by1 = bar
+  v = np.linspace(1.0, -1.0, by1 - by0 + 1)
+  cv.pixels[by0:by1 + 1, bx0:bx1 + 1] = cmap(v)[:, None, :]
+  cv.rect(bx0 - 1, by0 - 1, bx1 + 1, by1 + 1, FRAME, fill=False)
+  boxes = []
+  for s, y in zip(_scale_labels(vmax), (by0, (by0 + by1) // 2, by1)):
+    cv.line(bx1 + 2, y, bx1 + 5, y, FRAME)
+    boxes.append(cv.text(bx1 + 9, y, s, INK, scale, "lm"))
+  return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)

@@ -90,6 +90,46 @@ def test_scatter_points_land_where_the_axes_say(tmp_path):
   with pytest.raises(ValueError, match="no points"): pp.scatter_plot([], out, "t", "x", "y")
 
 
+def test_fit_text_cuts_with_dots():
+  assert pp.fit_text("short", 100, 2) == "short" and pp.fit_text("a\n b\t c", 200) == "a b c"
+  cut = pp.fit_text("word " * 50, 200, 2)
+  assert cut == "word word wor..." and pp.text_size(cut, 2)[0] <= 200 < pp.text_size(cut + "x", 2)[0]
+
+
+def test_infer_png_is_a_labelled_heatmap_with_a_colour_bar():
+  """infer.py --png: decodes, default size, cells as the terminal map colours them, bar from low to high, text."""
+  import infer
+  z = np.random.default_rng(0).standard_normal(384).astype(np.float32) * 0.05
+  z[101] = -0.5  # the largest |z|, negative: its cell is the low end of the map
+  cv, lay = infer.heatmap_figure(z, "A man is playing a guitar on stage while the crowd sings along. " * 3)
+  img = read_png(infer.png_bytes(z, "A man is playing a guitar on stage while the crowd sings along. " * 3))
+  assert img.shape == (368, 694, 3) and lay["size"] == (694, 368) and (img == cv.pixels).all()
+  x0, y0, cell = lay["grid"]
+  assert cell >= 12
+  cells = img[y0:y0 + 16 * cell, x0:x0 + 24 * cell]
+  assert (cells == np.repeat(np.repeat(infer.rgb(infer._scaled(z)), cell, 0), cell, 1)).all()
+  r, c = divmod(101, 24)
+  assert (img[y0 + r * cell + cell // 2, x0 + c * cell + cell // 2] == infer.COLD).all()
+  bx0, by0, bx1, by1 = lay["bar"]
+  bar = img[by0:by1 + 1, (bx0 + bx1) // 2].astype(int)[::-1]  # bottom to top
+  assert (bar[0] == infer.COLD).all() and (bar[-1] == infer.HOT).all() and len(bar) >= 100
+  assert (bar == infer.rgb(np.linspace(-1, 1, len(bar)))).all()  # the very map the cells use, -1 at the bottom
+  # in order COLD -> MID -> HOT: along HOT - COLD each 16-pixel stretch up the bar lies further than the one below
+  # (single pixels may step back by a channel's rounding)
+  steps = (bar[:len(bar) // 16 * 16] @ (infer.HOT - infer.COLD)).reshape(-1, 16).mean(1)
+  assert (np.diff(steps) > 0).all()
+  mid = bar[len(bar) // 2]
+  assert np.abs(mid - infer.MID).max() <= 3  # near-white at 0, halfway up
+
+  def ink(box):
+    a, b, c2, d = box
+    return int((img[b:d, a:c2].max(-1) < 100).sum())
+  assert ink(lay["title"]) > 100 and ink(lay["bar_labels"]) > 60
+  assert lay["title"][2] <= img.shape[1] and lay["bar_labels"][2] <= img.shape[1]
+  H, W = img.shape[:2]
+  assert ink((0, H - 12 - pp.GLYPH_H * 2, W, H)) > 100  # the footer
+
+
 def fid(name, kind, sps, **kw):
   return {"bench": "fidelity", "name": name, "kind": kind, "sentences_per_s": sps, "card": "Test GPU", "L": 128,
           "B": 128, **kw}
