@@ -109,13 +109,27 @@ def test_default_mix_resolves_against_the_shared_data():
   assert sources[0].domain == "wikipedia" and all(p.is_file() for p in map(corpus_mix.Path, (s.path for s in sources)))
 
 
-def test_domain_adaptation_from_the_shipped_model(tmp_path, capsys):
+def test_domain_adaptation_from_a_checkpoint(tmp_path, capsys):
   """The README's `train.py --init-from models/default --data-source my.jsonl.gz`: the user's corpus is tokenized with
-  the shipped tokenizer, training starts from the shipped encoder's weights, and validation follows the (here fake,
-  384-d) teacher."""
+  the checkpoint's tokenizer, training starts from the checkpoint's weights, and validation follows the (here fake,
+  384-d) teacher. The checkpoint is a tiny one (fine-tuning the 11M shipped model cost a minute of JIT compile on this
+  CPU); test_readme.py runs the README's command itself against models/default (config and encoder shape), and
+  test_api / test_infer load the shipped weights."""
   import train
+  import studentz as sz
   from checkpoint import load_tensors
-  shipped = corpus_mix.ROOT / "models" / "default"
+  from conftest import write_checkpoint
+  from tinygrad import Tensor
+  # the checkpoint's tokenizer is fitted on other text than the user's corpus: a fresh fit would give another one
+  tok = StudentTokenizer.fit([f"A {a} {b} was seen near the {c} at noon, number {i}." for i in range(40)
+                              for a, b, c in [("small", "dog", "river"), ("large", "cat", "station")]],
+                             vocab_size=300)
+  # the smallest encoder (one block, no pool head): tinygrad's scheduling of the training step grows with its ops
+  cfg = sz.Config(vocab_size=tok.vocab_size, d_model=32, hidden=48, n_blocks=1, dilation_schedule=[1],
+                  kernel_size=3, max_len=24, proj_dim=384, pool_head=0).validate()
+  Tensor.manual_seed(1234)  # not the run's seed: a fresh init would be far from these weights
+  shipped = tmp_path / "ckpt"
+  write_checkpoint(shipped, cfg, {"encoder": sz.Encoder(cfg)}, tok, teacher_name=WordTeacher.name)
   lines = [json.dumps({"text": f"Order number {i} for a {c} {t} ships from our {w} warehouse today."})
            for i in range(160) for c, t, w in [("red", "chair", "north"), ("blue", "table", "south")][i % 2:i % 2 + 1]]
   src = write_gz(tmp_path / "my.jsonl.gz", lines)
@@ -130,7 +144,7 @@ def test_domain_adaptation_from_the_shipped_model(tmp_path, capsys):
   assert dd.meta["tokenizer_fingerprint"] == StudentTokenizer.load(shipped / "tokenizer.json").fingerprint
   before = load_tensors(shipped / "model.safetensors")["encoder.embed.weight"].astype(np.float32)
   after = load_tensors(tmp_path / "run" / "best" / "model.safetensors")["encoder.embed.weight"].astype(np.float32)
-  # 4 small steps from the shipped weights: near them (a fresh init would be far), but trained (not equal)
+  # 4 small steps from the checkpoint's weights: near them (a fresh init would be far), but trained (not equal)
   rel = np.abs(after - before).max() / np.abs(before).max()
   assert 0 < rel < 0.05, rel
 
