@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from student_tokenizer import BOS, EOS, PAD, UNK
+from metrics import cosine
 
 NEG = -1e9  # a log-probability that never wins, without the NaNs of -inf arithmetic
 MAX_BEAM = 256  # beam rows x vocabulary logits per step: bounded so a typo (--beam 50000) cannot take all memory
@@ -341,7 +342,7 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
   target = z if target is None else np.asarray(target, np.float32).reshape(len(z), -1)
   groups = rerank_candidates(decoder, z, tokenizer, k, max_len, seed, mode, **rep)
   emb = np.asarray(embed_fn([t for g in groups for t in g]), np.float32).reshape(len(groups), len(z), -1)
-  cos = (emb * target).sum(-1) / np.sqrt((emb * emb).sum(-1) * (target * target).sum(-1) + 1e-12)  # (k, N)
+  cos = cosine(emb, target)                                                   # (k, N)
   pick = cos.argmax(0)  # ties go to the earlier candidate: greedy, then the beam's order
   rows = np.arange(len(z))
   return {"texts": [groups[c][i] for i, c in zip(rows, pick)], "cos": cos[pick, rows], "greedy_cos": cos[0]}

@@ -11,6 +11,7 @@ import weakref
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+from metrics import cosine
 from device_inputs import InputSlots
 from decoder import Decoder
 from decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials, _prepare, _run,  # noqa: F401
@@ -114,10 +115,6 @@ def student_embed_fn(encoder, tokenizer, max_len: int | None = None):
   return embed
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1) + 1e-12)
-
-
 def correct(z_target, decoder: Decoder, encoder, tokenizer, rounds: int = 3, candidates: int = 8, embed_fn=None,
             proj=None, mode=0, temperature: float = 0.8, top_p: float = 0.95, beam: int = 4, step_size: float = 1.0,
             seed: int = 0, max_len: int | None = None) -> dict:
@@ -148,7 +145,7 @@ def correct(z_target, decoder: Decoder, encoder, tokenizer, rounds: int = 3, can
       cands += [s[j::n_samples] for j in range(n_samples)]
     texts = [t for group in cands for t in group]                             # candidate-major: (n_cand * N,)
     emb = np.asarray(embed_fn(texts), np.float32).reshape(len(cands), N, -1)
-    cos = _cos(emb, zt[None])                                                 # (n_cand, N)
+    cos = cosine(emb, zt[None])                                                 # (n_cand, N)
     pick = cos.argmax(0)
     new_cos = cos[pick, np.arange(N)]
     round_new.append(float(new_cos.mean()))

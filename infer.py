@@ -18,6 +18,7 @@ from pathlib import Path
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
+from metrics import cosine
 from plot_png import as_grid, vector_heatmap
 
 NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
@@ -148,7 +149,7 @@ class TeacherCos:
 
   def __call__(self, texts: list[str], z: np.ndarray) -> list:
     zt = self._vectors(texts)
-    return [None] * len(texts) if zt is None else [float(c) for c in cosines(z, zt)]
+    return [None] * len(texts) if zt is None else [float(c) for c in cosine(z, zt)]
 
   def _vectors(self, texts):
     if self.reason: return None
@@ -166,8 +167,6 @@ class TeacherCos:
     print(f"note: {reason}; cos_teacher is null", file=sys.stderr)
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1) + 1e-12)
 
 
 # ---- rendering ------------------------------------------------------------------------------------------------------
@@ -320,7 +319,7 @@ def decode_vectors(models, tok, v, first: int, args, engine: str) -> tuple[list[
   with blas_threads.limit(1 if engine == "numpy" else None):
     z = to_decoder_space(models, target, engine) if mode == 1 else target
     texts = decode(models["decoder"], z, tok, **decode_options(args), mode=mode, embed_fn=embed, target=target)
-    return texts, [round(float(c), 4) for c in cosines(embed(texts), target)]
+    return texts, [round(float(c), 4) for c in cosine(embed(texts), target)]
 
 
 def to_decoder_space(models, t: np.ndarray, engine: str) -> np.ndarray:

@@ -66,6 +66,12 @@ def _unit_rows(a: np.ndarray, eps: float, dtype=np.float64) -> np.ndarray:
   return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), eps).astype(dtype)
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Cosine along the last axis, broadcasting the others ((k, N, D) against (N, D) gives (k, N)); float32 stays
+  float32. The candidate judges (rerank, correction rounds, infer.py's cos to the teacher) all use this one."""
+  return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1) + 1e-12)
+
+
 def cosine_rows(a, b, eps: float = 1e-8) -> np.ndarray:
   """Row-wise cosine similarity of a[i] and b[i] ([N, D] each) -> float64 [N]; a zero row gives 0, not NaN."""
   a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
