@@ -260,14 +260,18 @@ def _build(source, out, key, tok, vocab_size, min_frequency, max_len, limit, fra
     "token_dtype": np.dtype(_token_dtype(tok.vocab_size)).name, "split_counts": counts, "truncated": truncated,
     "tokenizer_fingerprint": tok.fingerprint, "stats": stats,
     "source": str(source) if _is_path(source) else "<texts>",
-    **({"domains": [m.domain for m in mix], "sources": [m.path for m in mix]} if mix else {})})
+    **({"domains": [m.domain for m in mix], "sources": [m.path for m in mix], "weights": _weights(mix)}
+       if mix else {})})
   return DataDir(out)
+
+
+def _weights(mix: list) -> list[float]: return [float(m.weight) for m in mix]
 
 
 def _record_weights(dd: DataDir, mix: list) -> DataDir:
   """The mix's domain weights into meta.json (read by the training Loader), rewritten when only they changed."""
-  weights = [float(m.weight) for m in mix]
-  if dd.meta.get("weights") == weights: return dd
+  weights = _weights(mix)
+  if dd.meta.get("weights") == weights: return dd  # as built
   atomic_write_json(dd.path / "meta.json", {**dd.meta, "weights": weights})
   return DataDir(dd.path)
 

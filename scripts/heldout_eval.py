@@ -32,6 +32,7 @@ def main(argv=None) -> int:
   ap.add_argument("--split", choices=["test", "val"], default="test", help="held-out split (default test)")
   ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
   a = ap.parse_args(argv)
+  import metrics
   from studentz import StudentZ
   from teacher import load_teacher
   texts = heldout_texts(a.data, a.per_domain, a.split)
@@ -39,9 +40,7 @@ def main(argv=None) -> int:
   teacher = load_teacher(model.info["teacher"]["name"])
   t0, res = time.perf_counter(), {}
   for name, tx in texts.items():
-    zs, zt = model.encode(tx, normalize=True), teacher.embed(tx)
-    zt = zt / np.linalg.norm(zt, axis=1, keepdims=True)
-    res[f"cos_{name}"] = float((zs * zt).sum(1).mean())
+    res[f"cos_{name}"] = float(metrics.cosine_rows(model.encode(tx), teacher.embed(tx)).mean())
     print(f"{name:>16}  n={len(tx):5d}  cos {res[f'cos_{name}']:.4f}", file=sys.stderr)
   res["cos_domain_mean"] = float(np.mean([v for k, v in res.items() if k.startswith("cos_")]))
   out = {"checkpoint": a.ckpt or "models/default", "data": str(a.data), "split": a.split, "per_domain": a.per_domain,
