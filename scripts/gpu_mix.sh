@@ -10,7 +10,8 @@
 #            beside it
 #   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and
 #            the best encoder so far as fp16 parts ($OUT/model16.part-*)
-# TOK=0: no token targets (a shorter teacher pass; pass --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
+# DEC_MINUTES: then fit the shipped decoder (warm) to the new encoder on the mix for that long (runs/dec, its
+# best checkpoint is the one brought back from then on). TOK=0: no token targets (a shorter teacher pass; pass --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
 # in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds
 # ../shared/data/extra's files
 # and .devcarry/tokenizer.json is models/default/tokenizer.json.
@@ -23,7 +24,7 @@ if [ -n "$STAGE" ]; then
 fi
 RUN=runs/mix DATA=runs/mixdata
 if [ -n "$START" ]; then
-  rm -rf $RUN $DATA
+  rm -rf $RUN $DATA runs/dec runs/combo runs/*.eval.json
   cat > runs/chain.sh <<EOC
 set -x
 python3 corpus.py prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json \
@@ -37,20 +38,32 @@ fi
 python3 train.py --profile full --teacher .devcarry/minilm16 --init-from models/default --data-source \
   data/everyday-mix.json --data-dir $DATA --out $RUN --minutes ${MINUTES:-13} --quiet $EXTRA || exit 1
 python3 train.py --eval $RUN/best --json --decode-limit 0 > runs/mix.eval.json
+[ "${DEC_MINUTES:-0}" = 0 ] && { wait; exit 0; }
+python3 scripts/package_model.py --decoder-from models/default --encoder-parts $RUN/best/model.safetensors \
+  --encoder-tokenizer $RUN/best/tokenizer.json --stage1-config $RUN/best/config.json --card GPU --stage1-command mix \
+  --stage1-minutes ${MINUTES:-13} --teacher .devcarry/minilm16 --out runs/combo || exit 1
+python3 train.py --profile full --teacher .devcarry/minilm16 --init-from runs/combo --data-source \
+  data/everyday-mix.json --data-dir $DATA --out runs/dec --freeze '["encoder"]' --loss_weights.ce 1 \
+  --loss_weights.tok 0 --dropout 0.1 --dec_output tied --dec_blocks 4 --dec_dilation_schedule '[1,2,4,8]' \
+  --mode_b_mix row --eval_every 500 --batch_size 128 --optimizer.lr 1e-3 --minutes $DEC_MINUTES --quiet || exit 1
+python3 train.py --eval runs/dec/best --json --decode-limit 256 > runs/dec.eval.json
 wait
 EOC
-  detach runs/chain.exit runs/chain.log $((${MINUTES:-13} * 60 + 1500)) bash runs/chain.sh
+  detach runs/chain.exit runs/chain.log $(((${MINUTES:-13} + ${DEC_MINUTES:-0}) * 60 + 1800)) bash runs/chain.sh
 fi
 need_run runs/chain.log chain "start again with START=1"
 while [ ! -f runs/chain.exit ] && [ $SECONDS -lt $((${BUDGET:-570} - 15)) ]; do sleep 5; done
 grep -v "^\s*$" runs/chain.log | tr '\r' '\n' | grep -v "it/s\]$\|sent/s\]$" | tail -30
 cp runs/chain.log $OUT/; cp $RUN/metrics.jsonl $OUT/mix.metrics.jsonl 2>/dev/null
+cp runs/dec/metrics.jsonl $OUT/dec.metrics.jsonl 2>/dev/null
 cp runs/*.eval.json $OUT/ 2>/dev/null; cat runs/*.eval.json 2>/dev/null
 if [ -f runs/chain.exit ]; then
   echo "chain exited with $(cat runs/chain.exit) after ${SECONDS}s of this call"
-  [ -f $RUN/best/model.safetensors ] && export16 $RUN/best && cp $RUN/best/config.json $OUT/mix.config.json
+  best=$RUN/best; [ -f runs/dec/best/model.safetensors ] && best=runs/dec/best
+  [ -f $best/model.safetensors ] && export16 $best && cp $best/config.json $OUT/mix.config.json
 else  # the best checkpoint so far comes back with every call: the machine may not be lent for the next one
-  [ -f $RUN/best/model.safetensors ] && export16 $RUN/best && cp $RUN/best/config.json $OUT/mix.config.json
+  best=$RUN/best; [ -f runs/dec/best/model.safetensors ] && best=runs/dec/best
+  [ -f $best/model.safetensors ] && export16 $best && cp $best/config.json $OUT/mix.config.json
   echo "still running after ${SECONDS}s: call again within 30 s"
 fi
 ls -la $OUT
