@@ -49,7 +49,11 @@ python3 train.py --profile full --teacher .devcarry/minilm16 --init-from runs/co
 python3 train.py --eval runs/dec/best --json --decode-limit 256 > runs/dec.eval.json
 wait
 EOC
-  detach runs/chain.exit runs/chain.log $(((${MINUTES:-13} + ${DEC_MINUTES:-0}) * 60 + 1800)) bash runs/chain.sh
+  # the chain runs from a snapshot of this tree: later calls carry the tree again, and it may have changed by then
+  rm -rf runs/src && mkdir -p runs/src && ln -s .. runs/src/runs && ln -s ../../.devcarry runs/src/.devcarry
+  tar -cf - --exclude=./runs --exclude=./.devcarry --exclude=./.whl --exclude=./.git . | tar -xf - -C runs/src
+  detach runs/chain.exit runs/chain.log $(((${MINUTES:-13} + ${DEC_MINUTES:-0}) * 60 + 1800)) \
+    bash -c "cd runs/src && exec bash ../chain.sh"
 fi
 need_run runs/chain.log chain "start again with START=1"
 while [ ! -f runs/chain.exit ] && [ $SECONDS -lt $((${BUDGET:-570} - 15)) ]; do sleep 5; done
