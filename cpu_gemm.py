@@ -10,19 +10,19 @@ tail panel when N is not a multiple of PANEL; a micro-tile keeps MR rows x PANEL
 per k, loads PANEL consecutive floats of B and broadcasts one float of each of its MR rows of A. Rows are split over
 threads that the kernel starts itself through pthread_create, whose address it gets in a small buffer, the way
 tinygrad's own CPU runtime hands its kernels libc functions. The backward is the same GEMM twice: dA = dC @ B^T,
-dB = A^T @ dC. STUDENTZ_CPU_GEMM=0 turns it off (tinygrad's own matmul everywhere); STUDENTZ_CPU_GEMM_THREADS caps
-the threads (default: the CPUs this process may use).
+dB = A^T @ dC. STUDENTZ_CPU_GEMM=0 turns it off (tinygrad's own matmul everywhere; backend.KERNELS); tinygrad's
+NUM_CPU_THREADS caps the threads (default: the CPUs this process may use).
 """
 from __future__ import annotations
-import ctypes, ctypes.util, functools, os, platform
+import ctypes, ctypes.util, functools, platform
 
-from backend import backend_of, gemm_layout, kernel_out, shard_shape, source_program, split_axis
+from backend import KERNELS, backend_of, gemm_layout, kernel_out, shard_shape, source_program, split_axis
 from tinygrad import Tensor, dtypes
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
 
-ENABLED = int(os.environ.get("STUDENTZ_CPU_GEMM", "1"))
+ENABLED = KERNELS.cpu_gemm
 MR = 6          # rows of A per micro-tile
 MIN_M = 16      # below this (one streamed token, batch-1 decoding) the packing copy costs more than it saves
 ROWS_PER_THREAD = 96  # fewer rows than this per extra thread and starting it costs more than it saves
@@ -32,8 +32,6 @@ ROWS_PER_THREAD = 96  # fewer rows than this per extra thread and starting it co
 def isa() -> tuple[int, int] | None:
   """(floats per vector, vectors per panel) for this CPU, or None where the kernel is not used. AVX-512: 32 zmm
   registers hold 6 x 4 accumulators; AVX2: 16 ymm registers hold 6 x 2. Other CPUs keep tinygrad's matmul."""
-  forced = os.environ.get("STUDENTZ_CPU_GEMM_ISA", "")
-  if forced: return {"avx512": (16, 4), "avx2": (8, 2)}[forced]
   if platform.machine().lower() not in ("x86_64", "amd64"): return None
   try: flags = open("/proc/cpuinfo").read().split()
   except OSError: return None
@@ -60,8 +58,7 @@ def usable(a: Tensor, b: Tensor) -> bool:
 
 
 def threads(M: int) -> int:
-  cap = int(os.environ.get("STUDENTZ_CPU_GEMM_THREADS", "0")) or NUM_CPU_THREADS.value
-  return max(1, min(cap, M // ROWS_PER_THREAD, 64))
+  return max(1, min(NUM_CPU_THREADS.value, M // ROWS_PER_THREAD, 64))
 
 
 @functools.cache

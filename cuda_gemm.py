@@ -16,29 +16,27 @@ weight gradients: 1280 x 512 reduced over 32768 tokens is 40 tiles) K is split o
 tinygrad sums. The backward is the same GEMM with other transpose flags: dA = dC @ op(B)^T, dB = op(A)^T @ dC.
 Over several devices (data-parallel training, with STUDENTZ_CUDA_MULTI=1: see MULTI) each runs it on its part: the
 batch's rows, or for a weight gradient its rows' share of the contraction, summed across the devices
-(backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere); STUDENTZ_CUDA_GEMM_SPLIT=S
-forces S slices of K.
+(backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere; backend.KERNELS).
 """
 from __future__ import annotations
-import functools, os
+import functools
 
-from backend import backend_of, gemm_layout, kernel_out, shard_shape, source_program
+from backend import KERNELS, backend_of, gemm_layout, kernel_out, shard_shape, source_program
 from tinygrad import Tensor, Device, dtypes
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
 
-ENABLED = int(os.environ.get("STUDENTZ_CUDA_GEMM", "1"))
+ENABLED = KERNELS.cuda_gemm
 BM, BN, BK = 128, 128, 32  # block tile of C, K tile
 STAGES = 3                 # (BM + BN) * BK * 2 bytes = 16 KB a stage: three fill the 48 KB of static shared memory
 THREADS = 256
 SMS = 132                  # H100/H200 SXM
 MIN_SLICE = 256            # K per split slice: 8 K tiles, enough to fill the pipeline
 MAX_SPLIT = 16             # the float32 partials are S x M x N: more slices cost more in the sum than they gain
-FORCE_SPLIT = int(os.environ.get("STUDENTZ_CUDA_GEMM_SPLIT", "0"))  # for tuning: S slices wherever K allows them
-# Our CUDA kernels (this GEMM, cuda_ops') in data-parallel steps over several GPUs: built and checked on CPU devices
-# (the same tinygrad multi-device code; cpu_gemm runs it), not yet run on two GPUs, so off until measured there
-# (scripts/gpu_data_parallel.sh); 1 turns them on. One GPU is not affected.
-MULTI = int(os.environ.get("STUDENTZ_CUDA_MULTI", "0"))
+FORCE_SPLIT = 0           # S > 0: S slices wherever K allows them (scripts/gpu_cuda_gemm_check.py checks each split)
+# Our CUDA kernels (this GEMM, cuda_ops') in data-parallel steps over several GPUs: checked on CPU devices only, so off
+# until measured on GPUs (scripts/gpu_data_parallel.sh). One GPU is not affected.
+MULTI = KERNELS.cuda_multi
 
 
 @functools.cache

@@ -10,15 +10,12 @@ into them through the device's allocator (~0.01 ms).
 Order: a batch may be queued behind an earlier one that still reads the same buffers. CPU and METAL wait for queued
 kernels before they copy; CUDA and CL copy asynchronously on the queue that runs the kernels, so the copy lands after
 them. Other backends (NV/AMD, whose copies may take their own queue) are synchronized first.
-`STUDENTZ_INPUT_SLOTS=0` goes back to a new Tensor per batch.
 """
-import os
 
 import numpy as np
 from tinygrad import Device, Tensor
 from tinygrad.dtype import _from_np_dtype
 
-ENABLED = os.environ.get("STUDENTZ_INPUT_SLOTS", "1").strip() != "0"
 ORDERED = ("CPU", "CUDA", "METAL", "CL")  # their _copyin waits for, or queues behind, the kernels before it
 
 
@@ -34,7 +31,6 @@ class InputSlots:
     self.ordered = self.device.split(":")[0] in ORDERED
 
   def fill(self, *arrays) -> list[Tensor]:
-    if not ENABLED: return [Tensor(np.ascontiguousarray(a), device=self.device).realize() for a in arrays]
     if len(arrays) != len(self.specs): raise ValueError(f"expected {len(self.specs)} arrays, got {len(arrays)}")
     if not self.ordered: Device[self.device].synchronize()
     for buf, a, (shape, dtype) in zip(self.buffers, arrays, self.specs):
