@@ -2,10 +2,9 @@
 the decoder's cross-entropy over the vocabulary and the dilated convolutions' shifted views ("taps"). cuda_gemm.py does
 the GEMMs between them.
 
-Why: on an H200 tinygrad 0.14 ran the joint step's cross-entropy reductions over its (32768, 16000) logits at well under
-a tenth of the memory bandwidth (6.8 ms for the two largest, results/h200_profile_joint_step_cuda_gemm.txt), and the
-taps' concatenation of five shifted, padded views and its gradient at ~0.4 TB/s (E_327680_32_4: 0.21 ms a block for
-84 MB). Each kernel here reads and writes its tensors once (the cross-entropy's gradient reads each row twice, the
+Why: tinygrad 0.14 ran the joint step's cross-entropy reductions over its logits, and the taps' concatenation of
+shifted, padded views and its gradient, at a small fraction of the memory bandwidth
+(results/h200_profile_joint_step_cuda_gemm.txt). Each kernel here reads and writes its tensors once (the cross-entropy's gradient reads each row twice, the
 second time from L2), in 16-byte vectors.
 
 - token_ce(logits (R, V), targets (R,), eps) -> (R,) float32: lse - (1 - eps) x[target] - eps mean(x) (PyTorch's label

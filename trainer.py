@@ -102,7 +102,7 @@ class Trainer:
 
   def _jit(self, name: str, batch: dict[str, np.ndarray]):
     """The JIT of `name` for this batch's shapes, called on the batch. On one device the batch is copied into input
-    buffers the JIT keeps (device_inputs: a Tensor per input cost ~2 ms of tinygrad's scheduler each, every step); over
+    buffers the JIT keeps (device_inputs: a new Tensor per input passes through tinygrad's scheduler every step); over
     several devices it is split across them."""
     key = (name, tuple((k, v.shape, v.dtype.str) for k, v in batch.items()))
     if key not in self._jits:

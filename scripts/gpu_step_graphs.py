@@ -2,8 +2,8 @@
 syncs in between): steps queued back to back as train.py runs them, then the same steps launched --gap ms apart.
 
 Why: with tinygrad's default graph split (JIT_BATCH_SIZE=32: graphs of 32, 64, 128, ... kernels) the joint step's last
-graph, the AdamW update, took 9.9 ms instead of 0.42 whenever the steps were queued back to back (43.3 -> 52.7 ms a
-step); trainer.STEP_GRAPH_BATCH = 0 (one graph a step) is the fix this script measured (results/h200_step_graphs.txt).
+graph, the AdamW update, took many times its own time whenever the steps were queued back to back;
+trainer.STEP_GRAPH_BATCH = 0 (one graph a step) is the fix this script measured (docs/RESULTS.md).
 
   DEV=CUDA python scripts/gpu_step_graphs.py joint                                  # the trainer's one graph a step
   DEV=CUDA python scripts/gpu_step_graphs.py joint --graph-batch 32                 # tinygrad's default split

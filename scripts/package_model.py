@@ -11,7 +11,7 @@ best_val_cos: 1/perplexity in a decoder stage) are left out, as no single run ma
 
   python scripts/package_model.py --meta /tmp/meta --decoder-parts dec/model16.part-* \
       --encoder-parts enc/model16.part-* --stage1-config enc/config.json --stage1-minutes 14.2 --stage2-minutes 3.3 \
-      --card "NVIDIA H100 80GB HBM3" --stage1-command "..." --stage2-command "..."
+      --card "CARD NAME" --stage1-command "..." --stage2-command "..."
 
 A newer encoder of the same tokenizer can also be paired with an already shipped decoder (the decoder reads only z,
 which lives in the teacher's space whichever encoder made it): --decoder-from models/default takes that folder's
