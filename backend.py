@@ -5,12 +5,9 @@ still type the old form, so we translate it here, before tinygrad reads the envi
 with one clear line instead of a deep traceback.
 """
 import contextlib, functools, io, math, os, pickle, sys
+from dataclasses import dataclass
 import numpy as np
 from pathlib import Path
-
-# Tensor cores also for GEMMs whose sizes are not multiples of the core's tile (padded) and for operands cast on the
-# fly: measured on an H100 (B=64, L=128 student step) 86 -> 49 ms in bf16. A user's own TC_OPT wins.
-os.environ.setdefault("TC_OPT", "2")
 
 # the backends tinygrad 0.14 knows; GPU/OPENCL are old spellings of CL, CLANG/LLVM old spellings of CPU
 KNOWN = ("CPU", "CUDA", "METAL", "NV", "AMD", "CL", "QCOM", "WEBGPU", "DSP")
@@ -51,20 +48,28 @@ except DeviceError as e:  # entry points print this one line and exit non-zero
 else:
   PENDING_ERROR = None
 
-# Split-K for reductions whose output is small next to their length: the weight gradients of the conv GEMMs reduce
-# over all B*L tokens into a (C_in*k, C_out) tile grid too small to fill a GPU. tinygrad splits such a reduce into two
-# kernels when len/out >= REDUCEOP_SPLIT_THRESHOLD and the partial sums fit 2**REDUCEOP_SPLIT_SIZE elements; its
-# defaults (32768, 22) never fire here. Measured on an H100 (bf16 step, d=256 h=512): B=128 L=64 45.0 -> 34.0 ms,
-# B=512 L=64 112.5 -> 77.9 ms (results/h100_train_step_sweep.json). GPUs only (named, or Metal when auto-selected on a
-# Mac): a CPU's few cores are already busy with the unsplit GEMM.
-_dev = os.environ.get("DEV", "").split(":")[0].split("+")[0]  # normalised by select_device() (CLANG -> CPU)
-if (_dev and _dev != "CPU") or (not _dev and sys.platform == "darwin"):
-  os.environ.setdefault("REDUCEOP_SPLIT_THRESHOLD", "4096")
-  os.environ.setdefault("REDUCEOP_SPLIT_SIZE", "25")
+def tinygrad_defaults(device: str) -> dict[str, str]:
+  """The tinygrad settings StudentZ's entry points run with on a GPU (docs/KNOBS.md); none on the CPU."""
+  if device.split(":")[0] == "CPU": return {}  # no tensor cores; a CPU's few cores are busy with the unsplit GEMM
+  # TC_OPT=2: tensor cores also for GEMMs padded to the core's tile and for operands cast on the fly.
+  # REDUCEOP_SPLIT_*: split-K for the conv weight gradients, whose small output cannot fill a GPU.
+  return {"TC_OPT": "2", "REDUCEOP_SPLIT_THRESHOLD": "4096", "REDUCEOP_SPLIT_SIZE": "25"}
+
+
+def apply_tinygrad_defaults(device: str) -> dict[str, str]:
+  """Set tinygrad_defaults(device) where the user's environment has no value of its own (never overriding one); works
+  after tinygrad's import too. Returns what it set. check_device() calls it: the CLIs' one place for it."""
+  from tinygrad import helpers
+  applied = {k: v for k, v in tinygrad_defaults(device).items() if k not in os.environ}
+  os.environ.update(applied)
+  if "TC_OPT" in applied: helpers.TC_OPT.value = int(applied["TC_OPT"])  # a ContextVar, read at tinygrad's import
+  helpers.getenv.cache_clear()  # tinygrad caches every getenv it has read
+  return applied
 
 
 def check_device() -> str:
-  """Call from a CLI: exits with a clear line on a bad device, else returns the device name (and prints nothing)."""
+  """Call from a CLI: exits with a clear line on a bad device, else applies apply_tinygrad_defaults and returns the
+  device name (and prints nothing)."""
   if PENDING_ERROR is not None:
     print(f"error: {PENDING_ERROR}", file=sys.stderr)
     raise SystemExit(2)
@@ -72,10 +77,11 @@ def check_device() -> str:
     from tinygrad import Device
     name = Device.DEFAULT
     Device[name]  # open it now: a named backend (DEV=METAL) is otherwise only found missing at the first tensor
-    return name
   except Exception as e:  # tinygrad raises plain exceptions when a backend is missing
     print(f"error: {missing_backend(os.environ.get('DEV', '(auto)'), e)}", file=sys.stderr)
     raise SystemExit(2)
+  apply_tinygrad_defaults(name)
+  return name
 
 
 def missing_backend(dev: str, err: Exception) -> str:
@@ -90,15 +96,14 @@ def missing_backend(dev: str, err: Exception) -> str:
 
 
 # The inference engine (StudentZ, infer.py): "numpy" runs numpy_infer.py (no kernels to compile, no tinygrad import:
-# on a 2-core CPU one sentence's encode and decode start in milliseconds instead of 10-20 s of JIT compiles),
-# "tinygrad" the JIT'd models. "auto" takes numpy where tinygrad would run on the CPU: DEV=CPU, or no DEV and no GPU
+# a CPU process starts encoding at once; docs/RESULTS.md), "tinygrad" the JIT'd models. "auto" takes numpy where tinygrad would run on the CPU: DEV=CPU, or no DEV and no GPU
 # in sight. $STUDENTZ_ENGINE (or an explicit argument) overrides it.
 ENGINES = ("auto", "numpy", "tinygrad")
 
 
 def likely_gpu() -> bool:
   """Whether tinygrad's automatic choice would find a GPU, judged without importing it (its device probe costs
-  ~0.6 s): a Mac (METAL), an NVIDIA or an AMD device node."""
+  a noticeable part of a start): a Mac (METAL), an NVIDIA or an AMD device node."""
   return sys.platform == "darwin" or any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
 
 
@@ -114,24 +119,49 @@ def inference_engine(requested: str | None = None) -> str:
   return "tinygrad" if likely_gpu() else "numpy"
 
 
-# STUDENTZ_GEMM_BEAM: tinygrad's kernel-schedule search (BEAM) for the GEMM kernels of the training step only. The few
-# kernels that carry the FLOPs get searched schedules; the hundreds of small elementwise/norm kernels keep tinygrad's
-# heuristics, whose search (JITBEAM=2 on the whole step) did not finish in 7 minutes.
+@dataclass(frozen=True)
+class KernelSettings:
+  """The kernel switches, read once from the environment (KERNELS below; docs/KNOBS.md)."""
+  cuda_gemm: bool = True     # STUDENTZ_CUDA_GEMM=0: tinygrad's matmul on CUDA instead of cuda_gemm
+  cuda_ops: bool = True      # STUDENTZ_CUDA_OPS=0: tinygrad's cross-entropy and conv taps instead of cuda_ops
+  cuda_multi: bool = False   # STUDENTZ_CUDA_MULTI=1: our CUDA kernels in data-parallel steps too (not yet run on GPUs)
+  cpu_gemm: bool = True      # STUDENTZ_CPU_GEMM=0: tinygrad's matmul and GELU on the CPU instead of cpu_gemm/cpu_gelu
+  gemm_beam: str = "cached"  # STUDENTZ_GEMM_BEAM: "cached", 0 (off) or a search width (see GEMM_BEAM)
+  beam_dir: Path = Path(__file__).resolve().parent / "beam"  # STUDENTZ_BEAM_DIR: the bundled schedules
+
+  @classmethod
+  def from_env(cls, env=None) -> "KernelSettings":
+    """The settings of `env` (None: os.environ); SystemExit with one line on a value they cannot take."""
+    env = os.environ if env is None else env
+
+    def switch(name: str, default: bool) -> bool:
+      value = env.get(name, "").strip()
+      if value not in ("", "0", "1"): raise SystemExit(f"error: {name} must be 0 or 1, got {value!r}")
+      return default if value == "" else value == "1"
+    beam = env.get("STUDENTZ_GEMM_BEAM", "cached").strip().lower()
+    if beam != "cached" and not beam.isdigit():
+      raise SystemExit(f"error: STUDENTZ_GEMM_BEAM must be 'cached', 0 (off) or a search width such as 2, got {beam!r}")
+    return cls(cuda_gemm=switch("STUDENTZ_CUDA_GEMM", True), cuda_ops=switch("STUDENTZ_CUDA_OPS", True),
+               cuda_multi=switch("STUDENTZ_CUDA_MULTI", False), cpu_gemm=switch("STUDENTZ_CPU_GEMM", True),
+               gemm_beam=beam, beam_dir=Path(env.get("STUDENTZ_BEAM_DIR") or cls.beam_dir))
+
+
+KERNELS = KernelSettings.from_env()
+
+# GEMM_BEAM: tinygrad's kernel-schedule search (BEAM) for the GEMM kernels of the training step only. The few kernels
+# that carry the FLOPs get searched schedules; the hundreds of small elementwise/norm kernels keep tinygrad's
+# heuristics, whose search (JITBEAM=2 on the whole step) takes too long to be worth it.
 #   "cached" (the default): a GEMM takes the schedule already found for it, from tinygrad's cache db (CACHEDB) or the
-#            files in STUDENTZ_BEAM_DIR (default beam/: the default bf16 step's GEMMs, searched on an H200), and
-#            tinygrad's heuristics otherwise; it never searches, so it costs nothing where nothing was found. Each
-#            found schedule is checked against the heuristic one once per card model (verify_schedule,
-#            checked_before): beam/checked_<card>.db ship the checks an H100 and an H200 passed
+#            files in BEAM_DIR (beam/: the default bf16 step's GEMMs), and tinygrad's heuristics otherwise; it never
+#            searches. Each found schedule is checked against the heuristic one once per card model (verify_schedule,
+#            checked_before): beam/checked_<card>.db ship the checks passed on the cards it was searched for
 #   N >= 1:  search (BEAM=N) every GEMM found in neither: minutes per kernel, once per card kind
 #   0:       off
 # GEMM_BEAM_MIN: the fewest multiply-adds a GEMM must have to be searched.
-GEMM_BEAM_SETTING = os.environ.get("STUDENTZ_GEMM_BEAM", "cached").strip().lower()
-if GEMM_BEAM_SETTING != "cached" and not GEMM_BEAM_SETTING.isdigit():
-  raise SystemExit(f"error: STUDENTZ_GEMM_BEAM must be 'cached', 0 (off) or a search width such as 2, "
-                   f"got {GEMM_BEAM_SETTING!r}")
+GEMM_BEAM_SETTING = KERNELS.gemm_beam
 GEMM_BEAM = 2 if GEMM_BEAM_SETTING == "cached" else int(GEMM_BEAM_SETTING)  # the bundled results were searched at 2
-GEMM_BEAM_MIN = int(os.environ.get("STUDENTZ_GEMM_BEAM_MIN", str(1 << 26)))
-BEAM_DIR = Path(os.environ.get("STUDENTZ_BEAM_DIR") or Path(__file__).resolve().parent / "beam")
+GEMM_BEAM_MIN = 1 << 26
+BEAM_DIR = KERNELS.beam_dir
 
 
 def gemm_size(sink) -> int:
@@ -157,10 +187,11 @@ _BEAM = {"amount": 0, "min": 0, "active": False, "cached_only": False, "found": 
 
 @contextlib.contextmanager
 def gemm_beam_scope():
-  """Where STUDENTZ_GEMM_BEAM applies: the training step (trainer.Trainer) compiles inside this scope; encoding and
+  """Where GEMM_BEAM applies: the training step (trainer.Trainer) compiles inside this scope; encoding and
   evaluation, whose shapes vary with the data, keep the heuristics instead of searching every shape they meet."""
   # installed on first use, not at import: backend is imported before tinygrad reads DEV (check_device)
-  if GEMM_BEAM > 0 and _BEAM["amount"] == 0: install_gemm_beam(GEMM_BEAM, cached_only=GEMM_BEAM_SETTING == "cached")
+  if GEMM_BEAM > 0 and _BEAM["amount"] == 0:
+    install_gemm_beam(GEMM_BEAM, min_size=GEMM_BEAM_MIN, cached_only=GEMM_BEAM_SETTING == "cached")
   prev, _BEAM["active"] = _BEAM["active"], True
   try: yield
   finally: _BEAM["active"] = prev
@@ -234,10 +265,8 @@ def _checked(s, sched, rawbufs, var_vals, what: str):
 
 
 # A passed check, kept where tinygrad keeps its search results (the cache db; beam/ files for those shipped): the
-# options that passed, keyed by the kernel and the card's model name. The check compiles the kernel twice more (its
-# heuristic schedule and the checked one), ~half of a process's start on an H200; H100 and H200 share sm_90 and a
-# schedule found on one computed wrong values on the other, hence the card's name in the key. A table named like
-# beam_search's travels with it in scripts/beam_cache.py (export, import, drop).
+# options that passed, keyed by the kernel and the card's model name (cards of one architecture have disagreed on a
+# schedule), so only a card's first process pays the check. scripts/beam_cache.py exports, imports and drops it.
 CHECKED_TABLE = "beam_search_checked"
 
 
@@ -279,8 +308,7 @@ def kernel_out(shape: tuple[int, ...], dtype, device: str | tuple[str, ...], axi
 
   The inputs go to custom_kernel as they are, without .contiguous(): tinygrad hands a kernel a dense buffer either way
   (the tensor's own where it is one, a reshape of one included; a copy otherwise: transposes, slices, expressions),
-  but .contiguous() of a reshaped kernel output copies it. That was the conv taps' (B, L, k C) reshaped into the
-  GEMM, and the GEMM's gradient reshaped back into the taps' gradient: 84 MB twice a block on an H200's joint step."""
+  but .contiguous() of a reshaped kernel output copies it (the conv taps' (B, L, k C) reshaped into the GEMM)."""
   from tinygrad import Tensor
   out = Tensor.empty(*shape, dtype=dtype, device=device)
   return Tensor(out.uop.unshard(axis)) if isinstance(device, tuple) and axis is not None else out
@@ -301,7 +329,7 @@ def source_program(name: str, src: str, device: str | tuple[str, ...], n_in: int
 
 @functools.cache
 def card_name(device: str) -> str:
-  """The model of the card behind a tinygrad device ("NVIDIA H200"); the backend and machine type where it has none."""
+  """The model of the card behind a tinygrad device (the name the driver reports); the backend and machine type where it has none."""
   import platform
   from tinygrad import Device
   dev = Device[device]
@@ -363,11 +391,9 @@ def _random_bytes(buf, rng) -> bytes:
 
 def verify_schedule(s, sched, rawbufs, var_vals, tol: float = 0.05) -> str | None:
   """None if `sched` (a searched or cached schedule of kernel s) computes what tinygrad's heuristic schedule does on
-  random inputs, else what differs. A bundled schedule found on an H200 trained a wrong model on an H100 (its loss
-  left PyTorch's at the second step, bench.py --check-steps): each one is now checked, once per process, before use.
-  Both run on the full size; bf16 and a different summation order differ by far less than tol of the largest value.
-  STUDENTZ_GEMM_BEAM_VERIFY=0 skips the check."""
-  if os.environ.get("STUDENTZ_GEMM_BEAM_VERIFY", "1") == "0": return None
+  random inputs, else what differs: a schedule found on one card model has computed wrong values on another of the
+  same architecture, so each one is checked before use.
+  Both run on the full size; bf16 and a different summation order differ by far less than tol of the largest value."""
   if sched.applied_opts == (heuristic := _heuristic(s.copy())).applied_opts: return None
   from tinygrad.codegen.opt.search import _ensure_buffer_alloc
   from tinygrad.device import Buffer

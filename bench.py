@@ -344,7 +344,7 @@ def torch_side(device: str):
   own and makes it current on the thread before each allocation, free, copy and launch; PyTorch's runtime calls use
   whichever context is current. The joint step's twin, once a tinygrad buffer freed by the garbage collector had left
   tinygrad's context current in the middle of its step, launched kernels there on addresses from the other context
-  (CUDA illegal memory access, H200). So PyTorch works in the device's primary context, made current here, with the
+  (CUDA illegal memory access). So PyTorch works in the device's primary context, made current here, with the
   collector paused (no tinygrad free in between); tinygrad makes its own current again at its next call."""
   try:
     import torch

@@ -2,8 +2,7 @@
 
 Why: the numpy inference path's GEMMs are small (a sentence is ~10 rows), and between them run numpy's single-threaded
 elementwise ops. OpenBLAS's worker threads spin-wait after each GEMM, so on a 2-core machine they take the core the
-main thread needs: one sentence's encode took 480 ms with the default 2 threads and 7 ms with 1 (a greedy decode of
-12 tokens 900 -> 35 ms), measured on this project's 2-core CPU while other processes ran. Where the library is not
+main thread needs, and small calls run many times slower than on one thread. Where the library is not
 OpenBLAS (MKL, Apple's Accelerate) every call here does nothing.
 """
 from __future__ import annotations

@@ -208,8 +208,9 @@ def read_checkpoint_info(ckpt: Path) -> dict:
   except RecursionError: raise CheckpointError(f"{cfg_file} is corrupt: nested too deeply") from None
   if not isinstance(info, dict): raise CheckpointError(f"{cfg_file} is corrupt: not a JSON object")
   if info.get("format_version") != 1: raise CheckpointError(f"{ckpt}: unsupported format {info.get('format_version')}")
+  required = ("config",) if "training" in info else ("config", "step")  # a packaged model has per-stage records
   if wrong := [k for k, t in INFO_TYPES.items() if k in info and not isinstance(info[k], t) or
-               k in ("config", "step") and k not in info]:  # a KeyError or TypeError later, deep in a run
+               k in required and k not in info]:  # a KeyError or TypeError later, deep in a run
     raise CheckpointError(f"{cfg_file} is corrupt: wrong or missing {', '.join(wrong)}")
   teacher = info.get("teacher")
   want = (("name", str), ("dim", int), ("fingerprint", str))
@@ -218,9 +219,10 @@ def read_checkpoint_info(ckpt: Path) -> dict:
   return info
 
 
-# what each field of a checkpoint's config.json must be, where present (step and config are required)
+# what each field of a checkpoint's config.json must be, where present (config is required, and step unless the
+# folder is a packaged model, whose `training` holds a record per stage: scripts/package_model.py)
 INFO_TYPES = {"step": int, "config": dict, "teacher": dict, "data_dir": str, "data_source": str, "metrics": dict,
-              "best_val_cos": (int, float), "bad_evals": int, "loader": dict}
+              "best_val_cos": (int, float), "bad_evals": int, "loader": dict, "training": dict}
 
 
 # What an encoder's weights are shaped by, and the data its tokenizer was fitted on: train.py --init-from takes these

@@ -60,16 +60,15 @@ class Config:
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
   # --- optimisation ---
   optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})
-                                   # lr for batch 512; on an H100 2.4-min runs ranked 8e-3 > 4e-3 > 2e-3 (README)
-  batch_size: int = 512            # sentences per optimiser step (split into grad_accum micro-batches); a GPU step
-                                   # of 512 costs ~2.3x one of 128 (results/h100_train_step_sweep.json)
+                                   # lr for batch 512 (results/h100_lr_batch_short_runs.json)
+  batch_size: int = 512            # sentences per optimiser step (split into grad_accum micro-batches)
   grad_accum: int = 1              # micro-batches per step; memory scales with batch_size / grad_accum
   warmup_steps: int = 200          # linear warmup, then cosine decay to lr * min_lr_ratio
   min_lr_ratio: float = 0.05
   clip_norm: float = 1.0           # global gradient-norm clip (0 disables)
   precision: str = "fp32"          # "fp32" or "mixed" (half activations, fp32 master weights, dynamic loss scale)
   # --- run ---
-  steps: int = 15000               # optimiser steps (14.2 min on one H100 in mixed precision, validations included)
+  steps: int = 15000               # optimiser steps (about a quarter of an hour on one GPU in mixed precision)
   eval_every: int = 1500           # validate (and checkpoint) every N steps
   patience: int = 8                # early stop after this many evaluations without a better val_cos
   log_every: int = 25

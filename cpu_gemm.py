@@ -1,28 +1,26 @@
 """float32 GEMM for tinygrad's CPU backend: one C kernel run as a tinygrad custom kernel, with its gradient.
 
 Why: tinygrad 0.14 renders CPU matmuls as float4 loads and scalar multiply-adds, and runs every kernel on one worker
-thread (also across CPU:0, CPU:1: a batch sharded over two CPU devices took twice one device's time here). On this
-repository's 2-core AVX-512 CPU the student's conv GEMM (1024 x 1280 by 1280 x 512) ran at 9.6 GFLOP/s with the weight
-as (K, N) and 29-35 as rows; this kernel does ~160 GFLOP/s on one core (`python bench.py gemm`).
+thread (also across CPU:0, CPU:1), far below what the vector units can do; `python bench.py gemm` compares the two.
 
 C (M, N) = A (M, K) @ B (K, N). B is packed into panels of PANEL columns, each (K, PANEL) contiguous, plus a narrower
 tail panel when N is not a multiple of PANEL; a micro-tile keeps MR rows x PANEL columns of C in vector registers and,
 per k, loads PANEL consecutive floats of B and broadcasts one float of each of its MR rows of A. Rows are split over
 threads that the kernel starts itself through pthread_create, whose address it gets in a small buffer, the way
 tinygrad's own CPU runtime hands its kernels libc functions. The backward is the same GEMM twice: dA = dC @ B^T,
-dB = A^T @ dC. STUDENTZ_CPU_GEMM=0 turns it off (tinygrad's own matmul everywhere); STUDENTZ_CPU_GEMM_THREADS caps
-the threads (default: the CPUs this process may use).
+dB = A^T @ dC. STUDENTZ_CPU_GEMM=0 turns it off (tinygrad's own matmul everywhere; backend.KERNELS); tinygrad's
+NUM_CPU_THREADS caps the threads (default: the CPUs this process may use).
 """
 from __future__ import annotations
-import ctypes, ctypes.util, functools, os, platform
+import ctypes, ctypes.util, functools, platform
 
-from backend import backend_of, gemm_layout, kernel_out, shard_shape, source_program, split_axis
+from backend import KERNELS, backend_of, gemm_layout, kernel_out, shard_shape, source_program, split_axis
 from tinygrad import Tensor, dtypes
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
 
-ENABLED = int(os.environ.get("STUDENTZ_CPU_GEMM", "1"))
+ENABLED = KERNELS.cpu_gemm
 MR = 6          # rows of A per micro-tile
 MIN_M = 16      # below this (one streamed token, batch-1 decoding) the packing copy costs more than it saves
 ROWS_PER_THREAD = 96  # fewer rows than this per extra thread and starting it costs more than it saves
@@ -32,8 +30,6 @@ ROWS_PER_THREAD = 96  # fewer rows than this per extra thread and starting it co
 def isa() -> tuple[int, int] | None:
   """(floats per vector, vectors per panel) for this CPU, or None where the kernel is not used. AVX-512: 32 zmm
   registers hold 6 x 4 accumulators; AVX2: 16 ymm registers hold 6 x 2. Other CPUs keep tinygrad's matmul."""
-  forced = os.environ.get("STUDENTZ_CPU_GEMM_ISA", "")
-  if forced: return {"avx512": (16, 4), "avx2": (8, 2)}[forced]
   if platform.machine().lower() not in ("x86_64", "amd64"): return None
   try: flags = open("/proc/cpuinfo").read().split()
   except OSError: return None
@@ -60,8 +56,7 @@ def usable(a: Tensor, b: Tensor) -> bool:
 
 
 def threads(M: int) -> int:
-  cap = int(os.environ.get("STUDENTZ_CPU_GEMM_THREADS", "0")) or NUM_CPU_THREADS.value
-  return max(1, min(cap, M // ROWS_PER_THREAD, 64))
+  return max(1, min(NUM_CPU_THREADS.value, M // ROWS_PER_THREAD, 64))
 
 
 @functools.cache

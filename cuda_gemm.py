@@ -2,7 +2,7 @@
 gradient. The CUDA twin of cpu_gemm.py.
 
 Why: tinygrad 0.14 renders CUDA matmuls with mma.sync tensor cores but feeds them straight from global memory (no
-shared-memory staging, no pipelining); the training step's GEMMs ran at 40-50 TFLOP/s on an H200.
+shared-memory staging, no pipelining), far below what the tensor cores can do (docs/RESULTS.md has both rates).
 
 C (M, N) = op(A) (M, K) @ op(B) (K, N), float32 accumulation, output in the inputs' dtype. op(A) is A as stored (M, K)
 or the transpose of a stored (K, M); op(B) is B as stored (K, N) or the transpose of a stored (N, K) (a Linear weight's
@@ -16,29 +16,27 @@ weight gradients: 1280 x 512 reduced over 32768 tokens is 40 tiles) K is split o
 tinygrad sums. The backward is the same GEMM with other transpose flags: dA = dC @ op(B)^T, dB = op(A)^T @ dC.
 Over several devices (data-parallel training, with STUDENTZ_CUDA_MULTI=1: see MULTI) each runs it on its part: the
 batch's rows, or for a weight gradient its rows' share of the contraction, summed across the devices
-(backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere); STUDENTZ_CUDA_GEMM_SPLIT=S
-forces S slices of K.
+(backend.gemm_layout). STUDENTZ_CUDA_GEMM=0 turns it off (tinygrad's matmul everywhere; backend.KERNELS).
 """
 from __future__ import annotations
-import functools, os
+import functools
 
-from backend import backend_of, gemm_layout, kernel_out, shard_shape, source_program
+from backend import KERNELS, backend_of, gemm_layout, kernel_out, shard_shape, source_program
 from tinygrad import Tensor, Device, dtypes
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
 
-ENABLED = int(os.environ.get("STUDENTZ_CUDA_GEMM", "1"))
+ENABLED = KERNELS.cuda_gemm
 BM, BN, BK = 128, 128, 32  # block tile of C, K tile
 STAGES = 3                 # (BM + BN) * BK * 2 bytes = 16 KB a stage: three fill the 48 KB of static shared memory
 THREADS = 256
-SMS = 132                  # H100/H200 SXM
+SMS = 132                  # streaming multiprocessors of the sm_90 SXM cards this was tuned on
 MIN_SLICE = 256            # K per split slice: 8 K tiles, enough to fill the pipeline
 MAX_SPLIT = 16             # the float32 partials are S x M x N: more slices cost more in the sum than they gain
-FORCE_SPLIT = int(os.environ.get("STUDENTZ_CUDA_GEMM_SPLIT", "0"))  # for tuning: S slices wherever K allows them
-# Our CUDA kernels (this GEMM, cuda_ops') in data-parallel steps over several GPUs: built and checked on CPU devices
-# (the same tinygrad multi-device code; cpu_gemm runs it), not yet run on two GPUs, so off until measured there
-# (scripts/gpu_data_parallel.sh); 1 turns them on. One GPU is not affected.
-MULTI = int(os.environ.get("STUDENTZ_CUDA_MULTI", "0"))
+FORCE_SPLIT = 0           # S > 0: S slices wherever K allows them (scripts/gpu_cuda_gemm_check.py checks each split)
+# Our CUDA kernels (this GEMM, cuda_ops') in data-parallel steps over several GPUs: checked on CPU devices only, so off
+# until measured on GPUs (scripts/gpu_data_parallel.sh). One GPU is not affected.
+MULTI = KERNELS.cuda_multi
 
 
 @functools.cache
@@ -88,10 +86,8 @@ def usable(a: Tensor, b: Tensor) -> bool:
 def splits(M: int, K: int, N: int) -> int:
   """Slices of K over grid.z, each whole K tiles. Only while C has fewer tiles than SMs: from one tile per SM on, two
   blocks fit an SM (128 registers a thread, 48 KB shared) and halving each block's K only doubles the waves. Then 16
-  slices (fewer where K is too short for MIN_SLICE-deep ones), the best or tied best of those measured at both weight
-  gradients of the training step on an H200 (results/h200_cuda_gemm_check.json, ..._earlier_split_rule.json): 1280 x
-  512 (40 tiles, K = 32768) at 90 / 195 / 234 / 260 / 224 TFLOP/s with 1 / 4 / 8 / 16 / 32 slices (the other run: 94 /
-  194 / 195 / 246 / 230), 512 x 256 (8 tiles) at 60 / 60 / 40 with 16 / 32 / 64 (57 / 53 / 54)."""
+  slices (fewer where K is too short for MIN_SLICE-deep ones): the best of 1 to 64 measured at both weight gradients
+  of the training step (results/h200_cuda_gemm_check.json, results/h200_cuda_gemm_check_earlier_split_rule.json)."""
   if FORCE_SPLIT > 0: return FORCE_SPLIT if K % (FORCE_SPLIT * BK) == 0 else 1
   if (M // BM) * (N // BN) >= SMS: return 1
   s = 1

@@ -2,10 +2,9 @@
 the decoder's cross-entropy over the vocabulary and the dilated convolutions' shifted views ("taps"). cuda_gemm.py does
 the GEMMs between them.
 
-Why: on an H200 tinygrad 0.14 ran the joint step's cross-entropy reductions over its (32768, 16000) logits at well under
-a tenth of the memory bandwidth (6.8 ms for the two largest, results/h200_profile_joint_step_cuda_gemm.txt), and the
-taps' concatenation of five shifted, padded views and its gradient at ~0.4 TB/s (E_327680_32_4: 0.21 ms a block for
-84 MB). Each kernel here reads and writes its tensors once (the cross-entropy's gradient reads each row twice, the
+Why: tinygrad 0.14 ran the joint step's cross-entropy reductions over its logits, and the taps' concatenation of
+shifted, padded views and its gradient, at a small fraction of the memory bandwidth
+(results/h200_profile_joint_step_cuda_gemm.txt). Each kernel here reads and writes its tensors once (the cross-entropy's gradient reads each row twice, the
 second time from L2), in 16-byte vectors.
 
 - token_ce(logits (R, V), targets (R,), eps) -> (R,) float32: lse - (1 - eps) x[target] - eps mean(x) (PyTorch's label
@@ -16,23 +15,19 @@ second time from L2), in 16-byte vectors.
 
 Over several devices (data-parallel training, with STUDENTZ_CUDA_MULTI=1: cuda_gemm.MULTI) each runs them on its
 rows of the batch.
-STUDENTZ_CUDA_OPS=0 turns both off (tinygrad's kernels, as everywhere off CUDA); =ce or =taps keeps only that one.
+STUDENTZ_CUDA_OPS=0 turns both off (tinygrad's kernels, as everywhere off CUDA; backend.KERNELS).
 """
 from __future__ import annotations
-import functools, math, os
+import functools, math
 
-from backend import backend_of, kernel_out, shard_shape, source_program, split_axis
+from backend import KERNELS, backend_of, kernel_out, shard_shape, source_program, split_axis
 import cuda_gemm
 from cuda_gemm import _arch_ok
 from tinygrad import Tensor, dtypes
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import UOp
 
-_SETTING = os.environ.get("STUDENTZ_CUDA_OPS", "1").strip().lower()
-if _SETTING not in ("0", "1", "ce", "taps"):
-  raise SystemExit(f"error: STUDENTZ_CUDA_OPS must be 0, 1, ce or taps, got {_SETTING!r}")
-ENABLED = _SETTING != "0"          # either kernel at all (the GPU check script flips this one)
-KERNELS = {"ce", "taps"} if _SETTING in ("0", "1") else {_SETTING}
+ENABLED = KERNELS.cuda_ops  # the GPU check script flips this one
 THREADS = 256
 _CTYPE = {dtypes.bfloat16: "bf16", dtypes.float16: "f16", dtypes.float32: "f32"}
 
@@ -181,7 +176,7 @@ def _ce_source(name: str, ct: str, V: int, vec: int, eps: float, backward: bool)
 def ce_usable(logits: Tensor, targets: Tensor) -> bool:
   """Whether token_ce runs on the kernel: CUDA (rows split over devices or not), logits bf16/fp16/fp32 with a vocabulary
   axis last."""
-  return "ce" in KERNELS and logits.ndim >= 2 and targets.shape == logits.shape[:-1] and _on_cuda(logits, targets)
+  return logits.ndim >= 2 and targets.shape == logits.shape[:-1] and _on_cuda(logits, targets)
 
 
 def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0, bias: Tensor | None = None) -> Tensor:
@@ -271,7 +266,7 @@ def _taps_source(name: str, ct: str, B: int, L: int, C: int, k: int, dilation: i
 
 
 def taps_usable(x: Tensor) -> bool:
-  return "taps" in KERNELS and x.ndim == 3 and _on_cuda(x)
+  return x.ndim == 3 and _on_cuda(x)
 
 
 def taps(x: Tensor, k: int, dilation: int, left: int) -> Tensor:

@@ -48,8 +48,8 @@ class Decoder:
     """z (B, D) -> input bias (B, d) and one FiLM (gamma, beta) pair (B, h) each per block."""
     z = z.cast(self.act_dtype)
     d, h = self.cfg.d_model, self.cfg.hidden
-    # one GEMM for z_in and every block's FiLM: as separate Linears, z's gradient was one kernel adding up seven small
-    # products over seven reduction ranges, at 0.47 TFLOP/s (5.4 ms of the joint step's ~120 ms of kernels, H200).
+    # one GEMM for z_in and every block's FiLM: as separate Linears, z's gradient was one slow kernel adding up seven
+    # small products over seven reduction ranges
     # contiguous_backward: each piece's gradient (a sum over L) is its own kernel, and the whole output's gradient
     # one buffer gathered from them before the two GEMMs read it (else one kernel with thirteen reduction ranges)
     lins = [self.z_in, *self.films]
@@ -139,7 +139,7 @@ def teacher_forcing(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tenso
 def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
   """Per-token cross-entropy (B, L) with PyTorch's label smoothing: (1 - eps) * nll + eps * mean over V of -log p.
   With log p = x - logsumexp(x) that is lse - (1 - eps) x[target] - eps mean(x): the (B, L, V) log-probabilities are
-  never formed (on an H200 the joint step's reductions over its 524M logits were the largest non-GEMM kernels). On CUDA
+  never formed (the joint step's reductions over its logits were its largest non-GEMM kernels). On CUDA
   both the loss and its gradient are one kernel each, a device's rows each (cuda_ops.token_ce)."""
   if cuda_ops.ce_usable(logits, targets): return cuda_ops.token_ce(logits, targets, label_smoothing)
   x = logits.float()                                                               # (B, L, V)
@@ -152,8 +152,7 @@ def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> T
 
 def head_ce(dec: Decoder, x: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
   """token_ce of dec.logits(x) (B, L): on CUDA the head's bf16 product and its bias go into the kernel as they are,
-  the float32 logits are never formed (at B=512, L=64 on an H200, writing them and casting their gradient back were
-  7.4 ms of a profiled first step's kernels; the JIT'd joint step went from 60.3 to 57.1 ms)."""
+  the float32 logits are never formed (writing them and casting their gradient back cost more than the loss)."""
   raw, bias = dec.head_parts(x)                                                    # (B, L, V), (V,)
   if cuda_ops.ce_usable(raw, targets): return cuda_ops.token_ce(raw, targets, label_smoothing, bias=bias)
   # the kernel's math: the bias added in float32 (Decoder.logits rounds the sum to x's dtype first; same in fp32)

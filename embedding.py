@@ -1,13 +1,10 @@
 """Token embedding whose backward costs O(tokens x d), not O(tokens x vocab x d).
 
 tinygrad 0.14's `nn.Embedding` differentiates through a one-hot over the whole vocabulary: at B=64, L=128, a 30k
-vocabulary and d=256 its weight gradient is 64 G multiply-adds, about 70 ms of an H100 step that PyTorch finishes in
-17 ms. Here the forward is the same gather, and the backward is a scatter-add written as a custom kernel with atomic
+vocabulary and d=256 its weight gradient is 64 G multiply-adds, more than the rest of the step. Here the forward is the same gather, and the backward is a scatter-add written as a custom kernel with atomic
 adds (CUDA, CPU/clang, AMD), or a one-hot matmul on the tensor cores where the backend has no atomics (METAL, ...).
-`STUDENTZ_EMBED=onehot|matmul|atomic` forces one path (benchmarks compare them).
 """
 from __future__ import annotations
-import os
 
 import backend
 from tinygrad import Tensor, dtypes
@@ -79,10 +76,6 @@ def _embed_atomic(weight: Tensor, idx: Tensor) -> Tensor:
 
 
 def embed_mode(device: str) -> str:
-  forced = os.environ.get("STUDENTZ_EMBED", "")
-  if forced:
-    if forced not in ("onehot", "matmul", "atomic"): raise ValueError("STUDENTZ_EMBED must be onehot, matmul or atomic")
-    return forced
   return "atomic" if device.split(":")[0] in ATOMIC_ADD else "matmul"
 
 
@@ -93,7 +86,6 @@ class TokenEmbedding:
   def __call__(self, idx: Tensor) -> Tensor:  # idx (B, L) int -> (B, L, d)
     mode = embed_mode(backend.backend_of(self.weight.device))
     if mode == "atomic": return _embed_atomic(self.weight, idx.cast(dtypes.int32))
-    if mode == "matmul":  # the gradient becomes one_hot^T @ grad: a dense matmul the tensor cores eat quickly
-      onehot = (idx.unsqueeze(-1) == Tensor.arange(self.weight.shape[0])).cast(self.weight.dtype)
-      return onehot.matmul(self.weight)
-    return gather_rows(self.weight, idx)
+    # the gradient becomes one_hot^T @ grad: a dense matmul the tensor cores eat quickly
+    onehot = (idx.unsqueeze(-1) == Tensor.arange(self.weight.shape[0])).cast(self.weight.dtype)
+    return onehot.matmul(self.weight)

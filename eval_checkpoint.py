@@ -43,7 +43,7 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     return loaded["t"]
   zs, zt = train.embed_split(enc, rows, cfg)
   first = rows["domain"] == 0  # retrieval among the first domain's sentences (Wikipedia in the default mix)
-  res = {"checkpoint": str(ckpt), "step": info["step"], "teacher": info["teacher"]["name"],
+  res = {"checkpoint": str(ckpt), "step": info.get("step"), "teacher": info["teacher"]["name"],
          **train.vector_metrics(zs, zt, rows, "val"), "eval_n": len(zs), "eval_split": split,
          "retrieval_domain": rows["domains"][0],
          "retrieval_p_at_10": metrics.retrieval_overlap_at_k(zs[first], zt[first], k=10) if first.sum() > 10 else None}

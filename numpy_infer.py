@@ -1,7 +1,7 @@
 """StudentZ inference in plain numpy: the encoder, the decoder's incremental step and the mode-B projection.
 
-Why: on a CPU, tinygrad schedules and compiles every new shape's kernels on first use (3-6 s for the first encode, as
-much again for the first decode, on a 2-core machine), while a forward of one sentence is a few small GEMMs. numpy's
+Why: on a CPU, tinygrad schedules and compiles every new shape's kernels on first use (seconds for the first encode
+and again for the first decode), while a forward of one sentence is a few small GEMMs. numpy's
 BLAS runs them at once, with nothing to compile. This module never imports tinygrad; it mirrors studentz.Encoder,
 decoder.Decoder (its `step`) and decoder.ModeBProjection operation for operation (tests/test_numpy_infer.py compares
 them). Weights are float32 in memory whatever the file holds (fp16, or int8 with scales: quantize.py).
@@ -15,10 +15,9 @@ import numpy as np
 
 EPS = 1e-5  # CondNorm's eps (studentz.CondNorm)
 # Calls with fewer token rows than this run on one BLAS thread (blas_threads: OpenBLAS's spin-waiting second thread
-# made one sentence's encode 480 ms instead of 7 on this busy 2-core CPU); the decoder's and the stream's one-token
-# steps always do. Callers that make many steps should hold blas_threads.limit(1) around all of them, as
-# StudentZ.decode does: switching back to two threads between steps wakes the spinning thread each time (32 greedy
-# steps: 50 ms held, 115 ms switched per step).
+# slows small calls many times over on a busy CPU); the decoder's and the stream's one-token steps always do. Callers
+# that make many steps should hold blas_threads.limit(1) around all of them, as StudentZ.decode does: switching back
+# to two threads between steps wakes the spinning thread each time.
 SMALL_TOKENS = 2048
 
 
@@ -63,7 +62,7 @@ class Linear:
   def __init__(self, w: dict, name: str = "", copy: bool = False):
     pre = f"{name}." if name else ""
     # (in, out): a transposed view, which BLAS reads as is; `copy` lays it out so: a one-row product (the decoder's
-    # step) then runs faster (the tied 16000-row head on one core of this CPU: 0.45 -> 0.27 ms a token, idle)
+    # step, e.g. the tied vocabulary-sized head) then runs faster
     self.wt = np.ascontiguousarray(w[f"{pre}weight"].T) if copy else w[f"{pre}weight"].T
     self.b = w.get(f"{pre}bias")
 

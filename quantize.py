@@ -6,8 +6,7 @@ Every matrix a GEMM reads (conv and linear weights, FiLM, the embedding tables, 
 multiplies by) is stored as int8 `name` plus float16 scales `name.qscale`, one per output row (w ~ q * scale,
 symmetric, |q| <= 127); vectors (biases, norm scales) stay float16. `load_float32` reads either kind of file back as
 float32 arrays: numpy has no fast int8 GEMM, so on the numpy path int8 buys a file of one byte per weight (and its
-read), not faster arithmetic. The shipped model: 20.84 MB, 50.4% of the fp16 file (matrices are exactly half; the
-per-channel scales, 98 KB, and the float16 vectors, 120 KB, are the rest).
+read), not faster arithmetic: about half the fp16 file (the scales and vectors are the rest; docs/RESULTS.md).
 """
 from __future__ import annotations
 import json, shutil, sys

@@ -5,7 +5,7 @@ trainer.py, checkpoint I/O checkpoint.py.
 Shapes: B batch, L tokens, d residual channels, h block channels, D teacher dimension.
 """
 from __future__ import annotations
-import math, os
+import math
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import cpu_gemm, cpu_gelu, cuda_gemm, cuda_ops
@@ -17,39 +17,10 @@ from tinygrad import Tensor, dtypes
 from tinygrad.helpers import TRAINING
 from tinygrad.nn.optim import Optimizer
 
-# Block outputs are materialised in the forward (contiguous) and their gradients in the backward
-# (contiguous_backward), so no kernel recomputes a whole block: 130 -> 116 ms (fp32), 111 -> 92 ms (bf16) per step on
-# an H100 at B=64, L=128. STUDENTZ_CONTIG_ACT=0/1 keeps the other variants for benchmarks.
-CONTIG_ACT = int(os.environ.get("STUDENTZ_CONTIG_ACT", "2"))
-# GEMMs run on (B*L, C) views: a weight gradient then reduces over one axis, which tinygrad's tensor-core matcher
-# needs (with (B, L, C) it reduces over two and falls back to scalar FMA). STUDENTZ_GEMM2D=0 keeps the 3-D form.
-GEMM2D = int(os.environ.get("STUDENTZ_GEMM2D", "1"))
-# Materialise the k shifted views (im2col) before the conv GEMM, so the GEMM reads two plain buffers. Measured on an
-# H100 (README): training 52.6 -> 44.4 ms bf16, 118 -> 88 ms fp32; fp32 encoding 1,303 -> 2,939 sentences/s; but bf16
-# encoding 6,206 -> 5,255. 1 (default): in training and in fp32; 2: always; 0: never.
-TAPS_CONTIG = int(os.environ.get("STUDENTZ_TAPS_CONTIG", "1"))
-# Materialise the gradient of the taps in training, so the input-gradient GEMM is a plain GEMM and the sum over the
-# shifted taps a separate elementwise kernel: measured on an H100 (bf16, B=512, L=64) 73.3 -> 69.3 ms per step.
-TAPS_GRAD_CONTIG = int(os.environ.get("STUDENTZ_TAPS_GRAD_CONTIG", "1"))
-# Give the conv GEMM its weight already cast and in (k*C_in, C_out) order: read through the permute of PyTorch's
-# (C_out, C_in, k) layout, every load of the GEMM's second operand strides by k. Measured on an H100 (bf16 step,
-# B=512, L=64): 68.9 -> 50.1 ms per step (results/h100_train_step_sweep.json). The CPU prefers the layout of Linear's
-# weight, (C_out, k*C_in) rows read transposed: encoding 33.8 -> 67.2 sentences/s at L=32, 8.6 -> 17.0 at L=128 (2
-# cores; the (k*C_in, C_out) copy made it slower, 21), training 3.47 -> 2.89 s per step (B=16, L=32, vocab 4000).
-# The copy costs as much as a GEMM of one row, so one-token steps (streaming, batch-1 decoding) skip it: 26.1 -> 18.2
-# ms per streamed token. GPU encoding keeps the permuted view it was measured with.
-W_CONTIG = int(os.environ.get("STUDENTZ_W_CONTIG", "1"))
-# Materialise the dropped activation in training, so the 1x1 conv's GEMM (and its weight gradient) reads a plain
-# buffer instead of recomputing GELU and the mask inside its loads. H100, bf16, B=512, L=64, dropout 0.1: 69.3 ms fused
-# -> 46.7 materialised with heuristic GEMM schedules (42.4 without dropout), 64.3 -> 36.8 with searched ones
-# (results/h100_dropout_step.json, h100_profile_*.txt); CPU step 2.83 -> 1.70 s. 0 keeps the fused form.
-DROPOUT_CONTIG = int(os.environ.get("STUDENTZ_DROPOUT_CONTIG", "1"))
-
-
 def matmul2d(x: Tensor, w: Tensor) -> Tensor:
-  """(..., C_in) @ (C_in, C_out) with the leading axes flattened into one (see GEMM2D), on our own GEMM kernels where
-  they apply (cuda_gemm: bf16/fp16 tensor cores on CUDA; cpu_gemm: float32 on the CPU), else tinygrad's matmul."""
-  if not GEMM2D: return x.matmul(w)
+  """(..., C_in) @ (C_in, C_out) with the leading axes flattened into one, so a weight gradient reduces over one axis
+  (tinygrad's tensor-core matcher needs that), on our own GEMM kernels where they apply (cuda_gemm: bf16/fp16 tensor
+  cores on CUDA; cpu_gemm: float32 on the CPU), else tinygrad's matmul."""
   x2 = x.reshape(-1, x.shape[-1])
   y = cuda_gemm.matmul(x2, w) if cuda_gemm.usable(x2, w) else cpu_gemm.matmul(x2, w)
   return y.reshape(*x.shape[:-1], w.shape[-1])
@@ -114,24 +85,25 @@ class DilatedConv:
   def span(self) -> int: return (self.k - 1) * self.dilation
 
   def __call__(self, x: Tensor) -> Tensor:  # x (B, L, C_in), zero at padding positions
-    # k shifted views side by side, then one GEMM. (Measured on an H100: one GEMM to (B, L, k*C_out) followed by a
-    # shifted sum of its slices was 15-20% slower in tinygrad 0.14.)
+    # k shifted views side by side, then one GEMM (faster than a GEMM to (B, L, k*C_out) and a shifted sum of slices)
     left = self.span if self.causal else self.span // 2
     if cuda_ops.taps_usable(x): return self.gemm(cuda_ops.taps(x, self.k, self.dilation, left))  # (B, L, k*C) on CUDA
     taps = shifted_views(x, self.k, self.dilation, left)                            # (B, L, k*C_in)
-    if TAPS_CONTIG == 2 or (TAPS_CONTIG == 1 and (TRAINING or x.dtype == dtypes.float32)): taps = taps.contiguous()
-    if TAPS_GRAD_CONTIG and TRAINING: taps = taps.contiguous_backward()
+    # materialised (im2col) so the GEMM reads plain buffers, its gradient too; bf16 encoding is faster fused
+    if TRAINING or x.dtype == dtypes.float32: taps = taps.contiguous()
+    if TRAINING: taps = taps.contiguous_backward()
     return self.gemm(taps)
 
   def gemm(self, taps: Tensor) -> Tensor:
     """(..., k*C_in) shifted views side by side -> (..., C_out); also the incremental decoder's one-position conv."""
     c_out, c_in = self.weight.shape[0], self.weight.shape[1]
     w = self.weight.cast(taps.dtype)
-    if W_CONTIG and str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
+    # the weight laid out for the GEMM first, not read through a strided permute; one-token steps skip the copy
+    if str(w.device).split(":")[0] == "CPU" and math.prod(taps.shape[:-1]) >= 16:
       w = w.permute(0, 2, 1).reshape(c_out, self.k * c_in).contiguous().T  # rows (C_out, k*C_in), as Linear's
     else:
       w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out)                   # (k*C_in, C_out), the GEMM's order
-      if W_CONTIG and TRAINING: w = w.contiguous()
+      if TRAINING: w = w.contiguous()
     return matmul2d(taps, w) + self.bias.cast(taps.dtype)
 
 
@@ -162,9 +134,9 @@ class CondNorm:
 
 
 def dropout(x: Tensor, p: float) -> Tensor:
-  """Tensor.dropout (training only), its output materialised (DROPOUT_CONTIG)."""
+  """Tensor.dropout (training only), its output materialised so the next GEMM reads a plain buffer."""
   if not TRAINING or p == 0: return x
-  return x.dropout(p).contiguous() if DROPOUT_CONTIG else x.dropout(p)
+  return x.dropout(p).contiguous()
 
 
 class TCNBlock:
@@ -183,8 +155,7 @@ class TCNBlock:
     conv_out = self.conv(x * m)                                                    # (B, L, h)
     if shift is not None: conv_out = conv_out + shift.unsqueeze(1)
     out = self.residual(x, conv_out, mask, mode, film)                             # (B, L, d)
-    if CONTIG_ACT >= 2: out = out.contiguous_backward()
-    return out.contiguous() if CONTIG_ACT else out
+    return out.contiguous_backward().contiguous()  # materialised both ways: no kernel recomputes a whole block
 
   def residual(self, x: Tensor, conv_out: Tensor, mask: Tensor, mode: Tensor,
                film: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -208,8 +179,7 @@ class Encoder:
     self.gate = Linear(cfg.d_model, 1) if cfg.pool == "gated" else None
     self.proj = Linear(cfg.d_model, cfg.proj_dim)
     # both extras start as zero paths, so the teacher initialisation (student_init.py) still holds at step 0
-    # the context enters before each block's norm, which bounds it; a first version scaled the normed activations
-    # by (1 + gamma) after it, as the decoder's FiLM does, and a run with it and the pool head collapsed on an H200
+    # the context enters before each block's norm, which bounds it (scaling after the norm, FiLM-style, collapsed)
     self.ctx_in = [zero_linear(cfg.d_model, cfg.hidden) for _ in self.blocks] if cfg.block_context else None
     if cfg.pool_head:
       self.head_up = Linear(cfg.d_model, 2 * cfg.pool_head)                       # values and their gate logits
@@ -265,8 +235,7 @@ class Encoder:
 # losses (z_s student, z_t teacher; both (B, D))
 
 # Each loss reduces per row first into a materialised (B,) vector: otherwise tinygrad fuses every term's full
-# reduction into the one kernel that produces the scalar loss, which then runs with little parallelism (profiled on an
-# H100 at B=512: 5.7 ms of a 69 ms step; results/h100_profile_bf16_step_b512.txt, r_8_16_32_512_384_512_512).
+# reduction into the one kernel that produces the scalar loss, which then runs with little parallelism.
 
 def cosine_loss(zs: Tensor, zt: Tensor) -> Tensor:
   return 1 - _cos(zs, zt).contiguous().mean()

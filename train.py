@@ -31,11 +31,9 @@ CPU_PROFILE = dict(vocab_size=4000, d_model=96, hidden=192, n_blocks=4, kernel_s
 # also gives the sentence vectors, so the slice still goes through the teacher once
 CPU_PROFILE["loss_weights.tok"] = 0.25
 # The full configuration (a GPU) on top of studentz.Config's defaults, which stay as they were so that checkpoints
-# saved before these fields existed load unchanged. Measured on H200s (README): in 6 minutes of training the head
-# took val_cos 0.853 (the plain default, 13.8 min) to 0.864 and the token targets to 0.869, with +2.2 STS-B points;
-# both for 10.9 minutes: 0.884. Without dropout, 14.9 minutes side by side: 0.898 against 0.890 with it (STS-B 77.00
-# against 75.61), and a faster step: the student sees each of the 392k sentences ~22 times and still gains from fitting
-# them closer. Dotted keys set one entry of a dict field.
+# saved before these fields existed load unchanged. The pool head, token targets and no dropout each raised val_cos in
+# GPU runs of equal wall time (the student sees each sentence many times and still gains from fitting it closer).
+# Dotted keys set one entry of a dict field.
 FULL_PROFILE = {"pool_head": 1024, "loss_weights.tok": 0.25, "dropout": 0.0}
 
 
@@ -288,8 +286,8 @@ class StepPlanner:
     return new if abs(new - total) > 0.02 * total else None
 
   def discount(self, seconds: float) -> None:
-    """Leave a one-off pause out of the measured rate (the first validation, which compiles its kernels: on an H200 it
-    cut a plan by 14% until later syncs outweighed it); the budget still pays for it."""
+    """Leave a one-off pause out of the measured rate (the first validation, which compiles its kernels, would cut the
+    plan short until later syncs outweighed it); the budget still pays for it."""
     self.seen = [(d, t + seconds) for d, t in self.seen]
 
 

@@ -4,7 +4,6 @@ Shapes: B batch, L tokens, D teacher dimension.
 """
 from __future__ import annotations
 
-import os
 
 import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
@@ -20,13 +19,9 @@ from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
 
 
-# Kernels per CUDA graph when the step's JIT captures (tinygrad's JIT_BATCH_SIZE; 0: the whole step one graph). tinygrad
-# splits a capture into graphs of 32, 64, 128, ... kernels; with steps queued back to back on an H200 the joint step's
-# last graph (287 kernels: the AdamW update, 0.44 ms on an idle GPU) took 10-13 ms, the step 52.7-55.9 ms of GPU time
-# instead of 43.3; as one graph 43.7, queued or not (results/h200_step_graphs.txt, scripts/gpu_step_graphs.py). The
-# queued steps of bench.py train: joint 57.9 -> 45.1 ms, encoder 23.1 -> 20.0, GPU default 22.1 (the cause inside
-# the driver is not known; a graph launched while an earlier launch of it is pending is the pattern).
-STEP_GRAPH_BATCH = int(os.environ.get("STUDENTZ_STEP_GRAPH_BATCH", "0"))
+# The step's JIT captures one graph (tinygrad's JIT_BATCH_SIZE=0): its default split into graphs of 32, 64, ...
+# kernels made queued steps wait on the last graph (docs/RESULTS.md).
+STEP_GRAPH_BATCH = 0
 
 
 def half_dtype(device: str):
@@ -107,7 +102,7 @@ class Trainer:
 
   def _jit(self, name: str, batch: dict[str, np.ndarray]):
     """The JIT of `name` for this batch's shapes, called on the batch. On one device the batch is copied into input
-    buffers the JIT keeps (device_inputs: a Tensor per input cost ~2 ms of tinygrad's scheduler each, every step); over
+    buffers the JIT keeps (device_inputs: a new Tensor per input passes through tinygrad's scheduler every step); over
     several devices it is split across them."""
     key = (name, tuple((k, v.shape, v.dtype.str) for k, v in batch.items()))
     if key not in self._jits:

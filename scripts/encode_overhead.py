@@ -1,8 +1,8 @@
 """Where a student encode batch's time goes: train.encode_ids as it is against its parts and two other ways of running
 the same JIT, one row each (median ms per batch of B sentences).
 
-Why: on an H200 the bf16 student encoded 14,020 sentences/s at L=32 and 12,040 at L=128 (batch 128): ~9 ms a batch
-almost whatever the length, while the batch's GEMMs take well under a millisecond. This script splits that time.
+Why: a GPU encode batch took about the same time whatever its length, far more than its GEMMs. This script splits
+that time (results/h100_encode_overhead_before.txt, results/h100_encode_overhead_input_slots.txt).
 
   DEV=CUDA python scripts/encode_overhead.py --len 32 128 --batch 128
 """

@@ -15,7 +15,7 @@
 #   PHASE=3  every run evaluated (train.py --eval), and the train-step rows (searched GEMMs, the joint step) timed on
 #            the otherwise idle card; DECODER=1 first fits a decoder to the best encoder (scripts/gpu_decoder.sh,
 #            DEC_ONLY) on its card
-# A last short PHASE=2 and PHASE=3 fit one call (the tenth session: 14.9 minutes in three calls on four H200s):
+# A last short PHASE=2 and PHASE=3 fit one call:
 #   PHASE=2 BUDGET=250 bash scripts/gpu_capacity.sh; PHASE=3 ROWS=winner bash scripts/gpu_capacity.sh
 # (BUDGET: the seconds that stretch may take, its minutes x 60 plus ~2 minutes of start-up and final validation)
 # With DETACH=1 (in every call) each run is one train.py process for all MINUTES, started in phase 1 in a session of
@@ -49,8 +49,7 @@ pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl *.pr
 echo "phase $PHASE: $N configs (${NAMES[*]}) on $NGPU GPUs"
 [ $NGPU -ge $N ] || { echo "needs a GPU per config"; exit 2; }
 # on_cards KIND D [K]: corpus.py KIND (teacher or tokens) for folder D in K shards a card (default 1), shard j of
-# NGPU*K on GPU j % NGPU, waiting for all (each at most SHARD_TIMEOUT seconds, default 300: the word-span folder's
-# token targets took 176 s a card on two H100s in one shard each); the teacher's shards run in copies of D (merged
+# NGPU*K on GPU j % NGPU, waiting for all (each at most SHARD_TIMEOUT seconds, default 300); the teacher's shards run in copies of D (merged
 # after), the token targets' in D itself. The token pass is bound by each process's CPU side (the teacher runs at
 # several times its rate), hence TOKEN_SHARDS processes a card for it; TOKENS_PROFILE=1 profiles its shard 0
 on_cards() {
@@ -141,8 +140,7 @@ if [ $PHASE = 1 ]; then
   done
   beam $((END - 10)) 64  # the GEMM search on the card after the configs', once the teacher no longer needs it
   # each run plans its own step count (train.py --minutes) for the minutes of training both phases give it; the bench
-  # estimate below (the default's 15,000 steps took 14.2 min at 44.9 ms per bench step on an H100: 1.265x the bench
-  # figure) only spaces the validations, and is what scripts/capacity_table.py compares the plan with
+  # estimate below only spaces the validations, and is what scripts/capacity_table.py compares the plan with
   TL1=$(python3 -c "print(round(min(max(($END - $SECONDS - 75) / 60, 1.0), $MINUTES), 2))")
   TOTAL=$MINUTES
   echo $TL1 > $C/done; echo $TOTAL > $C/total

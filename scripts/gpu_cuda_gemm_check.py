@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse, json, os, statistics, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import backend  # noqa: E402,F401  (TC_OPT=2 and the split-K thresholds the training step runs tinygrad with)
+import backend  # noqa: E402
 import cuda_gemm  # noqa: E402
 from tinygrad import Tensor, Device, TinyJit, dtypes  # noqa: E402
 
@@ -134,6 +134,7 @@ def main():
   ap = base_parser(__doc__)
   ap.add_argument("--tokens", type=int, default=32768, help="M of the training step's GEMMs (32768 or 16384)")
   args = ap.parse_args()
+  backend.check_device()  # and the tinygrad settings the training step runs with (TC_OPT, split-K)
   print(f"device {Device.DEFAULT}, arch {getattr(Device[Device.DEFAULT].renderer.target, 'arch', '?')}, "
         f"STUDENTZ_CUDA_GEMM={cuda_gemm.ENABLED}")
   if not Device.DEFAULT.startswith("CUDA"): print("warning: not a CUDA device: every case falls back to tinygrad")

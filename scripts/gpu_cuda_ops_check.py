@@ -14,7 +14,7 @@ from __future__ import annotations
 import os, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import backend  # noqa: E402,F401
+import backend  # noqa: E402
 import cuda_ops  # noqa: E402
 from decoder import token_ce  # noqa: E402
 from gpu_cuda_gemm_check import base_parser, finish, realize_all, rel_err, timed  # noqa: E402
@@ -84,6 +84,7 @@ def main():
   ap = base_parser(__doc__)
   ap.add_argument("--scale", type=int, default=1, help="divide rows and batches by this (a quick run)")
   args = ap.parse_args()
+  backend.check_device()  # and the tinygrad settings the training step runs with (TC_OPT, split-K)
   print(f"device {Device.DEFAULT}, STUDENTZ_CUDA_OPS={cuda_ops.ENABLED}")
   Tensor.manual_seed(0)
   rows, t0 = [], time.perf_counter()

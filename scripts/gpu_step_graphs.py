@@ -2,11 +2,11 @@
 syncs in between): steps queued back to back as train.py runs them, then the same steps launched --gap ms apart.
 
 Why: with tinygrad's default graph split (JIT_BATCH_SIZE=32: graphs of 32, 64, 128, ... kernels) the joint step's last
-graph, the AdamW update, took 9.9 ms instead of 0.42 whenever the steps were queued back to back (43.3 -> 52.7 ms a
-step); trainer.STEP_GRAPH_BATCH = 0 (one graph a step) is the fix this script measured (results/h200_step_graphs.txt).
+graph, the AdamW update, took many times its own time whenever the steps were queued back to back;
+trainer.STEP_GRAPH_BATCH = 0 (one graph a step) is the fix this script measured (docs/RESULTS.md).
 
   DEV=CUDA python scripts/gpu_step_graphs.py joint                                  # the trainer's one graph a step
-  DEV=CUDA STUDENTZ_STEP_GRAPH_BATCH=32 python scripts/gpu_step_graphs.py joint     # tinygrad's default split
+  DEV=CUDA python scripts/gpu_step_graphs.py joint --graph-batch 32                 # tinygrad's default split
 """
 import argparse, ctypes, os, sys, time
 
@@ -17,6 +17,7 @@ import numpy as np
 import backend
 import bench
 import studentz as sz
+import trainer
 from trainer import Trainer
 
 
@@ -29,7 +30,10 @@ def main(argv=None) -> int:
   p.add_argument("--gap", type=float, default=70.0,
                  help="ms between launches in the spaced run (default 70: more than a step's GPU time, so each step "
                       "finds the GPU idle)")
+  p.add_argument("--graph-batch", type=int, default=trainer.STEP_GRAPH_BATCH,
+                 help="kernels per CUDA graph (tinygrad's JIT_BATCH_SIZE; default 0, the trainer's one graph a step)")
   args = p.parse_args(argv)
+  trainer.STEP_GRAPH_BATCH = args.graph_batch
   device = backend.check_device()
   if backend.backend_of(device) != "CUDA": p.error(f"needs a CUDA device (DEV=CUDA), got {device}")
   import tinygrad.runtime.autogen.cuda as cuda
@@ -64,7 +68,7 @@ def main(argv=None) -> int:
     return x.value
 
   print(f"{args.what} step, B={B}, L={L}, bf16, {Device[device].device} ({backend.card_name(device)}), "
-        f"STUDENTZ_STEP_GRAPH_BATCH={os.environ.get('STUDENTZ_STEP_GRAPH_BATCH', '0')}")
+        f"graph batch {args.graph_batch}")
   for label, gap in (("back to back", 0.0), (f"launches {args.gap:g} ms apart, no sync", args.gap / 1e3)):
     for _ in range(2):
       Device[device].synchronize()

@@ -18,9 +18,8 @@
 # A user's run, one process for all its minutes (data included, in train.py's own data folder): MINUTES=14.9 starts
 # `train.py --minutes 14.9` in a session of its own, which outlives the call while the machine stays warm, and waits
 # for it until BUDGET seconds into the call; WAIT=1 in the next calls (made within the machine's 30 s) only waits.
-# EVAL/EXPORT run once it has exited. Each process start cost ~100 s on an H200 (the eleventh session's three
-# processes per run lost 313 s of 858 to them; ~40 s since the thirteenth shipped the GEMM schedule checks), which is
-# why the one-process run is the one that says what `DEV=CUDA python train.py --minutes 14.9` gives.
+# EVAL/EXPORT run once it has exited. Each process start costs minutes of compiles and checks, which is why the
+# one-process run is the one that says what `DEV=CUDA python train.py --minutes 14.9` gives.
 source scripts/gpu_env.sh
 RUN=${RUN:-runs/gpu}
 NAME=$(basename $RUN)

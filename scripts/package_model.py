@@ -5,11 +5,13 @@ checkpoints as fp16 safetensors split in 15 MB parts, and stage 2's config, toke
 (meta.tgz unpacked). When the encoder is too large to come back twice, stage 2 returns only the decoder's tensors
 (DEC_ONLY=1) and the encoder's come from stage 1's parts. Writes OUT/{model.safetensors, config.json, tokenizer.json,
 train_config.json}; the teacher block names the teacher given by --teacher, the canonical one (the GPU runs read an
-fp16-rounded copy of it, which --teacher-note says).
+fp16-rounded copy of it, which --teacher-note says). config.json's `training` holds each stage's record (steps,
+dropout, best val_cos of the encoder, best perplexity of the decoder); a training run's own top-level fields (step,
+best_val_cos: 1/perplexity in a decoder stage) are left out, as no single run made the folder.
 
   python scripts/package_model.py --meta /tmp/meta --decoder-parts dec/model16.part-* \
       --encoder-parts enc/model16.part-* --stage1-config enc/config.json --stage1-minutes 14.2 --stage2-minutes 3.3 \
-      --card "NVIDIA H100 80GB HBM3" --stage1-command "..." --stage2-command "..."
+      --card "CARD NAME" --stage1-command "..." --stage2-command "..."
 
 A newer encoder of the same tokenizer can also be paired with an already shipped decoder (the decoder reads only z,
 which lives in the teacher's space whichever encoder made it): --decoder-from models/default takes that folder's
@@ -42,6 +44,30 @@ def assemble(encoder: dict, decoder: dict) -> dict[str, np.ndarray]:
   if not any(k.startswith("encoder.") for k in merged): raise ValueError("no encoder tensors in the given parts")
   if not any(k.startswith("decoder.") for k in merged): raise ValueError("no decoder tensors in the given parts")
   return {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in merged.items()}
+
+
+# a training checkpoint's record of one run, which a packaged model of two stages holds per stage (training) instead
+RUN_FIELDS = ("step", "best_val_cos", "bad_evals", "loader")
+
+
+def stage_record(ckpt: dict) -> dict:
+  """Steps, dropout and best score of one stage's checkpoint record (its config.json). train.py's best score is
+  val_cos where the encoder trains and 1/held-out perplexity where it is frozen: given here as what it is."""
+  from config import Config
+  cfg = ckpt["config"]
+  rec = {"steps": ckpt["step"], "dropout": cfg.get("dropout", Config.dropout)}
+  best = ckpt.get("best_val_cos")
+  if isinstance(best, (int, float)) and best > 0:
+    if "encoder" in cfg.get("freeze", []): rec["best_perplexity"] = round(1 / best, 3)
+    else: rec["best_val_cos"] = best
+  return rec
+
+
+def decoder_record(shipped: dict, info: dict) -> dict:
+  """The decoder's stage record of a packaged folder (--decoder-from); one packaged before per-stage records took
+  steps, dropout and best score from its top level, which was the decoder's checkpoint."""
+  old = stage_record(info) if "step" in info else {}
+  return {**old, **shipped["stage2_decoder"]}
 
 
 def main(argv=None) -> int:
@@ -92,8 +118,8 @@ def main(argv=None) -> int:
   except Exception as e:  # OSError, ValueError, a teacher that cannot be loaded: one line, exit 2
     print(f"error: {e}", file=sys.stderr)
     return 2
-  for k in [k for k in metrics if k.startswith("samples") or k == "checkpoint"]:
-    metrics.pop(k)  # example decodes (and where it was evaluated): in the results file, not in the model's config
+  for k in [k for k in metrics if k.startswith("samples") or k in ("checkpoint", "step")]:
+    metrics.pop(k)  # example decodes (where and at which step it was evaluated): in the results file
   s1, s2 = stage1["config"], info["config"]
   if s1["proj_dim"] != teacher["dim"]:
     print(f"error: the encoder's proj_dim {s1['proj_dim']} is not {a.teacher}'s dimension {teacher['dim']}",
@@ -104,22 +130,27 @@ def main(argv=None) -> int:
       print(f"error: stage 1 and stage 2 disagree on {k} ({s1[k]} vs {s2[k]}): not the same encoder", file=sys.stderr)
       return 2
   n_params = int(sum(v.size for v in weights.values()))
-  stage2 = {"command": a.stage2_command, "config": "models/default/train_config.json#stage2", "steps": info["step"],
-            "train_minutes": a.stage2_minutes}
   if a.decoder_from:  # the decoder's own record, from the folder it was shipped in
     # a folder that was itself paired this way keeps its decoder's first card and note: the decoder was fitted to
     # the encoder named there, not to the one it was last shipped with
     stage2 = {"card": shipped["card"],
               "note": f"fitted to an earlier encoder ({shipped['stage1_encoder']['command']}); kept as shipped",
-              **shipped["stage2_decoder"]}
+              **decoder_record(shipped, info)}
+  else:
+    stage2 = {"command": a.stage2_command, "config": "models/default/train_config.json#stage2", **stage_record(info),
+              "train_minutes": a.stage2_minutes}
+  for k in RUN_FIELDS: info.pop(k, None)
   info.update({"teacher": teacher, "data_dir": "", "data_source": a.data_source, "n_params": n_params,
                "metrics": metrics, "training": {
                  "card": a.card,
                  "stage1_encoder": {"command": a.stage1_command, "equivalent": "DEV=CUDA python train.py",
-                                    "config": "models/default/train_config.json#stage1", "steps": stage1["step"],
+                                    "config": "models/default/train_config.json#stage1", **stage_record(stage1),
                                     "train_minutes": a.stage1_minutes},
                  "stage2_decoder": stage2,
-                 "weights": "fp16 (trained with fp32 master weights, bf16 activations)"}})
+                 "weights": "fp16 (trained with fp32 master weights, bf16 activations)"},
+               "config_note": "the architecture to load; its training fields (steps, dropout, lr, freeze, loss "
+                              "weights) are the decoder stage's: each stage's own are in training and "
+                              "train_config.json"})
   a.out.mkdir(parents=True, exist_ok=True)
   save_file(weights, str(a.out / "model.safetensors"))
   (a.out / "tokenizer.json").write_bytes((meta / "tokenizer.json").read_bytes())

@@ -1,7 +1,7 @@
 """The teacher (BERT, DistilBERT, MPNet + sentence-transformers pooling) in plain numpy, for small CPU calls.
 
-Why: infer.py's cos-to-teacher figure embeds one or a few sentences; through tinygrad that cost a model build and
-4-8 s of kernel compiles on a 2-core CPU, here ~20 ms. Mirrors teacher/models.py (the math) and
+Why: infer.py's cos-to-teacher figure embeds one or a few sentences; through tinygrad that costs a model build and
+seconds of kernel compiles on a CPU, here none. Mirrors teacher/models.py (the math) and
 teacher/embedder.Teacher (truncation, pooling, normalisation); tests/test_numpy_infer.py compares them. Bulk passes
 (corpus vectors, training) stay on tinygrad's Teacher.
 """

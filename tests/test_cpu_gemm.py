@@ -24,19 +24,16 @@ def test_forward_matches_numpy(monkeypatch, isa, M, K, N, threads):
   # 80 = one 64-wide panel + a 16-wide tail (AVX2: five 16-wide panels); 203 = 33 micro-tiles of 6 rows + 5; three
   # threads on 97 rows leave the last one 25
   if isa == "avx512" and cpu_gemm.isa() != (16, 4): pytest.skip("no AVX-512 here")
-  monkeypatch.setenv("STUDENTZ_CPU_GEMM_ISA", isa)
-  cpu_gemm.isa.cache_clear()
+  widths = {"avx512": (16, 4), "avx2": (8, 2)}[isa]
+  monkeypatch.setattr(cpu_gemm, "isa", lambda: widths)
   monkeypatch.setattr(cpu_gemm, "ROWS_PER_THREAD", 1)
-  monkeypatch.setenv("STUDENTZ_CPU_GEMM_THREADS", str(threads))
-  try:
-    assert cpu_gemm.threads(M) == threads
-    a, b = _arrays((M, K), (K, N))
-    ta, tb = Tensor(a), Tensor(b)
-    assert cpu_gemm.usable(ta, tb)
-    _close(cpu_gemm.matmul(ta, tb).numpy(), a.astype(np.float64) @ b)
-    assert np.array_equal(cpu_gemm.unpack(cpu_gemm.pack(tb), K, N).numpy(), b)
-  finally:
-    cpu_gemm.isa.cache_clear()
+  monkeypatch.setattr(cpu_gemm.NUM_CPU_THREADS, "value", threads)
+  assert cpu_gemm.threads(M) == threads
+  a, b = _arrays((M, K), (K, N))
+  ta, tb = Tensor(a), Tensor(b)
+  assert cpu_gemm.usable(ta, tb)
+  _close(cpu_gemm.matmul(ta, tb).numpy(), a.astype(np.float64) @ b)
+  assert np.array_equal(cpu_gemm.unpack(cpu_gemm.pack(tb), K, N).numpy(), b)
 
 
 def test_gradient_matches_numpy():
@@ -120,7 +117,7 @@ def test_rows_of_a_thread_that_cannot_start_are_still_computed(monkeypatch):
   failing = [ctypes.cast(getattr(lib, f), ctypes.c_void_p).value for f in ("getpid", "pthread_join")]
   monkeypatch.setattr(cpu_gemm, "_libc_table", lambda device: Tensor(failing, dtype=dtypes.uint64).realize())
   monkeypatch.setattr(cpu_gemm, "ROWS_PER_THREAD", 1)
-  monkeypatch.setenv("STUDENTZ_CPU_GEMM_THREADS", "3")
+  monkeypatch.setattr(cpu_gemm.NUM_CPU_THREADS, "value", 3)
   a, b = _arrays((50, 24), (24, 32))
   _close(cpu_gemm.matmul(Tensor(a), Tensor(b)).numpy(), a.astype(np.float64) @ b)
 

@@ -57,11 +57,3 @@ def test_wrong_shape_dtype_or_count_is_refused():
     slots.fill(np.zeros((4, 6), np.int64))
   with pytest.raises(ValueError, match="expected 1 arrays"):
     slots.fill(np.zeros((4, 6), np.int32), np.zeros((4, 6), np.int32))
-
-
-def test_switched_off_gives_fresh_tensors(monkeypatch):
-  monkeypatch.setattr(device_inputs, "ENABLED", False)
-  slots = InputSlots([np.zeros((2, 3), np.float32)])
-  a, = slots.fill(np.ones((2, 3), np.float32))
-  b, = slots.fill(np.full((2, 3), 2, np.float32))
-  assert a is not b and a.numpy().sum() == 6 and b.numpy().sum() == 12

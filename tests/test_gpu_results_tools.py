@@ -39,13 +39,14 @@ def stages(tmp_path, minilm_dir):
   dec_parts = split(save({**dec, **stale}), tmp_path / "dec", 300)
   meta = tmp_path / "meta"
   meta.mkdir()
-  s2 = {**SHAPE, "freeze": ["encoder"], "dec_output": "tied"}
-  (meta / "config.json").write_text(json.dumps({"format_version": 1, "step": 7, "config": s2,
-                                                "teacher": {"name": ".devcarry/minilm16"}}))
+  s2 = {**SHAPE, "freeze": ["encoder"], "dec_output": "tied", "dropout": 0.1}
+  (meta / "config.json").write_text(json.dumps({"format_version": 1, "step": 7, "config": s2, "best_val_cos": 0.04,
+                                                "bad_evals": 1, "teacher": {"name": ".devcarry/minilm16"}}))
   (meta / "tokenizer.json").write_text('{"tok": 1}')
-  (meta / "eval_decoder.json").write_text(json.dumps({"val_cos": 0.5, "samples": [["a", "b"]]}))
+  (meta / "eval_decoder.json").write_text(json.dumps({"val_cos": 0.5, "step": 7, "samples": [["a", "b"]]}))
   s1 = tmp_path / "stage1.json"
-  s1.write_text(json.dumps({"format_version": 1, "step": 100, "config": SHAPE}))
+  s1.write_text(json.dumps({"format_version": 1, "step": 100, "config": {**SHAPE, "dropout": 0.0},
+                            "best_val_cos": 0.875}))
   args = ["--meta", str(meta), "--decoder-parts", *map(str, dec_parts), "--encoder-parts", *map(str, enc_parts),
           "--stage1-config", str(s1), "--card", "card X", "--stage1-command", "c1", "--stage1-minutes", "14",
           "--stage2-command", "c2", "--stage2-minutes", "3", "--out", str(tmp_path / "out")]  # --teacher: the
@@ -65,10 +66,17 @@ def test_package_merges_stages_and_writes_the_folder(stages):
   assert info["teacher"]["name"] == "all-MiniLM-L6-v2" and info["metrics"] == {"val_cos": 0.5}
   assert info["teacher"]["dim"] == 384
   assert info["teacher"]["fingerprint"] == file_fingerprint(stages["teacher"] / "model.safetensors")
-  assert info["training"]["stage1_encoder"]["steps"] == 100 and info["training"]["stage2_decoder"]["steps"] == 7
+  # each part as it was trained: the decoder stage's best score (1/perplexity) given as a perplexity
+  enc_rec, dec_rec = info["training"]["stage1_encoder"], info["training"]["stage2_decoder"]
+  assert (enc_rec["steps"], enc_rec["dropout"], enc_rec["best_val_cos"]) == (100, 0.0, 0.875)
+  assert (dec_rec["steps"], dec_rec["dropout"], dec_rec["best_perplexity"]) == (7, 0.1, 25.0)
+  assert "best_val_cos" not in dec_rec and "best_perplexity" not in enc_rec
+  assert not {"step", "best_val_cos", "bad_evals"} & info.keys()                 # no single run made this folder
   assert info["n_params"] == sum(v.size for v in w.values())
+  from checkpoint import read_checkpoint_info
+  assert read_checkpoint_info(stages["out"])["training"] == info["training"]
   tc = json.loads((stages["out"] / "train_config.json").read_text())
-  assert tc["stage1"] == SHAPE and tc["stage2"]["freeze"] == ["encoder"]
+  assert tc["stage1"] == {**SHAPE, "dropout": 0.0} and tc["stage2"]["freeze"] == ["encoder"]
 
 
 def test_package_refuses_another_encoder_and_missing_parts(stages, capsys):
@@ -108,10 +116,10 @@ def test_package_pairs_a_new_encoder_with_a_shipped_decoder(stages, tmp_path, ca
   for k, v in {**enc2, **stages["dec"]}.items(): np.testing.assert_array_equal(w[k], v, err_msg=k)
   info = json.loads((out / "config.json").read_text())
   assert info["config"]["pool_head"] == 2 and info["config"]["freeze"] == ["encoder"]   # encoder shape, decoder's rest
-  assert "dropout" not in info["config"]                                         # not an encoder field: kept as shipped
+  assert info["config"]["dropout"] == 0.1                                       # not an encoder field: kept as shipped
   assert info["metrics"] == {"val_cos": 0.9} and info["training"]["stage1_encoder"]["steps"] == 300
   stage2 = info["training"]["stage2_decoder"]
-  assert stage2["steps"] == 7 and "earlier encoder" in stage2["note"]
+  assert (stage2["steps"], stage2["best_perplexity"]) == (7, 25.0) and "earlier encoder" in stage2["note"]
   # paired once more: the decoder's record still names the encoder it was fitted to and its card, not the paired one
   again = [str(out) if x == str(shipped) else x for x in args[:-1]] + [str(tmp_path / "paired2")]
   assert package_model.main(again) == 0
@@ -119,6 +127,25 @@ def test_package_pairs_a_new_encoder_with_a_shipped_decoder(stages, tmp_path, ca
   (tmp_path / "tok.json").write_text('{"tok": 2}')                              # another tokenizer: refused
   assert package_model.main([*args[:-1], str(tmp_path / "again")]) == 2
   assert "not" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
+def test_pairing_a_folder_packaged_before_per_stage_records(stages, tmp_path):
+  """models/default as first shipped: the decoder's steps and best score (1/perplexity) at the top level; pairing
+  moves them into the decoder's record and leaves no top-level step or best_val_cos."""
+  assert package_model.main(stages["args"]) == 0
+  old = json.loads((stages["out"] / "config.json").read_text())
+  old["training"]["stage2_decoder"] = {"command": "c2", "steps": 7, "train_minutes": 3}
+  (stages["out"] / "config.json").write_text(json.dumps({**old, "step": 7, "best_val_cos": 0.05, "bad_evals": 0}))
+  (tmp_path / "tok.json").write_text('{"tok": 1}')
+  out = tmp_path / "paired"
+  assert package_model.main(["--decoder-from", str(stages["out"]), "--encoder-parts", *map(str, stages["parts"]),
+                             "--encoder-tokenizer", str(tmp_path / "tok.json"), "--stage1-config", str(stages["s1"]),
+                             "--card", "card Y", "--stage1-command", "c3", "--stage1-minutes", "1",
+                             "--out", str(out)]) == 0
+  info = json.loads((out / "config.json").read_text())
+  rec = info["training"]["stage2_decoder"]
+  assert (rec["steps"], rec["dropout"], rec["best_perplexity"], rec["command"]) == (7, 0.1, 20.0, "c2")
+  assert not {"step", "best_val_cos", "bad_evals"} & info.keys()
 
 
 def test_capacity_table_reads_a_comparison(tmp_path):

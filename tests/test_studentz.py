@@ -136,6 +136,28 @@ def test_device_switches(monkeypatch):
   monkeypatch.setenv("DEV", "CPU")
 
 
+def test_kernel_settings_read_from_an_environment():
+  s = backend.KernelSettings.from_env({"STUDENTZ_CUDA_GEMM": "0", "STUDENTZ_CUDA_MULTI": "1",
+                                       "STUDENTZ_GEMM_BEAM": "2", "STUDENTZ_BEAM_DIR": "/x"})
+  assert (s.cuda_gemm, s.cuda_ops, s.cuda_multi, s.cpu_gemm, s.gemm_beam) == (False, True, True, True, "2")
+  assert str(s.beam_dir) == "/x" and backend.KernelSettings.from_env({}) == backend.KernelSettings()
+  with pytest.raises(SystemExit, match="STUDENTZ_CPU_GEMM must be 0 or 1, got 'yes'"):
+    backend.KernelSettings.from_env({"STUDENTZ_CPU_GEMM": "yes"})
+
+
+def test_tinygrad_defaults_never_override_the_users_own(monkeypatch):
+  from tinygrad import helpers
+  assert backend.tinygrad_defaults("CPU") == {}
+  for k in ("TC_OPT", "REDUCEOP_SPLIT_THRESHOLD", "REDUCEOP_SPLIT_SIZE"): monkeypatch.delenv(k, raising=False)
+  monkeypatch.setenv("REDUCEOP_SPLIT_SIZE", "20")
+  monkeypatch.setattr(helpers.TC_OPT, "value", 0)
+  assert backend.apply_tinygrad_defaults("CUDA:1") == {"TC_OPT": "2", "REDUCEOP_SPLIT_THRESHOLD": "4096"}
+  assert helpers.TC_OPT.value == 2 and helpers.getenv("REDUCEOP_SPLIT_THRESHOLD", 0) == 4096
+  assert helpers.getenv("REDUCEOP_SPLIT_SIZE", 0) == 20
+  monkeypatch.delenv("REDUCEOP_SPLIT_THRESHOLD")
+  helpers.getenv.cache_clear()
+
+
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_queued_steps_read_later_match_steps_read_at_once(cfg, grad_accum):
   """train.py queues steps and reads their figures in groups; a JIT reuses its output buffer on every replay, so each
@@ -164,7 +186,7 @@ def test_queued_steps_read_later_match_steps_read_at_once(cfg, grad_accum):
 
 
 def test_dropout_draws_what_tinygrad_draws_and_is_identity_outside_training():
-  """studentz.dropout materialises its output (STUDENTZ_DROPOUT_CONTIG, for the speed of the GEMM that reads it): the
+  """studentz.dropout materialises its output (for the speed of the GEMM that reads it): the
   same masks as Tensor.dropout under the same seed, gradients through the mask, nothing dropped at inference."""
   from tinygrad.helpers import Context
   x = Tensor.randn(4, 8, 16).realize()
