@@ -22,6 +22,9 @@ EPS = 1e-5  # CondNorm's eps (studentz.CondNorm)
 # StudentZ.decode does: switching back to two threads between steps wakes the spinning thread each time (32 greedy
 # steps: 50 ms held, 115 ms switched per step).
 SMALL_TOKENS = 2048
+# a big call's rows go to the threads in chunks of about this many tokens: a chunk's activations (the conv's taps:
+# 5 KB a token) then stay near a core's cache between the GEMM and the elementwise passes over them
+CHUNK_TOKENS = 1024
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -47,6 +50,14 @@ def gelu_(x: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-x))
+
+
+def sigmoid_(x: np.ndarray) -> np.ndarray:
+  """sigmoid over x in place (float32)."""
+  np.negative(x, out=x)
+  np.exp(x, out=x)
+  x += np.float32(1)
+  return np.reciprocal(x, out=x)
 
 
 def layer_norm(x: np.ndarray, eps: float = EPS) -> np.ndarray:
@@ -210,9 +221,11 @@ class Encoder:
     return self.norm(x, mask, inplace=True)
 
   def head_terms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    u = self.head_up(x)
+    u = self.head_up(x)                                                            # fresh: both halves in place
     P = self.cfg.pool_head
-    return gelu(u[..., :P]), sigmoid(u[..., P:]) + np.float32(1e-6)
+    g = sigmoid_(u[..., P:])
+    g += np.float32(1e-6)
+    return gelu_(u[..., :P]), g
 
   def z(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     m = mask[..., None]
@@ -234,9 +247,10 @@ class Encoder:
     if mask.size < SMALL_TOKENS or workers < 2:
       with blas_threads.limit(1 if mask.size < SMALL_TOKENS else None): return encode(slice(None))
     # big batches: rows split over as many Python threads as BLAS would use, each GEMM on one BLAS thread, so the
-    # elementwise work (norms, GELU: single-threaded in numpy, released GIL) runs in parallel too
+    # elementwise work (norms, GELU: single-threaded in numpy, GIL released) runs in parallel too
+    chunks = min(len(ids), max(workers, -(-mask.size // CHUNK_TOKENS)))
     with blas_threads.limit(1):
-      return np.concatenate(list(_pool(workers).map(encode, np.array_split(np.arange(len(ids)), workers))))
+      return np.concatenate(list(_pool(workers).map(encode, np.array_split(np.arange(len(ids)), chunks))))
 
   def stream(self) -> "StreamState":
     return StreamState(self)

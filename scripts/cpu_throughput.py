@@ -4,12 +4,12 @@
 
 One process, side by side: (a) the student on the numpy engine (numpy_infer.py, the default on a CPU), float weights
 and int8 ones; (b) sentence-transformers all-MiniLM-L6-v2 on PyTorch fp32, built from the local teacher folder
-(Transformer + mean Pooling + Normalize, no model hub); (c) the same teacher exported with torch.onnx and quantised
-with onnxruntime.quantization.quantize_dynamic (int8 weights, per output channel), run by ONNX Runtime with mean pooling in numpy.
-Texts: held-out Wikipedia sentences (the corpus's test split) joined into passages of at least 128 tokens in both
-tokenizers, so every engine cuts every text to exactly 128 tokens, specials included. Each engine tokenizes inside
-the timed call, uses the same batch size and 2 threads; after an untimed warm-up the engines run in turns, each for
---seconds per round, and a figure is the median over rounds (load on this shared CPU falls on all alike).
+(Transformer + mean Pooling + Normalize, no model hub); (c) the same teacher exported with torch.onnx, quantised by
+onnxruntime.quantization.quantize_dynamic (int8 weights, per output channel) and run by ONNX Runtime, mean pooling in
+numpy. Texts: held-out Wikipedia sentences (the corpus's test split) joined into passages of at least 128 tokens in
+both tokenizers, so every engine cuts every text to exactly 128 tokens, specials included. Each engine tokenizes
+inside the timed call, uses the same batch size and 2 threads; after an untimed warm-up the engines run in turns,
+each for --seconds per round, and a figure is the median over rounds (load on this shared CPU falls on all alike).
 Needs the `bench` extra (pip install -e .[bench]).
 """
 from __future__ import annotations
