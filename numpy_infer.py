@@ -22,6 +22,8 @@ EPS = 1e-5  # CondNorm's eps (studentz.CondNorm)
 # StudentZ.decode does: switching back to two threads between steps wakes the spinning thread each time (32 greedy
 # steps: 50 ms held, 115 ms switched per step).
 SMALL_TOKENS = 2048
+# encoder calls of at least this many token positions, over 2 rows or more, share their rows out among threads
+SPLIT_TOKENS = 256
 # a big call's rows go to the threads in chunks of about this many tokens: a chunk's activations (the conv's taps:
 # 5 KB a token) then stay near a core's cache between the GEMM and the elementwise passes over them
 CHUNK_TOKENS = 1024
@@ -244,10 +246,10 @@ class Encoder:
     ids, mask = np.asarray(ids)[:, :n], mask[:, :n]
     encode = lambda rows: self.z(self.features(ids[rows], mask[rows]), mask[rows]).astype(np.float32)  # noqa: E731
     workers = min(blas_threads.get() or 1, len(ids))
-    if mask.size < SMALL_TOKENS or workers < 2:
+    if mask.size < SPLIT_TOKENS or workers < 2:
       with blas_threads.limit(1 if mask.size < SMALL_TOKENS else None): return encode(slice(None))
-    # big batches: rows split over as many Python threads as BLAS would use, each GEMM on one BLAS thread, so the
-    # elementwise work (norms, GELU: single-threaded in numpy, GIL released) runs in parallel too
+    # batches: rows split over as many Python threads as BLAS would use, each GEMM on one BLAS thread (no spinning
+    # BLAS workers), so the elementwise work (norms, GELU: single-threaded in numpy, GIL released) runs in parallel
     chunks = min(len(ids), max(workers, -(-mask.size // CHUNK_TOKENS)))
     with blas_threads.limit(1):
       return np.concatenate(list(_pool(workers).map(encode, np.array_split(np.arange(len(ids)), chunks))))
