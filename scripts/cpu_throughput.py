@@ -10,6 +10,7 @@ numpy. Texts: held-out Wikipedia sentences (the corpus's test split) joined into
 both tokenizers, so every engine cuts every text to exactly 128 tokens, specials included. Each engine tokenizes
 inside the timed call, uses the same batch size and 2 threads; after an untimed warm-up the engines run in turns,
 each for --seconds per round, and a figure is the median over rounds (load on this shared CPU falls on all alike).
+The baselines' idle threads sleep rather than spin (their faster setting on a busy CPU).
 Needs the `bench` extra (pip install -e .[bench]).
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 
 THREADS = 2
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"): os.environ.setdefault(var, str(THREADS))
+# idle OpenMP threads (PyTorch's) sleep instead of spinning: spinning takes the core a busy shared CPU needs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse, json, platform, statistics, sys, tempfile, time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -96,6 +99,8 @@ def onnx_engine(folder: Path, model_path: Path, length: int, batch: int):
   tok.enable_padding(pad_id=0)
   opts = ort.SessionOptions()
   opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+  # its threads sleep between calls: spinning made it ~1.4x slower on this shared 2-core CPU under load
+  opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
   sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
 
   def encode(texts):
