@@ -8,6 +8,8 @@ them). Weights are float32 in memory whatever the file holds (fp16, or int8 with
 Shapes: B batch, L tokens, d residual channels, h block channels, D z dimension, V vocabulary.
 """
 from __future__ import annotations
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blas_threads
@@ -19,6 +21,11 @@ EPS = 1e-5  # CondNorm's eps (studentz.CondNorm)
 # that make many steps should hold blas_threads.limit(1) around all of them, as StudentZ.decode does: switching back
 # to two threads between steps wakes the spinning thread each time.
 SMALL_TOKENS = 2048
+# encoder calls of at least this many token positions, over 2 rows or more, share their rows out among threads
+SPLIT_TOKENS = 256
+# a big call's rows go to the threads in chunks of about this many tokens: a chunk's activations (the conv's taps:
+# 5 KB a token) then stay near a core's cache between the GEMM and the elementwise passes over them
+CHUNK_TOKENS = 1024
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -26,17 +33,47 @@ SMALL_TOKENS = 2048
 
 def gelu(x: np.ndarray) -> np.ndarray:
   """tinygrad's Tensor.gelu (the tanh approximation), which the student was trained with."""
-  return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+  return gelu_(np.array(x, np.float32))
+
+
+def gelu_(x: np.ndarray) -> np.ndarray:
+  """gelu over x in place (float32): 0.5 x (1 + tanh(c x (1 + 0.044715 x^2))), one temporary instead of six."""
+  u = x * x
+  u *= np.float32(0.7978845608028654 * 0.044715)
+  u += np.float32(0.7978845608028654)
+  u *= x
+  np.tanh(u, out=u)
+  u += np.float32(1)
+  x *= np.float32(0.5)
+  x *= u
+  return x
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-x))
 
 
+def sigmoid_(x: np.ndarray) -> np.ndarray:
+  """sigmoid over x in place (float32)."""
+  np.negative(x, out=x)
+  np.exp(x, out=x)
+  x += np.float32(1)
+  return np.reciprocal(x, out=x)
+
+
 def layer_norm(x: np.ndarray, eps: float = EPS) -> np.ndarray:
   """Per token over channels, biased variance (Tensor.layernorm), no affine."""
-  y = x - x.mean(-1, keepdims=True)
-  return y / np.sqrt((y * y).mean(-1, keepdims=True) + np.float32(eps))
+  return layer_norm_(np.array(x, np.float32), eps)
+
+
+def layer_norm_(y: np.ndarray, eps: float = EPS) -> np.ndarray:
+  """layer_norm over y in place (float32, contiguous)."""
+  y -= y.mean(-1, keepdims=True)
+  flat = y.reshape(-1, y.shape[-1])
+  var = np.einsum("ij,ij->i", flat, flat) / np.float32(y.shape[-1])    # no y*y temporary
+  var += np.float32(eps)
+  y *= (1 / np.sqrt(var)).reshape(*y.shape[:-1], 1)
+  return y
 
 
 def group_norm(x: np.ndarray, mask: np.ndarray, groups: int = 8, eps: float = EPS) -> np.ndarray:
@@ -84,12 +121,22 @@ class Conv:
   @property
   def span(self) -> int: return (self.k - 1) * self.dilation
 
-  def __call__(self, x: np.ndarray) -> np.ndarray:          # (B, L, C_in), zero at padding -> (B, L, C_out)
+  def __call__(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(B, L, C_in) -> (B, L, C_out); inputs where mask (B, L, 1) is 0, and outside the sequence, read as zero."""
     B, L, C = x.shape
     left = self.span if self.causal else self.span // 2
-    xp = np.pad(x, ((0, 0), (left, self.span - left), (0, 0)))
-    taps = np.concatenate([xp[:, j * self.dilation: j * self.dilation + L] for j in range(self.k)], -1)
-    return (taps.reshape(B * L, -1) @ self.w + self.b).reshape(B, L, -1)
+    taps = np.empty((B, L, self.k * C), np.float32)  # the k shifted copies side by side, filled in place
+    for j in range(self.k):
+      off = j * self.dilation - left                 # tap j at position t reads x at t + off
+      lo, hi = min(max(0, -off), L), max(min(L, L - off), 0)
+      dst = taps[:, :, j * C:(j + 1) * C]
+      dst[:, :lo], dst[:, hi:] = 0, 0
+      if lo >= hi: continue
+      if mask is None: dst[:, lo:hi] = x[:, lo + off:hi + off]
+      else: np.multiply(x[:, lo + off:hi + off], mask[:, lo + off:hi + off], out=dst[:, lo:hi])
+    y = taps.reshape(B * L, -1) @ self.w
+    y += self.b
+    return y.reshape(B, L, -1)
 
   def last(self, win: np.ndarray) -> np.ndarray:           # (B, span + 1, C_in) -> (B, C_out): the causal conv's
     taps = win[:, ::self.dilation].reshape(win.shape[0], -1)  # output at the window's last position
@@ -102,12 +149,18 @@ class Norm:
   def __init__(self, w: dict, name: str, kind: str = "layer"):
     self.kind, self.w, self.b = kind, w[f"{name}.weight"], w[f"{name}.bias"]   # (modes, C) each
 
-  def __call__(self, x: np.ndarray, mask: np.ndarray | None = None, mode=0) -> np.ndarray:
-    y = layer_norm(x) if self.kind == "layer" else group_norm(x, mask)
+  def __call__(self, x: np.ndarray, mask: np.ndarray | None = None, mode=0, inplace: bool = False) -> np.ndarray:
+    """inplace: x (float32, contiguous) is overwritten with the result, saving the temporaries."""
+    if self.kind == "layer": y = layer_norm_(x if inplace else np.array(x, np.float32))
+    else: y = group_norm(x, mask)
     mode = np.asarray(mode)
-    if mode.ndim == 0: return y * self.w[mode] + self.b[mode]
-    shape = (len(mode),) + (1,) * (y.ndim - 2) + (y.shape[-1],)                  # per row: (B, [1,] C)
-    return y * self.w[mode].reshape(shape) + self.b[mode].reshape(shape)
+    if mode.ndim == 0: w, b = self.w[mode], self.b[mode]
+    else:
+      shape = (len(mode),) + (1,) * (y.ndim - 2) + (y.shape[-1],)                # per row: (B, [1,] C)
+      w, b = self.w[mode].reshape(shape), self.b[mode].reshape(shape)
+    y *= w
+    y += b
+    return y
 
 
 class Block:
@@ -118,11 +171,20 @@ class Block:
     self.norm, self.out = Norm(w, f"{name}.norm", norm), Linear(w, f"{name}.out", copy)
 
   def residual(self, x, conv_out, mask=None, mode=0, film=None) -> np.ndarray:
-    y = self.norm(conv_out, mask, mode)
+    """conv_out is overwritten (the norm and GELU run in place on it)."""
+    y = self.norm(conv_out, mask, mode, inplace=True)
     if film is not None:
       g, b = (f if y.ndim == 2 else f[:, None] for f in film)                    # (B, h) over (B, [L,] h)
-      y = y * (1 + g) + b
-    return x + self.out(gelu(y))
+      y *= 1 + g
+      y += b
+    out = self.out(gelu_(y))
+    out += x
+    return out
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+  return ThreadPoolExecutor(workers, thread_name_prefix="numpy_infer")
 
 
 def _sub(arrays: dict, prefix: str) -> dict:
@@ -149,19 +211,22 @@ class Encoder:
   def features(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(B, L, d) after the blocks and the final norm."""
     x = self.embed[ids]
-    m = mask[..., None]
+    m = None if mask.all() else mask[..., None]  # all valid: the masking multiplies are no-ops
     for i, blk in enumerate(self.blocks):
-      conv_out = blk.conv(x * m)
+      conv_out = blk.conv(x, m)
       if self.ctx_in is not None:  # block_context: the sentence's masked mean input, seen at every position
-        mean = (x * m).sum(1) / np.maximum(m.sum(1), np.float32(1))
-        conv_out = conv_out + self.ctx_in[i](mean)[:, None]
+        mm = mask[..., None]
+        mean = (x * mm).sum(1) / np.maximum(mm.sum(1), np.float32(1))
+        conv_out += self.ctx_in[i](mean)[:, None]
       x = blk.residual(x, conv_out, mask)
-    return self.norm(x, mask)
+    return self.norm(x, mask, inplace=True)
 
   def head_terms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    u = self.head_up(x)
+    u = self.head_up(x)                                                            # fresh: both halves in place
     P = self.cfg.pool_head
-    return gelu(u[..., :P]), sigmoid(u[..., P:]) + np.float32(1e-6)
+    g = sigmoid_(u[..., P:])
+    g += np.float32(1e-6)
+    return gelu_(u[..., :P]), g
 
   def z(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     m = mask[..., None]
@@ -178,8 +243,15 @@ class Encoder:
     # exact, and a lone short sentence then costs its own length, not max_len
     n = int(np.flatnonzero(mask.any(0))[-1]) + 1 if mask.any() else 1
     ids, mask = np.asarray(ids)[:, :n], mask[:, :n]
-    with blas_threads.limit(1 if mask.size < SMALL_TOKENS else None):
-      return self.z(self.features(ids, mask), mask).astype(np.float32)
+    encode = lambda rows: self.z(self.features(ids[rows], mask[rows]), mask[rows]).astype(np.float32)  # noqa: E731
+    workers = min(blas_threads.get() or 1, len(ids))
+    if mask.size < SPLIT_TOKENS or workers < 2:
+      with blas_threads.limit(1 if mask.size < SMALL_TOKENS else None): return encode(slice(None))
+    # batches: rows split over as many Python threads as BLAS would use, each GEMM on one BLAS thread (no spinning
+    # BLAS workers), so the elementwise work (norms, GELU: single-threaded in numpy, GIL released) runs in parallel
+    chunks = min(len(ids), max(workers, -(-mask.size // CHUNK_TOKENS)))
+    with blas_threads.limit(1):
+      return np.concatenate(list(_pool(workers).map(encode, np.array_split(np.arange(len(ids)), chunks))))
 
   def stream(self) -> "StreamState":
     return StreamState(self)

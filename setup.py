@@ -19,7 +19,8 @@ setup(
   extras_require={
     # torch/transformers are test oracles and optional baselines only; torch 2.13.0 has a local CPU wheel here
     "test": ["pytest", "hypothesis", "torch==2.13.0", "transformers", "scipy", "sacrebleu"],
-    "bench": ["torch"],
+    # scripts/cpu_throughput.py's baselines: the teacher on sentence-transformers and on ONNX Runtime int8
+    "bench": ["torch", "sentence-transformers", "onnx", "onnxruntime"],
   },
   entry_points={"console_scripts": ["studentz-train=train:cli", "studentz-infer=infer:cli"]},
 )

@@ -3,7 +3,8 @@
   python scripts/int8_fidelity.py > results/cpu_int8_fidelity.json    # models/default, 500 sentences
 
 The sentences are the corpus's test split (the hash split training held out), up to max_len tokens. Speeds are the
-numpy engine's (numpy_infer.py), one process, medians: encode of one sentence, and of the 500 in batches of 32.
+numpy engine's (numpy_infer.py), one process, medians: encode of one sentence, and of the 500 in batches of 32. Both
+run float32 arithmetic (numpy has no int8 GEMM); the file records numpy's int8 and float32 matmul rates to say why.
 """
 from __future__ import annotations
 import argparse, json, os, statistics, sys, tempfile, time
@@ -22,6 +23,22 @@ def timed(fn, reps: int) -> float:
     fn()
     ts.append(time.perf_counter() - t0)
   return statistics.median(ts)
+
+
+def matmul_rates(rows: int, k: int, n: int) -> dict:
+  """Billions of operations a second (a multiply-add is two) of numpy's float32 GEMM (BLAS) and its int8 and int32
+  matmuls (no BLAS: a plain loop; int8 sums wrap, timed only) on one shape, one thread."""
+  import blas_threads
+  import numpy as np
+  rng = np.random.default_rng(0)
+  a, b = rng.integers(-127, 128, (rows, k)), rng.integers(-127, 128, (k, n))
+  ops = 2 * rows * k * n / 1e9
+  out = {}
+  with blas_threads.limit(1):
+    for name, dt in (("float32", np.float32), ("int8", np.int8), ("int32", np.int32)):
+      x, y = a.astype(dt), b.astype(dt)
+      out[f"numpy_{name}_matmul_gops"] = ops / timed(lambda: x @ y, 1 if name != "float32" else 5)
+  return out
 
 
 def main() -> int:
@@ -62,6 +79,10 @@ def main() -> int:
   for k in one:
     out[f"{k}_encode_one_ms"] = 1e3 * statistics.median(one[k])
     out[f"{k}_encode_sentences_per_s"] = len(texts) / statistics.median(many[k])
+  # the encoder conv's GEMM at 512 token rows: (512, k * d) @ (k * d, hidden)
+  cfg = fp["encoder"].cfg
+  out["gemm_shape"] = [512, cfg.kernel_size * cfg.d_model, cfg.hidden]
+  out.update(matmul_rates(*out["gemm_shape"]))
   print(json.dumps(out, indent=1))
   return 0
 

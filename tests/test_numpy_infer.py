@@ -58,6 +58,21 @@ def test_encoder_matches_tinygrad(kw):
   assert np.abs(z - got).max() < 1e-5
 
 
+def test_big_batch_split_over_threads_equals_small_batches(monkeypatch):
+  """A call of at least SPLIT_TOKENS tokens runs its rows on several Python threads: the same z as small calls."""
+  import blas_threads
+  cfg = tiny_cfg(pool_head=4)
+  ours = numpy_infer.Encoder(cfg, arrays_of({"encoder": perturbed(sz.Encoder(cfg), 4)}))
+  rng = np.random.default_rng(5)
+  n = max(numpy_infer.SPLIT_TOKENS, numpy_infer.CHUNK_TOKENS) // L + 7           # over the threshold, 2+ chunks
+  ids = rng.integers(4, V, (n, L)).astype(np.int32)
+  mask = (np.arange(L)[None] < rng.integers(1, L + 1, (n, 1))).astype(np.float32)
+  small = numpy_infer.encode_batches(ours, ids, mask, numpy_infer.SPLIT_TOKENS // L - 1)
+  monkeypatch.setattr(blas_threads, "get", lambda: 3)                            # three workers, uneven shares
+  split = ours(ids, mask)
+  assert split.shape == (n, D) and np.abs(split - small).max() < 1e-5
+
+
 def test_decoder_and_projection_match_tinygrad():
   cfg = tiny_cfg(dec_output="tied")
   dec, proj = perturbed(Decoder(cfg), 1), perturbed(ModeBProjection(cfg), 2)
