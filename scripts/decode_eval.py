@@ -43,7 +43,7 @@ def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int) -
 
 
 def scores(hyps, refs, t_hyp, t_ref, seconds: float) -> dict:
-  import metrics
+  from studentz_runtime import metrics
   return {"n": len(refs), "semantic_cos": round(float(metrics.cosine_rows(t_hyp, t_ref).mean()), 4),
           "bleu": round(metrics.bleu(hyps, refs), 2), "token_f1": round(metrics.mean_token_f1(hyps, refs), 2),
           "ms_per_sentence": round(1000 * seconds / max(len(refs), 1), 1)}

@@ -14,10 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
-import backend
-import bench
+from studentz_kernels import backend
+from bench.speed import speed as bench
 import studentz as sz
-from trainer import Trainer
+from studentz_training.trainer import Trainer
 
 
 def main(argv=None) -> int:

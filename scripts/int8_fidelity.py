@@ -26,7 +26,8 @@ def timed(fn, reps: int) -> float:
 
 def main() -> int:
   import numpy as np
-  import evaluate, numpy_infer, quantize
+  from studentz_training import evaluate
+  from studentz_runtime import numpy_infer, quantize
   from train import default_corpus
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--ckpt", type=Path, default=ROOT / "models" / "default", help="float checkpoint folder")
@@ -47,7 +48,7 @@ def main() -> int:
   cos = (z["fp16"] * z["int8"]).sum(1) / np.linalg.norm(z["fp16"], axis=1) / np.linalg.norm(z["int8"], axis=1)
   out.update(cos_mean=float(cos.mean()), cos_min=float(cos.min()), cos_p01=float(np.quantile(cos, 0.01)))
   # the decoder too: how many greedy decodes are unchanged by int8 (first 100 sentences)
-  import blas_threads, decoding
+  from studentz_runtime import blas_threads, decoding
   with blas_threads.limit(1):  # as StudentZ.decode holds it
     a = decoding.decode(fp["decoder"], z["fp16"][:100], tok)
     b = decoding.decode(q8["decoder"], z["fp16"][:100], tok)

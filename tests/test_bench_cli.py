@@ -2,7 +2,7 @@
 ['all']"), every option has a help text, and a wrong benchmark name is still refused."""
 import pytest
 
-import bench
+from bench.speed import speed as bench
 
 
 def test_no_arguments_is_the_cpu_set():

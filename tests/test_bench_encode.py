@@ -3,7 +3,7 @@ import json, shutil
 
 import pytest
 
-import bench
+from bench.speed import speed as bench
 from test_hub import tiny_checkpoint  # noqa: F401  (a fixture)
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-import bench
+from bench.speed import speed as bench
 
 
 def test_gemm_rows_and_ratios(tmp_path):

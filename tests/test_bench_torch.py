@@ -7,10 +7,10 @@ from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
 
 import studentz as sz
-from decoder import Decoder, ModeBProjection, joint_loss_fn
+from studentz import Decoder, ModeBProjection, joint_loss_fn
 
 torch = pytest.importorskip("torch")
-import bench_torch as bt  # noqa: E402
+from bench.speed import torch_twin as bt  # noqa: E402
 
 TINY = dict(vocab_size=300, d_model=16, hidden=32, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3, proj_dim=24,
             max_len=12, dec_blocks=2, dec_dilation_schedule=[1, 2], dropout=0.0, batch_size=6)
@@ -93,7 +93,7 @@ def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
   JIT, the third replays it) must agree; a twin whose optimiser differs from the second step on is caught, which a
   first-step check alone cannot see (a wrong searched GEMM schedule was found that way on an H100)."""
   import json
-  import bench
+  from bench.speed import speed as bench
   argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
           "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0"]
   assert bench.main([*argv, "--json", str(tmp_path / "same.json")]) == 0
@@ -114,7 +114,7 @@ def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   """The twin of a student with both extras takes the same three optimiser steps (the paths start at zero, so the
   steps after the first are where their gradients show); so does the pool head's with token targets."""
   import json
-  import bench
+  from bench.speed import speed as bench
   argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
           "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0",
           "--pool-head", "8", "--block-context", "--json", str(tmp_path / "rows.json")]

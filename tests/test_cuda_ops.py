@@ -9,8 +9,8 @@ import os, subprocess, sys
 import numpy as np
 import pytest
 
-import cuda_ops
-from decoder import Decoder, head_ce, token_ce
+from studentz_kernels import cuda_ops
+from studentz import Decoder, head_ce, token_ce
 from studentz import Config
 from tinygrad import Tensor, dtypes
 

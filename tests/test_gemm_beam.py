@@ -10,8 +10,8 @@ import tinygrad.engine.realize as realize
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import getenv
 
-import backend
-import cpu_gemm
+from studentz_kernels import backend
+from studentz_kernels import cpu_gemm
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,8 @@ def test_beam_cache_names_a_missing_file(tmp_path):
   assert r.returncode != 0 and "no such cache file" in r.stderr
 
 STEP = """
-import sys, backend, numpy as np
+import sys, numpy as np
+from studentz_kernels import backend
 import tinygrad.codegen.opt.search as search
 from tinygrad import Tensor, TinyJit
 timed = []
@@ -299,10 +300,10 @@ def test_bench_times_the_step_train_py_runs(monkeypatch):
   """Searched schedules are keyed by the kernel: bench.py's timed step (searched by scripts/gpu_gemm_beam.sh) must
   compile the GEMMs train.py's step compiles. Dropout changes them (its mask fuses into the 1x1 conv's GEMMs), so the
   bench's loss check runs without it and the timed step with the config's again (bench.set_dropout)."""
-  import bench
+  from bench.speed import speed as bench
   import studentz as sz
   from tinygrad.uop.ops import Ops, UPat, PatternMatcher
-  from trainer import Trainer
+  from studentz_training.trainer import Trainer
   monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)
   monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
   monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))

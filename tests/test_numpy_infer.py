@@ -6,12 +6,12 @@ import pytest
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
-import backend
-import decoding
-import numpy_infer
-import quantize
+from studentz_kernels import backend
+from studentz_runtime import decoding
+from studentz_runtime import numpy_infer
+from studentz_runtime import quantize
 import studentz as sz
-from decoder import Decoder, ModeBProjection
+from studentz import Decoder, ModeBProjection
 
 B, L, D, V = 3, 12, 24, 64
 
@@ -106,7 +106,7 @@ def test_stream_equals_full_encoder():
 
 def test_int8_round_trip_and_fidelity(tmp_path):
   from conftest import write_checkpoint
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   rng = np.random.default_rng(7)
   w = rng.normal(0, 1, (8, 40)).astype(np.float32)
   q, s = quantize.quantize_rows(w)
@@ -174,13 +174,13 @@ def test_numpy_teacher_embed_matches_real_teacher(minilm_dir):
 
 def test_cpu_path_never_imports_tinygrad():
   """The numpy engine skips tinygrad's import, device probe and compiles: infer.py (student, decode, teacher) and
-  studentz_api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model module
+  studentz_runtime.api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model module
   (tinygrad's import, ~0.1 s) but opens no device."""
   import os, subprocess, sys
   from conftest import ROOT
   code = ("import sys, infer\n"
           "assert infer.main(['The cat sat.', '--json']) == 0\n"
-          "from studentz_api import StudentZ\n"
+          "from studentz_runtime.api import StudentZ\n"
           "m = StudentZ.load()\n"
           "assert m.engine == 'numpy' and m.decode(m.encode('Hi'))\n"
           "print(any('tinygrad' in k for k in sys.modules))\n"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-import bench
-import plot_png as pp
+from bench.speed import speed as bench
+from studentz_runtime import plot_png as pp
 
 
 def read_png(data: bytes) -> np.ndarray:
@@ -186,7 +186,7 @@ def test_bench_fidelity_rows_then_plot(tmp_path, capsys, monkeypatch):
   import studentz as sz
   import teacher
   from conftest import write_checkpoint
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   tok = StudentTokenizer.fit(["a small corpus for the tokenizer", "another line of text"] * 5, vocab_size=260)
   cfg = sz.Config(vocab_size=tok.vocab_size, d_model=8, hidden=8, n_blocks=1, dilation_schedule=[1], kernel_size=3,
                   proj_dim=8, max_len=8).validate()

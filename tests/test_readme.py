@@ -193,7 +193,7 @@ def test_readme_python_example(box, i):
 
 def test_readme_mix_file(box):
   """The JSON block is a mix file corpus_mix reads (its relative path found beside it: a stand-in)."""
-  import corpus_mix
+  from studentz_corpus import mix as corpus_mix
   [text] = [t for lang, t in readme_blocks() if lang == "json"]
   (box / "mix").mkdir(exist_ok=True)
   (box / "mix" / "readme-mix.json").write_text(text)
