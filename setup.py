@@ -3,7 +3,6 @@ from pathlib import Path
 from setuptools import setup
 
 here = Path(__file__).parent
-modules = sorted(p.stem for p in here.glob("*.py") if p.stem != "setup")
 
 setup(
   name="studentz",
@@ -12,8 +11,15 @@ setup(
   long_description=(here / "README.md").read_text() if (here / "README.md").exists() else "",
   long_description_content_type="text/markdown",
   python_requires=">=3.10",
-  py_modules=modules,
-  packages=["teacher"],
+  # every installed name says whose it is: the model module, the studentz_* packages, the teacher ports; the two
+  # programs go inside studentz_cli (train.py / infer.py stay at the top of the repository, under generic names)
+  py_modules=["studentz", "studentz_cli.train", "studentz_cli.infer"],
+  packages=["studentz_kernels", "studentz_corpus", "studentz_runtime", "studentz_training", "teacher",
+            "studentz_models", "studentz_data"],
+  package_dir={"studentz_cli": ".", "studentz_models": "models", "studentz_data": "data"},
+  # the shipped model, the default training mix and its texts, the searched GEMM schedules
+  package_data={"studentz_models": ["default/*"], "studentz_data": ["everyday-mix.json", "text/*"],
+                "studentz_kernels": ["beam/*.db"]},
   # tinygrad's API changes between releases: pin the version the tests run on
   install_requires=["tinygrad==0.14.0", "numpy", "tokenizers>=0.15", "safetensors"],
   extras_require={
@@ -21,5 +27,5 @@ setup(
     "test": ["pytest", "hypothesis", "torch==2.13.0", "transformers", "scipy", "sacrebleu"],
     "bench": ["torch"],
   },
-  entry_points={"console_scripts": ["studentz-train=train:cli", "studentz-infer=infer:cli"]},
+  entry_points={"console_scripts": ["studentz-train=studentz_cli.train:cli", "studentz-infer=studentz_cli.infer:cli"]},
 )

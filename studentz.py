@@ -348,6 +348,11 @@ class Decoder:
     for blk, film in zip(self.blocks, films): x = blk(x, ones, mode, film)
     return self.norm(x, ones, mode)                                                # (B, L, d)
 
+  def new_state(self, batch_size: int):
+    """The incremental decoding state of batch_size rows (studentz_runtime/generate.py: one JIT'd step per size)."""
+    from studentz_runtime.generate import get_state
+    return get_state(self, batch_size)
+
   def step(self, tok: Tensor, bufs: list[Tensor], zb: Tensor, films: list[tuple[Tensor, Tensor]],
            mode: Tensor) -> tuple[Tensor, list[Tensor]]:
     """One new token per row from the cached block inputs: the math of __call__ at the last position.

@@ -20,7 +20,8 @@ from studentz_training.heldout import (default_corpus, default_source, default_s
                                        embed_split, split_rows, vector_metrics)
 from studentz_training.run_folder import Checkpointer, run_lock
 
-ROOT = Path(__file__).resolve().parent
+# runs/ goes beside train.py in a checkout; an installed studentz-train writes it in the working folder
+ROOT = Path(__file__).resolve().parent if (Path(__file__).resolve().parent / "setup.py").is_file() else Path.cwd()
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
 
 # A 2-core CPU cannot train the full model in minutes: this profile keeps the default run short there. Values the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from studentz_corpus.store import open_data_dir
+from studentz_corpus.teacher_cache import teacher_vectors
 from studentz_corpus.tokenizer import EOS
 
 
@@ -55,7 +56,7 @@ class Loader:
     self._bucket_of = np.searchsorted(self.buckets, self.lengths)  # smallest bucket >= length
     self._domain = np.asarray(self.dd.domain_of)[self.rows]
     self.weights = self._domain_weights(domain_weights)
-    self.teacher = self.dd.teacher_vectors(teacher_key) if teacher_key is not None else None
+    self.teacher = teacher_vectors(self.dd, teacher_key) if teacher_key is not None else None
     self.tok = None
     if not isinstance(token_targets, bool):
       raise ValueError(f"token_targets must be True or False, got {token_targets!r} (row indices: give_token_index())")

@@ -285,7 +285,7 @@ def export_jsonl(data_dir, path, teacher_key=None, split=None) -> int:
   """Write {"text", "tokens" (BOS..EOS, no padding), "teacher"} per line (gzip if path ends in .gz); returns rows.
   Without teacher_key the "teacher" field is left out."""
   dd = open_data_dir(data_dir)
-  vec = dd.teacher_vectors(teacher_key) if teacher_key is not None else None
+  vec = teacher_vectors(dd, teacher_key) if teacher_key is not None else None
   rows = dd.indices(split)
   path = Path(path)
   with atomic_path(path) as tmp:

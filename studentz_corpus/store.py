@@ -182,10 +182,6 @@ class DataDir:
       self._tokenizer = StudentTokenizer.load(p)
     return self._tokenizer
 
-  def teacher_vectors(self, key, verify: bool = False) -> np.memmap:
-    from studentz_corpus.teacher_cache import teacher_vectors
-    return teacher_vectors(self, key, verify=verify)
-
   def __repr__(self) -> str:
     counts = self.meta.get("split_counts", {})
     return f"DataDir({str(self.path)!r}, n={self.n}, max_len={self.max_len}, splits={counts})"

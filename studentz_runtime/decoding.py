@@ -22,11 +22,9 @@ RERANK_TEMPERATURE, RERANK_TOP_P = 0.8, 0.95
 
 
 def get_state(decoder, batch_size: int):
-  """A state of `decoder` for batch_size rows: numpy_infer.Decoder makes its own; a tinygrad Decoder's comes from
-  generate (imported only then, so the numpy path never imports tinygrad)."""
-  if hasattr(decoder, "new_state"): return decoder.new_state(batch_size)
-  from studentz_runtime.generate import get_state as tinygrad_state
-  return tinygrad_state(decoder, batch_size)
+  """A state of `decoder` for batch_size rows: numpy_infer.Decoder and studentz.Decoder (through generate.py, so the
+  numpy path never imports tinygrad) each make their own."""
+  return decoder.new_state(batch_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

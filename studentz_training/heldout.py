@@ -60,7 +60,7 @@ def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int, index=N
   idx = dd.indices(split)[:limit] if index is None else np.asarray(index, np.int64)
   tokens = np.asarray(dd.tokens[idx], dtype=np.int32)
   mask = (np.arange(tokens.shape[1])[None] < np.asarray(dd.lengths[idx])[:, None]).astype(np.float32)
-  return {"tokens": tokens, "mask": mask, "teacher": np.asarray(dd.teacher_vectors(teacher_key)[idx]),
+  return {"tokens": tokens, "mask": mask, "teacher": np.asarray(corpus.teacher_vectors(dd, teacher_key)[idx]),
           "index": idx, "texts": dd.texts(idx)}
 
 
