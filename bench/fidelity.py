@@ -136,7 +136,7 @@ def plot_fidelity(rows: list[tuple[str, dict]], png: Path, y: str = "auto", titl
   row has it, else val_cos (one axis never mixes the two)."""
   from studentz_runtime import plot_png
   if not rows:
-    raise UsageError("no fidelity rows to plot: make them with `python bench.py fidelity --ckpt DIR --json FILE`")
+    raise UsageError("no fidelity rows to plot: make them with `python -m bench fidelity --ckpt DIR --json FILE`")
   for src, r in rows:
     name = r.get("name", "?")
     for key in FIDELITY_KEYS:

@@ -1,14 +1,14 @@
 """Benchmarks: tinygrad StudentZ against its PyTorch twin and against the teacher, on the same device in one process.
 
-  DEV=CUDA python bench.py train --precision fp32 tf32 bf16    # train-step time, tinygrad vs torch eager
-  DEV=CUDA python bench.py train --devices 2 --no-torch        # + the step data-parallel on 2 GPUs, speed-up vs 1
-  DEV=CUDA python bench.py train --joint                       # + the joint encoder+decoder step, vs its torch twin
-  DEV=CUDA python bench.py teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
-  DEV=CPU python bench.py gemm --batch 32 --len 32             # the conv's GEMM alone: tinygrad vs numpy's BLAS
-  python bench.py all --json results.json                       # everything, one JSON row per measurement
-  python bench.py                                               # on a CPU: the CPU-sized set (CPU_SET); GPU: all
-  DEV=CUDA python bench.py fidelity --ckpt runs/a/best --eval a_eval.json --len 128 --batch 128 --json fid.json
-  python bench.py plot --from fid.json --png speed_vs_fidelity.png   # sentences/s (log) vs STS-B or val_cos
+  DEV=CUDA python -m bench train --precision fp32 tf32 bf16    # train-step time, tinygrad vs torch eager
+  DEV=CUDA python -m bench train --devices 2 --no-torch        # + the step data-parallel on 2 GPUs, speed-up vs 1
+  DEV=CUDA python -m bench train --joint                       # + the joint encoder+decoder step, vs its torch twin
+  DEV=CUDA python -m bench teacher --lens 32 128               # teacher sentences/s: our tinygrad port vs HF torch
+  DEV=CPU python -m bench gemm --batch 32 --len 32             # the conv's GEMM alone: tinygrad vs numpy's BLAS
+  python -m bench all --json results.json                       # everything, one JSON row per measurement
+  python -m bench                                               # on a CPU: the CPU-sized set (CPU_SET); GPU: all
+  DEV=CUDA python -m bench fidelity --ckpt runs/a/best --eval a_eval.json --len 128 --batch 128 --json fid.json
+  python -m bench plot --from fid.json --png speed_vs_fidelity.png   # sentences/s (log) vs STS-B or val_cos
 
 Every number is a median over repetitions after warm-up; each row names the device and card, and each ratio is
 against a baseline measured in the same process.
@@ -593,7 +593,7 @@ def print_row(row: dict) -> None:
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
-# What `python bench.py` runs on a CPU: a few minutes of student encode, streaming and infer.py wall times at small
+# What `python -m bench` runs on a CPU: a few minutes of student encode, streaming and infer.py wall times at small
 # sizes, instead of "all" (the GPU-sized training step at B=64, L=128 and teacher passes of 512 sentences take an hour
 # on 2 cores). Each size applies only where the option was left at its default.
 CPU_SET = {"what": ["encode", "stream", "infer"], "batch": 16, "len": 32, "student_lens": [32, 128], "teacher_n": 64,

@@ -1,7 +1,7 @@
 """Decoder fidelity per domain on held-out texts, on the CPU: one-pass greedy (modes A and B), the repetition controls
 and the re-embedding rerank, each scored by semantic cos (the teacher re-embeds the decode), BLEU, token-F1 and time.
 
-  python corpus.py prepare --source data/everyday-mix.json --out /tmp/mixd --tokenizer models/default/tokenizer.json \\
+  python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd --tokenizer models/default/tokenizer.json \\
       --limit 20000
   python scripts/decode_eval.py --data /tmp/mixd --per-domain 64 --json results/cpu_decode_eval.json
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-PREPARE = ("python corpus.py prepare --source data/everyday-mix.json --out /tmp/mixd "
+PREPARE = ("python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd "
            "--tokenizer models/default/tokenizer.json --limit 20000")
 # (name, mode, decode options): one pass and each control alone, then the rerank with its default candidates
 CONFIGS = [("a_greedy", "a", {}), ("b_greedy", "b", {}),

@@ -104,19 +104,19 @@ print('best val_cos', best); w = max(best, key=best.get); open('$C/winner', 'w')
 if [ $PHASE = 1 ]; then
   rm -f $C/logs/plan.txt
   for i in $(seq 0 $((N - 1))); do
-    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout 200 python3 bench.py train $BENCH --no-torch --warmup 3 \
+    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout 200 python3 -m bench train $BENCH --no-torch --warmup 3 \
       --reps 10 ${BARGS[$i]} --json $C/bench_${NAMES[$i]}.json > $C/logs/bench_${NAMES[$i]}.log 2>&1 &
     bpids[$i]=$!
   done
   # TEACHER_BENCH=1: the teacher's sentences/s in fp32 and fp16 (and fp16's cosine to fp32 on real sentences) on the
   # last card, beside its config's step timing, while the CPU prepares the data
-  [ -n "$TEACHER_BENCH" ] && { on $((NGPU - 1)) timeout 240 python3 bench.py teacher --teacher .devcarry/minilm16 \
+  [ -n "$TEACHER_BENCH" ] && { on $((NGPU - 1)) timeout 240 python3 -m bench teacher --teacher .devcarry/minilm16 \
     --lens 32 64 128 --batch 256 --teacher-n 2048 --teacher-precision fp32 fp16 --no-torch \
     --json $C/teacher_precision.json > $C/logs/teacher_bench.log 2>&1 & tbpid=$!; }
   UDIRS=($(printf "%s\n" "${DIRS[@]}" | sort -u))
   for D in ${UDIRS[@]}; do  # sentences and tokenizer of each data folder, side by side on the CPU
     k=${D##*-c}; [ "$D" = "$DATA" ] && k=0
-    timeout 300 python3 corpus.py prepare --source $SRC --out $D --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
+    timeout 300 python3 -m studentz_corpus prepare --source $SRC --out $D --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
       ${VOCAB:+--vocab-size $VOCAB} --crops $k > $C/logs/prepare_$(basename $D).log 2>&1 &
     ppids+=($!)
   done
@@ -127,7 +127,7 @@ if [ $PHASE = 1 ]; then
   # merged into it
   for D in ${UDIRS[@]}; do
     on_cards teacher $D
-    [ $NGPU -gt 1 ] && python3 corpus.py merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
+    [ $NGPU -gt 1 ] && python3 -m studentz_corpus merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
       --teacher .devcarry/minilm16 | tail -1
   done
   echo "teacher vectors at ${SECONDS}s"
@@ -219,7 +219,7 @@ else
        nodrop) TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH ;;
        winner) TO=150 train_row row_step_L64_${W}_searched "" $BENCH $WB ;;
        tokhost) TO=150 train_row row_step_L64_${W}_tok_host "" $BENCH $WB --tok-table host ;;
-       joint) timeout 200 python3 bench.py train --joint --reps 10 --json $C/row_joint_L64.json $BENCH \
+       joint) timeout 200 python3 -m bench train --joint --reps 10 --json $C/row_joint_L64.json $BENCH \
                 > $C/logs/joint_twin.log 2>&1
               grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 ;;
      esac; done > $C/logs/rows.log 2>&1) &

@@ -14,7 +14,7 @@ left() { echo $(( ${BUDGET:-575} - SECONDS )); }
 for L in ${LENS:-64 32}; do
   t=$(left); [ $t -gt 240 ] && t=$(( t - 130 ))
   start=$SECONDS
-  DEBUG=2 timeout $t python3 bench.py train --precision bf16 --batch 512 --len $L --no-torch --warmup 1 \
+  DEBUG=2 timeout $t python3 -m bench train --precision bf16 --batch 512 --len $L --no-torch --warmup 1 \
     --reps 5 $BEAM_ARGS > $OUT/search_L$L.log 2>&1
   rc=$?; echo "L=$L search run: rc=$rc $(( SECONDS - start )) s, $(grep -ac 'GEMM_BEAM=' $OUT/search_L$L.log) GEMM" \
     "kernels marked"

@@ -6,6 +6,6 @@ source scripts/gpu_env.sh
 for v in 0 1; do
   TO=150 train_row step_taps_grad_$v "STUDENTZ_TAPS_GRAD_CONTIG=$v" --precision bf16 --batch 512 --len 64 --no-torch
 done
-DEBUG=2 timeout 150 python3 bench.py train --precision bf16 --batch 512 --len 64 --no-torch --warmup 1 --reps 1 \
+DEBUG=2 timeout 150 python3 -m bench train --precision bf16 --batch 512 --len 64 --no-torch --warmup 1 --reps 1 \
   > $OUT/profile_bf16_b512.log 2>&1
 ls -la $OUT

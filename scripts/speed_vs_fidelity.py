@@ -41,7 +41,7 @@ def main() -> int:
   for r in rows: r["stsb_spearman_source"] = eval_file.name if r["kind"] == "teacher" else prec_file.name
   out = R / "h100_speed_vs_fidelity.json"
   out.write_text(json.dumps(rows, indent=1) + "\n")
-  return subprocess.call([sys.executable, str(ROOT / "bench.py"), "plot", "--from", str(out), "--png",
+  return subprocess.call([sys.executable, "-m", "bench", "plot", "--from", str(out), "--png",
                           str(out.with_suffix(".png")), "--title", "Encode speed vs STS-B: MiniLM teacher vs StudentZ"])
 
 

@@ -125,7 +125,7 @@ class DataDir:
     meta = read_json(self.path / "meta.json")
     if meta is None or meta.get("format") != FORMAT:
       raise FileNotFoundError(f"{self.path} is not a prepared data folder (no complete meta.json); "
-                              f"run `python corpus.py prepare --source ... --out {self.path}`")
+                              f"run `python -m studentz_corpus prepare --source ... --out {self.path}`")
     self.meta = meta
     self.n = int(meta["n"])
     self.max_len = int(meta["max_len"])

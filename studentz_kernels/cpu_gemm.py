@@ -3,7 +3,7 @@
 Why: tinygrad 0.14 renders CPU matmuls as float4 loads and scalar multiply-adds, and runs every kernel on one worker
 thread (also across CPU:0, CPU:1: a batch sharded over two CPU devices took twice one device's time here). On this
 repository's 2-core AVX-512 CPU the student's conv GEMM (1024 x 1280 by 1280 x 512) ran at 9.6 GFLOP/s with the weight
-as (K, N) and 29-35 as rows; this kernel does ~160 GFLOP/s on one core (`python bench.py gemm`).
+as (K, N) and 29-35 as rows; this kernel does ~160 GFLOP/s on one core (`python -m bench gemm`).
 
 C (M, N) = A (M, K) @ B (K, N). B is packed into panels of PANEL columns, each (K, PANEL) contiguous, plus a narrower
 tail panel when N is not a multiple of PANEL; a micro-tile keeps MR rows x PANEL columns of C in vector registers and,

@@ -42,7 +42,7 @@ def test_sources_name_their_entry_points_and_are_deterministic(ct, vec):
 
 
 def test_a_bad_switch_value_is_refused():
-  r = subprocess.run([sys.executable, "-c", "import cuda_ops"], cwd=ROOT, capture_output=True, text=True,
+  r = subprocess.run([sys.executable, "-c", "from studentz_kernels import cuda_ops"], cwd=ROOT, capture_output=True, text=True,
                      env={**os.environ, "STUDENTZ_CUDA_OPS": "yes"})
   assert r.returncode != 0 and "STUDENTZ_CUDA_OPS must be 0, 1, ce or taps" in r.stderr
 

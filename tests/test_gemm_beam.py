@@ -1,4 +1,4 @@
-"""STUDENTZ_GEMM_BEAM (backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, the
+"""STUDENTZ_GEMM_BEAM (studentz_kernels/backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, the
 default "cached" mode takes schedules already found (cache db or the bundled beam/ files) and never searches, and
 scripts/beam_cache.py carries search results between cache dbs."""
 import os, subprocess, sys
@@ -173,7 +173,7 @@ def test_the_bundled_search_results_are_kernel_options_for_cuda(tmp_path):
   NVIDIA cards (each for a bundled schedule): importable, and read by backend."""
   import sqlite3
   from tinygrad.helpers import VERSION
-  files = sorted((ROOT / "beam").glob("*.db"))
+  files = sorted((ROOT / "studentz_kernels" / "beam").glob("*.db"))
   assert files
   devices, cards = set(), set()
   for f in files:
@@ -281,7 +281,7 @@ def test_a_passed_check_is_remembered_per_card(tmp_path):
 
 
 def test_a_bad_gemm_beam_setting_is_one_line(tmp_path):
-  r = subprocess.run([sys.executable, "-c", "import backend"], capture_output=True, text=True,
+  r = subprocess.run([sys.executable, "-c", "from studentz_kernels import backend"], capture_output=True, text=True,
                      env={**os.environ, "STUDENTZ_GEMM_BEAM": "fast", "PYTHONPATH": str(ROOT)})
   assert r.returncode != 0 and r.stderr.strip().startswith("error: STUDENTZ_GEMM_BEAM must be") and "fast" in r.stderr
   assert "Traceback" not in r.stderr

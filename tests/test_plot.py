@@ -174,7 +174,7 @@ def test_bench_plot_subprocess_missing_file_and_field(tmp_path):
   (tmp_path / "r.json").write_text(json.dumps([fid("a", "student", 10.0, val_cos=0.5)]))
   for argv, msg in [(["--from", str(tmp_path / "none.json")], "cannot read"),
                     (["--from", str(tmp_path / "r.json"), "--y", "stsb_spearman"], "has no stsb_spearman")]:
-    p = subprocess.run([sys.executable, str(ROOT / "bench.py"), "plot", *argv, "--png", str(tmp_path / "o.png")],
+    p = subprocess.run([sys.executable, "-m", "bench", "plot", *argv, "--png", str(tmp_path / "o.png")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()

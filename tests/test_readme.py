@@ -39,7 +39,7 @@ COMMANDS = {
   "python infer.py --file sentences.txt --no-teacher": ("run", ("sentences.txt",)),
   'python infer.py "some text" --png z.png --strategy beam --beam 4': ("run", ()),
   'python infer.py "some text" --int8 --no-teacher': ("run", ()),
-  "python quantize.py models/default runs/int8": ("run", ()),
+  "python -m studentz_runtime.quantize models/default runs/int8": ("run", ()),
   "printf 'A man is playing a guitar.\\nThe cat sleeps.\\n' | python -m teacher embed --out vecs.npy":
     ("teacher", ()),
   "python -m teacher embed --teacher all-mpnet-base-v2 --input sentences.txt --out mpnet.npy":
@@ -49,15 +49,16 @@ COMMANDS = {
   "python train.py --init-from models/default --data-source my.jsonl.gz --out runs/mine --optimizer.lr 1e-3":
     ("config", ("my.jsonl.gz",)),
   "DEV=CUDA python train.py --devices 2": ("gpu", ()),
-  "DEV=CUDA python bench.py train --devices 2 --precision fp32 bf16 --no-torch": ("gpu", ()),
+  "DEV=CUDA python -m bench train --devices 2 --precision fp32 bf16 --no-torch": ("gpu", ()),
 }
 
 # the only substitutions: `DEV=CUDA python X.py` -> `DEV=CUDA python -c SHIM` (no GPU here; the shim opens no device)
 GPU_SHIMS = {
-  "python train.py": "import sys, backend, parallel, train; backend.check_device = lambda: 'CUDA'; "
-                     "parallel.device_names = lambda n, device=None: ('CUDA',) * n; "
+  "python train.py": "import sys, train; from studentz_kernels import backend, parallel; "
+                     "backend.check_device = lambda: 'CUDA'; parallel.device_names = lambda n, device=None: ('CUDA',) * n; "
                      "sys.exit(train.main(sys.argv[1:] + ['--print-config']))",
-  "python bench.py": "import sys, bench, parallel; a = bench.parser().parse_args(sys.argv[1:]); "
+  "python -m bench": "import sys; from bench import speed; from studentz_kernels import parallel; "
+                     "a = speed.parser().parse_args(sys.argv[1:]); "
                      "parallel.check_batch(a.batch, 1, parallel.device_count(a.devices))",
 }
 # the only parse-only jobs: the README's flags through train.py's parser; an unknown flag would become a config
