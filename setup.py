@@ -1,8 +1,19 @@
 """StudentZ: an attention-free student that distills a transformer sentence encoder, and a decoder back to text."""
 from pathlib import Path
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 here = Path(__file__).parent
+CLI = ("train", "infer")  # the programs at the top of the repository, installed as studentz_cli.train / .infer
+
+
+class BuildPy(build_py):
+  """studentz_cli is the repository's top folder: of its modules only the two programs are installed."""
+
+  def find_package_modules(self, package, package_dir):
+    mods = super().find_package_modules(package, package_dir)
+    return [m for m in mods if package != "studentz_cli" or m[1] in CLI]
+
 
 setup(
   name="studentz",
@@ -13,8 +24,8 @@ setup(
   python_requires=">=3.10",
   # every installed name says whose it is: the model module, the studentz_* packages, the teacher ports; the two
   # programs go inside studentz_cli (train.py / infer.py stay at the top of the repository, under generic names)
-  py_modules=["studentz", "studentz_cli.train", "studentz_cli.infer"],
-  packages=["studentz_kernels", "studentz_corpus", "studentz_runtime", "studentz_training", "teacher",
+  py_modules=["studentz"],
+  packages=["studentz_cli", "studentz_kernels", "studentz_corpus", "studentz_runtime", "studentz_training", "teacher",
             "studentz_models", "studentz_data"],
   package_dir={"studentz_cli": ".", "studentz_models": "models", "studentz_data": "data"},
   # the shipped model, the default training mix and its texts, the searched GEMM schedules
@@ -27,5 +38,6 @@ setup(
     "test": ["pytest", "hypothesis", "torch==2.13.0", "transformers", "scipy", "sacrebleu"],
     "bench": ["torch"],
   },
+  cmdclass={"build_py": BuildPy},
   entry_points={"console_scripts": ["studentz-train=studentz_cli.train:cli", "studentz-infer=studentz_cli.infer:cli"]},
 )

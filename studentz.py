@@ -15,8 +15,8 @@ from studentz_kernels import ops
 from studentz_kernels.ops import TokenEmbedding, gather_rows
 import numpy as np
 from studentz_corpus.tokenizer import PAD
-from studentz_runtime.config import SIZE_LIMITS, Config  # noqa: F401  (its own module so numpy_infer reads it without tinygrad)
-from studentz_runtime.plot_png import as_grid, display_grid  # noqa: F401  (display helpers, kept importable as studentz.*)
+from studentz_runtime.config import SIZE_LIMITS, Config  # noqa: F401  (numpy_infer reads it without tinygrad)
+from studentz_runtime.plot_png import as_grid, display_grid  # noqa: F401  (display helpers, as studentz.*)
 from studentz_runtime import api
 from studentz_runtime.checkpoint import (DEFAULT_MODEL_DIR, FORMAT_VERSION, CheckpointError, assign_state,  # noqa: F401
                                          atomic_write_bytes, host, load_tensors, read_checkpoint_info, resolve_path,
@@ -418,8 +418,8 @@ def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
 
 
 def token_loss(y: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-  """Squared distance between per-token predictions y (B, L, D) and the teacher's token targets (corpus_tokens.py),
-  averaged over the positions that have one (mask (B, L))."""
+  """Squared distance between per-token predictions y (B, L, D) and the teacher's token targets
+  (studentz_corpus/token_targets.py), averaged over the positions that have one (mask (B, L))."""
   m = mask.float()
   d = ((y.float() - target.float()) ** 2).sum(-1)                                  # (B, L)
   return (d * m).sum(-1).contiguous().sum() / m.sum().maximum(1)

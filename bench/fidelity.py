@@ -1,5 +1,6 @@
-"""Speed against fidelity: `bench.py fidelity` measures a row per checkpoint (and the teacher), `bench.py plot` draws
-them (sentences/s on a log axis against STS-B Spearman or val_cos), like model2vec's speed-vs-quality plot."""
+"""Speed against fidelity: `python -m bench fidelity` measures a row per checkpoint (and the teacher), `python -m bench
+plot` draws them (sentences/s on a log axis against STS-B Spearman or val_cos), like model2vec's speed-vs-quality
+plot."""
 from __future__ import annotations
 import argparse, json, os, sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 from bench.speed import UsageError, card_name, print_row, student_inputs, student_rate, teacher_rate, teacher_texts
 
 # ---- rows ------------------------------------------------------------------------------------------------------------
-# A `fidelity` row is one point of the speed-vs-fidelity plot; `bench.py fidelity` writes them, `bench.py plot` reads:
+# A `fidelity` row is one point of the speed-vs-fidelity plot; `python -m bench fidelity` writes them, `... plot` reads:
 #   {"bench": "fidelity", "name": str, "kind": "student" | "teacher", "sentences_per_s": float > 0 (encode, measured),
 #    "stsb_spearman": float | null (100 x Spearman, STS-B test), "val_cos": float | null, "card": str, "L": int,
 #    "B": int, ... and "<metric>_source" naming the file (or definition) each fidelity number came from}
@@ -16,7 +17,7 @@ Y_LABELS = {"stsb_spearman": "STS-B test Spearman (x100)", "val_cos": "val_cos (
 
 
 def read_json_objects(path) -> list[dict]:
-  """The objects of a JSON file: a list of rows (bench.py --json), one object (train.py --eval --json > f), or lines."""
+  """The objects of a JSON file: a list of rows (bench/ --json), one object (train.py --eval --json > f), or lines."""
   try: text = Path(path).read_text()
   except (OSError, UnicodeDecodeError) as e: raise UsageError(f"cannot read {path}: {e}")
   try: data = json.loads(text)
@@ -165,10 +166,10 @@ def plot_fidelity(rows: list[tuple[str, dict]], png: Path, y: str = "auto", titl
 
 
 def plot_main(argv) -> int:
-  p = argparse.ArgumentParser(prog="bench.py plot", description="Encode speed (sentences/s, log scale) against "
+  p = argparse.ArgumentParser(prog="python -m bench plot", description="Encode speed (sentences/s, log scale) against "
                               "fidelity (STS-B Spearman or val_cos) as a PNG, from `fidelity` rows.")
   p.add_argument("--from", dest="sources", type=Path, nargs="+", required=True, metavar="JSON",
-                 help="files of bench.py --json rows (only `fidelity` rows are plotted) and train.py --eval --json")
+                 help="files of bench/ --json rows (only `fidelity` rows are plotted) and train.py --eval --json")
   p.add_argument("--png", type=Path, required=True, help="the PNG to write")
   p.add_argument("--y", choices=["auto", *Y_LABELS], default="auto",
                  help="fidelity axis (auto: stsb_spearman when every row has it, else val_cos)")

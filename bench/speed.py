@@ -154,7 +154,7 @@ def set_dropout(models, p: float) -> None:
   """Dropout of every TCN block of these models (tinygrad's, or the PyTorch twin's modules)."""
   for m in models:
     if hasattr(m, "modules"):  # a PyTorch twin: its TorchBlocks, the encoder's and the decoder's
-      from bench.speed import torch_twin as bt
+      from bench import torch_twin as bt
       for blk in m.modules():
         if isinstance(blk, bt.TorchBlock): blk.p = p
     else:
@@ -227,7 +227,7 @@ def torch_train(cfg, weights, batch, prec, device, args, tg_losses: list[float],
   `table` (token targets as row indices), the table on the device and the rows gathered inside the step."""
   try:
     import torch
-    from bench.speed import torch_twin as bt
+    from bench import torch_twin as bt
   except ImportError:
     return {"torch_ms": None, "note": "torch not installed"}
   dev = "cuda" if device.startswith("CUDA") else "cpu"
@@ -465,7 +465,7 @@ def torch_encode(enc, ids, mask, batch: int, device: str, reps: int, n: int) -> 
   """The PyTorch twin of the same student (same weights), eager fp32, on the same device."""
   try:
     import torch
-    from bench.speed import torch_twin as bt
+    from bench import torch_twin as bt
   except ImportError:
     return {}
   from tinygrad.nn.state import get_state_dict
@@ -620,7 +620,7 @@ def _bench_name(s: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-  """bench.py's options (scripts/gpu_step_graphs.py takes its shapes from them)."""
+  """bench/'s options (scripts/gpu_step_graphs.py takes its shapes from them)."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   # checked by type=, not choices=: argparse checks an empty or list default against choices as one value and fails
   p.add_argument("what", nargs="*", type=_bench_name, metavar="{" + ",".join(BENCHES) + "}",

@@ -1,7 +1,7 @@
 """PyTorch twin of the StudentZ encoder and its training step: the baseline the benchmarks compare against.
 
 Benchmark-only (torch is an optional dependency, never imported by the tool itself). It loads the very same weights
-as the tinygrad model, and `bench.py` checks both compute the same loss before timing anything.
+as the tinygrad model, and `bench/` checks both compute the same loss before timing anything.
 """
 from __future__ import annotations
 import math

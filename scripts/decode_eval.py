@@ -1,7 +1,8 @@
 """Decoder fidelity per domain on held-out texts, on the CPU: one-pass greedy (modes A and B), the repetition controls
 and the re-embedding rerank, each scored by semantic cos (the teacher re-embeds the decode), BLEU, token-F1 and time.
 
-  python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd --tokenizer models/default/tokenizer.json \\
+  python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd \\
+    --tokenizer models/default/tokenizer.json \\
       --limit 20000
   python scripts/decode_eval.py --data /tmp/mixd --per-domain 64 --json results/cpu_decode_eval.json
 
@@ -69,7 +70,7 @@ def run_config(model, teacher, texts: dict, t_ref: dict, z_a: dict, mode: str, o
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", required=True, help="a prepared mix folder (corpus.py prepare --source ...mix.json)")
+  ap.add_argument("--data", required=True, help="a prepared mix folder (python -m studentz_corpus prepare)")
   ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: the shipped model)")
   ap.add_argument("--per-domain", type=int, default=64, help="held-out texts per domain (default 64)")
   ap.add_argument("--max-tokens", type=int, default=32, help="longest text kept, in student tokens (default 32)")

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 from studentz_kernels import backend
-from bench.speed import speed as bench
+from bench import speed as bench
 import studentz as sz
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse, json, os, statistics, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from studentz_kernels import backend  # noqa: E402,F401  (TC_OPT=2 and the split-K thresholds the training step runs tinygrad with)
+# TC_OPT=2 and the split-K thresholds the training step runs tinygrad with
+from studentz_kernels import backend  # noqa: E402,F401
 from studentz_kernels import cuda_gemm  # noqa: E402
 from tinygrad import Tensor, Device, TinyJit, dtypes  # noqa: E402
 

@@ -33,7 +33,7 @@ save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d
   rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
 }
 
-# train_row NAME "VAR=value ..." [bench.py train arguments]: one train-step measurement under those variables, its
+# train_row NAME "VAR=value ..." [python -m bench train arguments]: one train-step measurement under those variables, its
 # rows in $OUT/NAME.json and its summary line on stdout; TO is the time limit in seconds
 train_row() {
   local name=$1 vars=$2; shift 2

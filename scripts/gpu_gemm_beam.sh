@@ -4,7 +4,7 @@
 # logs in $OUT/search_L*.log); the timing rows then read it from the cache db, PyTorch in the same process. Search
 # results found so far come back as $OUT/beam_cache.db after each step; a later call continues from them when they
 # are carried as .devcarry/beam_cache.db (scripts/beam_cache.py). Calls end inside 10 minutes: BUDGET seconds.
-# BEAM_ARGS: more bench.py arguments, for a student other than the default (e.g. --pool-head 1024).
+# BEAM_ARGS: more python -m bench arguments, for a student other than the default (e.g. --pool-head 1024).
 source scripts/gpu_env.sh
 # CCACHE=0: the search's compile workers otherwise write every candidate into the cache db and lock it
 # (sqlite3.OperationalError: database is locked, seen on the first try)

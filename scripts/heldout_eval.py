@@ -3,9 +3,9 @@ the per-domain fidelity of any model on any machine, CPU included.
 
   python scripts/heldout_eval.py --data D --per-domain 200 --ckpt models/default --json out.json
 
-The texts are the first N test-split rows of each domain of a prepared mix folder (corpus.py prepare --source
-data/everyday-mix.json); the model re-tokenizes them with its own tokenizer, so any checkpoint can be compared on the
-same texts.
+The texts are the first N test-split rows of each domain of a prepared mix folder (python -m studentz_corpus
+prepare --source data/everyday-mix.json); the model re-tokenizes them with its own tokenizer, so any checkpoint can be
+compared on the same texts.
 """
 import argparse, json, sys, time
 from pathlib import Path

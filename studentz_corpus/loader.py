@@ -24,7 +24,7 @@ class Loader:
     the current epoch then moves to the next one. `len(loader)` is batches per epoch.
   - state_dict() -> {epoch, position, seed, ...}; load_state_dict() resumes at exactly the next batch.
   teacher_key=None leaves out "teacher" (for tokenizer-only uses). token_targets=True adds the teacher's per-token
-  targets (corpus_tokens.py): tok_target float16 [B, L, D] and tok_mask float32 [B, L] (0 at padding, where no teacher
+  targets (token_targets.py): tok_target float16 [B, L, D] and tok_mask float32 [B, L] (0 at padding, where no teacher
   token overlaps, and at an EOS written over a cut sentence's token). After give_token_index(), tok_index int32
   [B, L] (rows of `token_table`, 0 where tok_mask is 0) instead of tok_target, for a trainer that holds the whole
   table on its device and gathers there: 128 kB per batch to copy instead of 25 MB (B=512, L=64, D=384)."""

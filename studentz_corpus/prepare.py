@@ -13,11 +13,12 @@ import numpy as np
 
 from studentz_corpus import mix as corpus_mix, token_targets as corpus_tokens
 from studentz_corpus.loader import Loader
-from studentz_corpus.store import (FORMAT, SPLITS, DataDir, atomic_memmap, atomic_path, atomic_save_npy, atomic_write_json,
-                          open_data_dir, read_json)
-from studentz_corpus.teacher_cache import (TeacherCacheIncomplete, compute_teacher_vectors, merge_teacher_shards, teacher_status,
-                            teacher_vectors, write_complete_cache)
-from studentz_corpus.text import SPLITTER_VERSION, TextReader, read_texts, sentence_key, span_crops, split_of, split_sentences
+from studentz_corpus.store import (FORMAT, SPLITS, DataDir, atomic_memmap, atomic_path, atomic_save_npy,
+                                   atomic_write_json, open_data_dir, read_json)
+from studentz_corpus.teacher_cache import (TeacherCacheIncomplete, compute_teacher_vectors, merge_teacher_shards,
+                                           teacher_status, teacher_vectors, write_complete_cache)
+from studentz_corpus.text import (SPLITTER_VERSION, TextReader, read_texts, sentence_key, span_crops, split_of,
+                                  split_sentences)
 from studentz_corpus.progress import Progress
 from studentz_corpus.tokenizer import EOS, StudentTokenizer
 
@@ -412,7 +413,8 @@ def prepare_report(dd: DataDir) -> list[str]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="corpus.py", description="StudentZ data folders, teacher caches, JSONL interop")
+  ap = argparse.ArgumentParser(prog="python -m studentz_corpus",
+                               description="StudentZ data folders, teacher caches, JSONL interop")
   sub = ap.add_subparsers(dest="cmd", required=True)
   p = sub.add_parser("prepare", help="build (or reuse) a data folder from text / JSONL(.gz)")
   p.add_argument("--source", required=True, help="text file (one text per line) or JSONL with a 'text' field; .gz ok")
@@ -442,8 +444,8 @@ def main(argv=None) -> int:
   p.add_argument("--chunk-size", type=int, default=4096)
   p.add_argument("--shard", default=None, help="i/n: compute only chunks c with c %% n == i")
   p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
-  p = sub.add_parser("tokens", help="the teacher's per-token targets (corpus_tokens.py); unsharded, it also writes the "
-                     "sentence vectors if they are missing; shards need them first (corpus.py teacher)")
+  p = sub.add_parser("tokens", help="the teacher's per-token targets (token_targets.py); unsharded, it also writes the "
+                     "sentence vectors if they are missing; shards need them first (python -m studentz_corpus teacher)")
   p.add_argument("--data", required=True)
   p.add_argument("--teacher", required=True, help="teacher name, HF folder or hub id")
   p.add_argument("--batch-size", type=int, default=64)

@@ -1,4 +1,4 @@
-"""Text ingestion for corpus.py: robust readers for text/JSONL(.gz) and a Wikipedia-aware sentence splitter.
+"""Text ingestion for prepare.py: robust readers for text/JSONL(.gz) and a Wikipedia-aware sentence splitter.
 
 Everything here is pure Python and deterministic: the same bytes give the same sentences on every machine.
 """

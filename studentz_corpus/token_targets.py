@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from studentz_corpus.store import atomic_memmap, atomic_save_npy, atomic_write_json, open_data_dir, read_json
-from studentz_corpus.teacher_cache import (TeacherCacheIncomplete, _check_shard, _resolve_cache, _teacher_info, teacher_dir_name,
-                            teacher_status, write_complete_cache)
+from studentz_corpus.teacher_cache import (TeacherCacheIncomplete, _check_shard, _resolve_cache, _teacher_info,
+                                           teacher_dir_name, teacher_status, write_complete_cache)
 from studentz_corpus.progress import Progress
 
 TARGETS, OK, MANIFEST = "tokens.f16.npy", "tokens_ok.u8.npy", "tokens.json"
@@ -114,7 +114,7 @@ def _cache(dd, teacher) -> Path:
   st = teacher_status(dd, info["fingerprint"])
   if not st["complete"]:
     raise TeacherCacheIncomplete(f"sharded token targets come after the teacher vectors, which are incomplete in "
-                                 f"{st['dir']}: run corpus.py teacher (and merge) first")
+                                 f"{st['dir']}: run python -m studentz_corpus teacher (and merge) first")
   return st["dir"]
 
 
@@ -176,7 +176,7 @@ def compute_token_targets(data_dir, teacher, batch_size: int = 64, shard=None, p
   else:  # written next to the data, moved into the teacher's folder once the sentence vectors have made it
     cache, st = dd.path, {"shards": []}
   vecs = None if vectors_done else np.zeros((dd.n, info["dim"]), np.float32)
-  if n == 1:  # shards computed elsewhere (corpus.py tokens --shard) and all there: join them instead of recomputing
+  if n == 1:  # shards computed elsewhere (`tokens --shard`) and all there: join them instead of recomputing
     counts = {int(m.group(1)) for p in st["shards"] if (m := re.match(r"tokens\.shard\d+of(\d+)\.json", p))}
     for k in sorted(counts):
       if all((cache / (_shard_name(j, k) + ".json")).is_file() for j in range(k)):
@@ -268,7 +268,7 @@ def token_targets(data_dir, teacher_key) -> tuple[np.memmap, np.ndarray, np.ndar
   if not st["complete"]:
     raise FileNotFoundError(f"no complete token targets in {st['dir']}"
                             + (f" (shards done: {st['shards']})" if st["shards"] else "")
-                            + "; run corpus.py tokens (train.py computes them when loss_weights.tok > 0)")
+                            + "; run `python -m studentz_corpus tokens` (train.py does when loss_weights.tok > 0)")
   off, _ = _layout(dd)
   tgt = np.load(st["dir"] / TARGETS, mmap_mode="r")
   ok = np.load(st["dir"] / OK, mmap_mode="r")

@@ -364,7 +364,7 @@ def _random_bytes(buf, rng) -> bytes:
 def verify_schedule(s, sched, rawbufs, var_vals, tol: float = 0.05) -> str | None:
   """None if `sched` (a searched or cached schedule of kernel s) computes what tinygrad's heuristic schedule does on
   random inputs, else what differs. A bundled schedule found on an H200 trained a wrong model on an H100 (its loss
-  left PyTorch's at the second step, bench.py --check-steps): each one is now checked, once per process, before use.
+  left PyTorch's at the second step, bench/ --check-steps): each one is now checked, once per process, before use.
   Both run on the full size; bf16 and a different summation order differ by far less than tol of the largest value.
   STUDENTZ_GEMM_BEAM_VERIFY=0 skips the check."""
   if os.environ.get("STUDENTZ_GEMM_BEAM_VERIFY", "1") == "0": return None

@@ -56,7 +56,7 @@ class Config:
                                    # distilled encoder (train.py --init-from CKPT); the frozen encoder runs in eval mode
   # --- objective ---
   loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": 0.0})
-                                   # tok: the teacher's token vectors as per-token targets (corpus_tokens.py)
+                                   # tok: the teacher's token vectors as per-token targets (token_targets.py)
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
   # --- optimisation ---
   optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})

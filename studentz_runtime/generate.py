@@ -14,8 +14,9 @@ from studentz_kernels import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DE
 import numpy as np
 from studentz_runtime.metrics import cosine
 from studentz_kernels.device_inputs import InputSlots
-from studentz_runtime.decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials, _prepare, _run,  # noqa: F401
-                      beam_search, check_options, check_z, decode, filter_logits, generate, greedy, sample)
+from studentz_runtime.decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials,  # noqa: F401
+                                       _prepare, _run, beam_search, check_options, check_z, decode, filter_logits,
+                                       generate, greedy, sample)
 from tinygrad import Tensor, TinyJit, dtypes
 
 if TYPE_CHECKING: from studentz import Decoder  # the model imports this package, never the reverse

@@ -187,7 +187,8 @@ class Encoder:
 
 
 class StreamState:
-  """The tinygrad StreamState (stream_tinygrad.py) in numpy: z of everything pushed since reset, one position through the blocks a token."""
+  """The tinygrad StreamState (stream_tinygrad.py) in numpy: z of everything pushed since reset, one position through
+  the blocks a token."""
 
   def __init__(self, encoder: Encoder):
     from studentz_runtime.config import check_streamable

@@ -1,6 +1,6 @@
 """INT8 post-training quantisation of a StudentZ checkpoint: int8 matrices with one scale per output channel.
 
-  python -m studentz_runtime.quantize models/default models/default-int8        # writes an int8 checkpoint folder beside it
+  python -m studentz_runtime.quantize models/default models/default-int8  # writes an int8 checkpoint folder beside it
 
 Every matrix a GEMM reads (conv and linear weights, FiLM, the embedding tables, which the tied decoder head also
 multiplies by) is stored as int8 `name` plus float16 scales `name.qscale`, one per output row (w ~ q * scale,

@@ -24,7 +24,7 @@ from tinygrad.nn.state import get_state_dict
 # splits a capture into graphs of 32, 64, 128, ... kernels; with steps queued back to back on an H200 the joint step's
 # last graph (287 kernels: the AdamW update, 0.44 ms on an idle GPU) took 10-13 ms, the step 52.7-55.9 ms of GPU time
 # instead of 43.3; as one graph 43.7, queued or not (results/h200_step_graphs.txt, scripts/gpu_step_graphs.py). The
-# queued steps of bench.py train: joint 57.9 -> 45.1 ms, encoder 23.1 -> 20.0, GPU default 22.1 (the cause inside
+# queued steps of python -m bench train: joint 57.9 -> 45.1 ms, encoder 23.1 -> 20.0, GPU default 22.1 (the cause inside
 # the driver is not known; a graph launched while an earlier launch of it is pending is the pattern).
 STEP_GRAPH_BATCH = int(os.environ.get("STUDENTZ_STEP_GRAPH_BATCH", "0"))
 

@@ -5,8 +5,9 @@ import pytest
 
 from studentz_corpus import prepare as corpus
 from conftest import SHARED_DATA
-from studentz_corpus.prepare import (DataDir, Loader, TeacherCacheIncomplete, build_sentences, compute_teacher_vectors, export_jsonl,
-                    import_jsonl, merge_teacher_shards, prepare, read_texts, split_sentences, teacher_vectors)
+from studentz_corpus.prepare import (DataDir, Loader, TeacherCacheIncomplete, build_sentences, compute_teacher_vectors,
+                                     export_jsonl, import_jsonl, merge_teacher_shards, prepare, read_texts,
+                                     split_sentences, teacher_vectors)
 from studentz_corpus.text import split_of
 from studentz_corpus.tokenizer import EOS, PAD, StudentTokenizer
 

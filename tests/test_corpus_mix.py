@@ -51,7 +51,7 @@ def test_mix_folder_has_every_domain_split_and_weight(mix, tmp_path):
   # each domain has its own hash split, with about its held-out share in val and test
   split = np.asarray(dd.split)
   assert 0 < (split[dom == 1] > 0).sum() <= 40
-  report = corpus.prepare_report(dd)  # what `corpus.py prepare` prints: readers summed over domains, rows per domain
+  report = corpus.prepare_report(dd)  # what `prepare` prints: readers summed over domains, rows per domain
   assert report[0].startswith("read 352 lines: 352 texts, 230 sentences kept")  # the tagged file: once per domain
   assert "domains: wiki 60, examples 80, glosses 40, quotes 50" in report
 

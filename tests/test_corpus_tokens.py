@@ -1,4 +1,4 @@
-"""Token-level targets (corpus_tokens.py): span alignment, the cache (whole and sharded), the loader's token batches,
+"""Token-level targets (token_targets.py): span alignment, the cache (whole and sharded), the loader's token batches,
 the token loss, and the real MiniLM teacher's token vectors against its sentence vectors."""
 import hashlib, re, shutil
 

@@ -2,7 +2,7 @@
 operand layout, and how a data-parallel step's GEMMs are spread over two devices (built, not run: CPU devices
 posing as CUDA ones). Its results and speed are checked on a GPU by scripts/gpu_cuda_gemm_check.py (every layout, the
 split gradients and the vocab head against tinygrad's matmul: results/h200_cuda_gemm_check.json), and the training
-step's losses against PyTorch's over 20 steps by `bench.py train --check-steps 20`."""
+step's losses against PyTorch's over 20 steps by `python -m bench train --check-steps 20`."""
 import re
 
 import numpy as np

@@ -1,5 +1,6 @@
-"""STUDENTZ_GEMM_BEAM (studentz_kernels/backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, the
-default "cached" mode takes schedules already found (cache db or the bundled beam/ files) and never searches, and
+"""STUDENTZ_GEMM_BEAM (studentz_kernels/backend.py): only GEMM kernels of the training step are handed to tinygrad's
+BEAM search, the default "cached" mode takes schedules already found (cache db or the bundled beam/ files) and never
+searches, and
 scripts/beam_cache.py carries search results between cache dbs."""
 import os, subprocess, sys
 from pathlib import Path
@@ -297,10 +298,10 @@ def _spy_mark(ctx, call, sink):
 
 
 def test_bench_times_the_step_train_py_runs(monkeypatch):
-  """Searched schedules are keyed by the kernel: bench.py's timed step (searched by scripts/gpu_gemm_beam.sh) must
+  """Searched schedules are keyed by the kernel: bench/'s timed step (searched by scripts/gpu_gemm_beam.sh) must
   compile the GEMMs train.py's step compiles. Dropout changes them (its mask fuses into the 1x1 conv's GEMMs), so the
   bench's loss check runs without it and the timed step with the config's again (bench.set_dropout)."""
-  from bench.speed import speed as bench
+  from bench import speed as bench
   import studentz as sz
   from tinygrad.uop.ops import Ops, UPat, PatternMatcher
   from studentz_training.trainer import Trainer

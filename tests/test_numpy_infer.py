@@ -174,8 +174,8 @@ def test_numpy_teacher_embed_matches_real_teacher(minilm_dir):
 
 def test_cpu_path_never_imports_tinygrad():
   """The numpy engine skips tinygrad's import, device probe and compiles: infer.py (student, decode, teacher) and
-  studentz_runtime.api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model module
-  (tinygrad's import, ~0.1 s) but opens no device."""
+  studentz_runtime.api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model
+  module (tinygrad's import, ~0.1 s) but opens no device."""
   import os, subprocess, sys
   from conftest import ROOT
   code = ("import sys, infer\n"

@@ -164,13 +164,14 @@ def test_joint_step_on_two_devices_like_one():
 
 
 def test_bench_compares_the_two_device_step_with_one(tmp_path):
-  # bench.py train --devices 2: the losses and gradient norms of its check steps against the one-device row's
+  # python -m bench train --devices 2: the losses and gradient norms of its check steps against the one-device row's
   import json
-  from bench.speed import speed as bench
+  from bench import speed as bench
+  from bench.__main__ import main as bench_main
   argv = ["train", "--devices", "2", "--no-torch", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16",
           "--h", "24", "--k", "3", "--dilations", "2", "--vocab", "64", "--D", "12", "--check-steps", "2",
           "--reps", "1", "--warmup", "0", "--json", str(tmp_path / "rows.json")]
-  assert bench.main(argv) == 0
+  assert bench_main(argv) == 0
   one, two = json.loads((tmp_path / "rows.json").read_text())
   assert one["bench"] == "train_step" and two["bench"] == "train_step_data_parallel" and two["devices"] == 2
   assert two["same_loss"] and two["loss_rel_diff"] <= 1e-5 and two["grad_norm_rel_diff"] <= 1e-5, two

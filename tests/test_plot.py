@@ -1,11 +1,13 @@
-"""plot_png (PNG writer, bitmap text, scatter plot) and bench.py's `plot` / `fidelity` subcommands, on tiny inputs."""
+"""plot_png (PNG writer, bitmap text, scatter plot) and bench/'s `plot` / `fidelity` subcommands, on tiny inputs."""
 import json, math, struct, subprocess, sys, zlib
 
 import numpy as np
 import pytest
 from conftest import ROOT
 
-from bench.speed import speed as bench
+from bench import speed as bench
+
+from bench.__main__ import main as bench_main
 from studentz_runtime import plot_png as pp
 
 
@@ -141,15 +143,15 @@ def test_bench_plot_picks_stsb_and_merges_eval_json(tmp_path, capsys):
           {"bench": "teacher_encode", "L": 32}]  # other bench rows in the same file are skipped
   (tmp_path / "rows.json").write_text(json.dumps(rows))
   png = tmp_path / "out.png"
-  assert bench.main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png)]) == 0
+  assert bench_main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png)]) == 0
   assert "y = val_cos" in capsys.readouterr().err  # the student has no STS-B yet: both use val_cos
   assert read_png(png.read_bytes()).shape == (640, 960, 3)
   (tmp_path / "eval.json").write_text(json.dumps({"checkpoint": "runs/a/best", "val_cos": 0.73, "stsb_spearman": 64.1,
                                                   "teacher_stsb_spearman": 82.0}))
-  assert bench.main(["plot", "--from", str(tmp_path / "rows.json"), str(tmp_path / "eval.json"), "--png", str(png),
+  assert bench_main(["plot", "--from", str(tmp_path / "rows.json"), str(tmp_path / "eval.json"), "--png", str(png),
                      "--title", "speed vs fidelity"]) == 0
   assert "2 points, y = stsb_spearman" in capsys.readouterr().err
-  assert bench.main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png), "--y", "val_cos"]) == 0
+  assert bench_main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png), "--y", "val_cos"]) == 0
 
 
 @pytest.mark.parametrize("content, msg", [
@@ -164,7 +166,7 @@ def test_bench_plot_picks_stsb_and_merges_eval_json(tmp_path, capsys):
 ])
 def test_bench_plot_bad_input_one_line_exit_2(tmp_path, capsys, content, msg):
   (tmp_path / "r.json").write_text(content)
-  assert bench.main(["plot", "--from", str(tmp_path / "r.json"), "--png", str(tmp_path / "o.png")]) == 2
+  assert bench_main(["plot", "--from", str(tmp_path / "r.json"), "--png", str(tmp_path / "o.png")]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error:") and msg in err[0], err
   assert not (tmp_path / "o.png").exists()
@@ -205,23 +207,23 @@ def test_bench_fidelity_rows_then_plot(tmp_path, capsys, monkeypatch):
   out = tmp_path / "fid.json"
   common = ["fidelity", "--ckpt", str(ck), "--len", "8", "--batch", "2", "--teacher-n", "2", "--reps-teacher", "1",
             "--teacher", "fake-teacher", "--json", str(out)]
-  assert bench.main(common) == 0
+  assert bench_main(common) == 0
   student, teach = json.loads(out.read_text())
   assert student["kind"] == "student" and student["name"] == "run/best" and student["sentences_per_s"] > 0
   assert student["val_cos"] == 0.42 and student["val_cos_source"].endswith("config.json")
   assert student["stsb_spearman"] is None and student["L"] == 8 and student["B"] == 2
   assert teach["kind"] == "teacher" and teach["val_cos"] == 1.0 and teach["sentences_per_s"] > 0
-  assert bench.main([*common, "--eval", str(ev)]) == 0
+  assert bench_main([*common, "--eval", str(ev)]) == 0
   student, teach = json.loads(out.read_text())
   assert (student["val_cos"], student["stsb_spearman"], teach["stsb_spearman"]) == (0.5, 30.0, 80.0)
   assert student["stsb_spearman_source"] == teach["stsb_spearman_source"] == str(ev)
   capsys.readouterr()
   png = tmp_path / "f.png"
-  assert bench.main(["plot", "--from", str(out), "--png", str(png)]) == 0
+  assert bench_main(["plot", "--from", str(out), "--png", str(png)]) == 0
   assert "y = stsb_spearman" in capsys.readouterr().err and read_png(png.read_bytes()).shape == (640, 960, 3)
   # one --eval per --ckpt; a missing checkpoint: one line, exit 2
   for argv, msg in [([*common, "--eval", str(ev), str(ev)], "one `train.py --eval --json` file per --ckpt"),
                     ([*common[:2], str(tmp_path / "nope"), *common[3:]], "checkpoint not found")]:
-    assert bench.main(argv) == 2
+    assert bench_main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and msg in err[0], err

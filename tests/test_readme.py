@@ -9,7 +9,7 @@ Each shell line is looked up in COMMANDS, which says how it is checked; a README
   config    a long job (a training run): run as written plus --print-config, so argparse, the config overrides and the
             profile must accept every flag; the process exits after printing the resolved config
   gpu       `DEV=CUDA ...` on a machine without a GPU: train.py as `config`, with the device check swapped for a
-            pretend CUDA device so the GPU profile is the one resolved; bench.py: its parser and batch split (GPU_SHIMS)
+            pretend CUDA device so the GPU profile is the one resolved; bench/: its parser and batch split (GPU_SHIMS)
   parse     a job too long for the suite (minutes of data work): only its argument parsing, nothing left unparsed
   setup     the two set-up commands: the test command equals .ci/run's, the main job is made of known parts
 Placeholders (runs/NAME, sentences.txt, my.jsonl.gz) get tiny stand-ins in the sandbox (make_stand_in); runs/NAME is
@@ -55,7 +55,8 @@ COMMANDS = {
 # the only substitutions: `DEV=CUDA python X.py` -> `DEV=CUDA python -c SHIM` (no GPU here; the shim opens no device)
 GPU_SHIMS = {
   "python train.py": "import sys, train; from studentz_kernels import backend, parallel; "
-                     "backend.check_device = lambda: 'CUDA'; parallel.device_names = lambda n, device=None: ('CUDA',) * n; "
+                     "backend.check_device = lambda: 'CUDA'; "
+                     "parallel.device_names = lambda n, device=None: ('CUDA',) * n; "
                      "sys.exit(train.main(sys.argv[1:] + ['--print-config']))",
   "python -m bench": "import sys; from bench import speed; from studentz_kernels import parallel; "
                      "a = speed.parser().parse_args(sys.argv[1:]); "

@@ -58,7 +58,8 @@ def test_unknown_device_one_line():
   r = py("train.py", "--steps", "1", env={"DEV": "TPU"})
   assert_one_line_error(r, "unknown device 'TPU'", "CPU", "CUDA", "METAL")
   assert py("train.py", "--help", env={"DEV": "TPU"}).returncode == 0  # help needs no device
-  for cmd in (["-m", "teacher", "embed", "--out", "x.npy"], ["corpus.py", "teacher", "--data", "x", "--teacher", "y"]):
+  for cmd in (["-m", "teacher", "embed", "--out", "x.npy"],
+              ["-m", "studentz_corpus", "teacher", "--data", "x", "--teacher", "y"]):
     assert_one_line_error(py(*cmd, env={"DEV": "TPU"}, input=""), "unknown device 'TPU'")
 
 
@@ -72,7 +73,7 @@ def test_missing_teacher_one_line(tmp_path):
   assert not (tmp_path / "run" / "last").exists()
   r = py("-m", "teacher", "embed", "--teacher", "/no/such/dir", "--out", tmp_path / "v.npy", input="a\n")
   assert_one_line_error(r, "cannot load teacher", "/no/such/dir")
-  r = py("corpus.py", "teacher", "--data", tmp_path, "--teacher", "/no/such/dir")
+  r = py("-m", "studentz_corpus", "teacher", "--data", tmp_path, "--teacher", "/no/such/dir")
   assert_one_line_error(r, "cannot load teacher", "/no/such/dir")
 
 
@@ -106,7 +107,7 @@ def test_corpus_prepare_reports_skipped_lines(tmp_path, capsys):
 def test_corpus_prepare_empty_corpus(tmp_path, content):
   src = tmp_path / "c.txt"
   src.write_bytes(content)
-  r = py("corpus.py", "prepare", "--source", src, "--out", tmp_path / "d", "--quiet")
+  r = py("-m", "studentz_corpus", "prepare", "--source", src, "--out", tmp_path / "d", "--quiet")
   assert_one_line_error(r, "no usable sentences", str(src))
   assert not (tmp_path / "d" / "meta.json").exists()
 

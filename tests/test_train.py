@@ -42,7 +42,7 @@ def hash_vector(t: str) -> np.ndarray:
 class FakeTeacher:
   """A fixed random unit vector per sentence, seeded by the sentence's hash: identical in every process. Its token
   vectors ([CLS], one per whitespace word, [SEP]; fixed per word) are not those its sentence vectors average, which
-  train.py never checks: they only give the profile's token targets (corpus_tokens.py tests their alignment)."""
+  train.py never checks: they only give the profile's token targets (token_targets.py tests their alignment)."""
   name, dim, fingerprint, max_seq_length, pooling = "fake-teacher", D, "fa7e" * 16, 128, ("mean",)
 
   def embed(self, texts, batch_size=64, **_):
