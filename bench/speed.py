@@ -621,7 +621,8 @@ def _bench_name(s: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
   """bench/'s options (scripts/gpu_step_graphs.py takes its shapes from them)."""
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   # checked by type=, not choices=: argparse checks an empty or list default against choices as one value and fails
   p.add_argument("what", nargs="*", type=_bench_name, metavar="{" + ",".join(BENCHES) + "}",
                  help="which benchmarks (none named: the CPU-sized set on a CPU, all elsewhere; 'all' leaves out gemm "
