@@ -8,7 +8,7 @@
 Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> evaluation.
 """
 from __future__ import annotations
-import argparse, functools, json, os, signal, sys, time
+import argparse, functools, json, signal, sys, time
 from dataclasses import replace
 from pathlib import Path
 

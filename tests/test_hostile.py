@@ -13,6 +13,7 @@ from conftest import ROOT
 from studentz_training import heldout
 import train
 from studentz_runtime import checkpoint
+from studentz_training import run_folder
 from test_hub import tiny_checkpoint  # noqa: F401  (a fixture: a random 1-layer BERT teacher folder)
 from test_infer import ckpt  # noqa: F401  (a fixture: tiny encoder + decoder checkpoint)
 from test_reliability import error_lines, py
@@ -36,7 +37,7 @@ def test_pruning_never_follows_a_symlink(tmp_path):
   os.symlink(victim / "precious.txt", out / "step-0000002" / "link.txt")
   os.symlink("step-0000004", out / "last")
   (out / "step-0000004").mkdir()
-  ck = checkpoint.Checkpointer(out, None, {}, None)
+  ck = run_folder.Checkpointer(out, None, {}, None)
   ck._prune()
   assert (victim / "precious.txt").read_text() == "keep me" and (victim / "sub" / "more.txt").is_file()
   assert sorted(p.name for p in out.iterdir()) == ["last", "step-0000004"]
@@ -115,7 +116,7 @@ def test_resume_of_a_held_run_fails_at_once(tmp_path, capsys):
   run = tmp_path / "run"
   _fake_checkpoint(run / "step-0000001", model_cfg=TINY, arrays_cfg=TINY)
   os.symlink("step-0000001", run / "last")
-  with checkpoint.run_lock(run):  # what the run still going holds
+  with run_folder.run_lock(run):  # what the run still going holds
     assert run_main(["--resume", run, "--quiet"]) == 2
   errs = error_lines(capsys.readouterr().err)
   assert len(errs) == 1 and "in use by another run" in errs[0], errs
