@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse, json, os, sys
 from pathlib import Path
 
-import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+from studentz_kernels import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-from metrics import cosine
-from plot_png import as_grid, vector_heatmap
+from studentz_runtime.metrics import cosine
+from studentz_runtime.plot_png import as_grid, vector_heatmap
 
 NO_CKPT = "no checkpoint: pass --ckpt DIR (a folder written by train.py, e.g. runs/NAME/best) or set STUDENTZ_CKPT"
 NO_TEXTS = "no texts: pass sentences as arguments, or --file PATH (one per line, - = stdin)"
@@ -103,30 +103,21 @@ def chunks(items, size: int | None = None):
   if buf: yield first, buf
 
 
-def resolve_ckpt(arg: str | None) -> Path:
-  ckpt = arg or os.environ.get("STUDENTZ_CKPT", "").strip()
-  if not ckpt:  # the shipped default model (models/default), when this install has it
-    from studentz_api import DEFAULT_MODEL_DIR
-    if not (DEFAULT_MODEL_DIR / "config.json").is_file(): raise UsageError(NO_CKPT)
-    ckpt = str(DEFAULT_MODEL_DIR)
-  path = Path(ckpt).expanduser()
-  # a run folder (runs/NAME) is an easy slip for runs/NAME/best: accept it rather than fail
-  if not (path / "config.json").exists() and (path / "best" / "config.json").exists(): path = path / "best"
-  return path
-
-
-def load_checkpoint(ckpt: Path, engine: str, int8: bool = False):
-  import numpy_infer
-  from checkpoint import CheckpointError
+def load_model(ckpt: str | None, engine: str, int8: bool = False):
+  """The StudentZ of --ckpt (default: $STUDENTZ_CKPT, then the shipped model); any unusable checkpoint is a usage
+  error of one line."""
+  from studentz_runtime.checkpoint import CheckpointError, resolve_path
+  if engine == "numpy": from studentz_runtime.api import StudentZ  # the numpy engine: tinygrad is never imported
+  else: from studentz import StudentZ
+  try: path = resolve_path(ckpt or None)
+  except FileNotFoundError: raise UsageError(NO_CKPT)
   try:
-    if engine == "numpy": return numpy_infer.load_models(ckpt, int8=int8)
-    import evaluate
-    return evaluate.load_models(ckpt, int8=int8)
+    return StudentZ.load(path, engine=engine, int8=int8)
   except CheckpointError as e:
     raise UsageError(str(e))
   except Exception as e:  # bad config, shape mismatch, broken tokenizer.json: all mean an unusable checkpoint
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise UsageError(f"cannot load checkpoint {ckpt}: {msg}")
+    raise UsageError(f"cannot load checkpoint {path}: {msg}")
 
 
 def load_teacher(name: str, engine: str):
@@ -134,8 +125,8 @@ def load_teacher(name: str, engine: str):
   if engine == "numpy":
     from teacher.numpy_model import load_teacher as load
     return load(name)
-  import train
-  return train.load_teacher(name)
+  from teacher import load_teacher as load
+  return load(name)
 
 
 class TeacherCos:
@@ -216,18 +207,9 @@ def png_bytes(z: np.ndarray, text: str = "", cell: int = 16) -> bytes:
 
 # ---- main -----------------------------------------------------------------------------------------------------------
 
-def encode(enc, ids: np.ndarray, mask: np.ndarray, engine: str, batch_size: int) -> np.ndarray:
-  if engine == "numpy":
-    import numpy_infer
-    return numpy_infer.encode_batches(enc, ids, mask, batch_size)
-  import train
-  # one JIT batch shape for the whole call; a lone sentence need not pay for cfg.batch_size rows
-  return train.encode_ids(enc, ids, mask, batch_size)
-
-
 def check_sampling(args) -> None:
   """Reject sampling options that cannot mean anything, before any model is loaded."""
-  from decoding import check_options
+  from studentz_runtime.decoding import check_options
   try: check_options(args.strategy, args.temperature, args.top_k, args.top_p, args.beam, args.seed, None,
                     args.no_repeat_ngram, args.repetition_penalty, args.rerank)
   except ValueError as e:  # the message starts with the option's Python name: name it as its flag
@@ -239,21 +221,20 @@ def run(args) -> int:
   check_sampling(args)
   if args.decode is not None: return run_decode(args)
   source = open_source(args)
-  from student_tokenizer import without_surrogates  # invalid UTF-8 in argv arrives as surrogate escapes
+  from studentz_corpus.tokenizer import without_surrogates  # invalid UTF-8 in argv arrives as surrogate escapes
   texts = read_lines(source) if source is not None else [without_surrogates(t) for t in args.texts]
   if source is None and not texts: raise UsageError(NO_TEXTS)
   json_out = args.json or source is not None
-  ckpt = resolve_ckpt(args.ckpt)
   try: engine = backend.inference_engine(args.engine)
   except backend.DeviceError as e: raise UsageError(str(e))
   device = "CPU (numpy)" if engine == "numpy" else backend.check_device()
   print(f"device: {device}", file=sys.stderr if json_out else sys.stdout)
-  models, info, tok = load_checkpoint(ckpt, engine, args.int8)
-  cos_of = TeacherCos(info, models["encoder"].cfg.proj_dim, args.no_teacher, engine)
+  m = load_model(args.ckpt, engine, args.int8)
+  cos_of = TeacherCos(m.info, m.dim, args.no_teacher, engine)
   first_z, first_text, bs = None, None, None
   for first, batch in chunks(texts):
-    bs = bs or min(models["encoder"].cfg.batch_size, len(batch))  # one JIT batch shape for the whole stream
-    z, decoded = infer_batch(models, tok, batch, first, bs, args, ckpt, engine)
+    bs = bs or min(m.config.batch_size, len(batch))  # one JIT batch shape for the whole stream
+    z, decoded = infer_batch(m, batch, first, bs, args)
     if first_z is None: first_z, first_text = z[0], batch[0]
     write_rows(batch, z, decoded, cos_of(batch, z), json_out,
                "skipped: --no-teacher" if args.no_teacher else "see the note on stderr")
@@ -291,73 +272,51 @@ def run_decode(args) -> int:
   if args.texts or args.file is not None: raise UsageError("give either texts or --decode FILE.npy, not both")
   if args.png: raise UsageError("--png draws an encoded text's z: it does not apply to --decode")
   vecs = load_vectors(args.decode)
-  ckpt = resolve_ckpt(args.ckpt)
   try: engine = backend.inference_engine(args.engine)
   except backend.DeviceError as e: raise UsageError(str(e))
   print(f"device: {'CPU (numpy)' if engine == 'numpy' else backend.check_device()}", file=sys.stderr)
-  models, info, tok = load_checkpoint(ckpt, engine, args.int8)
-  if "decoder" not in models: raise UsageError(f"checkpoint {ckpt} has no decoder: train one with --loss_weights.ce 1")
+  m = load_model(args.ckpt, engine, args.int8)
+  if not m.has_decoder: raise UsageError(f"checkpoint {m.path} has no decoder: train one with --loss_weights.ce 1")
   for first in range(0, len(vecs), CHUNK):
-    texts, cos = decode_vectors(models, tok, vecs[first:first + CHUNK], first, args, engine)
+    texts, cos = decode_vectors(m, vecs[first:first + CHUNK], first, args)
     for i, (t, c) in enumerate(zip(texts, cos), first):
       line = json.dumps({"row": i, "text": t, "cos_student": c}) if args.json else " ".join(t.splitlines())
       print(line, flush=True)
   return 0
 
 
-def decode_vectors(models, tok, v, first: int, args, engine: str) -> tuple[list[str], list[float]]:
+def decode_vectors(m, v, first: int, args) -> tuple[list[str], list[float]]:
   """Texts of one chunk of vectors and cos(student z of each text, its vector): how close the decode came, as the
   student sees it (the vectors live in the teacher's space in both modes)."""
-  import blas_threads
-  from decoding import check_z, decode
-  try: target = check_z(np.asarray(v), models["encoder"].cfg.proj_dim)
+  from studentz_runtime.decoding import check_z
+  try: target = check_z(np.asarray(v), m.dim)
   except ValueError as e:  # rows are counted within the chunk: say where the chunk starts
     raise UsageError(f"{args.decode} (rows {first} to {first + len(v) - 1}): {e}")
-  bs = min(models["encoder"].cfg.batch_size, len(target))
-  mode = 1 if args.decode_mode == "b" else 0
-  embed = embedder(models, tok, engine, bs)
-  with blas_threads.limit(1 if engine == "numpy" else None):
-    z = to_decoder_space(models, target, engine) if mode == 1 else target
-    texts = decode(models["decoder"], z, tok, **decode_options(args), mode=mode, embed_fn=embed, target=target)
-    return texts, [round(float(c), 4) for c in cosine(embed(texts), target)]
+  bs = min(m.config.batch_size, len(target))
+  decode = m.decode_from_teacher if args.decode_mode == "b" else m.decode
+  texts = decode(target, **decode_options(args))
+  return texts, [round(float(c), 4) for c in cosine(m.encode(texts, batch_size=bs), target)]
 
 
-def to_decoder_space(models, t: np.ndarray, engine: str) -> np.ndarray:
-  """Teacher vectors through the checkpoint's mode-B projection."""
-  if engine == "numpy": return models["proj_b"](t)
-  from tinygrad import Tensor
-  return models["proj_b"](Tensor(t)).numpy()
-
-
-def infer_batch(models, tok, texts: list[str], first: int, bs: int, args, ckpt, engine: str):
+def infer_batch(m, texts: list[str], first: int, bs: int, args):
   """(z, decodes or Nones) of one batch of texts; `first` numbers them in the notes."""
-  import blas_threads
-  from decoding import decode
-  cfg = models["encoder"].cfg
+  L = m.max_len
   for i, t in enumerate(texts, first + 1):
     if not t.strip(): print(f"note: text {i} is empty: encoded as an empty sentence", file=sys.stderr)
-  ids, mask, cut = tok.encode_batch(texts, cfg.max_len, return_truncated=True)
+  ids, mask, cut = m.tokenizer.encode_batch(texts, L, return_truncated=True)
   for i in np.flatnonzero(cut):
-    print(f"note: text {first + i + 1} is longer than max_len={cfg.max_len} tokens: truncated", file=sys.stderr)
-  z = encode(models["encoder"], ids, mask, engine, bs)
+    print(f"note: text {first + i + 1} is longer than max_len={L} tokens: truncated", file=sys.stderr)
+  z = m.encode(ids, batch_size=bs)  # the rows as tokenized (truncation noted above)
   if not np.isfinite(z).all():  # NaN weights (a diverged run): nothing below could mean anything, and NaN is not JSON
-    raise UsageError(f"checkpoint {ckpt} gives NaN/Inf vectors: its weights are not finite (a run that diverged?)")
-  if "decoder" not in models: return z, [None] * len(texts)
-  # one BLAS thread across all of numpy's steps (numpy_infer.SMALL_TOKENS says why)
-  with blas_threads.limit(1 if engine == "numpy" else None):
-    return z, decode(models["decoder"], z, tok, **decode_options(args), embed_fn=embedder(models, tok, engine, bs))
+    raise UsageError(f"checkpoint {m.path} gives NaN/Inf vectors: its weights are not finite (a run that diverged?)")
+  if not m.has_decoder: return z, [None] * len(texts)
+  return z, m.decode(z, **decode_options(args))
 
 
 def decode_options(args) -> dict:
   return {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-          "beam": args.beam if args.strategy == "beam" else 1, "seed": args.seed, "rerank": args.rerank,
-          "no_repeat_ngram": args.no_repeat_ngram, "repetition_penalty": args.repetition_penalty}
-
-
-def embedder(models, tok, engine: str, bs: int):
-  """texts -> the student's z: rerank's judge."""
-  L = models["encoder"].cfg.max_len
-  return lambda texts: encode(models["encoder"], *tok.encode_batch(texts, L), engine, bs)
+          "beam": args.beam, "seed": args.seed, "rerank": args.rerank, "no_repeat_ngram": args.no_repeat_ngram,
+          "repetition_penalty": args.repetition_penalty}
 
 
 def write_rows(texts, z, decoded, cos, json_out: bool, why: str) -> None:
@@ -386,7 +345,7 @@ def main(argv=None) -> int:
 
 
 def cli() -> None:
-  from cli_guard import guarded
+  from studentz_runtime.cli_guard import guarded
   sys.exit(guarded(main))
 
 

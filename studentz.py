@@ -1,20 +1,28 @@
-"""StudentZ: an attention-free student encoder (dilated TCN) distilled into a teacher's sentence-embedding space.
+"""StudentZ: an attention-free student encoder (dilated TCN) distilled into a teacher's sentence-embedding space, and a
+decoder from its vectors back to text.
 
-Read top to bottom: building blocks -> encoder -> losses -> optimiser. The config is config.py, the JIT'd train step
-trainer.py, checkpoint I/O checkpoint.py.
-Shapes: B batch, L tokens, d residual channels, h block channels, D teacher dimension.
+Read top to bottom: config -> building blocks -> encoder -> decoder -> losses -> optimiser -> loading a checkpoint and
+the `StudentZ` API. Kernels are reached through studentz_kernels.ops; the config is studentz_runtime/config.py (read
+without tinygrad by the numpy engine), the JIT'd train step studentz_training/trainer.py.
+Shapes: B batch, L tokens, d residual channels, h block channels, D teacher dimension, V vocabulary.
 """
 from __future__ import annotations
 import math
+from pathlib import Path
 
-import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
-import cpu_gemm, cpu_gelu, cuda_gemm, cuda_ops
+from studentz_kernels import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+from studentz_kernels import ops
+from studentz_kernels.ops import TokenEmbedding, gather_rows
 import numpy as np
-from config import SIZE_LIMITS, Config  # noqa: F401  (its own module so numpy_infer reads it without tinygrad)
-from plot_png import as_grid, display_grid  # noqa: F401  (display helpers, kept importable as studentz.*)
-from embedding import TokenEmbedding, gather_rows
+from studentz_corpus.tokenizer import PAD
+from studentz_runtime.config import SIZE_LIMITS, Config  # noqa: F401  (numpy_infer reads it without tinygrad)
+from studentz_runtime.plot_png import as_grid, display_grid  # noqa: F401  (display helpers, as studentz.*)
+from studentz_runtime import api
+from studentz_runtime.checkpoint import (DEFAULT_MODEL_DIR, FORMAT_VERSION, CheckpointError, assign_state,  # noqa: F401
+                                         atomic_write_bytes, host, load_tensors, read_checkpoint_info, resolve_path,
+                                         save_tensors)
 from tinygrad import Tensor, dtypes
-from tinygrad.helpers import TRAINING
+from tinygrad.helpers import TRAINING, Context
 from tinygrad.nn.optim import Optimizer
 
 def matmul2d(x: Tensor, w: Tensor) -> Tensor:
@@ -22,7 +30,7 @@ def matmul2d(x: Tensor, w: Tensor) -> Tensor:
   (tinygrad's tensor-core matcher needs that), on our own GEMM kernels where they apply (cuda_gemm: bf16/fp16 tensor
   cores on CUDA; cpu_gemm: float32 on the CPU), else tinygrad's matmul."""
   x2 = x.reshape(-1, x.shape[-1])
-  y = cuda_gemm.matmul(x2, w) if cuda_gemm.usable(x2, w) else cpu_gemm.matmul(x2, w)
+  y = ops.matmul(x2, w)
   return y.reshape(*x.shape[:-1], w.shape[-1])
 
 
@@ -64,7 +72,7 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 def shifted_views(x: Tensor, k: int, dilation: int, left: int) -> Tensor:
   """(B, L, C) -> (B, L, k*C): [x[t + j*dilation - left] for j < k] side by side, zero outside the sequence, in
-  tinygrad's ops (cuda_ops.taps is the CUDA kernel of the same)."""
+  tinygrad's ops (ops.taps is the CUDA kernel of the same)."""
   L, span = x.shape[1], (k - 1) * dilation
   xp = x.pad(((0, 0), (left, span - left), (0, 0)))                                # (B, L + span, C)
   return Tensor.cat(*[xp[:, j * dilation: j * dilation + L] for j in range(k)], dim=-1)
@@ -87,7 +95,7 @@ class DilatedConv:
   def __call__(self, x: Tensor) -> Tensor:  # x (B, L, C_in), zero at padding positions
     # k shifted views side by side, then one GEMM (faster than a GEMM to (B, L, k*C_out) and a shifted sum of slices)
     left = self.span if self.causal else self.span // 2
-    if cuda_ops.taps_usable(x): return self.gemm(cuda_ops.taps(x, self.k, self.dilation, left))  # (B, L, k*C) on CUDA
+    if ops.taps_usable(x): return self.gemm(ops.taps(x, self.k, self.dilation, left))  # (B, L, k*C) on CUDA
     taps = shifted_views(x, self.k, self.dilation, left)                            # (B, L, k*C_in)
     # materialised (im2col) so the GEMM reads plain buffers, its gradient too; bf16 encoding is faster fused
     if TRAINING or x.dtype == dtypes.float32: taps = taps.contiguous()
@@ -105,6 +113,13 @@ class DilatedConv:
       w = w.permute(2, 1, 0).reshape(self.k * c_in, c_out)                   # (k*C_in, C_out), the GEMM's order
       if TRAINING: w = w.contiguous()
     return matmul2d(taps, w) + self.bias.cast(taps.dtype)
+
+  def last(self, win: Tensor) -> Tensor:
+    """The causal conv's output at the last position of `win` (B, span + 1, C_in) -> (B, 1, C_out): one step of
+    incremental decoding or streaming."""
+    assert self.causal, "incremental decoding needs causal convolutions"
+    taps = Tensor.cat(*[win[:, j * self.dilation: j * self.dilation + 1] for j in range(self.k)], dim=-1)  # (B,1,k*C)
+    return self.gemm(taps)
 
 
 class CondNorm:
@@ -162,7 +177,7 @@ class TCNBlock:
     """x + the block's branch after its conv; the incremental decoder (decoder.Decoder.step) shares it."""
     y = self.norm(conv_out, mask, mode)                                            # (B, L, h)
     if film is not None: y = y * (1 + film[0].unsqueeze(1)) + film[1].unsqueeze(1)
-    return x + self.out(dropout(cpu_gelu.gelu(y), self.dropout))                   # (B, L, d)
+    return x + self.out(dropout(ops.gelu(y), self.dropout))                   # (B, L, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -232,6 +247,116 @@ class Encoder:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# decoder: z -> text, a causal TCN FiLM-conditioned on z (mode A: the student's z, B: a teacher vector)
+
+class Decoder:
+  """embed(prev tokens) + Linear(z) -> causal TCN blocks, each FiLM(z) after its norm -> CondNorm -> logits (B, L, V).
+
+  The decoder's norms are LayerNorm (per token) whatever `cfg.norm` says for the encoder: masked GroupNorm takes its
+  statistics over the whole sequence, so under teacher forcing every position would see the future through them.
+  `norm="group"` is accepted for experiments, but then the model is not causal and `step` refuses it."""
+
+  def __init__(self, cfg: Config, tie_output: bool | None = None, norm: str = "layer"):
+    self.cfg = cfg
+    if tie_output is None: tie_output = cfg.dec_output == "tied"
+    d, h, D = cfg.d_model, cfg.hidden, cfg.proj_dim
+    self.embed = TokenEmbedding(cfg.vocab_size, d)
+    self.z_in = Linear(D, d)                                                       # z as a bias on every input token
+    self.blocks = [TCNBlock(d, h, cfg.kernel_size, dl, True, norm, cfg.dropout) for dl in cfg.dec_dilation_schedule]
+    # zero FiLM at init: every block starts as the unconditioned block, and z enters through z_in only
+    self.films = [zero_linear(D, 2 * h) for _ in cfg.dec_dilation_schedule]
+    self.norm = CondNorm(d, "layer")
+    self.tie_output = tie_output
+    if tie_output:  # logits = x @ embedding^T + a free bias: V*d fewer parameters, the embedding gets both gradients
+      self.head_bias = Tensor.zeros(cfg.vocab_size)
+    else:
+      self.head = Linear(d, cfg.vocab_size)
+    self.act_dtype = dtypes.float32
+
+  @property
+  def receptive_field(self) -> int:
+    return 1 + sum((self.cfg.kernel_size - 1) * dl for dl in self.cfg.dec_dilation_schedule)
+
+  def condition(self, z: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """z (B, D) -> input bias (B, d) and one FiLM (gamma, beta) pair (B, h) each per block."""
+    z = z.cast(self.act_dtype)
+    d, h = self.cfg.d_model, self.cfg.hidden
+    # one GEMM for z_in and every block's FiLM: as separate Linears, z's gradient was one slow kernel adding up seven
+    # small products over seven reduction ranges
+    # contiguous_backward: each piece's gradient (a sum over L) is its own kernel, and the whole output's gradient
+    # one buffer gathered from them before the two GEMMs read it (else one kernel with thirteen reduction ranges)
+    lins = [self.z_in, *self.films]
+    w = Tensor.cat(*[lin.weight for lin in lins]).cast(z.dtype).contiguous()       # (d + n*2h, D)
+    b = Tensor.cat(*[lin.bias for lin in lins]).cast(z.dtype)
+    out = (matmul2d(z, w.T) + b).contiguous_backward()                            # (B, d + n*2h)
+    piece = lambda a, n: out[:, a:a + n].contiguous_backward()  # noqa: E731
+    films = [(piece(d + 2 * h * i, h), piece(d + 2 * h * i + h, h)) for i in range(len(self.films))]  # (B, h) each
+    return piece(0, d), films
+
+  def head_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., d) -> the output head's product (..., V) in x's dtype, without its bias, and the bias (V,)."""
+    if self.tie_output: return matmul2d(x, self.embed.weight.cast(x.dtype).T), self.head_bias
+    return matmul2d(x, self.head.weight.cast(x.dtype).T), self.head.bias
+
+  def logits(self, x: Tensor) -> Tensor:  # (..., d) -> (..., V) float32
+    raw, bias = self.head_parts(x)
+    return (raw + bias.cast(x.dtype)).float()
+
+  def __call__(self, tokens: Tensor, z: Tensor, mode: Tensor | None = None) -> Tensor:
+    """tokens (B, L) int: the teacher-forcing input (BOS + target[:-1]); z (B, D); mode (B,) int -> logits (B, L, V)."""
+    return self.logits(self.hidden(tokens, z, mode))
+
+  def hidden(self, tokens: Tensor, z: Tensor, mode: Tensor | None = None) -> Tensor:
+    """What the output head reads (B, L, d): __call__ without the head."""
+    B, L = tokens.shape
+    if mode is None: mode = Tensor.zeros(B, dtype=dtypes.int32, device=tokens.device)
+    # causal convs: a position never sees later ones, so padding after EOS cannot reach a real target; an all-ones
+    # mask keeps this forward identical to `step`, which has no notion of padding
+    ones = Tensor.ones(B, L, device=tokens.device)
+    zb, films = self.condition(z)
+    x = self.embed(tokens).cast(self.act_dtype) + zb.unsqueeze(1)                 # (B, L, d)
+    for blk, film in zip(self.blocks, films): x = blk(x, ones, mode, film)
+    return self.norm(x, ones, mode)                                                # (B, L, d)
+
+  def new_state(self, batch_size: int):
+    """The incremental decoding state of batch_size rows (studentz_runtime/generate.py: one JIT'd step per size)."""
+    from studentz_runtime.generate import get_state
+    return get_state(self, batch_size)
+
+  def step(self, tok: Tensor, bufs: list[Tensor], zb: Tensor, films: list[tuple[Tensor, Tensor]],
+           mode: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """One new token per row from the cached block inputs: the math of __call__ at the last position.
+
+    tok (B,) int; bufs[i] (B, span_i + 1, d) the last inputs of block i (zeros before the start, like the causal
+    pad); zb, films from `condition`. Returns logits (B, V) and the updated buffers (oldest input dropped)."""
+    B = tok.shape[0]
+    ones = Tensor.ones(B, 1, device=tok.device)
+    x = self.embed(tok.reshape(B, 1)).cast(self.act_dtype) + zb.unsqueeze(1)      # (B, 1, d)
+    new_bufs = []
+    for blk, buf, film in zip(self.blocks, bufs, films):
+      win = buf[:, 1:].cat(x, dim=1)                                               # (B, span + 1, d)
+      new_bufs.append(win)
+      x = blk.residual(x, blk.conv.last(win), ones, mode, film)                    # (B, 1, d)
+    return self.logits(self.norm(x, ones, mode))[:, 0], new_bufs                   # (B, V)
+
+
+class ModeBProjection:
+  """Teacher vector -> the decoder's z space. "mlp": t + Linear(GELU(Linear(t))), the second layer zero-initialised
+  so it starts as the identity; "identity": t as is. The teacher vector is data: no gradient flows into it."""
+
+  def __init__(self, cfg: Config):
+    self.kind = cfg.mode_b_proj
+    D = cfg.proj_dim
+    if self.kind == "mlp": self.fc1, self.fc2 = Linear(D, D), zero_linear(D, D)
+    self.act_dtype = dtypes.float32
+
+  def __call__(self, t: Tensor) -> Tensor:  # (B, D) -> (B, D)
+    t = t.detach().float()
+    if self.kind == "identity": return t
+    return t + self.fc2(self.fc1(t.cast(self.act_dtype)).gelu()).float()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # losses (z_s student, z_t teacher; both (B, D))
 
 # Each loss reduces per row first into a materialised (B,) vector: otherwise tinygrad fuses every term's full
@@ -262,8 +387,8 @@ def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
 
 
 def token_loss(y: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-  """Squared distance between per-token predictions y (B, L, D) and the teacher's token targets (corpus_tokens.py),
-  averaged over the positions that have one (mask (B, L))."""
+  """Squared distance between per-token predictions y (B, L, D) and the teacher's token targets
+  (studentz_corpus/token_targets.py), averaged over the positions that have one (mask (B, L))."""
   m = mask.float()
   d = ((y.float() - target.float()) ** 2).sum(-1)                                  # (B, L)
   return (d * m).sum(-1).contiguous().sum() / m.sum().maximum(1)
@@ -275,6 +400,85 @@ def distill_losses(zs: Tensor, zt: Tensor, cfg: Config, extra: dict | None = Non
   parts = {"cos": cosine_loss(zs, zt), "mse": mse_loss(zs, zt), **(extra or {})}
   if w.get("sem", 0) > 0: parts["sem"] = info_nce(zs, zt, cfg.temperature)
   parts["loss"] = sum(w.get(k, 0) * v for k, v in parts.items())
+  return parts
+
+
+def distill_loss_fn(models: dict, batch: dict[str, Tensor], tok_table: Tensor | None = None) -> dict[str, Tensor]:
+  """The encoder's objective on a batch {tokens, mask, teacher}, plus the token targets either as tok_target (B, L, D)
+  or as tok_index (B, L) rows of tok_table, the whole table held on the device (trainer.device_table)."""
+  enc: Encoder = models["encoder"]
+  if "tok_mask" not in batch: return distill_losses(enc(batch["tokens"], batch["mask"]), batch["teacher"], enc.cfg)
+  x = enc.features(batch["tokens"], batch["mask"])                                 # (B, L, d)
+  target = batch["tok_target"] if "tok_target" in batch else gather_rows(tok_table, batch["tok_index"])  # (B, L, D)
+  # token targets: each token's own projection (the one z pools through) against the teacher's vector of that token
+  tok = token_loss(enc.proj(x).float(), target, batch["tok_mask"])
+  return distill_losses(enc.z(x, batch["mask"]), batch["teacher"], enc.cfg, {"tok": tok})
+
+
+
+def teacher_forcing(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+  """tokens/mask (B, L) as the loader gives them (BOS ... EOS PAD) -> decoder input (= tokens: BOS + target[:-1]),
+  targets (B, L) (tokens shifted left, PAD last) and their mask (B, L)."""
+  targets = tokens[:, 1:].pad(((0, 0), (0, 1)), value=PAD)
+  tmask = mask.float()[:, 1:].pad(((0, 0), (0, 1)))
+  return tokens, targets, tmask
+
+
+def token_ce(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+  """Per-token cross-entropy (B, L) with PyTorch's label smoothing: (1 - eps) * nll + eps * mean over V of -log p.
+  With log p = x - logsumexp(x) that is lse - (1 - eps) x[target] - eps mean(x): the (B, L, V) log-probabilities are
+  never formed (the joint step's reductions over its logits were its largest non-GEMM kernels). On CUDA
+  both the loss and its gradient are one kernel each, a device's rows each (ops.token_ce)."""
+  if ops.ce_usable(logits, targets): return ops.token_ce(logits, targets, label_smoothing)
+  x = logits.float()                                                               # (B, L, V)
+  lse = x.logsumexp(-1)                                                            # (B, L)
+  onehot = targets.unsqueeze(-1) == Tensor.arange(logits.shape[-1]).to(logits.device)
+  x_t = onehot.where(x, 0).sum(-1)                                                 # (B, L)
+  if label_smoothing == 0: return lse - x_t
+  return lse - (1 - label_smoothing) * x_t - label_smoothing * x.mean(-1)
+
+
+def head_ce(dec: Decoder, x: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+  """token_ce of dec.logits(x) (B, L): on CUDA the head's bf16 product and its bias go into the kernel as they are,
+  the float32 logits are never formed (writing them and casting their gradient back cost more than the loss)."""
+  raw, bias = dec.head_parts(x)                                                    # (B, L, V), (V,)
+  if ops.ce_usable(raw, targets): return ops.token_ce(raw, targets, label_smoothing, bias=bias)
+  # the kernel's math: the bias added in float32 (Decoder.logits rounds the sum to x's dtype first; same in fp32)
+  return token_ce(raw.float() + bias.float(), targets, label_smoothing)
+
+
+def decoder_ce(logits: Tensor, targets: Tensor, mask: Tensor, label_smoothing: float = 0.0) -> Tensor:
+  """Mean cross-entropy over real target positions (mask 1); pad positions contribute nothing."""
+  m = mask.float()
+  return (token_ce(logits, targets, label_smoothing) * m).sum() / m.sum().maximum(1)
+
+
+def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+  """Distillation + loss_weights["ce"] * decoder CE, for trainer.Trainer.
+
+  models: encoder, decoder, proj_b. batch: tokens (B, L), mask (B, L), teacher (B, D), mode_b (B,) float (1: the row's
+  decoder is fed proj_b(teacher), 0: the student z, so its CE also trains the encoder)."""
+  enc, dec, proj = models["encoder"], models["decoder"], models["proj_b"]
+  cfg = enc.cfg
+  tokens, mask, zt = batch["tokens"], batch["mask"], batch["teacher"]
+  if "encoder" in cfg.freeze:  # a distilled encoder, kept as it is: eval mode (no dropout), no gradient
+    with Context(TRAINING=0): zs = enc(tokens, mask).detach()                     # (B, D)
+  else:
+    zs = enc(tokens, mask)                                                         # (B, D)
+  parts = distill_losses(zs, zt, cfg)
+  if "encoder" in cfg.freeze: parts["loss"] = parts["loss"].detach() * 0  # figures still logged, nothing to learn
+  mb = batch["mode_b"].float()                                                     # (B,)
+  is_b = mb > 0.5
+  cond = is_b.unsqueeze(-1).where(proj(zt), zs)                                    # (B, D)
+  inp, targets, tmask = teacher_forcing(tokens, mask)
+  feats = dec.hidden(inp, cond, is_b.cast(dtypes.int32))                           # (B, L, d)
+  tok = head_ce(dec, feats, targets, dec.cfg.label_smoothing) * tmask              # (B, L)
+  row_sum, row_n = tok.sum(-1), tmask.sum(-1)                                      # (B,)
+  parts["ce"] = row_sum.sum() / row_n.sum().maximum(1)
+  # per-mode means for logging; max(1) keeps a batch without rows of one mode at 0 instead of NaN
+  parts["ce_a"] = (row_sum * (1 - mb)).sum() / (row_n * (1 - mb)).sum().maximum(1)
+  parts["ce_b"] = (row_sum * mb).sum() / (row_n * mb).sum().maximum(1)
+  parts["loss"] = parts["loss"] + cfg.loss_weights.get("ce", 0.0) * parts["ce"]
   return parts
 
 
@@ -333,28 +537,27 @@ class AdamW(Optimizer):
             **{f"v.{n}": v for n, v in zip(self.names, self.v)}}
 
 
-def distill_loss_fn(models: dict, batch: dict[str, Tensor], tok_table: Tensor | None = None) -> dict[str, Tensor]:
-  """The encoder's objective on a batch {tokens, mask, teacher}, plus the token targets either as tok_target (B, L, D)
-  or as tok_index (B, L) rows of tok_table, the whole table held on the device (trainer.device_table)."""
-  enc: Encoder = models["encoder"]
-  if "tok_mask" not in batch: return distill_losses(enc(batch["tokens"], batch["mask"]), batch["teacher"], enc.cfg)
-  x = enc.features(batch["tokens"], batch["mask"])                                 # (B, L, d)
-  target = batch["tok_target"] if "tok_target" in batch else gather_rows(tok_table, batch["tok_index"])  # (B, L, D)
-  # token targets: each token's own projection (the one z pools through) against the teacher's vector of that token
-  tok = token_loss(enc.proj(x).float(), target, batch["tok_mask"])
-  return distill_losses(enc.z(x, batch["mask"]), batch["teacher"], enc.cfg, {"tok": tok})
+# ----------------------------------------------------------------------------------------------------------------------
+# loading a checkpoint, and the API
+
+def load_models(ckpt: Path, decoder: bool = True, int8: bool = False):
+  """(models dict, info, tokenizer) from a checkpoint folder: encoder always, decoder and proj_b when trained (and
+  `decoder` is true). An int8 checkpoint (quantize.py) is dequantised; int8: a float one goes through int8 first."""
+  from studentz_runtime import quantize
+  from studentz_corpus.tokenizer import StudentTokenizer
+  info = read_checkpoint_info(ckpt)
+  cfg = Config.from_dict(info["config"])
+  arrays = quantize.load_float32(Path(ckpt) / "model.safetensors", int8=int8)
+  models = {"encoder": Encoder(cfg)}
+  if decoder and any(k.startswith("decoder.") for k in arrays):
+    models["decoder"], models["proj_b"] = Decoder(cfg), ModeBProjection(cfg)
+  for name, m in models.items():
+    if name == "proj_b" and not any(k.startswith("proj_b.") for k in arrays): continue  # identity: no weights
+    assign_state(m, arrays, prefix=f"{name}.")
+  return models, info, StudentTokenizer.load(Path(ckpt) / "tokenizer.json")
 
 
-# checkpoint I/O lives in checkpoint.py; re-exported because callers know it as studentz.save_tensors etc.
-from checkpoint import (FORMAT_VERSION, CheckpointError, assign_state, atomic_write_bytes,  # noqa: E402,F401
-                        host, load_tensors, save_tensors)
-
-
-def __getattr__(name):  # `studentz.StudentZ` / `.Trainer` without importing those modules (and their deps) eagerly
-  if name == "StudentZ":
-    from studentz_api import StudentZ
-    return StudentZ
-  if name in ("Trainer", "half_dtype"):
-    import trainer
-    return getattr(trainer, name)
-  raise AttributeError(name)
+class StudentZ(api.StudentZ):
+  __doc__ = api.StudentZ.__doc__
+  # the tinygrad engine's models are this file's classes; studentz_runtime never imports the model (no import cycle)
+  tinygrad_loader = staticmethod(load_models)

@@ -8,14 +8,20 @@
 Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> evaluation.
 """
 from __future__ import annotations
-import argparse, functools, json, os, signal, sys, time, weakref
+import argparse, functools, json, signal, sys, time
 from dataclasses import replace
 from pathlib import Path
 
-import backend
-from checkpoint import Checkpointer, read_checkpoint_info, run_lock
+from studentz_kernels import backend
+from studentz_runtime.checkpoint import read_checkpoint_info
+from studentz_runtime.encode_tinygrad import encode_ids
+from studentz_training import heldout
+from studentz_training.heldout import (default_corpus, default_source, default_stsb, domain_rows,  # noqa: F401
+                                       embed_split, split_rows, vector_metrics)
+from studentz_training.run_folder import Checkpointer, run_lock
 
-ROOT = Path(__file__).resolve().parent
+# runs/ goes beside train.py in a checkout; an installed studentz-train writes it in the working folder
+ROOT = Path(__file__).resolve().parent if (Path(__file__).resolve().parent / "setup.py").is_file() else Path.cwd()
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"
 
 # A 2-core CPU cannot train the full model in minutes: this profile keeps the default run short there. Values the
@@ -35,29 +41,6 @@ CPU_PROFILE["loss_weights.tok"] = 0.25
 # GPU runs of equal wall time (the student sees each sentence many times and still gains from fitting it closer).
 # Dotted keys set one entry of a dict field.
 FULL_PROFILE = {"pool_head": 1024, "loss_weights.tok": 0.25, "dropout": 0.0}
-
-
-def default_corpus() -> Path | None:
-  for base in (os.environ.get("STUDENTZ_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
-    if base and (p := Path(base) / "wikipedia" / "enwiki-docs.jsonl.gz").is_file(): return p
-  return None
-
-
-def default_source() -> Path | None:
-  """The default training corpus: the everyday mix (data/everyday-mix.json) when all its sources are here, else the
-  Wikipedia shard alone."""
-  import corpus_mix
-  try:
-    corpus_mix.load_mix(corpus_mix.DEFAULT_MIX)
-    return corpus_mix.DEFAULT_MIX
-  except (FileNotFoundError, ValueError):
-    return default_corpus()
-
-
-def default_stsb() -> Path | None:
-  for base in (os.environ.get("STUDENTZ_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
-    if base and (p := Path(base) / "stsb" / "sts-test.csv").is_file(): return p
-  return None
 
 
 def parse_args(argv=None):
@@ -161,7 +144,8 @@ def resolve_config(args, overrides, device: str):
     # accelerators: half activations on the tensor cores (bf16 on CUDA), fp32 master weights; ~2x faster steps
     cfg = Config.from_dict({**cfg.to_dict(), "precision": "mixed"})
   if args.init_from is not None:  # the encoder's shape comes with its weights, unless the user set it
-    from checkpoint import CheckpointError, with_encoder_shape
+    from studentz_runtime.checkpoint import CheckpointError
+    from studentz_training.run_folder import with_encoder_shape
     try: cfg = with_encoder_shape(cfg, args.init_from, keep=set_by_user)
     except CheckpointError as e: raise ValueError(f"--init-from: {e}") from None
   return cfg.validate(), profile
@@ -200,11 +184,11 @@ def main(argv=None) -> int:
   parser, args, overrides = parse_args(argv)
   device = backend.check_device()
   if args.eval is not None:
-    from eval_checkpoint import run_eval
+    from studentz_training.eval_checkpoint import run_eval
     return run_eval(args.eval, json_out=args.json, stsb_limit=args.stsb_limit, decode_limit=args.decode_limit,
                     data_dir=args.data_dir, split=args.eval_split)
   from studentz import CheckpointError
-  import parallel
+  from studentz_kernels import parallel
   try:
     if args.minutes < 0 or args.time_limit < 0: raise ValueError("--minutes and --time-limit must be 0 or more")
     args.devices = parallel.device_count(args.devices)
@@ -236,16 +220,9 @@ def start_run(cfg, profile: str, out: Path, args, device: str) -> int:
   return train(cfg, args.teacher or DEFAULT_TEACHER, out, args, device)
 
 
-def load_teacher(name: str):
-  """The teacher for `name`. Looked up as a module attribute on every use, so tests can swap in a fake teacher
-  (anything with .name, .dim, .fingerprint and .embed(texts, batch_size)) without loading real weights."""
-  from teacher import load_teacher as load
-  return load(name)
-
-
 def load_teacher_or_exit(name: str):
   try:
-    return load_teacher(name)
+    return heldout.load_teacher(name)
   except Exception as e:  # missing folder, offline hub id, corrupt weights: one line, no traceback
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     fail(f"cannot load teacher {name!r}: {msg}")
@@ -295,7 +272,7 @@ def default_data_dir(cfg, source, tokenizer=None) -> Path:
   """runs/data/<corpus>-<limit>-v<vocab>-l<max_len>[-c<crops>]-<content hash>: one folder per corpus content, slice
   and tokenizer (two corpora of the same file name never share one)."""
   import hashlib
-  import corpus, corpus_mix
+  from studentz_corpus import prepare as corpus, mix as corpus_mix
   crops = f"-c{cfg.data_crops}" if cfg.data_crops else ""
   name = f"{Path(source).name.split('.')[0]}-{cfg.data_limit or 'all'}-v{cfg.vocab_size}-l{cfg.max_len}{crops}"
   content = (corpus_mix.fingerprint(corpus_mix.load_mix(source), corpus.source_fingerprint)
@@ -307,7 +284,7 @@ def default_data_dir(cfg, source, tokenizer=None) -> Path:
 def prepare_data(cfg, teacher, args, quiet: bool):
   """Sentences, student tokenizer, token ids and teacher vectors: each computed once and cached on disk. Also returns
   the seconds each phase took, for the `data:` line: a GPU run's ~6 minutes before step 1 were not broken down."""
-  import corpus
+  from studentz_corpus import prepare as corpus
   t0 = time.perf_counter()
   source = args.data_source or default_source()
   if source is None:
@@ -317,7 +294,7 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   # a warm start keeps its checkpoint's tokenizer: a user's own corpus is tokenized as the model was trained
   tok = None
   if getattr(args, "init_from", None) is not None:
-    from student_tokenizer import StudentTokenizer
+    from studentz_corpus.tokenizer import StudentTokenizer
     try: tok = StudentTokenizer.load(Path(args.init_from) / "tokenizer.json")
     except (OSError, ValueError) as e: fail(f"--init-from: cannot read {args.init_from}/tokenizer.json: {e}")
   data_dir = args.data_dir or default_data_dir(cfg, source, tok)
@@ -333,7 +310,7 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   if before is not None: teacher.precision = bulk_precision(args.teacher_precision, backend.device_name())
   try:
     if cfg.loss_weights.get("tok", 0) > 0:  # first: one teacher pass gives the sentence vectors too, if still missing
-      import corpus_tokens
+      from studentz_corpus import token_targets as corpus_tokens
       corpus_tokens.compute_token_targets(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
     corpus.compute_teacher_vectors(data_dir, teacher, batch_size=teacher_batch_size(args), progress=not quiet)
   finally:
@@ -343,22 +320,22 @@ def prepare_data(cfg, teacher, args, quiet: bool):
 
 def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> int:
   import numpy as np
-  import corpus
+  from studentz_corpus import prepare as corpus
   from tinygrad import Tensor
-  from progress import Progress
+  from studentz_corpus.progress import Progress
   import studentz as sz
-  from trainer import Trainer
+  from studentz_training.trainer import Trainer
 
   teacher = load_teacher_or_exit(teacher_name)
   if cfg.proj_dim != teacher.dim:
     cfg = sz.Config.from_dict({**cfg.to_dict(), "proj_dim": teacher.dim})
-  import corpus_tokens
+  from studentz_corpus import token_targets as corpus_tokens
   if cfg.loss_weights.get("tok", 0) > 0 and (why := corpus_tokens.unsupported(teacher)):
     if state is not None or "loss_weights.tok" not in getattr(args, "profile_set", []): fail(f"loss_weights.tok: {why}")
     print(f"note: {why}; training without them (loss_weights.tok 0)", file=sys.stderr)
     cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "tok": 0.0}})
   dd, data_dir, took = prepare_data(cfg, teacher, args, args.quiet)
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   tok = StudentTokenizer.load(data_dir / "tokenizer.json")
   if tok.vocab_size > cfg.vocab_size: raise ValueError(f"tokenizer has {tok.vocab_size} ids > vocab_size")
   tkey = teacher.fingerprint
@@ -377,7 +354,7 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
   models, loss_fn = {"encoder": enc}, sz.distill_loss_fn
   joint = cfg.loss_weights.get("ce", 0) > 0
   if joint:  # the decoder learns z -> text alongside: mode A rows decode z_s (CE reaches the encoder), mode B z_t
-    from decoder import Decoder, ModeBProjection, joint_loss_fn
+    from studentz import Decoder, ModeBProjection, joint_loss_fn
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
   if state is None and args.init_from is not None: init_from_checkpoint(models, args.init_from, tok)
@@ -525,8 +502,8 @@ def token_table(loader, args):
   """The token targets' table on the training device(s) (--tok-table), switching the loader to give row indices; None
   keeps the host path (the loader's tok_target)."""
   from tinygrad import Device
-  import parallel
-  from trainer import device_table
+  from studentz_kernels import parallel
+  from studentz_training.trainer import device_table
   if args.tok_table == "host" or args.tok_table == "auto" and Device.DEFAULT.split(":")[0] == "CPU": return None
   arr = loader.token_table
   devices = parallel.device_names(args.devices) if args.devices > 1 else None
@@ -554,13 +531,13 @@ def trim_log(path: Path, step: int) -> None:
     try: rec = json.loads(line)
     except json.JSONDecodeError: continue
     if isinstance(rec, dict) and rec.get("step", 0) <= step: keep.append(line)
-  from checkpoint import atomic_write_bytes
+  from studentz_runtime.checkpoint import atomic_write_bytes
   atomic_write_bytes(path, "".join(k + "\n" for k in keep).encode())
 
 
 def init_from_checkpoint(models: dict, ckpt: Path, tok) -> None:
   """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required."""
-  from checkpoint import CheckpointError, assign_state, load_tensors
+  from studentz_runtime.checkpoint import CheckpointError, assign_state, load_tensors
   try:
     read_checkpoint_info(ckpt)
     if json.loads((Path(ckpt) / "tokenizer.json").read_text()) != json.loads(tok.to_json_str()):
@@ -577,7 +554,7 @@ def init_from_checkpoint(models: dict, ckpt: Path, tok) -> None:
 
 def init_from_teacher(enc, tok, teacher, data_dir: Path, args, n_fit: int = 20000) -> None:
   """Embedding from the teacher's token vectors, projection fitted to training sentences (student_init.py)."""
-  import student_init
+  from studentz_training import student_init
   t0 = time.perf_counter()
   cache = data_dir / f"token_vectors-{teacher.fingerprint[:16]}.npy"
   tv = student_init.token_vectors(tok, teacher, cache, batch_size=teacher_batch_size(args), progress=not args.quiet)
@@ -594,28 +571,16 @@ def validate(enc, rows: dict, cfg) -> dict:
   return {**vector_metrics(zs, zt, rows, "val"), "val_n": len(zs)}
 
 
-def vector_metrics(zs, zt, rows: dict, prefix: str) -> dict:
-  """{prefix}_cos, {prefix}_mse, {prefix}_cos_<domain> for each domain of `rows`, {prefix}_cos_domain_mean."""
-  import numpy as np
-  cos = (zs * zt).sum(-1) / (np.linalg.norm(zs, axis=-1) * np.linalg.norm(zt, axis=-1) + 1e-12)
-  out = {f"{prefix}_cos": float(cos.mean()), f"{prefix}_mse": float(((zs - zt) ** 2).sum(-1).mean())}
-  names, dom = rows.get("domains", ["all"]), rows.get("domain", np.zeros(len(cos), np.int64))
-  per = {n: float(cos[dom == d].mean()) for d, n in enumerate(names) if (dom == d).any()}
-  if len(names) > 1: out.update({f"{prefix}_cos_{n}": v for n, v in per.items()})
-  out[f"{prefix}_cos_domain_mean"] = float(np.mean(list(per.values())))
-  return out
-
-
 def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
   """Collapse alarm: distinct-1/2 of greedy decodes of a few held-out sentences (mode A) during training."""
-  import metrics
-  from generate import decode
+  from studentz_runtime import metrics
+  from studentz_runtime.generate import decode
   zs = encode_ids(models["encoder"], rows["tokens"][:n], rows["mask"][:n], models["encoder"].cfg.batch_size)
   hyps = decode(models["decoder"], zs, tok, strategy="greedy", mode=0)
   out = {"val_distinct1": metrics.distinct_n(hyps, 1), "val_distinct2": metrics.distinct_n(hyps, 2),
          "val_decode_example": hyps[0] if hyps else ""}
   if "encoder" in models["encoder"].cfg.freeze:
-    from evaluate import teacher_forced_scores
+    from studentz_training.evaluate import teacher_forced_scores
     bs = models["encoder"].cfg.batch_size
     n = len(rows["tokens"])  # a quarter of the rows in whole batches: every call reuses the training shapes
     k = max(1, n // bs // 4) * bs if n >= bs else n
@@ -623,65 +588,6 @@ def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
     z = encode_ids(models["encoder"], sub["tokens"], sub["mask"], bs)
     out["val_perplexity_a"] = teacher_forced_scores(models["decoder"], sub, z, "a", bs)["perplexity_a"]
   return out
-
-
-def split_rows(data_dir: Path, split: str, teacher_key: str, limit: int, index=None) -> dict:
-  """The first `limit` sentences of a split (a fixed, deterministic held-out set), or the rows `index`: ids, mask and
-  teacher vectors."""
-  import numpy as np
-  import corpus
-  dd = corpus.open_data_dir(data_dir)
-  idx = dd.indices(split)[:limit] if index is None else np.asarray(index, np.int64)
-  tokens = np.asarray(dd.tokens[idx], dtype=np.int32)
-  mask = (np.arange(tokens.shape[1])[None] < np.asarray(dd.lengths[idx])[:, None]).astype(np.float32)
-  return {"tokens": tokens, "mask": mask, "teacher": np.asarray(dd.teacher_vectors(teacher_key)[idx]),
-          "index": idx, "texts": dd.texts(idx)}
-
-
-def domain_rows(data_dir: Path, split: str, teacher_key: str, per_domain: int) -> dict:
-  """split_rows of the first `per_domain` sentences of each domain of the folder, with "domain" (index per row) and
-  "domains" (names): a held-out set per domain of a mix (one domain for a single corpus)."""
-  import numpy as np
-  import corpus
-  dd = corpus.open_data_dir(data_dir)
-  idx = dd.indices(split)
-  dom = np.asarray(dd.domain_of)[idx]
-  keep = np.concatenate([idx[dom == d][:per_domain] for d in range(len(dd.domains))])
-  rows = split_rows(data_dir, split, teacher_key, 0, index=np.sort(keep))
-  return {**rows, "domain": np.asarray(dd.domain_of)[rows["index"]].astype(np.int64), "domains": dd.domains}
-
-
-def embed_split(enc, rows: dict, cfg):
-  return encode_ids(enc, rows["tokens"], rows["mask"], cfg.batch_size), rows["teacher"]
-
-
-# encoder -> {(batch, length): TinyJit}. Kept off the model object: a JIT stored as a model attribute would be walked
-# by get_state_dict and its captured buffers written into checkpoints.
-_ENCODE_JITS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def encode_ids(enc, tokens, mask, batch_size: int):
-  """Student vectors for token ids, in fixed-size batches under one JIT per shape (the last batch is padded), each
-  batch copied into the JIT's own input buffers (device_inputs: no scheduler work per batch)."""
-  import numpy as np
-  from tinygrad import TinyJit
-  from device_inputs import InputSlots
-  jits = _ENCODE_JITS.setdefault(enc, {})
-  L = tokens.shape[1]
-  key = (batch_size, L, enc.act_dtype)  # a JIT replays the dtype it captured
-  if key not in jits:
-    jits[key] = (TinyJit(lambda t, m: enc(t, m).realize()),
-                 InputSlots([np.zeros((batch_size, L), np.int32), np.zeros((batch_size, L), np.float32)]))
-  jit, slots = jits[key]
-  out = []
-  for i in range(0, len(tokens), batch_size):
-    t, m = tokens[i:i + batch_size], mask[i:i + batch_size]
-    n = len(t)
-    if n < batch_size:
-      t = np.concatenate([t, np.zeros((batch_size - n, L), t.dtype)])
-      m = np.concatenate([m, np.zeros((batch_size - n, L), m.dtype)])
-    out.append(jit(*slots.fill(np.asarray(t, np.int32), np.asarray(m, np.float32))).numpy()[:n])
-  return np.concatenate(out) if out else np.zeros((0, enc.cfg.proj_dim), np.float32)
 
 
 def resume(args, overrides=()) -> int:
@@ -695,7 +601,7 @@ def resume(args, overrides=()) -> int:
   info = read_checkpoint_info(last)
   cfg = Config.from_dict(info["config"])
   if args.steps is not None: cfg = cfg.override(("steps", str(args.steps)))
-  import parallel
+  from studentz_kernels import parallel
   parallel.check_batch(cfg.batch_size, cfg.grad_accum, args.devices)
   if args.print_config:  # the config the run resumes with; it used to start training instead
     print(json.dumps(cfg.to_dict(), indent=2))
@@ -711,13 +617,13 @@ def resume(args, overrides=()) -> int:
 
 def load_encoder(ckpt: Path):
   """(encoder, info, tokenizer) from a checkpoint folder."""
-  import evaluate
-  models, info, tok = evaluate.load_models(ckpt, decoder=False)
+  from studentz import load_models
+  models, info, tok = load_models(ckpt, decoder=False)
   return models["encoder"], info, tok
 
 
 def cli() -> None:
-  from cli_guard import guarded
+  from studentz_runtime.cli_guard import guarded
   sys.exit(guarded(main))
 
 

@@ -36,7 +36,7 @@ def beam_tables(conn) -> list[str]:
 def check_results(path: str) -> None:
   """SystemExit unless every search result in the file is a list of kernel options (backend.read_kernel_options)."""
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-  from backend import read_kernel_options
+  from studentz_kernels.backend import read_kernel_options
   with sqlite3.connect(path) as conn:
     for t in beam_tables(conn):
       for i, (val,) in enumerate(conn.execute(f"SELECT val FROM '{t}'")):

@@ -25,8 +25,8 @@ def main(argv=None) -> int:
   ap.add_argument("--n", type=int, default=600, help="held-out sentences")
   ap.add_argument("--json", type=Path, help="also write the table as JSON")
   a = ap.parse_args(argv)
-  import corpus
-  from studentz_api import StudentZ
+  from studentz_corpus import prepare as corpus
+  from studentz import StudentZ
   from teacher import load_teacher
   m = StudentZ.load(a.ckpt)
   texts = []

@@ -27,9 +27,10 @@ for _ in range(20):
   s = time.perf_counter(); m.encode(sys.argv[2]); later.append(time.perf_counter() - s)
 s = time.perf_counter(); text = m.decode(z)[0]; t4 = time.perf_counter() - s
 s = time.perf_counter(); m.decode(z); t5 = time.perf_counter() - s
-import decoding, numpy as np
+import numpy as np
+from studentz_runtime import decoding
 st = decoding.get_state(m.models["decoder"], 1)
-import blas_threads
+from studentz_runtime import blas_threads
 steps = []
 for _ in range(5):  # exactly 32 greedy steps (EOS not honoured), as the figure counts them
   s = time.perf_counter()

@@ -33,7 +33,7 @@ TEACHER = "all-MiniLM-L6-v2"
 
 def passages(n: int, length: int, token_counts) -> list[str]:
   """n passages of consecutive held-out sentences, each at least `length` tokens under every token counter."""
-  import corpus
+  from studentz_corpus import prepare as corpus
   from train import default_corpus
   out, cur = [], []
   for sent, split in corpus.build_sentences(default_corpus()):
@@ -48,7 +48,7 @@ def passages(n: int, length: int, token_counts) -> list[str]:
 
 
 def student_engine(ckpt: Path, int8: bool, length: int, batch: int):
-  import numpy_infer
+  from studentz_runtime import numpy_infer
   models, _, tok = numpy_infer.load_models(ckpt, decoder=False, int8=int8)
 
   def encode(texts):

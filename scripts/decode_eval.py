@@ -1,7 +1,8 @@
 """Decoder fidelity per domain on held-out texts, on the CPU: one-pass greedy (modes A and B), the repetition controls
 and the re-embedding rerank, each scored by semantic cos (the teacher re-embeds the decode), BLEU, token-F1 and time.
 
-  python corpus.py prepare --source data/everyday-mix.json --out /tmp/mixd --tokenizer models/default/tokenizer.json \\
+  python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd \\
+    --tokenizer models/default/tokenizer.json \\
       --limit 20000
   python scripts/decode_eval.py --data /tmp/mixd --per-domain 64 --json results/cpu_decode_eval.json
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-PREPARE = ("python corpus.py prepare --source data/everyday-mix.json --out /tmp/mixd "
+PREPARE = ("python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd "
            "--tokenizer models/default/tokenizer.json --limit 20000")
 # (name, mode, decode options): one pass and each control alone, then the rerank with its default candidates
 CONFIGS = [("a_greedy", "a", {}), ("b_greedy", "b", {}),
@@ -43,7 +44,7 @@ def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int) -
 
 
 def scores(hyps, refs, t_hyp, t_ref, seconds: float) -> dict:
-  import metrics
+  from studentz_runtime import metrics
   return {"n": len(refs), "semantic_cos": round(float(metrics.cosine_rows(t_hyp, t_ref).mean()), 4),
           "bleu": round(metrics.bleu(hyps, refs), 2), "token_f1": round(metrics.mean_token_f1(hyps, refs), 2),
           "ms_per_sentence": round(1000 * seconds / max(len(refs), 1), 1)}
@@ -69,7 +70,7 @@ def run_config(model, teacher, texts: dict, t_ref: dict, z_a: dict, mode: str, o
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", required=True, help="a prepared mix folder (corpus.py prepare --source ...mix.json)")
+  ap.add_argument("--data", required=True, help="a prepared mix folder (python -m studentz_corpus prepare)")
   ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: the shipped model)")
   ap.add_argument("--per-domain", type=int, default=64, help="held-out texts per domain (default 64)")
   ap.add_argument("--max-tokens", type=int, default=32, help="longest text kept, in student tokens (default 32)")

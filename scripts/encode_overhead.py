@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
-import backend
-import bench
+from studentz_kernels import backend
+from bench import speed as bench
 import studentz as sz
 
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   device = backend.check_device()
   from tinygrad import Tensor, TinyJit, Device, Context
-  from trainer import half_dtype
+  from studentz_training.trainer import half_dtype
   import train
   dev = Device[Device.DEFAULT]
   B = args.batch

@@ -24,14 +24,14 @@
 # All the rest comes back in $OUT/capN.tgz (logs, metrics, step times, evals, step rows) and $OUT/beam_cache.db.
 # Needs what scripts/gpu_train.sh carries (bash scripts/prepare_devcarry.sh), and .devcarry/beam_cache.db if a search
 # was begun elsewhere. To check it here on the CPU with tiny models: DEV=CPU NGPU=n OUT=dir with DATA_LIMIT, VOCAB,
-# TINY (more train.py arguments), BENCH (bench.py's shape) and DEC_ARGS (scripts/gpu_decoder.sh) set small.
+# TINY (more train.py arguments), BENCH (bench/'s shape) and DEC_ARGS (scripts/gpu_decoder.sh) set small.
 source scripts/gpu_env.sh
 # END: seconds into the call by which everything has stopped; TL2MAX: the longest stretch that fits a 10-minute call
 PHASE=${PHASE:-1}; END=${BUDGET:-580}; MINUTES=${MINUTES:-14.9}; TL2MAX=${TL2MAX:-8.5}
 C=runs/cap; DATA=runs/gpu-data; mkdir -p $C/logs
 SRC=$STUDENTZ_DATA/wikipedia/enwiki-docs.jsonl.gz
 NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
-# name | train.py arguments | bench.py arguments (the same model); a config with --data_crops K gets its own data folder
+# name | train.py arguments | python -m bench arguments (the same model); a config with --data_crops K gets its own data folder
 CONFIGS=${CONFIGS:-"base|--d_model 256 --hidden 512|--d 256 --h 512
 h1024|--d_model 256 --hidden 1024|--d 256 --h 1024
 d384|--d_model 384 --hidden 1024|--d 384 --h 1024"}
@@ -48,10 +48,11 @@ on() { local g=$1; shift; CUDA_VISIBLE_DEVICES=$g "$@"; }  # run on GPU g (ignor
 pack() { tar czf $OUT/cap$PHASE.tgz -C $C logs $(cd $C && ls *.json *.jsonl *.prof 2>/dev/null); }
 echo "phase $PHASE: $N configs (${NAMES[*]}) on $NGPU GPUs"
 [ $NGPU -ge $N ] || { echo "needs a GPU per config"; exit 2; }
-# on_cards KIND D [K]: corpus.py KIND (teacher or tokens) for folder D in K shards a card (default 1), shard j of
-# NGPU*K on GPU j % NGPU, waiting for all (each at most SHARD_TIMEOUT seconds, default 300); the teacher's shards run in copies of D (merged
-# after), the token targets' in D itself. The token pass is bound by each process's CPU side (the teacher runs at
-# several times its rate), hence TOKEN_SHARDS processes a card for it; TOKENS_PROFILE=1 profiles its shard 0
+# on_cards KIND D [K]: python -m studentz_corpus KIND (teacher or tokens) for folder D in K shards a card (default 1),
+# shard j of NGPU*K on GPU j % NGPU, waiting for all (each at most SHARD_TIMEOUT seconds, default 300); the teacher's
+# shards run in copies of D (merged after), the token targets' in D itself. The token pass is bound by each process's
+# CPU side (the teacher runs at several times its rate), hence TOKEN_SHARDS processes a card for it; TOKENS_PROFILE=1
+# profiles its shard 0
 on_cards() {
   local kind=$1 D=$2 K=${3:-1} d j pids=() prof
   local S=$((NGPU * K))
@@ -59,7 +60,7 @@ on_cards() {
     d=$D; [ $kind = teacher ] && [ $j -gt 0 ] && { rm -rf $D-s$j; cp -r $D $D-s$j; d=$D-s$j; }
     prof=; [ $kind = tokens ] && [ $j = 0 ] && [ -n "$TOKENS_PROFILE" ] && \
       prof="-m cProfile -o $C/tokens_$(basename $D).prof"
-    on $((j % NGPU)) timeout ${SHARD_TIMEOUT:-300} python3 $prof corpus.py $kind --data $d \
+    on $((j % NGPU)) timeout ${SHARD_TIMEOUT:-300} python3 $prof -m studentz_corpus $kind --data $d \
       --teacher .devcarry/minilm16 --batch-size 256 --shard $j/$S > $C/logs/${kind}_$(basename $D)_$j.log 2>&1 &
     pids[$j]=$!
   done
@@ -68,7 +69,7 @@ on_cards() {
   done
 }
 # the GEMM search runs on the GPU after the configs', in its own folder for $OUT (a call returns at most 8 files)
-# the default train step's (pool head, token targets; BEAM_ARGS: bench.py's arguments for another)
+# the default train step's (pool head, token targets; BEAM_ARGS: bench/'s arguments for another)
 beam() {
   [ $NGPU -gt $N ] || return 0
   mkdir -p /tmp/beamout; on $N env OUT=/tmp/beamout BUDGET=$(($1 - SECONDS)) LENS="$2" \
@@ -103,19 +104,19 @@ print('best val_cos', best); w = max(best, key=best.get); open('$C/winner', 'w')
 if [ $PHASE = 1 ]; then
   rm -f $C/logs/plan.txt
   for i in $(seq 0 $((N - 1))); do
-    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout 200 python3 bench.py train $BENCH --no-torch --warmup 3 \
+    on $i env CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db timeout 200 python3 -m bench train $BENCH --no-torch --warmup 3 \
       --reps 10 ${BARGS[$i]} --json $C/bench_${NAMES[$i]}.json > $C/logs/bench_${NAMES[$i]}.log 2>&1 &
     bpids[$i]=$!
   done
   # TEACHER_BENCH=1: the teacher's sentences/s in fp32 and fp16 (and fp16's cosine to fp32 on real sentences) on the
   # last card, beside its config's step timing, while the CPU prepares the data
-  [ -n "$TEACHER_BENCH" ] && { on $((NGPU - 1)) timeout 240 python3 bench.py teacher --teacher .devcarry/minilm16 \
+  [ -n "$TEACHER_BENCH" ] && { on $((NGPU - 1)) timeout 240 python3 -m bench teacher --teacher .devcarry/minilm16 \
     --lens 32 64 128 --batch 256 --teacher-n 2048 --teacher-precision fp32 fp16 --no-torch \
     --json $C/teacher_precision.json > $C/logs/teacher_bench.log 2>&1 & tbpid=$!; }
   UDIRS=($(printf "%s\n" "${DIRS[@]}" | sort -u))
   for D in ${UDIRS[@]}; do  # sentences and tokenizer of each data folder, side by side on the CPU
     k=${D##*-c}; [ "$D" = "$DATA" ] && k=0
-    timeout 300 python3 corpus.py prepare --source $SRC --out $D --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
+    timeout 300 python3 -m studentz_corpus prepare --source $SRC --out $D --quiet ${DATA_LIMIT:+--limit $DATA_LIMIT} \
       ${VOCAB:+--vocab-size $VOCAB} --crops $k > $C/logs/prepare_$(basename $D).log 2>&1 &
     ppids+=($!)
   done
@@ -126,11 +127,11 @@ if [ $PHASE = 1 ]; then
   # merged into it
   for D in ${UDIRS[@]}; do
     on_cards teacher $D
-    [ $NGPU -gt 1 ] && python3 corpus.py merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
+    [ $NGPU -gt 1 ] && python3 -m studentz_corpus merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
       --teacher .devcarry/minilm16 | tail -1
   done
   echo "teacher vectors at ${SECONDS}s"
-  # token targets (corpus_tokens.py) for the folders of configs that train on them (all but --loss_weights.tok 0: the
+  # token targets (studentz_corpus/token_targets.py) for the folders of configs that train on them (all but --loss_weights.tok 0: the
   # GPU default does): one shard per card, all in the folder itself; the last shard to finish joins them
   TOKD=(); for i in $(seq 0 $((N - 1))); do
     echo " ${TARGS[$i]} " | grep -qE -- '--loss_weights.tok 0(\.0*)? ' || TOKD+=(${DIRS[$i]}); done
@@ -205,7 +206,7 @@ else
   done
   if [ $NGPU -gt $N ]; then  # the idle card: the step (train.py's, dropout included) on the searched GEMM schedules
     # (phases 1-2 and beam/), on tinygrad's heuristics, and without dropout, each with PyTorch in the same process;
-    # "winner": the best config's step (its bench.py arguments) on the searched schedules; "joint": the joint
+    # "winner": the best config's step (its python -m bench arguments) on the searched schedules; "joint": the joint
     # encoder+decoder step and its PyTorch twin (its output in logs/joint_twin.log); "tokhost": the best config's step
     # with its token targets copied from the host every step (--tok-table host) instead of gathered on the device.
     # ROWS picks which, in this order.
@@ -217,7 +218,7 @@ else
        nodrop) TO=150 train_row row_step_L64_nodrop_searched "" --dropout 0 $BENCH ;;
        winner) TO=150 train_row row_step_L64_${W}_searched "" $BENCH $WB ;;
        tokhost) TO=150 train_row row_step_L64_${W}_tok_host "" $BENCH $WB --tok-table host ;;
-       joint) timeout 200 python3 bench.py train --joint --reps 10 --json $C/row_joint_L64.json $BENCH \
+       joint) timeout 200 python3 -m bench train --joint --reps 10 --json $C/row_joint_L64.json $BENCH \
                 > $C/logs/joint_twin.log 2>&1
               grep -a "bench=\|Error\|error" $C/logs/joint_twin.log | tail -5 ;;
      esac; done > $C/logs/rows.log 2>&1) &

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse, json, os, statistics, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import backend  # noqa: E402
-import cuda_gemm  # noqa: E402
+from studentz_kernels import backend  # noqa: E402
+from studentz_kernels import cuda_gemm  # noqa: E402
 from tinygrad import Tensor, Device, TinyJit, dtypes  # noqa: E402
 
 TOL = 2e-2

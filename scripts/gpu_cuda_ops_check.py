@@ -14,9 +14,9 @@ from __future__ import annotations
 import os, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import backend  # noqa: E402
-import cuda_ops  # noqa: E402
-from decoder import token_ce  # noqa: E402
+from studentz_kernels import backend  # noqa: E402
+from studentz_kernels import cuda_ops  # noqa: E402
+from studentz import token_ce  # noqa: E402
 from gpu_cuda_gemm_check import base_parser, finish, realize_all, rel_err, timed  # noqa: E402
 from studentz import shifted_views  # noqa: E402
 from tinygrad import Tensor, Device, dtypes  # noqa: E402

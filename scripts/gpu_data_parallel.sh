@@ -10,7 +10,7 @@ timeout 150 python3 scripts/gpu_cuda_ops_check.py --scale 4 --json $OUT/cuda_ops
 echo "cuda_ops check: exit $? ($(grep -c PASS $OUT/cuda_ops_check.log) PASS lines)"; tail -3 $OUT/cuda_ops_check.log
 run() {  # name, env...
   local name=$1; shift
-  env "$@" timeout ${TO:-400} python3 bench.py train --devices 2 --joint --precision bf16 --batch 512 --len 64 \
+  env "$@" timeout ${TO:-400} python3 -m bench train --devices 2 --joint --precision bf16 --batch 512 --len 64 \
     --no-torch --reps 10 --json $OUT/$name.json > $OUT/$name.log 2>&1
   echo "$name: exit $?"; grep -h "bench=" $OUT/$name.log | cut -c1-400
 }

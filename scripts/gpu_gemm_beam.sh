@@ -4,7 +4,7 @@
 # logs in $OUT/search_L*.log); the timing rows then read it from the cache db, PyTorch in the same process. Search
 # results found so far come back as $OUT/beam_cache.db after each step; a later call continues from them when they
 # are carried as .devcarry/beam_cache.db (scripts/beam_cache.py). Calls end inside 10 minutes: BUDGET seconds.
-# BEAM_ARGS: more bench.py arguments, for a student other than the default (e.g. --pool-head 1024).
+# BEAM_ARGS: more python -m bench arguments, for a student other than the default (e.g. --pool-head 1024).
 source scripts/gpu_env.sh
 # CCACHE=0: the search's compile workers otherwise write every candidate into the cache db and lock it
 # (sqlite3.OperationalError: database is locked, seen on the first try)
@@ -14,7 +14,7 @@ left() { echo $(( ${BUDGET:-575} - SECONDS )); }
 for L in ${LENS:-64 32}; do
   t=$(left); [ $t -gt 240 ] && t=$(( t - 130 ))
   start=$SECONDS
-  DEBUG=2 timeout $t python3 bench.py train --precision bf16 --batch 512 --len $L --no-torch --warmup 1 \
+  DEBUG=2 timeout $t python3 -m bench train --precision bf16 --batch 512 --len $L --no-torch --warmup 1 \
     --reps 5 $BEAM_ARGS > $OUT/search_L$L.log 2>&1
   rc=$?; echo "L=$L search run: rc=$rc $(( SECONDS - start )) s, $(grep -ac 'GEMM_BEAM=' $OUT/search_L$L.log) GEMM" \
     "kernels marked"

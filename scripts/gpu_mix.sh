@@ -27,12 +27,12 @@ if [ -n "$START" ]; then
   rm -rf $RUN $DATA runs/dec runs/combo runs/*.eval.json
   cat > runs/chain.sh <<EOC
 set -x
-python3 corpus.py prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json \
+python3 -m studentz_corpus prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json \
   --max-len 64 --quiet || exit 1
 if [ "${TOK:-1}" = 1 ]; then  # token targets and sentence vectors in one pass, else sentence vectors only
-  python3 corpus.py tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+  python3 -m studentz_corpus tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
 else
-  python3 corpus.py teacher --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+  python3 -m studentz_corpus teacher --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
 fi
 (sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
 python3 train.py --profile full --teacher .devcarry/minilm16 --init-from models/default --data-source \

@@ -6,9 +6,9 @@
 # Needs the tinygrad wheel in .whl/ and the fp16 MiniLM in .devcarry/minilm16 (scripts/gpu_train.sh says how).
 source scripts/gpu_env.sh
 TO=300 train_row step_b512 "" --precision bf16 fp32 --batch 512 --len 64
-DEBUG=2 timeout 150 python3 bench.py train --precision bf16 --batch 512 --len 64 --no-torch --warmup 1 --reps 1 \
+DEBUG=2 timeout 150 python3 -m bench train --precision bf16 --batch 512 --len 64 --no-torch --warmup 1 --reps 1 \
   > $OUT/profile_bf16_b512.log 2>&1
-timeout 200 python3 bench.py teacher encode --teacher .devcarry/minilm16 --lens 128 512 --student-lens 128 512 2048 \
+timeout 200 python3 -m bench teacher encode --teacher .devcarry/minilm16 --lens 128 512 --student-lens 128 512 2048 \
   --student-precision fp32 half --batch 128 --teacher-n 1024 --json $OUT/encode.json 2>&1 | tail -9
 python3 scripts/profile_table.py $OUT/profile_bf16_b512.log --top 25
 start=$(date +%s)

@@ -14,11 +14,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
-import backend
-import bench
+from studentz_kernels import backend
+from bench import speed as bench
 import studentz as sz
-import trainer
-from trainer import Trainer
+from studentz_training import trainer
+from studentz_training.trainer import Trainer
 
 
 def main(argv=None) -> int:
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
   import tinygrad.runtime.autogen.cuda as cuda
   from tinygrad import Device
 
-  # bench.py train's shapes and batch (its defaults, this --batch and --len)
+  # python -m bench train's shapes and batch (its defaults, this --batch and --len)
   cfg = bench.bench_config(bench.parser().parse_args(["train", "--batch", str(args.batch), "--len", str(args.len)]))
   cfg = sz.Config.from_dict({**cfg.to_dict(), "precision": "mixed"})
   B, L = args.batch, args.len

@@ -3,9 +3,9 @@ the per-domain fidelity of any model on any machine, CPU included.
 
   python scripts/heldout_eval.py --data D --per-domain 200 --ckpt models/default --json out.json
 
-The texts are the first N test-split rows of each domain of a prepared mix folder (corpus.py prepare --source
-data/everyday-mix.json); the model re-tokenizes them with its own tokenizer, so any checkpoint can be compared on the
-same texts.
+The texts are the first N test-split rows of each domain of a prepared mix folder (python -m studentz_corpus
+prepare --source data/everyday-mix.json); the model re-tokenizes them with its own tokenizer, so any checkpoint can be
+compared on the same texts.
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def heldout_texts(data_dir, per_domain: int, split: str = "test") -> dict:
   """{domain: [texts]}: the first `per_domain` rows of `split` of each domain of a prepared folder."""
-  import corpus
+  from studentz_corpus import prepare as corpus
   dd = corpus.open_data_dir(data_dir)
   idx = dd.indices(split)
   dom = np.asarray(dd.domain_of)[idx]
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
   ap.add_argument("--split", choices=["test", "val"], default="test", help="held-out split (default test)")
   ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
   a = ap.parse_args(argv)
-  import metrics
+  from studentz_runtime import metrics
   from studentz import StudentZ
   from teacher import load_teacher
   texts = heldout_texts(a.data, a.per_domain, a.split)

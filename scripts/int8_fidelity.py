@@ -28,7 +28,7 @@ def timed(fn, reps: int) -> float:
 def matmul_rates(rows: int, k: int, n: int) -> dict:
   """Billions of operations a second (a multiply-add is two) of numpy's float32 GEMM (BLAS) and its int8 and int32
   matmuls (no BLAS: a plain loop; int8 sums wrap, timed only) on one shape, one thread."""
-  import blas_threads
+  from studentz_runtime import blas_threads
   import numpy as np
   rng = np.random.default_rng(0)
   a, b = rng.integers(-127, 128, (rows, k)), rng.integers(-127, 128, (k, n))
@@ -43,7 +43,8 @@ def matmul_rates(rows: int, k: int, n: int) -> dict:
 
 def main() -> int:
   import numpy as np
-  import evaluate, numpy_infer, quantize
+  from studentz_training import evaluate
+  from studentz_runtime import numpy_infer, quantize
   from train import default_corpus
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--ckpt", type=Path, default=ROOT / "models" / "default", help="float checkpoint folder")
@@ -64,7 +65,7 @@ def main() -> int:
   cos = (z["fp16"] * z["int8"]).sum(1) / np.linalg.norm(z["fp16"], axis=1) / np.linalg.norm(z["int8"], axis=1)
   out.update(cos_mean=float(cos.mean()), cos_min=float(cos.min()), cos_p01=float(np.quantile(cos, 0.01)))
   # the decoder too: how many greedy decodes are unchanged by int8 (first 100 sentences)
-  import blas_threads, decoding
+  from studentz_runtime import blas_threads, decoding
   with blas_threads.limit(1):  # as StudentZ.decode holds it
     a = decoding.decode(fp["decoder"], z["fp16"][:100], tok)
     b = decoding.decode(q8["decoder"], z["fp16"][:100], tok)

@@ -53,7 +53,7 @@ RUN_FIELDS = ("step", "best_val_cos", "bad_evals", "loader")
 def stage_record(ckpt: dict) -> dict:
   """Steps, dropout and best score of one stage's checkpoint record (its config.json). train.py's best score is
   val_cos where the encoder trains and 1/held-out perplexity where it is frozen: given here as what it is."""
-  from config import Config
+  from studentz_runtime.config import Config
   cfg = ckpt["config"]
   rec = {"steps": ckpt["step"], "dropout": cfg.get("dropout", Config.dropout)}
   best = ckpt.get("best_val_cos")
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
       if json.loads(a.encoder_tokenizer.read_text()) != json.loads((meta / "tokenizer.json").read_text()):
         raise ValueError(f"{a.encoder_tokenizer} is not {meta}'s tokenizer: the decoder writes other ids")
       shipped = info["training"]
-      from checkpoint import ENCODER_SHAPE  # the encoder's fields, as train.py --init-from takes them
+      from studentz_training.run_folder import ENCODER_SHAPE  # the encoder's fields, as train.py --init-from takes them
       info["config"].update({k: stage1["config"][k] for k in ENCODER_SHAPE if k in stage1["config"]})
     else: weights = assemble(read_parts(a.encoder_parts), read_parts(a.decoder_parts))
     metrics = json.loads((a.metrics or meta / "eval_decoder.json").read_text()) if a.metrics or a.meta else {}

@@ -1,11 +1,11 @@
-"""Speed-vs-fidelity points from measured results files, then the PNG (bench.py plot).
+"""Speed-vs-fidelity points from measured results files, then the PNG (python -m bench plot).
 
-Speed: results/h100_encode_student_teacher.json (bench.py teacher encode, one GPU process, L=128,
+Speed: results/h100_encode_student_teacher.json (python -m bench teacher encode, one GPU process, L=128,
 batch 128; the student rows use random weights of the shipped model's architecture: speed does not depend on the
 values). Fidelity: STS-B Spearman from results/h100_default_encoder_eval.json (train.py --eval, fp32) and
 results/default_stsb_fp32_vs_bf16.json (scripts/stsb_precision.py: the same student, bf16 activations).
-The PyTorch twin computes the same function as the tinygrad student (bench.py checks equal losses), so it shares the
-fp32 student's fidelity.
+The PyTorch twin computes the same function as the tinygrad student (python -m bench checks equal losses), so it
+shares the fp32 student's fidelity.
   python scripts/speed_vs_fidelity.py   # -> results/h100_speed_vs_fidelity.json and .png
 """
 import json, subprocess, sys
@@ -41,7 +41,7 @@ def main() -> int:
   for r in rows: r["stsb_spearman_source"] = eval_file.name if r["kind"] == "teacher" else prec_file.name
   out = R / "h100_speed_vs_fidelity.json"
   out.write_text(json.dumps(rows, indent=1) + "\n")
-  return subprocess.call([sys.executable, str(ROOT / "bench.py"), "plot", "--from", str(out), "--png",
+  return subprocess.call([sys.executable, "-m", "bench", "plot", "--from", str(out), "--png",
                           str(out.with_suffix(".png")), "--title", "Encode speed vs STS-B: MiniLM teacher vs StudentZ"])
 
 

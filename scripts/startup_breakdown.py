@@ -25,7 +25,7 @@ def lap(name: str) -> None:
 def numpy_engine(ckpt: Path, teacher: str) -> None:
   import numpy  # noqa: F401
   lap("import numpy")
-  import blas_threads, decoding, numpy_infer  # noqa: F401
+  from studentz_runtime import blas_threads, decoding, numpy_infer  # noqa: F401
   lap("import numpy_infer, decoding, tokenizers")
   models, _, tok = numpy_infer.load_models(ckpt)
   lap("load checkpoint (read, fp16->fp32, build)")
@@ -49,7 +49,9 @@ def tinygrad_engine(ckpt: Path, teacher: str) -> None:
   lap("import numpy")
   import tinygrad  # noqa: F401
   lap("import tinygrad")
-  import evaluate, generate, train  # noqa: F401
+  import train
+  from studentz_training import evaluate
+  from studentz_runtime import generate  # noqa: F401
   lap("import studentz, decoder, generate, train")
   from tinygrad import Device
   Device[Device.DEFAULT]
@@ -63,7 +65,7 @@ def tinygrad_engine(ckpt: Path, teacher: str) -> None:
   for what in ("first", "second"):
     generate.decode(models["decoder"], z, tok)
     lap(f"{what} greedy decode")
-  t = train.load_teacher(teacher)
+  t = train.heldout.load_teacher(teacher)
   lap("teacher load")
   for what in ("first", "second"):
     t.embed([TEXT])

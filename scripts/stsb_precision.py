@@ -9,8 +9,9 @@ import argparse, json, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import metrics, train
-from evaluate import load_models
+import train
+from studentz_runtime import metrics
+from studentz_training.evaluate import load_models
 from tinygrad import dtypes
 
 

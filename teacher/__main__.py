@@ -68,7 +68,7 @@ def fail(msg: str) -> int:
 
 
 def cmd_embed(args) -> int:
-  import backend
+  from studentz_kernels import backend
   device = backend.check_device()
   import numpy as np
   from teacher.embedder import load_teacher

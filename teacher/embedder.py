@@ -4,12 +4,12 @@ Throughput comes from two things: sentences are sorted by length so a batch hold
 is padded to a fixed batch size and one of a few length buckets, so each (batch, bucket) shape is captured once by
 TinyJit and then replayed without re-scheduling.
 """
-import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
+from studentz_kernels import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
 import functools, hashlib, json, os
 from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
-from device_inputs import InputSlots
+from studentz_kernels.device_inputs import InputSlots
 from teacher.folder import (OFFSET_POSITION_TYPES, POOLING_MODES, _read_json, _token_str,  # noqa: F401
                             load_tokenizer, read_pooling)
 from teacher.models import Encoder, ModelLoadError, load_model
@@ -168,7 +168,7 @@ class Teacher:
     if not texts: return out
     bar = None
     if progress:
-      from progress import Progress
+      from studentz_corpus.progress import Progress
       bar = Progress(len(texts), desc=f"embed {self.name}", unit="sent")
     window = B * SORT_WINDOW_BATCHES
     for w0 in range(0, len(texts), window):

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from progress import Progress
+from studentz_corpus.progress import Progress
 
 try: import fcntl
 except ImportError: fcntl = None  # no flock on Windows: concurrent fetches there are not guarded

@@ -5,8 +5,8 @@ All three are the same post-LN transformer; they differ in how positions enter (
 padding-offset ids plus a relative attention bias) and in how the checkpoint names the weights. So there is one
 `Encoder` that reads as math, three small subclasses, and a per-architecture table from our names to HF's.
 """
-import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
-import cpu_gemm
+from studentz_kernels import backend  # noqa: F401  (maps METAL=1 style switches before tinygrad is imported)
+from studentz_kernels import cpu_gemm
 import json, math
 from pathlib import Path
 import numpy as np

@@ -76,7 +76,7 @@ class Model:
     return x + self.top["type"][0] if self.type == "bert" else x  # single segment: token type 0
 
   def __call__(self, ids, mask) -> np.ndarray:
-    import blas_threads
+    from studentz_runtime import blas_threads
     # small calls on one BLAS thread (blas_threads: a spin-waiting second thread costs more than it gives)
     with blas_threads.limit(1 if np.size(ids) < 2048 else None): return self._forward(ids, mask)
 

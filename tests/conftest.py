@@ -5,7 +5,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # tests run on the CPU backend unless the caller says otherwise: small shapes, clang-compiled kernels
 os.environ.setdefault("DEV", "CPU")
-import backend  # noqa: E402,F401  (maps METAL=1 style switches before tinygrad is imported)
+from studentz_kernels import backend  # noqa: E402,F401  (maps METAL=1 style switches before tinygrad is imported)
 
 SHARED_DATA = Path(os.environ.get("STUDENTZ_DATA", ROOT.parent / "shared" / "data"))
 

@@ -1,4 +1,4 @@
-"""studentz_api.StudentZ on a tiny untrained causal checkpoint (built here, no training): loading, encode of texts and
+"""StudentZ on a tiny untrained causal checkpoint (built here, no training): loading, encode of texts and
 ids, decode in both modes, streaming == the full encoder on every prefix, and thread safety.
 
 Shapes are kept to a few (batches of 1, 2 and 4; L=16) because every new tinygrad shape costs a clang compile."""
@@ -11,9 +11,10 @@ from conftest import SHARED_DATA, write_checkpoint
 from tinygrad import Tensor
 
 import studentz as sz
-import studentz_api
-from student_tokenizer import BOS, EOS
-from studentz_api import StreamState, StudentZ
+from studentz_runtime import checkpoint
+from studentz_corpus.tokenizer import BOS, EOS
+from studentz import StudentZ
+from studentz_runtime.stream_tinygrad import StreamState
 
 D, L = 24, 16
 TEXTS = ["A man is playing a guitar.", "Two dogs run on the grass.", "A woman slices an onion.", "The cat sleeps.",
@@ -40,9 +41,9 @@ def _perturb(model, seed: int):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
   """A run folder holding best/ in train.py's layout: encoder + decoder + proj_b, config.json, tokenizer.json."""
-  import metrics
-  from decoder import Decoder, ModeBProjection
-  from student_tokenizer import StudentTokenizer
+  from studentz_runtime import metrics
+  from studentz import Decoder, ModeBProjection
+  from studentz_corpus.tokenizer import StudentTokenizer
   path = SHARED_DATA / "stsb" / "sts-train.csv"
   if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
   s1, s2, _ = metrics.load_stsb(path)
@@ -68,12 +69,12 @@ def test_load_paths_and_lazy_reexport(run_dir, model, monkeypatch, tmp_path):
   with pytest.raises(AttributeError): sz.NoSuchThing
   assert model.path == run_dir / "best" and model.dim == D and model.max_len == L and model.has_decoder
   monkeypatch.setenv("STUDENTZ_CKPT", str(run_dir / "best"))
-  assert studentz_api.resolve_path(None) == run_dir / "best"
+  assert checkpoint.resolve_path(None) == run_dir / "best"
   assert StudentZ.load().encode("The cat sleeps.").tolist() == model.encode("The cat sleeps.").tolist()
   monkeypatch.delenv("STUDENTZ_CKPT")
-  monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", run_dir)  # a shipped default (here a run folder)
-  assert studentz_api.resolve_path(None) == run_dir / "best"
-  monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", tmp_path / "none")
+  monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", run_dir)  # a shipped default (here a run folder)
+  assert checkpoint.resolve_path(None) == run_dir / "best"
+  monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path / "none")
   with pytest.raises(FileNotFoundError, match="shipped default model"): StudentZ.load()
   with pytest.raises(sz.CheckpointError, match="not found"): StudentZ.load(tmp_path / "missing")
 

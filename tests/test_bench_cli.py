@@ -1,8 +1,8 @@
-"""bench.py's command line: no arguments means the CPU-sized set on a CPU (it used to fail with "invalid choice:
+"""bench/'s command line: no arguments means the CPU-sized set on a CPU (it used to fail with "invalid choice:
 ['all']"), every option has a help text, and a wrong benchmark name is still refused."""
 import pytest
 
-import bench
+from bench import speed as bench
 
 
 def test_no_arguments_is_the_cpu_set():

@@ -1,9 +1,10 @@
-"""bench.py teacher encode: teacher rows past the sentence-transformers length, student rows with their ratios."""
+"""bench teacher encode: teacher rows past the sentence-transformers length, student rows with their ratios."""
 import json, shutil
 
 import pytest
 
-import bench
+from bench import speed as bench
+from bench.__main__ import main as bench_main
 from test_hub import tiny_checkpoint  # noqa: F401  (a fixture)
 
 
@@ -38,7 +39,7 @@ def test_teacher_past_its_tuned_length_then_student_ratios(tiny_checkpoint, tmp_
   argv = ["teacher", "encode", "--teacher", str(folder), "--lens", "8", "32", "--student-lens", "8", "32",
           "--batch", "2", "--teacher-n", "2", "--reps-teacher", "1", "--d", "8", "--h", "8", "--k", "3", "--D", "32",
           "--vocab", "100", "--dilations", "1", "--json", str(out)]
-  assert bench.main([*argv, "--teacher-max-len", "32"]) == 0
+  assert bench_main([*argv, "--teacher-max-len", "32"]) == 0
   rows = json.loads(out.read_text())
   teach = {r["L"]: r for r in rows if r["bench"] == "teacher_encode"}
   student = {r["L"]: r for r in rows if r["bench"] == "student_encode"}
@@ -52,6 +53,6 @@ def test_teacher_past_its_tuned_length_then_student_ratios(tiny_checkpoint, tmp_
     if teach[L].get("hf_sent_per_s"):  # torch + transformers installed (the test extra)
       assert student[L]["ratio_vs_hf"] == pytest.approx(text_rate / teach[L]["hf_sent_per_s"])
   capsys.readouterr()
-  assert bench.main([*argv, "--teacher-max-len", "65"]) == 2  # past the 64-row position table
+  assert bench_main([*argv, "--teacher-max-len", "65"]) == 2  # past the 64-row position table
   errs = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
   assert len(errs) == 1 and "--teacher-max-len" in errs[0] and "from 2 to 64" in errs[0], errs

@@ -1,14 +1,15 @@
-"""bench.py gemm: the conv-shaped GEMM alone, tinygrad in both weight layouts against numpy, one row each."""
+"""python -m bench gemm: the conv-shaped GEMM alone, tinygrad in both weight layouts against numpy, one row each."""
 import json
 
 import pytest
 
-import bench
+from bench import speed as bench
+from bench.__main__ import main as bench_main
 
 
 def test_gemm_rows_and_ratios(tmp_path):
   out = tmp_path / "gemm.json"
-  assert bench.main(["gemm", "--batch", "2", "--len", "4", "--d", "8", "--h", "16", "--k", "3", "--reps", "2",
+  assert bench_main(["gemm", "--batch", "2", "--len", "4", "--d", "8", "--h", "16", "--k", "3", "--reps", "2",
                      "--warmup", "1", "--json", str(out)]) == 0
   rows = json.loads(out.read_text())
   assert [r["impl"] for r in rows] == ["tinygrad rows (N, K) read transposed", "tinygrad (K, N)", "numpy"]

@@ -1,5 +1,5 @@
-"""bench_torch.py: the PyTorch twins that bench.py times tinygrad against compute the same losses on the same weights
-(the benchmark's ratios are only honest if both sides do the same work)."""
+"""bench/torch_twin.py: the PyTorch twins that python -m bench times tinygrad against compute the same losses on the
+same weights (the benchmark's ratios are only honest if both sides do the same work)."""
 import numpy as np
 import pytest
 from tinygrad import Tensor
@@ -7,10 +7,10 @@ from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
 
 import studentz as sz
-from decoder import Decoder, ModeBProjection, joint_loss_fn
+from studentz import Decoder, ModeBProjection, joint_loss_fn
 
 torch = pytest.importorskip("torch")
-import bench_torch as bt  # noqa: E402
+from bench import torch_twin as bt  # noqa: E402
 
 TINY = dict(vocab_size=300, d_model=16, hidden=32, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3, proj_dim=24,
             max_len=12, dec_blocks=2, dec_dilation_schedule=[1, 2], dropout=0.0, batch_size=6)
@@ -89,14 +89,15 @@ def test_twin_refuses_weights_that_do_not_match():
 
 
 def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
-  """bench.py train --check-steps 3: both sides' losses over three optimiser steps (the second captures tinygrad's
+  """bench train --check-steps 3: both sides' losses over three optimiser steps (the second captures tinygrad's
   JIT, the third replays it) must agree; a twin whose optimiser differs from the second step on is caught, which a
   first-step check alone cannot see (a wrong searched GEMM schedule was found that way on an H100)."""
   import json
-  import bench
+  from bench import speed as bench
+  from bench.__main__ import main as bench_main
   argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
           "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0"]
-  assert bench.main([*argv, "--json", str(tmp_path / "same.json")]) == 0
+  assert bench_main([*argv, "--json", str(tmp_path / "same.json")]) == 0
   row = json.loads((tmp_path / "same.json").read_text())[0]
   assert len(row["tinygrad_losses"]) == len(row["torch_losses"]) == 3 and row["same_loss"], row
   make = bt.make_optimizer
@@ -105,7 +106,7 @@ def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
     for g in opt.param_groups: g["initial_lr"] = g["lr"] = 2 * g["lr"]
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_lambdas[0])
   monkeypatch.setattr(bt, "make_optimizer", faster)
-  assert bench.main([*argv, "--json", str(tmp_path / "other.json")]) == 0
+  assert bench_main([*argv, "--json", str(tmp_path / "other.json")]) == 0
   row = json.loads((tmp_path / "other.json").read_text())[0]
   assert row["tinygrad_first_loss"] == pytest.approx(row["torch_first_loss"], rel=1e-4) and not row["same_loss"], row
 
@@ -114,11 +115,12 @@ def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   """The twin of a student with both extras takes the same three optimiser steps (the paths start at zero, so the
   steps after the first are where their gradients show); so does the pool head's with token targets."""
   import json
-  import bench
+  from bench import speed as bench
+  from bench.__main__ import main as bench_main
   argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
           "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0",
           "--pool-head", "8", "--block-context", "--json", str(tmp_path / "rows.json")]
-  assert bench.main(argv) == 0
+  assert bench_main(argv) == 0
   row = json.loads((tmp_path / "rows.json").read_text())[0]
   assert row["same_loss"], row
   # and with token targets (the GPU default's objective): the twin's token loss, three steps again, with the targets
@@ -127,6 +129,6 @@ def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   for where in ("device", "host"):
     argv = base + ["--tok", "0.25", "--tok-table", where, "--json",
                                                    str(tmp_path / "rows.json")]
-    assert bench.main(argv) == 0
+    assert bench_main(argv) == 0
     row = json.loads((tmp_path / "rows.json").read_text())[0]
     assert row["same_loss"] and row["tok"] == 0.25 and row["tok_table"] == where, row

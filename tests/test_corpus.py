@@ -3,12 +3,13 @@ import gzip, hashlib, json, os, shutil
 import numpy as np
 import pytest
 
-import corpus
+from studentz_corpus import prepare as corpus
 from conftest import SHARED_DATA
-from corpus import (DataDir, Loader, TeacherCacheIncomplete, build_sentences, compute_teacher_vectors, export_jsonl,
-                    import_jsonl, merge_teacher_shards, prepare, read_texts, split_sentences, teacher_vectors)
-from corpus_text import split_of
-from student_tokenizer import EOS, PAD, StudentTokenizer
+from studentz_corpus.prepare import (DataDir, Loader, TeacherCacheIncomplete, build_sentences, compute_teacher_vectors,
+                                     export_jsonl, import_jsonl, merge_teacher_shards, prepare, read_texts,
+                                     split_sentences, teacher_vectors)
+from studentz_corpus.text import split_of
+from studentz_corpus.tokenizer import EOS, PAD, StudentTokenizer
 
 WIKI = SHARED_DATA / "wikipedia" / "enwiki-docs.jsonl.gz"
 N_SENT, CHUNK = 2000, 256  # 8 teacher chunks

@@ -1,11 +1,12 @@
 """Training mixes: several sources as domains, interleaved, deduplicated, each with its own held-out rows and weight."""
 import collections, gzip, json, zlib
+from studentz_training import heldout
 
 import numpy as np
 import pytest
 
-import corpus, corpus_mix
-from student_tokenizer import StudentTokenizer
+from studentz_corpus import prepare as corpus, mix as corpus_mix
+from studentz_corpus.tokenizer import StudentTokenizer
 
 
 def write_gz(path, lines):
@@ -50,7 +51,7 @@ def test_mix_folder_has_every_domain_split_and_weight(mix, tmp_path):
   # each domain has its own hash split, with about its held-out share in val and test
   split = np.asarray(dd.split)
   assert 0 < (split[dom == 1] > 0).sum() <= 40
-  report = corpus.prepare_report(dd)  # what `corpus.py prepare` prints: readers summed over domains, rows per domain
+  report = corpus.prepare_report(dd)  # what `prepare` prints: readers summed over domains, rows per domain
   assert report[0].startswith("read 352 lines: 352 texts, 230 sentences kept")  # the tagged file: once per domain
   assert "domains: wiki 60, examples 80, glosses 40, quotes 50" in report
 
@@ -117,7 +118,7 @@ def test_domain_adaptation_from_a_checkpoint(tmp_path, capsys):
   test_api / test_infer load the shipped weights."""
   import train
   import studentz as sz
-  from checkpoint import load_tensors
+  from studentz_runtime.checkpoint import load_tensors
   from conftest import write_checkpoint
   from tinygrad import Tensor
   # the checkpoint's tokenizer is fitted on other text than the user's corpus: a fresh fit would give another one
@@ -137,7 +138,7 @@ def test_domain_adaptation_from_a_checkpoint(tmp_path, capsys):
           "--batch_size", "8", "--eval_every", "2", "--warmup_steps", "1", "--optimizer.lr", "1e-3", "--quiet",
           "--loss_weights.tok", "0", "--length_buckets", "[]", "--data-dir", str(tmp_path / "data")]
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, "load_teacher", lambda name: WordTeacher())
+    mp.setattr(heldout, "load_teacher", lambda name: WordTeacher())
     assert train.main(argv) == 0
   assert "init from " in capsys.readouterr().err
   dd = corpus.open_data_dir(tmp_path / "data")

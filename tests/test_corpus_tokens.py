@@ -1,14 +1,15 @@
-"""Token-level targets (corpus_tokens.py): span alignment, the cache (whole and sharded), the loader's token batches,
+"""Token-level targets (token_targets.py): span alignment, the cache (whole and sharded), the loader's token batches,
 the token loss, and the real MiniLM teacher's token vectors against its sentence vectors."""
 import hashlib, re, shutil
 
 import numpy as np
 import pytest
 
-import corpus, corpus_tokens
+from studentz_corpus import prepare as corpus, token_targets as corpus_tokens
 import studentz as sz
+from studentz_training.trainer import Trainer
 from conftest import SHARED_DATA
-from corpus import Loader, compute_teacher_vectors, prepare
+from studentz_corpus.prepare import Loader, compute_teacher_vectors, prepare
 from tinygrad import Tensor
 
 WIKI = SHARED_DATA / "wikipedia" / "enwiki-docs.jsonl.gz"
@@ -205,8 +206,8 @@ def test_loader_gives_token_batches(taught):
 def test_token_table_on_the_device_gives_the_host_batches_and_loss(taught):
   """--tok-table device: the loader gives row indices, the table sits on the device (copied in chunks, on two devices
   for data parallel) and the loss gathers there; same targets and same loss as the host path's tok_target."""
-  from embedding import gather_rows
-  from trainer import device_table
+  from studentz_kernels.embedding import gather_rows
+  from studentz_training.trainer import device_table
   corpus_tokens.compute_token_targets(taught, WordTeacher(), progress=False)
   key = WordTeacher().fingerprint
   host = Loader(taught, "train", 16, teacher_key=key, token_targets=True, max_len=24, shuffle=False)
@@ -232,7 +233,7 @@ def test_token_table_on_the_device_gives_the_host_batches_and_loss(taught):
   got = sz.distill_loss_fn(models, {k: Tensor(bi[k]) for k in (*keys, "tok_index")}, tok_table=table)
   assert got["tok"].item() == pytest.approx(want["tok"].item(), rel=1e-6) and want["tok"].item() > 0
   # data parallel: a copy on each device, the batch's rows split between them
-  import parallel
+  from studentz_kernels import parallel
   devs = parallel.device_names(2, "CPU")
   both = device_table(arr, devices=devs)
   assert both.device == devs
@@ -252,7 +253,7 @@ def test_token_loss_and_its_training_step(taught):
                   batch_size=16, proj_dim=DIM, dropout=0.0, steps=40, warmup_steps=2, length_buckets=[],
                   loss_weights={"cos": 1.0, "mse": 1.0, "sem": 0.0, "tok": 1.0}).validate()
   Tensor.manual_seed(0)
-  trainer = sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
+  trainer = Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
   ld = Loader(taught, "train", 16, teacher_key=WordTeacher().fingerprint, token_targets=True)
   first = None
   for _ in range(cfg.steps):

@@ -24,8 +24,8 @@ def test_groups_cover_every_sentence_and_cosines_are_real(tmp_path, minilm_dir, 
   assert "held-out sentences, mean cos" in capsys.readouterr().out
   # the same six sentences, each student vector against its own sentence's teacher vector, computed here: rows
   # paired off by one, a sign or a mean over the wrong axis gives another figure
-  import corpus
-  from studentz_api import StudentZ
+  from studentz_corpus import prepare as corpus
+  from studentz import StudentZ
   from teacher import load_teacher
   texts = [s for s, split in corpus.build_sentences(str(src)) if split == 2][:6]
   m = StudentZ.load()

@@ -3,7 +3,7 @@ gradient, its fallbacks, rows sharded over two CPU devices, and the student's fo
 import numpy as np
 import pytest
 
-import cpu_gemm
+from studentz_kernels import cpu_gemm
 from tinygrad import Tensor, dtypes
 
 pytestmark = pytest.mark.skipif(cpu_gemm.isa() is None, reason="no AVX2/AVX-512 on this CPU: tinygrad's matmul is used")
@@ -102,7 +102,7 @@ def test_student_forward_and_gradient_same_with_and_without(monkeypatch):
 
 
 def test_gelu_kernel_matches_tinygrads_gelu_and_gradient():
-  import cpu_gelu
+  from studentz_kernels import cpu_gelu
   x_np = np.concatenate([RNG.standard_normal(1000) * 4, [0.0, -30.0, 30.0, -9.0, 9.0, 1e-7, -1e-7]]).astype(np.float32)
   x, g = Tensor(x_np), Tensor(RNG.standard_normal(len(x_np)).astype(np.float32))  # 1007: a 16-wide tail of 15
   assert cpu_gelu.usable(x)

@@ -2,13 +2,13 @@
 operand layout, and how a data-parallel step's GEMMs are spread over two devices (built, not run: CPU devices
 posing as CUDA ones). Its results and speed are checked on a GPU by scripts/gpu_cuda_gemm_check.py (every layout, the
 split gradients and the vocab head against tinygrad's matmul: results/h200_cuda_gemm_check.json), and the training
-step's losses against PyTorch's over 20 steps by `bench.py train --check-steps 20`."""
+step's losses against PyTorch's over 20 steps by `python -m bench train --check-steps 20`."""
 import re
 
 import numpy as np
 import pytest
 
-import cuda_gemm
+from studentz_kernels import cuda_gemm
 from tinygrad import Tensor, dtypes
 
 
@@ -118,7 +118,7 @@ def _bf16(*shape: int, axis: int | None = None, devs=DEVS) -> Tensor:
 
 
 def test_gemm_layouts_over_devices():
-  from backend import gemm_layout
+  from studentz_kernels.backend import gemm_layout
   x, w = _bf16(256, 128, axis=0), _bf16(128, 384)
   assert gemm_layout(x, w) == "rows" and gemm_layout(Tensor.ones(4, 4), Tensor.ones(4, 4)) == "one"
   assert gemm_layout(x, _bf16(384, 128), False, True) == "rows"

@@ -3,14 +3,14 @@ the vector width rule, the generated sources, the per-device graph of a data-par
 CUDA ones, built, not run), and the decoder's head_ce (which hands the head's product and bias to the kernel on CUDA)
 against the loss of Decoder's float32 logits. Values, gradients and speed are checked on a GPU by
 scripts/gpu_cuda_ops_check.py (results/h200_cuda_ops_check.json) and the joint step's losses against PyTorch's by
-`bench.py train --joint`."""
+`python -m bench train --joint`."""
 import os, subprocess, sys
 
 import numpy as np
 import pytest
 
-import cuda_ops
-from decoder import Decoder, head_ce, token_ce
+from studentz_kernels import cuda_ops
+from studentz import Decoder, head_ce, token_ce
 from studentz import Config
 from tinygrad import Tensor, dtypes
 
@@ -42,8 +42,8 @@ def test_sources_name_their_entry_points_and_are_deterministic(ct, vec):
 
 
 def test_a_bad_switch_value_is_refused():
-  r = subprocess.run([sys.executable, "-c", "import cuda_ops"], cwd=ROOT, capture_output=True, text=True,
-                     env={**os.environ, "STUDENTZ_CUDA_OPS": "yes"})
+  r = subprocess.run([sys.executable, "-c", "from studentz_kernels import cuda_ops"], cwd=ROOT, capture_output=True,
+                     text=True, env={**os.environ, "STUDENTZ_CUDA_OPS": "yes"})
   assert r.returncode != 0 and "STUDENTZ_CUDA_OPS must be 0 or 1, got 'yes'" in r.stderr
 
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import decoding
-from student_tokenizer import EOS, PAD
+from studentz_runtime import decoding
+from studentz_corpus.tokenizer import EOS, PAD
 
 V = 12  # 0-3 are PAD/BOS/EOS/UNK: 8 ordinary tokens
 
@@ -103,7 +103,7 @@ def test_rerank_keeps_the_candidate_the_judge_prefers():
 
 @pytest.fixture(scope="module")
 def shipped():
-  from studentz_api import DEFAULT_MODEL_DIR, StudentZ
+  from studentz import DEFAULT_MODEL_DIR, StudentZ
   if not (DEFAULT_MODEL_DIR / "config.json").is_file(): pytest.skip("no shipped model")
   return StudentZ.load(engine="numpy")
 
@@ -121,7 +121,7 @@ def test_shipped_model_controls_and_rerank(shipped):
 
 def test_tinygrad_engine_applies_the_controls(shipped):
   """The same strategies over tinygrad's DecoderState: the constraints hold and both engines pick the same ids."""
-  import evaluate
+  from studentz_training import evaluate
   models, _, _ = evaluate.load_models(shipped.path)
   z = shipped.encode(["A man is playing a guitar on stage.", "The cat sat on the mat."])
   for kw in ({"no_repeat_ngram": 2}, {"repetition_penalty": 1.3}):

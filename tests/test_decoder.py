@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from tinygrad import Tensor
 
-import generate as G
-from decoder import Decoder, ModeBProjection, decoder_ce, joint_loss_fn, teacher_forcing
-from student_tokenizer import BOS, EOS, PAD
-from studentz import Config, Encoder, Trainer
+from studentz_runtime import generate as G
+from studentz import Decoder, ModeBProjection, decoder_ce, joint_loss_fn, teacher_forcing
+from studentz_corpus.tokenizer import BOS, EOS, PAD
+from studentz import Config, Encoder
+from studentz_training.trainer import Trainer
 
 V, D, L = 64, 12, 10  # Config.validate wants vocab_size >= 64
 

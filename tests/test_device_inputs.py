@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from tinygrad import Tensor, TinyJit
 
-import device_inputs
-from device_inputs import InputSlots
+from studentz_kernels import device_inputs
+from studentz_kernels.device_inputs import InputSlots
 
 
 def batches(n, seed=0):

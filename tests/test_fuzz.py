@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import train
 import studentz as sz
-from student_tokenizer import BOS, EOS, PAD, StudentTokenizer
+from studentz_corpus.tokenizer import BOS, EOS, PAD, StudentTokenizer
 
 MAX_LEN = 48
 # FUZZ_EXAMPLES=2000 for a deeper search than the suite can afford by default

@@ -1,5 +1,6 @@
-"""STUDENTZ_GEMM_BEAM (backend.py): only GEMM kernels of the training step are handed to tinygrad's BEAM search, the
-default "cached" mode takes schedules already found (cache db or the bundled beam/ files) and never searches, and
+"""STUDENTZ_GEMM_BEAM (studentz_kernels/backend.py): only GEMM kernels of the training step are handed to tinygrad's
+BEAM search, the default "cached" mode takes schedules already found (cache db or the bundled beam/ files) and never
+searches, and
 scripts/beam_cache.py carries search results between cache dbs."""
 import os, subprocess, sys
 from pathlib import Path
@@ -10,8 +11,8 @@ import tinygrad.engine.realize as realize
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import getenv
 
-import backend
-import cpu_gemm
+from studentz_kernels import backend
+from studentz_kernels import cpu_gemm
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +174,7 @@ def test_the_bundled_search_results_are_kernel_options_for_cuda(tmp_path):
   NVIDIA cards (each for a bundled schedule): importable, and read by backend."""
   import sqlite3
   from tinygrad.helpers import VERSION
-  files = sorted((ROOT / "beam").glob("*.db"))
+  files = sorted((ROOT / "studentz_kernels" / "beam").glob("*.db"))
   assert files
   devices, cards = set(), set()
   for f in files:
@@ -198,7 +199,8 @@ def test_beam_cache_names_a_missing_file(tmp_path):
   assert r.returncode != 0 and "no such cache file" in r.stderr
 
 STEP = """
-import sys, backend, numpy as np
+import sys, numpy as np
+from studentz_kernels import backend
 import tinygrad.codegen.opt.search as search
 from tinygrad import Tensor, TinyJit
 timed = []
@@ -281,7 +283,7 @@ def test_a_passed_check_is_remembered_per_card(tmp_path):
 
 
 def test_a_bad_gemm_beam_setting_is_one_line(tmp_path):
-  r = subprocess.run([sys.executable, "-c", "import backend"], capture_output=True, text=True,
+  r = subprocess.run([sys.executable, "-c", "from studentz_kernels import backend"], capture_output=True, text=True,
                      env={**os.environ, "STUDENTZ_GEMM_BEAM": "fast", "PYTHONPATH": str(ROOT)})
   assert r.returncode != 0 and r.stderr.strip().startswith("error: STUDENTZ_GEMM_BEAM must be") and "fast" in r.stderr
   assert "Traceback" not in r.stderr
@@ -297,13 +299,13 @@ def _spy_mark(ctx, call, sink):
 
 
 def test_bench_times_the_step_train_py_runs(monkeypatch):
-  """Searched schedules are keyed by the kernel: bench.py's timed step (searched by scripts/gpu_gemm_beam.sh) must
+  """Searched schedules are keyed by the kernel: bench/'s timed step (searched by scripts/gpu_gemm_beam.sh) must
   compile the GEMMs train.py's step compiles. Dropout changes them (its mask fuses into the 1x1 conv's GEMMs), so the
   bench's loss check runs without it and the timed step with the config's again (bench.set_dropout)."""
-  import bench
+  from bench import speed as bench
   import studentz as sz
   from tinygrad.uop.ops import Ops, UPat, PatternMatcher
-  from trainer import Trainer
+  from studentz_training.trainer import Trainer
   monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)
   monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
   monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))

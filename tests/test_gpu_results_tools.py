@@ -73,7 +73,7 @@ def test_package_merges_stages_and_writes_the_folder(stages):
   assert "best_val_cos" not in dec_rec and "best_perplexity" not in enc_rec
   assert not {"step", "best_val_cos", "bad_evals"} & info.keys()                 # no single run made this folder
   assert info["n_params"] == sum(v.size for v in w.values())
-  from checkpoint import read_checkpoint_info
+  from studentz_runtime.checkpoint import read_checkpoint_info
   assert read_checkpoint_info(stages["out"])["training"] == info["training"]
   tc = json.loads((stages["out"] / "train_config.json").read_text())
   assert tc["stage1"] == {**SHAPE, "dropout": 0.0} and tc["stage2"]["freeze"] == ["encoder"]

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-import checkpoint, train
+from studentz_training import heldout
+import train
+from studentz_runtime import checkpoint
+from studentz_training import run_folder
 from test_hub import tiny_checkpoint  # noqa: F401  (a fixture: a random 1-layer BERT teacher folder)
 from test_infer import ckpt  # noqa: F401  (a fixture: tiny encoder + decoder checkpoint)
 from test_reliability import error_lines, py
@@ -34,7 +37,7 @@ def test_pruning_never_follows_a_symlink(tmp_path):
   os.symlink(victim / "precious.txt", out / "step-0000002" / "link.txt")
   os.symlink("step-0000004", out / "last")
   (out / "step-0000004").mkdir()
-  ck = checkpoint.Checkpointer(out, None, {}, None)
+  ck = run_folder.Checkpointer(out, None, {}, None)
   ck._prune()
   assert (victim / "precious.txt").read_text() == "keep me" and (victim / "sub" / "more.txt").is_file()
   assert sorted(p.name for p in out.iterdir()) == ["last", "step-0000004"]
@@ -84,7 +87,7 @@ def test_failed_start_leaves_no_folder(work, tmp_path, monkeypatch):
 THREADS = """
 import sys, threading
 sys.path.insert(0, sys.argv[2])
-import backend
+from studentz_kernels import backend
 from studentz import StudentZ
 m = StudentZ.load(sys.argv[1], engine=sys.argv[3])
 z = m.encode(["a cat sat", "two dogs"])  # the main thread opens tinygrad's kernel cache db (engine tinygrad)
@@ -113,7 +116,7 @@ def test_resume_of_a_held_run_fails_at_once(tmp_path, capsys):
   run = tmp_path / "run"
   _fake_checkpoint(run / "step-0000001", model_cfg=TINY, arrays_cfg=TINY)
   os.symlink("step-0000001", run / "last")
-  with checkpoint.run_lock(run):  # what the run still going holds
+  with run_folder.run_lock(run):  # what the run still going holds
     assert run_main(["--resume", run, "--quiet"]) == 2
   errs = error_lines(capsys.readouterr().err)
   assert len(errs) == 1 and "in use by another run" in errs[0], errs
@@ -124,12 +127,12 @@ def test_resume_of_a_held_run_fails_at_once(tmp_path, capsys):
 
 
 def test_memmap_on_a_full_disk_is_one_line(work, tmp_path, monkeypatch, capsys):
-  import corpus_store
-  from cli_guard import guarded
+  from studentz_corpus import store as corpus_store
+  from studentz_runtime.cli_guard import guarded
   monkeypatch.setattr(corpus_store.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
   argv = run_args(work, tmp_path / "run")
   argv[argv.index(str(work["data_dir"]))] = str(tmp_path / "data")
-  monkeypatch.setattr(train, "load_teacher", lambda name: __import__("test_train").FakeTeacher())
+  monkeypatch.setattr(heldout, "load_teacher", lambda name: __import__("test_train").FakeTeacher())
   assert guarded(train.main, argv) == 1  # what train.py's cli() returns: no SIGBUS, no traceback
   errs = error_lines(capsys.readouterr().err)
   assert len(errs) == 1 and "not enough disk space" in errs[0] and "No space" not in errs[0], errs
@@ -137,7 +140,7 @@ def test_memmap_on_a_full_disk_is_one_line(work, tmp_path, monkeypatch, capsys):
 
 
 def test_stale_tmp_files_of_dead_pids_are_removed(tmp_path):
-  import corpus_store
+  from studentz_corpus import store as corpus_store
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
   stale = tmp_path / f".tokens.npy.tmp{int(dead.stdout)}"
   live = tmp_path / ".tokens.npy.tmp1"  # pid 1 runs: another process's write in progress
@@ -340,7 +343,7 @@ def test_output_to_head_and_dev_full(ckpt, tmp_path):
 
 def test_tokenizer_smaller_than_the_vocabulary(ckpt, monkeypatch):
   """An untrained (or unlucky) decoder may pick ids the checkpoint's tokenizer does not have: dropped, not a crash."""
-  import decoding  # both engines' decode (generate.py re-exports it) calls decoding.generate
+  from studentz_runtime import decoding  # both engines' decode (generate.py re-exports it) calls decoding.generate
   from studentz import StudentZ
   m = StudentZ.load(ckpt)
   V = m.tokenizer.vocab_size
@@ -349,7 +352,7 @@ def test_tokenizer_smaller_than_the_vocabulary(ckpt, monkeypatch):
 
 
 def test_deeply_nested_json(tmp_path, work):
-  import corpus
+  from studentz_corpus import prepare as corpus
   cfg = tmp_path / "c.json"
   cfg.write_text("[" * 100_000 + "]" * 100_000)
   assert_one_line_error(cli("--config", cfg, "--print-config"), "nested too deeply")
@@ -362,10 +365,10 @@ def test_deeply_nested_json(tmp_path, work):
 
 def test_full_disk_while_checkpointing(work, tmp_path, monkeypatch, capsys):
   import errno
-  from cli_guard import guarded
+  from studentz_runtime.cli_guard import guarded
   from test_train import fake_teacher
   def full(*a, **k): raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run"))
-  monkeypatch.setattr(train, "load_teacher", fake_teacher)
+  monkeypatch.setattr(heldout, "load_teacher", fake_teacher)
   monkeypatch.setattr(checkpoint, "atomic_write_bytes", full)
   assert guarded(train.main, [str(a) for a in run_args(work, tmp_path / "run", "--steps", "2")]) == 1
   errs = error_lines(capsys.readouterr().err)
@@ -413,7 +416,8 @@ def test_api_input_types_zero_rows_and_top_k(ckpt):
 
 def test_small_corpus_tokenizer_fills_a_larger_vocabulary():
   """300 sentences teach fewer tokens than vocab_size: the teacher-initialised table keeps the model's size."""
-  import student_init, studentz as sz
+  import studentz as sz
+  from studentz_training import student_init
   from test_train import TINY
   enc = sz.Encoder(sz.Config(**TINY).validate())
   rng = np.random.default_rng(0)

@@ -14,9 +14,10 @@ D = 24
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
   """A checkpoint folder in train.py's layout: encoder + decoder + proj_b weights, config.json, tokenizer.json."""
-  import metrics, studentz as sz
-  from decoder import Decoder, ModeBProjection
-  from student_tokenizer import StudentTokenizer
+  import studentz as sz
+  from studentz_runtime import metrics
+  from studentz import Decoder, ModeBProjection
+  from studentz_corpus.tokenizer import StudentTokenizer
   path = SHARED_DATA / "stsb" / "sts-train.csv"
   if not path.is_file(): pytest.skip(f"STS-B not found at {path} (set STUDENTZ_DATA)")
   s1, s2, _ = metrics.load_stsb(path)
@@ -55,7 +56,7 @@ def test_json_lines_order_determinism_and_missing_teacher(ckpt, capsys):
 
 
 def test_human_view_png_and_teacher_cos(ckpt, capsys, monkeypatch, tmp_path):
-  from studentz_api import StudentZ
+  from studentz import StudentZ
   texts, want = ["Two dogs run.", "A cat sleeps on the mat."], [0.6, -0.3]
   zs = StudentZ.load(ckpt).encode(texts)
   rng = np.random.default_rng(0)
@@ -143,9 +144,9 @@ def test_missing_checkpoint_subprocess_exit_2_no_traceback(tmp_path):
 
 
 def test_no_checkpoint_and_no_shipped_model(monkeypatch, tmp_path, capsys):
-  import studentz_api
+  from studentz_runtime import checkpoint
   monkeypatch.delenv("STUDENTZ_CKPT", raising=False)
-  monkeypatch.setattr(studentz_api, "DEFAULT_MODEL_DIR", tmp_path / "none")
+  monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path / "none")
   assert infer.main(["hello"]) == 2
   assert capsys.readouterr().err.strip() == f"error: {infer.NO_CKPT}"
 

@@ -13,7 +13,7 @@ SENTS = ["The cat sat on the mat.", "A man is playing a guitar on stage.", "How 
 
 @pytest.fixture(scope="module")
 def shipped():
-  from studentz_api import DEFAULT_MODEL_DIR, StudentZ
+  from studentz import DEFAULT_MODEL_DIR, StudentZ
   if not (DEFAULT_MODEL_DIR / "config.json").is_file(): pytest.skip("no shipped model")
   return StudentZ.load(engine="numpy")
 

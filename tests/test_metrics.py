@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-import metrics as M
+from studentz_runtime import metrics as M
 
 # ---------------------------------------------------------------------------------------------------------------------
 # correlations

@@ -6,12 +6,12 @@ import pytest
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
-import backend
-import decoding
-import numpy_infer
-import quantize
+from studentz_kernels import backend
+from studentz_runtime import decoding
+from studentz_runtime import numpy_infer
+from studentz_runtime import quantize
 import studentz as sz
-from decoder import Decoder, ModeBProjection
+from studentz import Decoder, ModeBProjection
 
 B, L, D, V = 3, 12, 24, 64
 
@@ -60,7 +60,7 @@ def test_encoder_matches_tinygrad(kw):
 
 def test_big_batch_split_over_threads_equals_small_batches(monkeypatch):
   """A call of at least SPLIT_TOKENS tokens runs its rows on several Python threads: the same z as small calls."""
-  import blas_threads
+  from studentz_runtime import blas_threads
   cfg = tiny_cfg(pool_head=4)
   ours = numpy_infer.Encoder(cfg, arrays_of({"encoder": perturbed(sz.Encoder(cfg), 4)}))
   rng = np.random.default_rng(5)
@@ -121,7 +121,7 @@ def test_stream_equals_full_encoder():
 
 def test_int8_round_trip_and_fidelity(tmp_path):
   from conftest import write_checkpoint
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   rng = np.random.default_rng(7)
   w = rng.normal(0, 1, (8, 40)).astype(np.float32)
   q, s = quantize.quantize_rows(w)
@@ -189,13 +189,13 @@ def test_numpy_teacher_embed_matches_real_teacher(minilm_dir):
 
 def test_cpu_path_never_imports_tinygrad():
   """The numpy engine skips tinygrad's import, device probe and compiles: infer.py (student, decode, teacher) and
-  studentz_api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model module
-  (tinygrad's import, ~0.1 s) but opens no device."""
+  studentz_runtime.api.StudentZ run without tinygrad in sys.modules; `from studentz import StudentZ` imports the model
+  module (tinygrad's import, ~0.1 s) but opens no device."""
   import os, subprocess, sys
   from conftest import ROOT
   code = ("import sys, infer\n"
           "assert infer.main(['The cat sat.', '--json']) == 0\n"
-          "from studentz_api import StudentZ\n"
+          "from studentz_runtime.api import StudentZ\n"
           "m = StudentZ.load()\n"
           "assert m.engine == 'numpy' and m.decode(m.encode('Hi'))\n"
           "print(any('tinygrad' in k for k in sys.modules))\n"

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import studentz as sz
+from studentz_training.trainer import Trainer
 import train
-from checkpoint import Checkpointer, assign_state, load_tensors
+from studentz_runtime.checkpoint import assign_state, load_tensors
+from studentz_training.run_folder import Checkpointer
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
@@ -36,7 +38,7 @@ def run(devices: int, **over):
   cfg = sz.Config(**{**CFG, **over}).validate()
   Tensor.manual_seed(0)
   enc = sz.Encoder(cfg)
-  tr = sz.Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn, devices=devices)
+  tr = Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn, devices=devices)
   figs, ws = [], []
   for b in BATCHES:
     figs.append(tr.step(b))
@@ -107,7 +109,7 @@ def test_checkpoint_loads_on_one_device_and_resumes(tmp_path):
   for k, v in weights(single).items(): np.testing.assert_array_equal(v, saved[k], err_msg=k)
   Tensor.manual_seed(0)
   enc2 = sz.Encoder(cfg)
-  tr2 = sz.Trainer(cfg, {"encoder": enc2}, sz.distill_loss_fn, devices=2)
+  tr2 = Trainer(cfg, {"encoder": enc2}, sz.distill_loss_fn, devices=2)
   ck.restore({"dir": d, "info": {"loader": {}, "best_val_cos": -1.0, "bad_evals": 0}}, tr2, _Loader())
   assert tr2.step_count == 3
   got = tr2.step(BATCHES[1])["loss"], weights(enc2)
@@ -125,7 +127,7 @@ def test_batch_not_divisible_is_one_line(capsys, monkeypatch):
   assert capsys.readouterr().err.strip() == "error: invalid config: batch_size 5 is not divisible by devices 2"
   cfg = sz.Config(**{**CFG, "batch_size": 6, "grad_accum": 2})  # 6 rows split over 2 devices; micro-batches of 3 don't
   with pytest.raises(ValueError, match="micro-batch .* 3 is not divisible by devices 2"):
-    sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn, devices=2)
+    Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn, devices=2)
 
 
 def test_grad_accum_steps_like_one_batch():
@@ -147,14 +149,14 @@ def test_grad_accum_steps_like_one_batch():
 def test_joint_step_on_two_devices_like_one():
   # the encoder + decoder step (distillation + teacher-forced cross-entropy, half the rows in mode B): its per-row
   # losses and the decoder's head sum over the split batch across devices
-  from decoder import Decoder, ModeBProjection, joint_loss_fn
+  from studentz import Decoder, ModeBProjection, joint_loss_fn
   cfg = sz.Config(**{**CFG, "dec_blocks": 2, "dec_dilation_schedule": [1, 2], "loss_weights": {"cos": 1.0, "ce": 1.0},
                      "mode_b_mix": "row", "label_smoothing": 0.1}).validate()
   figs = {}
   for n in (1, 2):
     Tensor.manual_seed(0)
     models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
-    tr = sz.Trainer(cfg, models, joint_loss_fn, devices=n)
+    tr = Trainer(cfg, models, joint_loss_fn, devices=n)
     figs[n] = [tr.step({**b, "mode_b": (np.arange(CFG["batch_size"]) % 2).astype(np.float32)}) for b in BATCHES]
   for step in range(2):
     for k in ("loss", "ce", "ce_a", "ce_b", "cos", "grad_norm"):
@@ -162,13 +164,14 @@ def test_joint_step_on_two_devices_like_one():
 
 
 def test_bench_compares_the_two_device_step_with_one(tmp_path):
-  # bench.py train --devices 2: the losses and gradient norms of its check steps against the one-device row's
+  # python -m bench train --devices 2: the losses and gradient norms of its check steps against the one-device row's
   import json
-  import bench
+  from bench import speed as bench
+  from bench.__main__ import main as bench_main
   argv = ["train", "--devices", "2", "--no-torch", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16",
           "--h", "24", "--k", "3", "--dilations", "2", "--vocab", "64", "--D", "12", "--check-steps", "2",
           "--reps", "1", "--warmup", "0", "--json", str(tmp_path / "rows.json")]
-  assert bench.main(argv) == 0
+  assert bench_main(argv) == 0
   one, two = json.loads((tmp_path / "rows.json").read_text())
   assert one["bench"] == "train_step" and two["bench"] == "train_step_data_parallel" and two["devices"] == 2
   assert two["same_loss"] and two["loss_rel_diff"] <= 1e-5 and two["grad_norm_rel_diff"] <= 1e-5, two

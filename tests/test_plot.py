@@ -1,12 +1,14 @@
-"""plot_png (PNG writer, bitmap text, scatter plot) and bench.py's `plot` / `fidelity` subcommands, on tiny inputs."""
+"""plot_png (PNG writer, bitmap text, scatter plot) and bench/'s `plot` / `fidelity` subcommands, on tiny inputs."""
 import json, math, struct, subprocess, sys, zlib
 
 import numpy as np
 import pytest
 from conftest import ROOT
 
-import bench
-import plot_png as pp
+from bench import speed as bench
+
+from bench.__main__ import main as bench_main
+from studentz_runtime import plot_png as pp
 
 
 def read_png(data: bytes) -> np.ndarray:
@@ -141,15 +143,15 @@ def test_bench_plot_picks_stsb_and_merges_eval_json(tmp_path, capsys):
           {"bench": "teacher_encode", "L": 32}]  # other bench rows in the same file are skipped
   (tmp_path / "rows.json").write_text(json.dumps(rows))
   png = tmp_path / "out.png"
-  assert bench.main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png)]) == 0
+  assert bench_main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png)]) == 0
   assert "y = val_cos" in capsys.readouterr().err  # the student has no STS-B yet: both use val_cos
   assert read_png(png.read_bytes()).shape == (640, 960, 3)
   (tmp_path / "eval.json").write_text(json.dumps({"checkpoint": "runs/a/best", "val_cos": 0.73, "stsb_spearman": 64.1,
                                                   "teacher_stsb_spearman": 82.0}))
-  assert bench.main(["plot", "--from", str(tmp_path / "rows.json"), str(tmp_path / "eval.json"), "--png", str(png),
+  assert bench_main(["plot", "--from", str(tmp_path / "rows.json"), str(tmp_path / "eval.json"), "--png", str(png),
                      "--title", "speed vs fidelity"]) == 0
   assert "2 points, y = stsb_spearman" in capsys.readouterr().err
-  assert bench.main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png), "--y", "val_cos"]) == 0
+  assert bench_main(["plot", "--from", str(tmp_path / "rows.json"), "--png", str(png), "--y", "val_cos"]) == 0
 
 
 @pytest.mark.parametrize("content, msg", [
@@ -164,7 +166,7 @@ def test_bench_plot_picks_stsb_and_merges_eval_json(tmp_path, capsys):
 ])
 def test_bench_plot_bad_input_one_line_exit_2(tmp_path, capsys, content, msg):
   (tmp_path / "r.json").write_text(content)
-  assert bench.main(["plot", "--from", str(tmp_path / "r.json"), "--png", str(tmp_path / "o.png")]) == 2
+  assert bench_main(["plot", "--from", str(tmp_path / "r.json"), "--png", str(tmp_path / "o.png")]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error:") and msg in err[0], err
   assert not (tmp_path / "o.png").exists()
@@ -174,7 +176,7 @@ def test_bench_plot_subprocess_missing_file_and_field(tmp_path):
   (tmp_path / "r.json").write_text(json.dumps([fid("a", "student", 10.0, val_cos=0.5)]))
   for argv, msg in [(["--from", str(tmp_path / "none.json")], "cannot read"),
                     (["--from", str(tmp_path / "r.json"), "--y", "stsb_spearman"], "has no stsb_spearman")]:
-    p = subprocess.run([sys.executable, str(ROOT / "bench.py"), "plot", *argv, "--png", str(tmp_path / "o.png")],
+    p = subprocess.run([sys.executable, "-m", "bench", "plot", *argv, "--png", str(tmp_path / "o.png")],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
@@ -186,7 +188,7 @@ def test_bench_fidelity_rows_then_plot(tmp_path, capsys, monkeypatch):
   import studentz as sz
   import teacher
   from conftest import write_checkpoint
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   tok = StudentTokenizer.fit(["a small corpus for the tokenizer", "another line of text"] * 5, vocab_size=260)
   cfg = sz.Config(vocab_size=tok.vocab_size, d_model=8, hidden=8, n_blocks=1, dilation_schedule=[1], kernel_size=3,
                   proj_dim=8, max_len=8).validate()
@@ -205,23 +207,23 @@ def test_bench_fidelity_rows_then_plot(tmp_path, capsys, monkeypatch):
   out = tmp_path / "fid.json"
   common = ["fidelity", "--ckpt", str(ck), "--len", "8", "--batch", "2", "--teacher-n", "2", "--reps-teacher", "1",
             "--teacher", "fake-teacher", "--json", str(out)]
-  assert bench.main(common) == 0
+  assert bench_main(common) == 0
   student, teach = json.loads(out.read_text())
   assert student["kind"] == "student" and student["name"] == "run/best" and student["sentences_per_s"] > 0
   assert student["val_cos"] == 0.42 and student["val_cos_source"].endswith("config.json")
   assert student["stsb_spearman"] is None and student["L"] == 8 and student["B"] == 2
   assert teach["kind"] == "teacher" and teach["val_cos"] == 1.0 and teach["sentences_per_s"] > 0
-  assert bench.main([*common, "--eval", str(ev)]) == 0
+  assert bench_main([*common, "--eval", str(ev)]) == 0
   student, teach = json.loads(out.read_text())
   assert (student["val_cos"], student["stsb_spearman"], teach["stsb_spearman"]) == (0.5, 30.0, 80.0)
   assert student["stsb_spearman_source"] == teach["stsb_spearman_source"] == str(ev)
   capsys.readouterr()
   png = tmp_path / "f.png"
-  assert bench.main(["plot", "--from", str(out), "--png", str(png)]) == 0
+  assert bench_main(["plot", "--from", str(out), "--png", str(png)]) == 0
   assert "y = stsb_spearman" in capsys.readouterr().err and read_png(png.read_bytes()).shape == (640, 960, 3)
   # one --eval per --ckpt; a missing checkpoint: one line, exit 2
   for argv, msg in [([*common, "--eval", str(ev), str(ev)], "one `train.py --eval --json` file per --ckpt"),
                     ([*common[:2], str(tmp_path / "nope"), *common[3:]], "checkpoint not found")]:
-    assert bench.main(argv) == 2
+    assert bench_main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and msg in err[0], err

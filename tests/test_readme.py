@@ -9,7 +9,7 @@ Each shell line is looked up in COMMANDS, which says how it is checked; a README
   config    a long job (a training run): run as written plus --print-config, so argparse, the config overrides and the
             profile must accept every flag; the process exits after printing the resolved config
   gpu       `DEV=CUDA ...` on a machine without a GPU: train.py as `config`, with the device check swapped for a
-            pretend CUDA device so the GPU profile is the one resolved; bench.py: its parser and batch split (GPU_SHIMS)
+            pretend CUDA device so the GPU profile is the one resolved; bench/: its parser and batch split (GPU_SHIMS)
   parse     a job too long for the suite (minutes of data work): only its argument parsing, nothing left unparsed
   setup     the two set-up commands: the test command equals .ci/run's, the main job is made of known parts
 Placeholders (runs/NAME, sentences.txt, my.jsonl.gz) get tiny stand-ins in the sandbox (make_stand_in); runs/NAME is
@@ -39,7 +39,7 @@ COMMANDS = {
   "python infer.py --file sentences.txt --no-teacher": ("run", ("sentences.txt",)),
   'python infer.py "some text" --png z.png --strategy beam --beam 4': ("run", ()),
   'python infer.py "some text" --int8 --no-teacher': ("run", ()),
-  "python quantize.py models/default runs/int8": ("run", ()),
+  "python -m studentz_runtime.quantize models/default runs/int8": ("run", ()),
   "printf 'A man is playing a guitar.\\nThe cat sleeps.\\n' | python -m teacher embed --out vecs.npy":
     ("teacher", ()),
   "python -m teacher embed --teacher all-mpnet-base-v2 --input sentences.txt --out mpnet.npy":
@@ -49,15 +49,17 @@ COMMANDS = {
   "python train.py --init-from models/default --data-source my.jsonl.gz --out runs/mine --optimizer.lr 1e-3":
     ("config", ("my.jsonl.gz",)),
   "DEV=CUDA python train.py --devices 2": ("gpu", ()),
-  "DEV=CUDA python bench.py train --devices 2 --precision fp32 bf16 --no-torch": ("gpu", ()),
+  "DEV=CUDA python -m bench train --devices 2 --precision fp32 bf16 --no-torch": ("gpu", ()),
 }
 
 # the only substitutions: `DEV=CUDA python X.py` -> `DEV=CUDA python -c SHIM` (no GPU here; the shim opens no device)
 GPU_SHIMS = {
-  "python train.py": "import sys, backend, parallel, train; backend.check_device = lambda: 'CUDA'; "
+  "python train.py": "import sys, train; from studentz_kernels import backend, parallel; "
+                     "backend.check_device = lambda: 'CUDA'; "
                      "parallel.device_names = lambda n, device=None: ('CUDA',) * n; "
                      "sys.exit(train.main(sys.argv[1:] + ['--print-config']))",
-  "python bench.py": "import sys, bench, parallel; a = bench.parser().parse_args(sys.argv[1:]); "
+  "python -m bench": "import sys; from bench import speed; from studentz_kernels import parallel; "
+                     "a = speed.parser().parse_args(sys.argv[1:]); "
                      "parallel.check_batch(a.batch, 1, parallel.device_count(a.devices))",
 }
 # the only parse-only jobs: the README's flags through train.py's parser; an unknown flag would become a config
@@ -193,7 +195,7 @@ def test_readme_python_example(box, i):
 
 def test_readme_mix_file(box):
   """The JSON block is a mix file corpus_mix reads (its relative path found beside it: a stand-in)."""
-  import corpus_mix
+  from studentz_corpus import mix as corpus_mix
   [text] = [t for lang, t in readme_blocks() if lang == "json"]
   (box / "mix").mkdir(exist_ok=True)
   (box / "mix" / "readme-mix.json").write_text(text)

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-import corpus, train
+from studentz_training.trainer import Trainer
+import train
+from studentz_corpus import prepare as corpus
 import studentz as sz
 from test_train import (BATCH, D, MAX_LEN, RUN_CFG, TINY, VOCAB, FakeTeacher, assert_one_line_error, cli, run_args,
                         run_main, work)  # noqa: F401  (work is a fixture, used by name)
@@ -56,7 +58,8 @@ def test_unknown_device_one_line():
   r = py("train.py", "--steps", "1", env={"DEV": "TPU"})
   assert_one_line_error(r, "unknown device 'TPU'", "CPU", "CUDA", "METAL")
   assert py("train.py", "--help", env={"DEV": "TPU"}).returncode == 0  # help needs no device
-  for cmd in (["-m", "teacher", "embed", "--out", "x.npy"], ["corpus.py", "teacher", "--data", "x", "--teacher", "y"]):
+  for cmd in (["-m", "teacher", "embed", "--out", "x.npy"],
+              ["-m", "studentz_corpus", "teacher", "--data", "x", "--teacher", "y"]):
     assert_one_line_error(py(*cmd, env={"DEV": "TPU"}, input=""), "unknown device 'TPU'")
 
 
@@ -70,7 +73,7 @@ def test_missing_teacher_one_line(tmp_path):
   assert not (tmp_path / "run" / "last").exists()
   r = py("-m", "teacher", "embed", "--teacher", "/no/such/dir", "--out", tmp_path / "v.npy", input="a\n")
   assert_one_line_error(r, "cannot load teacher", "/no/such/dir")
-  r = py("corpus.py", "teacher", "--data", tmp_path, "--teacher", "/no/such/dir")
+  r = py("-m", "studentz_corpus", "teacher", "--data", tmp_path, "--teacher", "/no/such/dir")
   assert_one_line_error(r, "cannot load teacher", "/no/such/dir")
 
 
@@ -104,7 +107,7 @@ def test_corpus_prepare_reports_skipped_lines(tmp_path, capsys):
 def test_corpus_prepare_empty_corpus(tmp_path, content):
   src = tmp_path / "c.txt"
   src.write_bytes(content)
-  r = py("corpus.py", "prepare", "--source", src, "--out", tmp_path / "d", "--quiet")
+  r = py("-m", "studentz_corpus", "prepare", "--source", src, "--out", tmp_path / "d", "--quiet")
   assert_one_line_error(r, "no usable sentences", str(src))
   assert not (tmp_path / "d" / "meta.json").exists()
 
@@ -143,7 +146,7 @@ def test_teacher_embed_empty_whitespace_and_long(tiny_checkpoint, tmp_path, caps
 
 
 def test_student_tokenizer_truncates_long_text(tmp_path):
-  from student_tokenizer import BOS, EOS, StudentTokenizer
+  from studentz_corpus.tokenizer import BOS, EOS, StudentTokenizer
   tok = StudentTokenizer.fit(["the cat sat on the mat"] * 10, vocab_size=300)
   ids, mask, cut = tok.encode_batch(["the cat sat " * 500, "", "   "], 16, return_truncated=True)
   assert cut.tolist() == [True, False, False]
@@ -153,8 +156,8 @@ def test_student_tokenizer_truncates_long_text(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_decoder():
-  from decoder import Decoder
-  from student_tokenizer import StudentTokenizer
+  from studentz import Decoder
+  from studentz_corpus.tokenizer import StudentTokenizer
   cfg = sz.Config(**TINY, dropout=0.0).validate()
   return Decoder(cfg), StudentTokenizer.fit(["the cat sat on the mat"] * 10, vocab_size=VOCAB)
 
@@ -169,7 +172,7 @@ def tiny_decoder():
   (np.array([["a"] * D]), ["must hold numbers"]),
 ], ids=["too-wide", "too-narrow", "1-d", "nan-row", "inf", "overflows-fp32", "strings"])
 def test_decode_rejects_bad_z(tiny_decoder, z, words):
-  import generate
+  from studentz_runtime import generate
   dec, tok = tiny_decoder
   for strategy in ("greedy", "beam"):
     with pytest.raises(ValueError) as e: generate.decode(dec, z, tok, strategy=strategy, beam=2)
@@ -192,7 +195,7 @@ def _fake_checkpoint(path: Path, model_cfg: dict, arrays_cfg: dict, data_dir="/n
 
 @pytest.mark.parametrize("what", ["proj_dim", "vocab_size"])
 def test_checkpoint_for_another_teacher_or_vocab(tmp_path, what):
-  import evaluate
+  from studentz_training import evaluate
   other = {**TINY, what: TINY[what] + 8}
   ck = _fake_checkpoint(tmp_path / "ck", model_cfg=TINY, arrays_cfg=other)
   with pytest.raises(sz.CheckpointError, match="another config"): evaluate.load_models(ck)
@@ -203,7 +206,7 @@ def test_eval_bad_config_or_missing_data_is_one_line(tmp_path):
   bad = _fake_checkpoint(tmp_path / "bad", model_cfg={**TINY, "dropout": 2}, arrays_cfg=TINY)
   assert_one_line_error(cli("--eval", bad), "dropout must be in [0, 1)")
   ck = _fake_checkpoint(tmp_path / "ck", model_cfg=TINY, arrays_cfg=TINY, data_dir=tmp_path / "gone")
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   StudentTokenizer.fit(["the cat sat on the mat"] * 10, vocab_size=VOCAB).save(ck / "tokenizer.json")
   assert_one_line_error(cli("--eval", ck), "gone", "not a prepared data folder")
 
@@ -233,7 +236,7 @@ def test_nonfinite_step_is_skipped(precision):
   from tinygrad import Tensor
   cfg = sz.Config(**TINY, dropout=0.0, steps=300, warmup_steps=10, precision=precision).validate()
   Tensor.manual_seed(0)
-  trainer = sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
+  trainer = Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
   assert trainer.scale.numpy()[0] == (2.0 ** 15 if precision == "mixed" else 1.0)  # CPU: mixed = fp16 + dynamic scale
   first = trainer.step(_batch(0))
   assert first["ok"] == 1 and trainer.step_count == 1

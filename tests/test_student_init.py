@@ -8,10 +8,11 @@ per text), whose vectors of the token texts serve as the synthetic teacher's tok
 import numpy as np
 import pytest
 
-import metrics, train
-import student_init as si
+import train
+from studentz_runtime import metrics
+from studentz_training import student_init as si
 import studentz as sz
-from student_tokenizer import UNK, StudentTokenizer
+from studentz_corpus.tokenizer import UNK, StudentTokenizer
 from test_train import BATCH, D, MAX_LEN, STSB_TRAIN, TINY, VOCAB, FakeTeacher
 from tinygrad import Tensor
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from corpus import build_sentences
-from student_tokenizer import BOS, EOS, PAD, UNK, SPECIAL_TOKENS, StudentTokenizer
+from studentz_corpus.prepare import build_sentences
+from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK, SPECIAL_TOKENS, StudentTokenizer
 
 WIKI = SHARED_DATA / "wikipedia" / "enwiki-docs.jsonl.gz"
 STSB = SHARED_DATA / "stsb" / "sts-test.csv"

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from tinygrad import Tensor
 
-import backend
+from studentz_kernels import backend
 import studentz as sz
+from studentz_training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_queued_steps_read_later_match_steps_read_at_once(cfg, grad_accum):
 
   def trainer():
     Tensor.manual_seed(0)
-    return sz.Trainer(c, {"encoder": sz.Encoder(c)}, sz.distill_loss_fn)
+    return Trainer(c, {"encoder": sz.Encoder(c)}, sz.distill_loss_fn)
   a = trainer()
   one_by_one = [a.step(b) for b in batches]
   b = trainer()

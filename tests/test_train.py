@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_DATA
-import corpus, metrics, train
+from studentz_training import heldout
+from studentz_training.trainer import Trainer
+import train
+from studentz_corpus import prepare as corpus
+from studentz_runtime import metrics
 import studentz as sz
-from student_tokenizer import StudentTokenizer
+from studentz_corpus.tokenizer import StudentTokenizer
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_state_dict
 
@@ -38,7 +42,7 @@ def hash_vector(t: str) -> np.ndarray:
 class FakeTeacher:
   """A fixed random unit vector per sentence, seeded by the sentence's hash: identical in every process. Its token
   vectors ([CLS], one per whitespace word, [SEP]; fixed per word) are not those its sentence vectors average, which
-  train.py never checks: they only give the profile's token targets (corpus_tokens.py tests their alignment)."""
+  train.py never checks: they only give the profile's token targets (token_targets.py tests their alignment)."""
   name, dim, fingerprint, max_seq_length, pooling = "fake-teacher", D, "fa7e" * 16, 128, ("mean",)
 
   def embed(self, texts, batch_size=64, **_):
@@ -86,7 +90,7 @@ def test_overfits_100_sentences(sentences):
   target = unit_rows(len(ids), seed=0)  # fixed teacher vectors: nothing to generalise, everything to memorise
   Tensor.manual_seed(0)
   enc = sz.Encoder(cfg)
-  trainer = sz.Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
+  trainer = Trainer(cfg, {"encoder": enc}, sz.distill_loss_fn)
   order, losses = np.random.default_rng(0), []
   while len(losses) < cfg.steps:
     perm = order.permutation(len(ids))
@@ -110,7 +114,7 @@ def test_the_schedule_length_changes_between_jit_replays(sentences, monkeypatch)
                       split(lin, max_batch_size))
   cfg, ids, mask = sentences
   Tensor.manual_seed(0)
-  trainer = sz.Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
+  trainer = Trainer(cfg, {"encoder": sz.Encoder(cfg)}, sz.distill_loss_fn)
   batch = {"tokens": ids[:BATCH], "mask": mask[:BATCH], "teacher": unit_rows(BATCH, seed=1)}
   for _ in range(12): lr_long = trainer.step(batch)["lr"]  # warmup_steps 10: past it, JIT captured and replaying
   assert batches == [0]
@@ -148,7 +152,7 @@ def test_token_targets_from_a_teacher_without_token_vectors(tmp_path, monkeypatc
   """Asked for by the user: a one-line error before any data work. (Set only by the profile: a note, then training
   without them.)"""
   class Plain(FakeTeacher): token_vectors = None
-  monkeypatch.setattr(train, "load_teacher", lambda name: Plain())
+  monkeypatch.setattr(heldout, "load_teacher", lambda name: Plain())
   with pytest.raises(SystemExit) as e:
     train.main(["--loss_weights.tok", "1", "--out", str(tmp_path / "a"), "--data-source", str(tmp_path)])
   assert e.value.code == 2
@@ -263,16 +267,16 @@ def run_args(work, out, *extra) -> list[str]:
 def run_main(argv, interrupt_after: int | None = None) -> int:
   """train.main in this process with the fake teacher; interrupt_after=k sends a real SIGINT right after step k."""
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, "load_teacher", fake_teacher)
+    mp.setattr(heldout, "load_teacher", fake_teacher)
     if interrupt_after is not None:
-      launch, calls = sz.Trainer.launch, [0]
+      launch, calls = Trainer.launch, [0]
 
       def step_then_interrupt(self, batch):
         out = launch(self, batch)
         calls[0] += 1
         if calls[0] == interrupt_after: signal.raise_signal(signal.SIGINT)
         return out
-      mp.setattr(sz.Trainer, "launch", step_then_interrupt)
+      mp.setattr(Trainer, "launch", step_then_interrupt)
     return train.main([str(a) for a in argv])
 
 
@@ -343,7 +347,7 @@ def test_without_data_dir_the_data_goes_to_runs_data(work, tmp_path, monkeypatch
 def test_data_folder_is_keyed_by_content_not_file_name(tmp_path):
   """Two corpora named alike get two data folders (one rebuilt in place would silently change what --eval reads);
   the same corpus with another tokenizer too."""
-  from student_tokenizer import StudentTokenizer
+  from studentz_corpus.tokenizer import StudentTokenizer
   a, b = tmp_path / "a" / "corpus.txt", tmp_path / "b" / "corpus.txt"
   for p, text in ((a, "One sentence about cats on a mat here."), (b, "Another sentence about dogs in a park.")):
     p.parent.mkdir()
@@ -384,7 +388,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(work, runs):
 
 def test_kill_9_then_resume(work):
   out = work["base"] / "killed"
-  code = ("import sys, train, test_train; train.load_teacher = test_train.fake_teacher; "
+  code = ("import sys, train, test_train; train.heldout.load_teacher = test_train.fake_teacher; "
           "sys.exit(train.main(sys.argv[1:]))")
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
   argv = run_args(work, out, "--steps", "1000", "--eval_every", "2")
@@ -423,7 +427,7 @@ def test_run_folder_in_use_needs_resume(work, runs, capsys):
 
 def test_token_table_that_cannot_be_placed(work, monkeypatch, capsys):
   """--tok-table device on a device that cannot hold the table: a one-line error, before any step."""
-  import trainer
+  from studentz_training import trainer
   def full(*a, **k): raise MemoryError("Allocation of 9.80 GB failed on CUDA. Used: 70 GB")
   monkeypatch.setattr(trainer, "device_table", full)
   out = work["base"] / "no-room"
@@ -443,7 +447,7 @@ def test_time_limit_stops_with_a_loadable_checkpoint(work, capsys):
 
 def test_eval_json(runs, capsys):
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, "load_teacher", fake_teacher)
+    mp.setattr(heldout, "load_teacher", fake_teacher)
     assert train.main(["--eval", str(runs["full"] / "last"), "--json", "--stsb-limit", "8"]) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 1
@@ -453,7 +457,7 @@ def test_eval_json(runs, capsys):
   assert res["step"] == RUN_STEPS and res["stsb_n"] == 8 and res["eval_n"] > 10
   # val_cos and val_mse computed here another way: the test split's texts through the tokenizer and the checkpoint's
   # encoder (eager, no JIT), against the teacher's vectors of those texts (not the data folder's cache)
-  import evaluate
+  from studentz_training import evaluate
   info = train.read_checkpoint_info(runs["full"] / "last")
   dd = corpus.open_data_dir(info["data_dir"])
   texts = dd.texts(dd.indices("test")[:4096])
@@ -476,7 +480,7 @@ def test_eval_on_another_data_folder(runs, work, tmp_path, capsys):
   info = json.loads((ck / "config.json").read_text())
   (ck / "config.json").write_text(json.dumps({**info, "data_dir": ""}))
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, "load_teacher", fake_teacher)
+    mp.setattr(heldout, "load_teacher", fake_teacher)
     assert train.main(["--eval", str(ck), "--json", "--stsb-limit", "8"]) == 2
     assert "names no data folder" in capsys.readouterr().err
     assert train.main(["--eval", str(ck), "--json", "--stsb-limit", "8", "--data-dir", str(work["data_dir"])]) == 0

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import studentz as sz
+from studentz_training.trainer import Trainer
 import train
-from checkpoint import load_tensors
+from studentz_runtime.checkpoint import load_tensors
 from test_train import BATCH, run_args, run_main, work  # noqa: F401  (work: the data-folder fixture)
 from tinygrad.nn.state import get_state_dict
 
@@ -31,7 +32,7 @@ def stages(work):
   first, second = work["base"] / "stage1", work["base"] / "stage2"
   assert run_main(run_args(work, first, "--steps", str(STEPS))) == 0
   start, steps = {}, []
-  init, launch = train.init_from_checkpoint, sz.Trainer.launch
+  init, launch = train.init_from_checkpoint, Trainer.launch
 
   def spy_init(models, ckpt, tok):
     init(models, ckpt, tok)
@@ -43,7 +44,7 @@ def stages(work):
     return out
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(train, "init_from_checkpoint", spy_init)
-    mp.setattr(sz.Trainer, "launch", spy_launch)
+    mp.setattr(Trainer, "launch", spy_launch)
     assert run_main(run_args(work, second, "--init-from", first / "best", *DECODER)) == 0
   return {"first": first, "second": second, "start": start, "steps": steps}
 

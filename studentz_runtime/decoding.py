@@ -1,0 +1,346 @@
+"""Token choice from an incremental decoder state: greedy, sampling (temperature, top-k, top-p) and beam search.
+
+The strategies only need a state with `reset(z, mode)` and `step(tokens, parents) -> logits (B, V)`: tinygrad's
+generate.DecoderState or numpy_infer.DecoderState. Its own module so the numpy inference path decodes without
+importing tinygrad; generate.py re-exports everything here.
+"""
+from __future__ import annotations
+
+import numpy as np
+from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK
+from studentz_runtime.metrics import cosine
+
+NEG = -1e9  # a log-probability that never wins, without the NaNs of -inf arithmetic
+MAX_BEAM = 256  # beam rows x vocabulary logits per step: bounded so a typo (--beam 50000) cannot take all memory
+MAX_TOKENS = 8192  # generated tokens per row at most (config.SIZE_LIMITS' max_len)
+MAX_NGRAM = 32  # no_repeat_ngram at most: longer n-grams almost never repeat, so a bigger value is a typo
+MAX_PENALTY = 10.0  # repetition_penalty at most: 1.2 (CTRL's value) is typical; beyond 10 a token can never come back
+MAX_RERANK = 64  # rerank candidates per row at most: each costs a decode and an encode
+# rerank's samples: a little colder than the model's own distribution and without its tail (generate.correct's
+# values), so candidates vary around the greedy decode instead of wandering off it
+RERANK_TEMPERATURE, RERANK_TOP_P = 0.8, 0.95
+
+
+def get_state(decoder, batch_size: int):
+  """A state of `decoder` for batch_size rows: numpy_infer.Decoder and studentz.Decoder (through generate.py, so the
+  numpy path never imports tinygrad) each make their own."""
+  return decoder.new_state(batch_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# strategies (all return int32 ids (B, T): generated tokens, EOS where a row stopped, PAD after)
+
+def check_z(z, dim: int) -> np.ndarray:
+  """z as float32 (B, dim), or ValueError naming the problem: a wrong-sized or non-finite z would otherwise decode
+  to confident garbage (or NaN logits) with no hint why."""
+  z = z.numpy() if hasattr(z, "numpy") else np.asarray(z)  # a tinygrad Tensor too
+  if z.dtype == object or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+    raise ValueError(f"z must hold numbers, got dtype {z.dtype}")
+  with np.errstate(over="ignore"): z = z.astype(np.float32)  # an overflow becomes Inf, refused below
+  if z.ndim != 2: raise ValueError(f"z must be (B, D), got shape {z.shape}")
+  if z.shape[1] != dim:
+    raise ValueError(f"z has dimension {z.shape[1]} but this decoder expects {dim} (the teacher's dimension it was "
+                     f"trained with): embed with the matching teacher or use the matching checkpoint")
+  bad = ~np.isfinite(z).all(axis=1)
+  if bad.any():
+    raise ValueError(f"z has NaN or Inf values in {int(bad.sum())} of {len(z)} rows (first: row "
+                     f"{int(np.flatnonzero(bad)[0])}): pass finite vectors")
+  return z
+
+
+def _prepare(decoder, z, max_len):
+  z = check_z(z, decoder.cfg.proj_dim)
+  T = decoder.cfg.max_len - 1 if max_len is None else int(max_len)  # the loader's L minus BOS
+  if T < 1: raise ValueError("max_len must be >= 1")
+  return z.astype(np.float32), T
+
+
+def _mask_specials(logits: np.ndarray) -> np.ndarray:
+  """PAD/BOS/UNK are never generated (PAD is only ever a smoothed target; byte-level BPE never needs UNK)."""
+  out = np.array(logits, dtype=np.float32)  # a writable copy; float32 keeps the per-step host work small
+  out[:, [PAD, BOS, UNK]] = NEG
+  return out
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+  x = x - x.max(-1, keepdims=True)
+  return (x - np.log(np.exp(x).sum(-1, keepdims=True))).astype(np.float64)  # beam scores add up in float64
+
+
+def repeated_ngram_tokens(seq: np.ndarray, n: int) -> np.ndarray:
+  """The tokens that would complete an n-gram already in `seq` (1-D ids) if appended: those no_repeat_ngram bans."""
+  if n < 1 or len(seq) < n: return np.zeros(0, np.int64)
+  if n == 1: return np.asarray(seq)
+  grams = np.lib.stride_tricks.sliding_window_view(seq, n)            # every n-gram so far
+  hit = (grams[:, :-1] == seq[len(seq) - n + 1:]).all(1)                # those starting with the last n-1 tokens
+  return grams[hit, -1]
+
+
+def restrict(logits: np.ndarray, hist: np.ndarray, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0):
+  """(R, V) logits (modified in place and returned) given each row's generated tokens `hist` (R, t).
+  repetition_penalty: HF's (CTRL's) rule on raw logits, every strategy alike: a token already generated has its logit
+  divided by the penalty when positive, multiplied when negative (so it always becomes less likely).
+  no_repeat_ngram n: a token that would repeat an n-gram of the row's output is banned (HF's no_repeat_ngram_size).
+  A row left with nothing allowed gets EOS, so a decode always ends instead of emitting a masked token."""
+  if hist.shape[1] == 0: return logits
+  rows = np.arange(len(logits))[:, None]
+  if repetition_penalty != 1.0:
+    seen = logits[rows, hist]                                           # repeats in hist write the same value
+    logits[rows, hist] = np.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty)
+  if no_repeat_ngram > 0:
+    for r in range(len(logits)): logits[r, repeated_ngram_tokens(hist[r], no_repeat_ngram)] = NEG
+    stuck = logits.max(-1) <= NEG
+    logits[stuck, EOS] = 0.0
+  return logits
+
+
+def _run(decoder, z: np.ndarray, T: int, mode, choose, rep: dict | None = None) -> np.ndarray:
+  B = z.shape[0]
+  state = get_state(decoder, B).reset(z, mode)
+  out = np.full((B, T), PAD, np.int32)
+  tok, done = np.full(B, BOS, np.int32), np.zeros(B, bool)
+  for t in range(T):
+    logits = _mask_specials(state.step(tok))
+    if rep: logits = restrict(logits, out[:, :t], **rep)
+    nxt = choose(logits).astype(np.int32)
+    nxt[done] = PAD
+    out[:, t] = nxt
+    done |= nxt == EOS
+    if done.all(): break
+    tok = nxt
+  return out
+
+
+def _rep(no_repeat_ngram: int, repetition_penalty: float) -> dict | None:
+  """restrict's options, or None when both are off (the plain loop then does no extra work)."""
+  if not no_repeat_ngram and repetition_penalty == 1.0: return None
+  return {"no_repeat_ngram": int(no_repeat_ngram), "repetition_penalty": float(repetition_penalty)}
+
+
+def greedy(decoder, z, max_len: int | None = None, mode=0, no_repeat_ngram: int = 0,
+           repetition_penalty: float = 1.0) -> np.ndarray:
+  z, T = _prepare(decoder, z, max_len)
+  return _run(decoder, z, T, mode, lambda lg: lg.argmax(-1), _rep(no_repeat_ngram, repetition_penalty))
+
+
+def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+  """(B, V) logits -> (B, V) probabilities after temperature, top-k and nucleus (top-p) truncation."""
+  x = logits.astype(np.float64) / max(temperature, 1e-6)
+  V = x.shape[-1]
+  if 0 < top_k < V:
+    kth = np.partition(x, V - top_k, axis=-1)[:, V - top_k, None]
+    x = np.where(x < kth, -np.inf, x)
+  p = np.exp(x - x.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  if top_p < 1.0:
+    # nucleus = tokens with p >= the smallest probability of the sorted prefix whose mass reaches top_p (ties at that
+    # value all stay). Only values are sorted, and only the top 256 when they already hold top_p (nearly always).
+    m = min(V, 256)
+    top = np.partition(p, V - m, axis=-1)[:, V - m:] if m < V else p
+    if (top.sum(-1) < top_p).any(): top = p
+    ps = -np.sort(-top, axis=-1)
+    n_keep = ((np.cumsum(ps, -1) - ps) < top_p).sum(-1)                          # >= 1
+    thr = ps[np.arange(p.shape[0]), n_keep - 1]
+    p = np.where(p >= thr[:, None], p, 0)
+    p /= p.sum(-1, keepdims=True)
+  return p
+
+
+def _draw(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """One index per row by inverse CDF from one uniform per row: reproducible for a seed and a batch."""
+  cum = np.cumsum(p, -1)
+  u = rng.random(p.shape[0]) * cum[:, -1]
+  idx = np.array([np.searchsorted(c, x, side="right") for c, x in zip(cum, u)])
+  idx = np.minimum(idx, p.shape[1] - 1)
+  bad = p[np.arange(p.shape[0]), idx] <= 0  # rounding at the top end: fall back to the most likely token
+  idx[bad] = p[bad].argmax(-1)
+  return idx
+
+
+def sample(decoder, z, max_len: int | None = None, temperature: float = 1.0, top_k: int = 0,
+           top_p: float = 1.0, seed: int = 0, mode=0, no_repeat_ngram: int = 0,
+           repetition_penalty: float = 1.0) -> np.ndarray:
+  z, T = _prepare(decoder, z, max_len)
+  rep = _rep(no_repeat_ngram, repetition_penalty)
+  if temperature <= 0: return _run(decoder, z, T, mode, lambda lg: lg.argmax(-1), rep)
+  rng = np.random.default_rng(seed)
+  return _run(decoder, z, T, mode, lambda lg: _draw(filter_logits(lg, temperature, top_k, top_p), rng), rep)
+
+
+def beam_search(decoder, z, beam: int = 4, max_len: int | None = None, length_penalty: float = 1.0,
+                mode=0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> np.ndarray:
+  """Beam search ranking finished hypotheses by logp / len**length_penalty (len counts EOS); a row stops once it has
+  `beam` finished hypotheses (early stopping, as HF's early_stopping=True). beam=1 is exactly greedy."""
+  return beam_candidates(decoder, z, beam, max_len, length_penalty, mode, no_repeat_ngram, repetition_penalty)[:, 0]
+
+
+def beam_candidates(decoder, z, beam: int = 4, max_len: int | None = None, length_penalty: float = 1.0, mode=0,
+                    no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, n_best: int = 1) -> np.ndarray:
+  """ids (B, n_best, T): each row's n_best best hypotheses of beam search, best first (n_best <= beam)."""
+  z, T = _prepare(decoder, z, max_len)
+  if int(beam) < 1: raise ValueError("beam must be >= 1")
+  hyps = _beam_hyps(decoder, z, int(beam), T, length_penalty, mode, _rep(no_repeat_ngram, repetition_penalty))
+  out = np.full((len(z), n_best, T), PAD, np.int32)
+  for b, row in enumerate(hyps):
+    for j, (_, seq) in enumerate(row[:n_best]): out[b, j, :len(seq[:T])] = seq[:T]
+    out[b, len(row):] = out[b, 0]  # fewer hypotheses than asked (tiny vocabularies): the best stands in
+  return out
+
+
+def _beam_hyps(decoder, z, K: int, T: int, length_penalty: float, mode, rep) -> list[list[tuple[float, np.ndarray]]]:
+  """Per row, the hypotheses (score, ids) best first: the finished ones, else the live beams."""
+  B = z.shape[0]
+  state = get_state(decoder, B * K).reset(np.repeat(z, K, 0), np.repeat(np.broadcast_to(mode, (B,)), K))
+  V = decoder.cfg.vocab_size
+  scores = np.full((B, K), NEG)
+  scores[:, 0] = 0.0                               # all beams start identical: expand only the first
+  seqs = np.zeros((B, K, 0), np.int32)
+  finished: list[list[tuple[float, np.ndarray]]] = [[] for _ in range(B)]
+  done = np.zeros(B, bool)
+  tok, parents = np.full(B * K, BOS, np.int32), None
+  for t in range(T):
+    logits = _mask_specials(state.step(tok, parents))
+    if rep: logits = restrict(logits, seqs.reshape(B * K, t), **rep)  # each beam's own history
+    logp = _log_softmax(logits).reshape(B, K, V)
+    cand = (scores[:, :, None] + logp).reshape(B, K * V)
+    # the best 2K (at most K are EOS, so K others always remain), found by a partition, then only those sorted
+    top = np.argpartition(-cand, 2 * K - 1, axis=-1)[:, :2 * K] if 2 * K < K * V else np.tile(np.arange(K * V), (B, 1))
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(cand, top, -1), axis=-1, kind="stable"), -1)
+    new_parent = np.tile(np.arange(K), (B, 1))
+    new_tok = np.full((B, K), PAD, np.int32)
+    new_scores = scores.copy()
+    for b in range(B):
+      if done[b]: continue
+      n = 0
+      for rank, c in enumerate(top[b]):
+        k, v = divmod(int(c), V)
+        if cand[b, c] <= NEG / 2: break            # banned or unreachable: never a hypothesis
+        if v == EOS:
+          if rank < K: finished[b].append((cand[b, c] / (t + 1) ** length_penalty, np.append(seqs[b, k], EOS)))
+          continue
+        new_parent[b, n], new_tok[b, n], new_scores[b, n] = k, v, cand[b, c]
+        n += 1
+        if n == K: break
+      new_scores[b, n:] = NEG                      # fewer than K live extensions: the rest stay dead
+      done[b] = len(finished[b]) >= K or n == 0
+    if done.all(): break
+    seqs = np.concatenate([seqs[np.arange(B)[:, None], new_parent], new_tok[..., None]], -1)
+    scores = new_scores
+    tok = new_tok.reshape(-1)
+    parents = (np.arange(B)[:, None] * K + new_parent).reshape(-1)
+  live = lambda b: [(scores[b, k] / max(seqs.shape[-1], 1) ** length_penalty, seqs[b, k])
+                    for k in range(K) if scores[b, k] > NEG / 2]
+  return [sorted(finished[b] or live(b) or [(0.0, np.array([EOS], np.int32))], key=lambda h: -h[0])
+          for b in range(B)]
+
+
+def generate(decoder, z, strategy: str = "greedy", max_len: int | None = None, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, beam: int = 1, length_penalty: float = 1.0, seed: int = 0,
+             mode=0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> np.ndarray:
+  """z (B, D) -> ids (B, T). strategy: "greedy", "sample" or "beam" (width `beam`); no_repeat_ngram and
+  repetition_penalty (restrict) apply to every strategy."""
+  rep = {"no_repeat_ngram": no_repeat_ngram, "repetition_penalty": repetition_penalty}
+  if strategy == "greedy": return greedy(decoder, z, max_len, mode, **rep)
+  if strategy == "sample": return sample(decoder, z, max_len, temperature, top_k, top_p, seed, mode, **rep)
+  if strategy == "beam": return beam_search(decoder, z, beam, max_len, length_penalty, mode, **rep)
+  raise ValueError(f"unknown strategy {strategy!r}: use greedy, sample or beam (rerank goes through decode)")
+
+
+def _is_int(x) -> bool: return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool: return isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
+
+
+STRATEGIES = ("greedy", "sample", "beam", "rerank")
+
+
+def check_options(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, beam=1, seed=0, max_len=None,
+                  no_repeat_ngram=0, repetition_penalty=1.0, rerank=8) -> None:
+  """ValueError naming the first decoding option that cannot mean anything (before any model work)."""
+  if strategy not in STRATEGIES: raise ValueError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}")
+  if not (_is_num(temperature) and temperature > 0 and np.isfinite(temperature)):
+    raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+  if not (_is_int(top_k) and top_k >= 0): raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k!r}")
+  if not (_is_num(top_p) and 0 < top_p <= 1):
+    raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+  if not (_is_int(beam) and 1 <= beam <= MAX_BEAM): raise ValueError(f"beam must be in [1, {MAX_BEAM}], got {beam!r}")
+  if not (_is_int(seed) and 0 <= seed < 2 ** 63): raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+  if max_len is not None and not (_is_int(max_len) and 1 <= max_len <= MAX_TOKENS):
+    raise ValueError(f"max_len must be in [1, {MAX_TOKENS}], got {max_len!r}")
+  check_repetition(no_repeat_ngram, repetition_penalty)
+  if not (_is_int(rerank) and 2 <= rerank <= MAX_RERANK):
+    raise ValueError(f"rerank must be an int in [2, {MAX_RERANK}] (candidates per row), got {rerank!r}")
+
+
+def check_repetition(no_repeat_ngram=0, repetition_penalty=1.0) -> None:
+  if not (_is_int(no_repeat_ngram) and 0 <= no_repeat_ngram <= MAX_NGRAM):
+    raise ValueError(f"no_repeat_ngram must be an int in [0, {MAX_NGRAM}] (0 = off), got {no_repeat_ngram!r}")
+  if not (_is_num(repetition_penalty) and 1 <= repetition_penalty <= MAX_PENALTY):
+    raise ValueError(f"repetition_penalty must be a number in [1, {MAX_PENALTY:g}] (1 = off), "
+                     f"got {repetition_penalty!r}")
+
+
+def _texts(ids: np.ndarray, tokenizer) -> list[str]:
+  # ids past the tokenizer's own size (it may learn fewer merges than vocab_size): rows never trained on, dropped
+  size = getattr(tokenizer, "vocab_size", None)  # any object with decode_batch will do; one with a size is checked
+  return tokenizer.decode_batch(ids if size is None else np.where(ids >= size, UNK, ids))
+
+
+def decode(decoder, z, tokenizer, strategy: str = "greedy", max_len: int | None = None,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam: int = 1, seed: int = 0, mode=0,
+           length_penalty: float = 1.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+           rerank: int = 8, embed_fn=None, target=None) -> list[str]:
+  """z (B, D) -> B strings (tokenizer: student_tokenizer.StudentTokenizer); 0 rows give [].
+  strategy "rerank" needs embed_fn (texts -> vectors) and uses `rerank` candidates per row (see rerank_decode)."""
+  check_options(strategy, temperature, top_k, top_p, beam, seed, max_len, no_repeat_ngram, repetition_penalty, rerank)
+  if check_z(z, decoder.cfg.proj_dim).shape[0] == 0: return []
+  rep = {"no_repeat_ngram": no_repeat_ngram, "repetition_penalty": repetition_penalty}
+  if strategy == "rerank":
+    if embed_fn is None: raise ValueError("strategy 'rerank' needs embed_fn: the encoder that judges the candidates")
+    return rerank_decode(decoder, z, tokenizer, embed_fn, target, rerank, max_len, seed, mode, **rep)["texts"]
+  ids = generate(decoder, z, strategy, max_len, temperature, top_k, top_p, beam, length_penalty, seed, mode, **rep)
+  return _texts(ids, tokenizer)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# re-embedding rerank: the encoder as judge of several decodes (vec2text's hypothesis scoring, one round)
+
+def rerank_split(k: int) -> tuple[int, int]:
+  """(beam width, samples) of k candidates per row: greedy, the beam's best ceil((k-1)/2), the rest sampled.
+  Why a mix: beam hypotheses are fluent but alike; samples add the variety that lets the judge find a closer text."""
+  n_beam = (k - 1 + 1) // 2
+  return n_beam, k - 1 - n_beam
+
+
+def rerank_candidates(decoder, z: np.ndarray, tokenizer, k: int, max_len=None, seed: int = 0, mode=0,
+                      **rep) -> list[list[str]]:
+  """k candidate texts per row of z (candidate-major lists of N): greedy first, then beam, then samples."""
+  n_beam, n_samp = rerank_split(k)
+  N = len(z)
+  groups = [_texts(greedy(decoder, z, max_len, mode, **rep), tokenizer)]
+  if n_beam:
+    ids = beam_candidates(decoder, z, n_beam, max_len, 1.0, mode, n_best=n_beam, **rep)
+    groups += [_texts(ids[:, j], tokenizer) for j in range(n_beam)]
+  if n_samp:
+    modes = np.repeat(np.broadcast_to(mode, (N,)), n_samp)
+    ids = sample(decoder, np.repeat(z, n_samp, 0), max_len, RERANK_TEMPERATURE, 0, RERANK_TOP_P, seed, modes, **rep)
+    s = _texts(ids, tokenizer)
+    groups += [s[j::n_samp] for j in range(n_samp)]
+  return groups
+
+
+def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_len=None, seed: int = 0, mode=0,
+                  **rep) -> dict:
+  """Decode k candidates per row, re-embed them with embed_fn (texts -> (n, D)), keep the one closest in cosine to
+  `target` (default z itself: mode A, the student's z judged by the student). For mode B pass the teacher vector as
+  target: the student's z lives in the teacher's space, so the student judges there too.
+  Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) the greedy candidate's}."""
+  z = check_z(z, decoder.cfg.proj_dim)
+  target = z if target is None else np.asarray(target, np.float32).reshape(len(z), -1)
+  groups = rerank_candidates(decoder, z, tokenizer, k, max_len, seed, mode, **rep)
+  emb = np.asarray(embed_fn([t for g in groups for t in g]), np.float32).reshape(len(groups), len(z), -1)
+  cos = cosine(emb, target)                                                   # (k, N)
+  pick = cos.argmax(0)  # ties go to the earlier candidate: greedy, then the beam's order
+  rows = np.arange(len(z))
+  return {"texts": [groups[c][i] for i, c in zip(rows, pick)], "cos": cos[pick, rows], "greedy_cos": cos[0]}

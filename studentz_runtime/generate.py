@@ -1,0 +1,160 @@
+"""Text from z on tinygrad: the incremental decoder state and re-embedding correction; the strategies (greedy,
+sampling, beam search) are decoding.py's, re-exported here.
+
+Decoding is incremental: `DecoderState` keeps, per decoder block, the last (k-1)*dilation + 1 inputs of its causal
+conv, so each new token costs one step through the blocks (`Decoder.step`, one TinyJit per batch size), not a pass
+over the whole prefix. Token choice happens on the host from the step's logits (numpy; seeded Generator), which is
+cheap for the small batches generation runs at.
+"""
+from __future__ import annotations
+import weakref
+from typing import TYPE_CHECKING
+
+from studentz_kernels import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
+import numpy as np
+from studentz_runtime.metrics import cosine
+from studentz_kernels.device_inputs import InputSlots
+from studentz_runtime.decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials,  # noqa: F401
+                                       _prepare, _run, beam_search, check_options, check_z, decode, filter_logits,
+                                       generate, greedy, sample)
+from tinygrad import Tensor, TinyJit, dtypes
+
+if TYPE_CHECKING: from studentz import Decoder  # the model imports this package, never the reverse
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# incremental state
+
+def _host(a, dtype) -> np.ndarray:
+  """C-contiguous and writable: tinygrad's CUDA copy-in refuses read-only buffers (broadcast views, .numpy() output)."""
+  return np.require(a, dtype=dtype, requirements=["C", "W"])
+
+
+class DecoderState:
+  """Per-row conv caches and z-conditioning of one decoder at a fixed batch size, updated in place by `step`.
+
+  The step is a TinyJit over persistent buffers, so it reads the decoder's weights as they are at call time (weights
+  updated by assign, as the optimiser and checkpoint loading do, are seen)."""
+
+  def __init__(self, decoder: Decoder, batch_size: int, _weak: bool = False):
+    kinds = {blk.norm.kind for blk in decoder.blocks} | {decoder.norm.kind}
+    if kinds != {"layer"}:
+      raise ValueError("incremental decoding needs per-token (layer) norms in the decoder: GroupNorm statistics span "
+                       "the whole sequence, so one step cannot reproduce them (build the Decoder with norm='layer')")
+    # get_state's cache holds states under a weak key: a strong reference back would keep the decoder alive forever
+    self.decoder, self.batch_size = (weakref.proxy(decoder) if _weak else decoder), batch_size
+    B = batch_size
+    cfg, act = decoder.cfg, decoder.act_dtype
+    self.bufs = [Tensor.zeros(B, blk.conv.span + 1, cfg.d_model, dtype=act).contiguous().realize()
+                 for blk in decoder.blocks]
+    self.zb = Tensor.zeros(B, cfg.d_model, dtype=act).contiguous().realize()
+    self.films = [(Tensor.zeros(B, cfg.hidden, dtype=act).contiguous().realize(),
+                   Tensor.zeros(B, cfg.hidden, dtype=act).contiguous().realize()) for _ in decoder.blocks]
+    self.mode = Tensor.zeros(B, dtype=dtypes.int32).contiguous().realize()
+    self._jit = TinyJit(self._step_impl)
+    self._slots = InputSlots([np.zeros(B, np.int32), np.zeros(B, np.int32)])  # tokens, parents: no scheduler work
+    self._identity = np.arange(B, dtype=np.int32)
+
+  def reset(self, z, mode) -> "DecoderState":
+    """Start every row afresh from z (B, D) numpy or Tensor in `mode` (int or (B,) ints)."""
+    B = self.batch_size
+    z = z if isinstance(z, Tensor) else Tensor(_host(z, np.float32))
+    if z.shape[0] != B: raise ValueError(f"z has {z.shape[0]} rows but this state was built for {B}")
+    zb, films = self.decoder.condition(z)
+    mode = _host(np.broadcast_to(np.asarray(mode, dtype=np.int32), (B,)), np.int32)
+    outs = [self.zb.assign(zb), self.mode.assign(Tensor(mode))]
+    for (g, b), (g_new, b_new) in zip(self.films, films): outs += [g.assign(g_new), b.assign(b_new)]
+    outs += [buf.assign(buf.zeros_like()) for buf in self.bufs]
+    Tensor.realize(*outs)
+    return self
+
+  def _step_impl(self, tok: Tensor, parent: Tensor) -> Tensor:
+    # rows first take over their parent's cache (beam search reorders; otherwise parent is the identity)
+    bufs = [buf[parent] for buf in self.bufs]
+    zb, mode = self.zb[parent], self.mode[parent]
+    films = [(g[parent], b[parent]) for g, b in self.films]
+    logits, new_bufs = self.decoder.step(tok, bufs, zb, films, mode)
+    outs = [buf.assign(nb) for buf, nb in zip(self.bufs, new_bufs)]
+    outs += [self.zb.assign(zb), self.mode.assign(mode)]
+    for (g, b), (g_new, b_new) in zip(self.films, films): outs += [g.assign(g_new), b.assign(b_new)]
+    logits = logits.contiguous()
+    Tensor.realize(logits, *outs)
+    return logits
+
+  def step(self, tokens, parents=None) -> np.ndarray:
+    """tokens (B,) ints fed at the next position; parents (B,) row each row continues from (None: itself).
+    Returns logits (B, V) float32 for the position after."""
+    tok = _host(np.asarray(tokens).reshape(self.batch_size), np.int32)
+    par = self._identity if parents is None else _host(parents, np.int32)
+    return self._jit(*self._slots.fill(tok, par)).numpy()
+
+
+_STATES: "weakref.WeakKeyDictionary[Decoder, dict]" = weakref.WeakKeyDictionary()
+
+
+def get_state(decoder: Decoder, batch_size: int) -> DecoderState:
+  """A DecoderState per (decoder, batch size), kept so repeated calls reuse the captured JIT. Not stored on the
+  decoder itself: get_state_dict would then find the caches and save or train them as weights."""
+  per = _STATES.setdefault(decoder, {})
+  if batch_size not in per: per[batch_size] = DecoderState(decoder, batch_size, _weak=True)
+  return per[batch_size]
+
+
+def step(token_ids, state: DecoderState, parents=None) -> tuple[np.ndarray, DecoderState]:
+  """Functional spelling of DecoderState.step: (B,) tokens -> (logits (B, V), the same state, advanced)."""
+  return state.step(token_ids, parents), state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# re-embedding correction
+
+def student_embed_fn(encoder, tokenizer, max_len: int | None = None):
+  """texts -> the student encoder's z (N, D) numpy; the default judge of `correct`."""
+  L = encoder.cfg.max_len if max_len is None else max_len
+
+  def embed(texts: list[str]) -> np.ndarray:
+    ids, mask = tokenizer.encode_batch(texts, L)
+    return encoder(Tensor(ids), Tensor(mask)).numpy()
+  return embed
+
+
+def correct(z_target, decoder: Decoder, encoder, tokenizer, rounds: int = 3, candidates: int = 8, embed_fn=None,
+            proj=None, mode=0, temperature: float = 0.8, top_p: float = 0.95, beam: int = 4, step_size: float = 1.0,
+            seed: int = 0, max_len: int | None = None) -> dict:
+  """Generate, re-embed, keep the candidate closest (cosine) to z_target; repeat from a corrected condition.
+
+  Each round decodes from the condition c (round 1: c = z_target) `candidates` texts per row: greedy, beam (if
+  beam > 1) and samples. `embed_fn(list[str]) -> (N, D)` re-embeds them in z_target's space (default: the student
+  encoder; pass teacher.embed for teacher vectors). The next condition is c + step_size * (z_target - z_best), the
+  vec2text move: the decoder is pushed against the error its best text still makes (z_best is the best embedding so
+  far, kept across rounds, so the best cosine never decreases). `proj` maps c into the decoder's z space (pass the
+  ModeBProjection for teacher vectors in mode B). Returns texts and cos (N,) of the best per row, and per round:
+  round_cos (mean best-so-far cosine) and round_new_cos (mean cosine of that round's own best candidate).
+  """
+  zt = np.asarray(z_target.numpy() if isinstance(z_target, Tensor) else z_target, np.float32)
+  N = zt.shape[0]
+  embed_fn = embed_fn or student_embed_fn(encoder, tokenizer)
+  n_samples = max(candidates - 1 - (beam > 1), 0)
+  best_txt, best_cos, best_z = [""] * N, np.full(N, -np.inf), np.zeros_like(zt)
+  c = zt.copy()
+  round_cos, round_new = [], []
+  for r in range(rounds):
+    zc = c if proj is None else proj(Tensor(c)).numpy()
+    cands = [decode(decoder, zc, tokenizer, "greedy", max_len, mode=mode)]   # each (N,) texts
+    if beam > 1: cands.append(decode(decoder, zc, tokenizer, "beam", max_len, beam=beam, mode=mode))
+    if n_samples:
+      s = decode(decoder, np.repeat(zc, n_samples, 0), tokenizer, "sample", max_len, temperature=temperature,
+                 top_p=top_p, seed=seed * 1000 + r, mode=mode)
+      cands += [s[j::n_samples] for j in range(n_samples)]
+    texts = [t for group in cands for t in group]                             # candidate-major: (n_cand * N,)
+    emb = np.asarray(embed_fn(texts), np.float32).reshape(len(cands), N, -1)
+    cos = cosine(emb, zt[None])                                                 # (n_cand, N)
+    pick = cos.argmax(0)
+    new_cos = cos[pick, np.arange(N)]
+    round_new.append(float(new_cos.mean()))
+    better = new_cos > best_cos
+    for i in np.flatnonzero(better):
+      best_txt[i], best_cos[i], best_z[i] = cands[pick[i]][i], new_cos[i], emb[pick[i], i]
+    round_cos.append(float(best_cos.mean()))
+    c = c + step_size * (zt - best_z)
+  return {"texts": best_txt, "cos": best_cos, "round_cos": round_cos, "round_new_cos": round_new}
