@@ -222,8 +222,12 @@ class Encoder:
 
   def features(self, tokens: Tensor, mask: Tensor, mode: Tensor | None = None) -> Tensor:
     """Per-token features (B, L, d) after the TCN stack and final norm."""
-    if mode is None: mode = Tensor.zeros(tokens.shape[0], dtype=dtypes.int32, device=tokens.device)
-    x = self.embed(tokens).cast(self.act_dtype)                                    # (B, L, d)
+    return self.features_of(self.embed(tokens), mask, mode)
+
+  def features_of(self, x: Tensor, mask: Tensor, mode: Tensor | None = None) -> Tensor:
+    """`features` from the token vectors (B, L, d) instead of ids: the cycle loss feeds soft tokens this way."""
+    if mode is None: mode = Tensor.zeros(x.shape[0], dtype=dtypes.int32, device=x.device)
+    x = x.cast(self.act_dtype)                                                     # (B, L, d)
     for i, blk in enumerate(self.blocks):
       # block_context: the sentence's mean input, seen by every position of the block
       shift = None if self.ctx_in is None else self.ctx_in[i](masked_mean(x, mask).cast(x.dtype))  # (B, h)
