@@ -111,7 +111,7 @@ def main(argv=None) -> int:
   """One-pass decoding and re-embedding correction rounds for a checkpoint with a decoder."""
   import argparse, json
   from tinygrad import Tensor
-  from generate import correct, decode, student_embed_fn
+  from generate import decode, rerank_decode, student_embed_fn
   from train import default_corpus, encode_ids, load_teacher
   p = argparse.ArgumentParser(description=main.__doc__)
   p.add_argument("ckpt", type=Path, help="checkpoint folder with a decoder (trained with --loss_weights.ce > 0)")
@@ -147,15 +147,15 @@ def main(argv=None) -> int:
     if args.json: args.json.write_text(json.dumps(res, indent=1))
     return 0
   # vec2text's setting: only the target vector is known; mode B conditions on it, the teacher judges candidates
-  cb = correct(zt, dec, enc, tok, rounds=args.rounds, candidates=args.candidates,
-               embed_fn=lambda t: teacher.embed(t, batch_size=32), proj=proj, mode=1)
+  cb = rerank_decode(dec, proj(Tensor(zt)).numpy(), tok, lambda t: teacher.embed(t, batch_size=32), zt,
+                     args.candidates, rounds=args.rounds, mode=1, proj=lambda c: proj(Tensor(c)).numpy())
   res["corrected_b"] = {**text_scores(cb["texts"], refs, teacher.embed(cb["texts"], batch_size=32), zt),
-                        "round_cos": cb["round_cos"], "round_new_cos": cb["round_new_cos"]}
+                        "round_cos": [r["cos"] for r in cb["rounds"]],
+                        "round_new_cos": [r["new_cos"] for r in cb["rounds"]]}
   # attention-free all the way: mode A from z_s, the student encoder judges (no teacher in the loop)
-  ca = correct(zs, dec, enc, tok, rounds=args.rounds, candidates=args.candidates,
-               embed_fn=student_embed_fn(enc, tok), mode=0)
+  ca = rerank_decode(dec, zs, tok, student_embed_fn(enc, tok), k=args.candidates, rounds=args.rounds, mode=0)
   res["corrected_a"] = {**text_scores(ca["texts"], refs, teacher.embed(ca["texts"], batch_size=32), zt),
-                        "round_student_cos": ca["round_cos"]}
+                        "round_student_cos": [r["cos"] for r in ca["rounds"]]}
   res["samples"] = [{"input": r, "mode_a": a, "mode_b": b, "corrected_b": c}
                     for r, a, b, c in zip(refs, one["a"], one["b"], cb["texts"])][:args.samples]
   print(json.dumps(res, indent=1))
