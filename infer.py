@@ -56,6 +56,8 @@ def parse_args(argv=None):
   p.add_argument("--seed", type=int, default=0, help="random seed for --strategy sample (and rerank's samples)")
   p.add_argument("--rerank", type=int, default=8, metavar="K", help="candidates per text for --strategy rerank "
                  "(greedy, beam and samples; default 8)")
+  p.add_argument("--rounds", type=int, default=1, metavar="R", help="--strategy rerank's correction rounds: each "
+                 "later one decodes again from the target pushed against the best text's error (default 1)")
   p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram of tokens "
                  "within a decode (0 = off; 3 stops loops like 'of the printing of the printing')")
   p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P", help="make tokens already generated "
@@ -229,7 +231,7 @@ def check_sampling(args) -> None:
   """Reject sampling options that cannot mean anything, before any model is loaded."""
   from decoding import check_options
   try: check_options(args.strategy, args.temperature, args.top_k, args.top_p, args.beam, args.seed, None,
-                    args.no_repeat_ngram, args.repetition_penalty, args.rerank)
+                    args.no_repeat_ngram, args.repetition_penalty, args.rerank, args.rounds)
   except ValueError as e:  # the message starts with the option's Python name: name it as its flag
     name, rest = str(e).split(" ", 1)
     raise UsageError(f"--{name.replace('_', '-')} {rest}")
@@ -318,7 +320,9 @@ def decode_vectors(models, tok, v, first: int, args, engine: str) -> tuple[list[
   embed = embedder(models, tok, engine, bs)
   with blas_threads.limit(1 if engine == "numpy" else None):
     z = to_decoder_space(models, target, engine) if mode == 1 else target
-    texts = decode(models["decoder"], z, tok, **decode_options(args), mode=mode, embed_fn=embed, target=target)
+    to_z = (lambda c: to_decoder_space(models, c, engine)) if mode == 1 else None  # a correction round's condition
+    texts = decode(models["decoder"], z, tok, **decode_options(args), mode=mode, embed_fn=embed, target=target,
+                   proj=to_z)
     return texts, [round(float(c), 4) for c in cosine(embed(texts), target)]
 
 
@@ -351,6 +355,7 @@ def infer_batch(models, tok, texts: list[str], first: int, bs: int, args, ckpt, 
 def decode_options(args) -> dict:
   return {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
           "beam": args.beam if args.strategy == "beam" else 1, "seed": args.seed, "rerank": args.rerank,
+          "rounds": args.rounds,
           "no_repeat_ngram": args.no_repeat_ngram, "repetition_penalty": args.repetition_penalty}
 
 
