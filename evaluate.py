@@ -36,7 +36,8 @@ def short_rows(rows: dict, max_tokens: int = 32, limit: int = 512) -> dict:
   """The held-out rows whose sentence has at most `max_tokens` tokens (BOS/EOS not counted)."""
   n_tok = rows["mask"].sum(1) - 2
   keep = np.nonzero(n_tok <= max_tokens)[0][:limit]
-  return {k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for k, v in rows.items()}
+  per_row = {k: v for k, v in rows.items() if k != "domains"}  # "domains": a mix's domain names, not one per row
+  return {**rows, **{k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for k, v in per_row.items()}}
 
 
 def teacher_forced_scores(dec, rows: dict, z: np.ndarray, mode: str, batch_size: int) -> dict:

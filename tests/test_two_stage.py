@@ -153,3 +153,7 @@ def test_one_run_trains_both_directions(work, tmp_path, capsys):
   assert isinstance(row["text"], str)                                                    # None: "(no decoder)"
   assert run_main(["--resume", out, "--quiet"]) == 0
   assert (out / "best").resolve() == (out / "decoder" / "best").resolve()
+  capsys.readouterr()  # --eval decodes held-out rows of a checkpoint with a decoder (a mix's domain names came along)
+  assert run_main(["--eval", out / "best", "--json", "--decode-limit", "4", "--stsb-limit", "4"]) == 0
+  ev = json.loads(capsys.readouterr().out)
+  assert ev["decode_n"] > 0 and -1 <= ev["semantic_cos_a"] <= 1 and -1 <= ev["semantic_cos_b"] <= 1, sorted(ev)
