@@ -4,7 +4,7 @@ teacher re-embeds the decode), BLEU, token-F1 and time.
 
   python corpus.py prepare --source data/everyday-mix.json --out /tmp/mixd --tokenizer models/default/tokenizer.json \\
       --limit 20000
-  python scripts/decode_eval.py --data /tmp/mixd --per-domain 64 --json results/cpu_decode_eval.json
+  python scripts/decode_eval.py --data /tmp/mixd --per-domain 16 --json results/cpu_decode_eval_rounds.json
   python scripts/decode_eval.py --data /tmp/mixd --samples 10 --configs a_greedy,b_greedy --samples-md samples.md
 
 Texts: the first test-split rows of each domain (scripts/heldout_eval.py) of at most --max-tokens student tokens.
