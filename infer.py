@@ -56,6 +56,8 @@ def parse_args(argv=None):
   p.add_argument("--seed", type=int, default=0, help="random seed for --strategy sample (and rerank's samples)")
   p.add_argument("--rerank", type=int, default=8, metavar="K", help="candidates per text for --strategy rerank "
                  "(greedy, beam and samples; default 8)")
+  p.add_argument("--rounds", type=int, default=1, metavar="R", help="--strategy rerank's correction rounds: each "
+                 "later one decodes again from the target pushed against the best text's error (default 1)")
   p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram of tokens "
                  "within a decode (0 = off; 3 stops loops like 'of the printing of the printing')")
   p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P", help="make tokens already generated "
@@ -211,7 +213,7 @@ def check_sampling(args) -> None:
   """Reject sampling options that cannot mean anything, before any model is loaded."""
   from studentz_runtime.decoding import check_options
   try: check_options(args.strategy, args.temperature, args.top_k, args.top_p, args.beam, args.seed, None,
-                    args.no_repeat_ngram, args.repetition_penalty, args.rerank)
+                    args.no_repeat_ngram, args.repetition_penalty, args.rerank, args.rounds)
   except ValueError as e:  # the message starts with the option's Python name: name it as its flag
     name, rest = str(e).split(" ", 1)
     raise UsageError(f"--{name.replace('_', '-')} {rest}")
@@ -315,8 +317,8 @@ def infer_batch(m, texts: list[str], first: int, bs: int, args):
 
 def decode_options(args) -> dict:
   return {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-          "beam": args.beam, "seed": args.seed, "rerank": args.rerank, "no_repeat_ngram": args.no_repeat_ngram,
-          "repetition_penalty": args.repetition_penalty}
+          "beam": args.beam, "seed": args.seed, "rerank": args.rerank, "rounds": args.rounds,
+          "no_repeat_ngram": args.no_repeat_ngram, "repetition_penalty": args.repetition_penalty}
 
 
 def write_rows(texts, z, decoded, cos, json_out: bool, why: str) -> None:

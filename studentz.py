@@ -207,8 +207,12 @@ class Encoder:
 
   def features(self, tokens: Tensor, mask: Tensor, mode: Tensor | None = None) -> Tensor:
     """Per-token features (B, L, d) after the TCN stack and final norm."""
-    if mode is None: mode = Tensor.zeros(tokens.shape[0], dtype=dtypes.int32, device=tokens.device)
-    x = self.embed(tokens).cast(self.act_dtype)                                    # (B, L, d)
+    return self.features_of(self.embed(tokens), mask, mode)
+
+  def features_of(self, x: Tensor, mask: Tensor, mode: Tensor | None = None) -> Tensor:
+    """`features` from the token vectors (B, L, d) instead of ids: the cycle loss feeds soft tokens this way."""
+    if mode is None: mode = Tensor.zeros(x.shape[0], dtype=dtypes.int32, device=x.device)
+    x = x.cast(self.act_dtype)                                                     # (B, L, d)
     for i, blk in enumerate(self.blocks):
       # block_context: the sentence's mean input, seen by every position of the block
       shift = None if self.ctx_in is None else self.ctx_in[i](masked_mean(x, mask).cast(x.dtype))  # (B, h)
@@ -479,7 +483,28 @@ def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
   parts["ce_a"] = (row_sum * (1 - mb)).sum() / (row_n * (1 - mb)).sum().maximum(1)
   parts["ce_b"] = (row_sum * mb).sum() / (row_n * mb).sum().maximum(1)
   parts["loss"] = parts["loss"] + cfg.loss_weights.get("ce", 0.0) * parts["ce"]
+  if cfg.loss_weights.get("cycle", 0) > 0:  # the z each row was decoded from: z_t (mode B) or the frozen z_s (mode A)
+    parts["cycle"] = cycle_loss(enc, dec, feats, tokens, mask, is_b.unsqueeze(-1).where(zt, zs.detach()))
+    parts["loss"] = parts["loss"] + cfg.loss_weights["cycle"] * parts["cycle"]
   return parts
+
+
+def soft_tokens(enc: Encoder, dec: Decoder, feats: Tensor, tokens: Tensor) -> Tensor:
+  """The decode as the encoder's input vectors (B, L, d): BOS's embedding, then at each later position the decoder's
+  softmax (teacher-forced, from `feats`) times the encoder's embedding table: differentiable, unlike sampled ids."""
+  probs = dec.logits(feats[:, :-1]).softmax(-1)                                    # (B, L-1, V)
+  table = enc.embed.weight.detach().float()                                        # (V, d): frozen
+  bos = enc.embed(tokens[:, :1]).detach().float()                                  # (B, 1, d)
+  return bos.cat(probs.matmul(table), dim=1)                                       # (B, L, d)
+
+
+def cycle_loss(enc: Encoder, dec: Decoder, feats: Tensor, tokens: Tensor, mask: Tensor, z: Tensor) -> Tensor:
+  """Cycle consistency z -> x_hat -> encoder(x_hat) ~ z: mean 1 - cos over rows. x_hat is `soft_tokens` at the
+  positions of the input (mask); the encoder runs in eval mode, and only the decoder is trained by this term."""
+  with Context(TRAINING=0): zc = enc.z(enc.features_of(soft_tokens(enc, dec, feats, tokens), mask), mask)  # (B, D)
+  zc, z = zc.float(), z.detach().float()
+  cos = (zc * z).sum(-1) / (zc.square().sum(-1).sqrt() * z.square().sum(-1).sqrt() + 1e-8)
+  return (1 - cos).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@
   python train.py --resume runs/big                # continue runs/big/last exactly where it stopped
   python train.py --eval runs/big/best --json      # metric table of a checkpoint
 
-Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> evaluation.
+Reads top to bottom: arguments -> config -> data -> model -> loop (log, validate, checkpoint) -> the decoder's stage
+(a decoder fitted to the distilled encoder, decoder_share of the budget) -> evaluation.
 """
 from __future__ import annotations
 import argparse, functools, json, signal, sys, time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from studentz_kernels import backend
 from studentz_runtime.checkpoint import read_checkpoint_info
@@ -18,7 +20,7 @@ from studentz_runtime.encode_tinygrad import encode_ids
 from studentz_training import heldout
 from studentz_training.heldout import (default_corpus, default_source, default_stsb, domain_rows,  # noqa: F401
                                        embed_split, split_rows, vector_metrics)
-from studentz_training.run_folder import Checkpointer, run_lock
+from studentz_training.run_folder import DECODER_DIR, Checkpointer, publish_decoder, run_lock
 
 # runs/ goes beside train.py in a checkout; an installed studentz-train writes it in the working folder
 ROOT = Path(__file__).resolve().parent if (Path(__file__).resolve().parent / "setup.py").is_file() else Path.cwd()
@@ -36,11 +38,13 @@ CPU_PROFILE = dict(vocab_size=4000, d_model=96, hidden=192, n_blocks=4, kernel_s
 # token targets: +0.022 val_cos at 600 CPU steps (results/cpu_token_targets_600_steps.json); their teacher pass
 # also gives the sentence vectors, so the slice still goes through the teacher once
 CPU_PROFILE["loss_weights.tok"] = 0.25
+# both profiles end with a decoder fitted to the best encoder (train.fit_decoder), so a run's best/ also decodes
+CPU_PROFILE["decoder_share"] = 0.25
 # The full configuration (a GPU) on top of studentz.Config's defaults, which stay as they were so that checkpoints
 # saved before these fields existed load unchanged. The pool head, token targets and no dropout each raised val_cos in
 # GPU runs of equal wall time (the student sees each sentence many times and still gains from fitting it closer).
 # Dotted keys set one entry of a dict field.
-FULL_PROFILE = {"pool_head": 1024, "loss_weights.tok": 0.25, "dropout": 0.0}
+FULL_PROFILE = {"pool_head": 1024, "loss_weights.tok": 0.25, "dropout": 0.0, "decoder_share": 0.25}
 
 
 def parse_args(argv=None):
@@ -163,8 +167,9 @@ def apply_profile(cfg, prof: dict, named: set, set_by_user: set):
   entries = {}
   for key, v in prof.items():
     head, _, sub = key.partition(".")
-    if key == "dropout" and cfg.loss_weights.get("ce", 0) > 0: continue  # measured for distillation: a decoder in
-    # training (which writes text, and over-fits sooner) keeps the config's dropout
+    if key in ("dropout", "decoder_share") and cfg.loss_weights.get("ce", 0) > 0: continue  # measured for
+    # distillation: a decoder in training (which writes text, and over-fits sooner) keeps the config's dropout, and
+    # needs no decoder stage after it
     if not (key in named or (sub and head in named) or (not sub and head in set_by_user)): entries[key] = v
   def with_entries(keys) -> Config:
     d = cfg.to_dict()
@@ -318,173 +323,279 @@ def prepare_data(cfg, teacher, args, quiet: bool):
   return dd, Path(data_dir), {"sentences and tokens": t1 - t0, "teacher pass": time.perf_counter() - t1}
 
 
-def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> int:
-  import numpy as np
-  from studentz_corpus import prepare as corpus
-  from tinygrad import Tensor
-  from studentz_corpus.progress import Progress
-  import studentz as sz
-  from studentz_training.trainer import Trainer
+@dataclass
+class Run:
+  """What the steps of one training run share: built by setup_run, advanced by fit, summed up by report."""
+  cfg: Any
+  out: Path
+  args: Any
+  tok: Any
+  data_dir: Path
+  loader: Any
+  val: dict
+  models: dict
+  trainer: Any
+  ck: Any
+  best: float = -1.0
+  bad_evals: int = 0
+  start: int = 0         # the step it starts from (resumed: the checkpoint's)
+  minutes: float = 0.0   # its --minutes budget (0: none)
+  total: int = 0         # the LR schedule's length: the config's steps, or --minutes' plan
+  planned: bool = False
+  first_eval: bool = True  # this process's first validation compiles its kernels: StepPlanner.discount leaves it out
 
+  @property
+  def joint(self) -> bool: return self.cfg.loss_weights.get("ce", 0) > 0
+
+
+def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> int:
+  """One run, fresh or resumed from `state`: set up, fit, report. A run that distils the encoder alone with
+  cfg.decoder_share > 0 leaves that share of the steps (and of --minutes) to a decoder fitted to its best encoder."""
+  t0 = time.perf_counter()
+  staged = wants_decoder_stage(cfg)
+  if staged and state is None: cfg = replace(cfg, steps=max(cfg.steps - decoder_steps(cfg.steps, cfg), 1))
+  run = setup_run(cfg, teacher_name, out, args, state, minutes_share=1 - cfg.decoder_share if staged else 1)
+  finished = fit(run)
+  rc = report(run)
+  if rc or not finished or not staged: return rc
+  return fit_decoder(run, teacher_name, device, time.perf_counter() - t0)
+
+
+def setup_run(cfg, teacher_name: str, out: Path, args, state, minutes_share: float = 1.0) -> Run:
+  """Teacher, data, models, trainer and checkpointer of a run; restored from `state` on --resume."""
+  import studentz as sz
   teacher = load_teacher_or_exit(teacher_name)
-  if cfg.proj_dim != teacher.dim:
-    cfg = sz.Config.from_dict({**cfg.to_dict(), "proj_dim": teacher.dim})
-  from studentz_corpus import token_targets as corpus_tokens
-  if cfg.loss_weights.get("tok", 0) > 0 and (why := corpus_tokens.unsupported(teacher)):
-    if state is not None or "loss_weights.tok" not in getattr(args, "profile_set", []): fail(f"loss_weights.tok: {why}")
-    print(f"note: {why}; training without them (loss_weights.tok 0)", file=sys.stderr)
-    cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "tok": 0.0}})
+  cfg = fit_teacher(cfg, teacher, state, args)
   dd, data_dir, took = prepare_data(cfg, teacher, args, args.quiet)
   from studentz_corpus.tokenizer import StudentTokenizer
   tok = StudentTokenizer.load(data_dir / "tokenizer.json")
   if tok.vocab_size > cfg.vocab_size: raise ValueError(f"tokenizer has {tok.vocab_size} ids > vocab_size")
-  tkey = teacher.fingerprint
-  buckets = sorted({b for b in cfg.length_buckets if b < cfg.max_len} | {cfg.max_len}) if cfg.length_buckets else None
-  with_tok = cfg.loss_weights.get("tok", 0) > 0
-  train_loader = corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=tkey, seed=cfg.seed,
-                               length_buckets=buckets, token_targets=with_tok)
-  val = domain_rows(data_dir, "val", tkey, 1024)
-  print(f"data: {len(train_loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
+  loader = make_loader(cfg, data_dir, teacher.fingerprint)
+  val = domain_rows(data_dir, "val", teacher.fingerprint, 1024)
+  print(f"data: {len(loader) * cfg.batch_size} train sentences, teacher {teacher.name} (D={teacher.dim}), "
         f"run folder {out}; " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()), file=sys.stderr)
+  models, trainer = build_models(cfg, teacher, tok, data_dir, loader, args, state)
+  from tinygrad.nn.state import get_state_dict
+  n_params = sum(t.numel() for m in models.values() for t in get_state_dict(m).values())
+  n_trained = sum(t.numel() for t in trainer.named.values())
+  meta = {"teacher": {"name": teacher.name, "dim": teacher.dim, "fingerprint": teacher.fingerprint},
+          "data_dir": str(data_dir), "data_source": str(Path(dd.meta["source"]).resolve()), "n_params": n_params,
+          "n_trained": n_trained}
+  run = Run(cfg, out, args, tok, data_dir, loader, val, models, trainer, Checkpointer(out, cfg, meta, tok),
+            minutes=args.minutes * minutes_share)
+  if state is not None:  # resume: weights, optimiser, schedule, loss scale, RNG and data position
+    run.best, run.bad_evals = run.ck.restore(state, trainer, loader)
+    run.start = trainer.step_count
+    trim_log(out / "metrics.jsonl", run.start)
+  print(f"model: {n_params / 1e6:.2f}M params" + (f" ({n_trained / 1e6:.2f}M trained)" if cfg.freeze else "") +
+        f", receptive field {models['encoder'].receptive_field} tokens, precision {cfg.precision}", file=sys.stderr)
+  return run
 
+
+def fit_teacher(cfg, teacher, state, args):
+  """cfg with the teacher's dimension, and without token targets when the teacher has none and only the profile
+  asked for them (the user's own request fails instead)."""
+  import studentz as sz
+  from studentz_corpus import token_targets as corpus_tokens
+  if cfg.proj_dim != teacher.dim: cfg = sz.Config.from_dict({**cfg.to_dict(), "proj_dim": teacher.dim})
+  if cfg.loss_weights.get("tok", 0) > 0 and (why := corpus_tokens.unsupported(teacher)):
+    if state is not None or "loss_weights.tok" not in getattr(args, "profile_set", []): fail(f"loss_weights.tok: {why}")
+    print(f"note: {why}; training without them (loss_weights.tok 0)", file=sys.stderr)
+    cfg = sz.Config.from_dict({**cfg.to_dict(), "loss_weights": {**cfg.loss_weights, "tok": 0.0}})
+  return cfg
+
+
+def make_loader(cfg, data_dir: Path, teacher_key: str):
+  from studentz_corpus import prepare as corpus
+  buckets = sorted({b for b in cfg.length_buckets if b < cfg.max_len} | {cfg.max_len}) if cfg.length_buckets else None
+  return corpus.Loader(data_dir, "train", cfg.batch_size, teacher_key=teacher_key, seed=cfg.seed,
+                       length_buckets=buckets, token_targets=cfg.loss_weights.get("tok", 0) > 0)
+
+
+def build_models(cfg, teacher, tok, data_dir: Path, loader, args, state):
+  """(models, Trainer): the encoder (initialised from the teacher, or --init-from), with a decoder and its mode-B
+  projection when the objective has a decoder CE."""
+  from tinygrad import Tensor
+  import studentz as sz
   Tensor.manual_seed(cfg.seed)
   enc = sz.Encoder(cfg)
   if state is None and cfg.embed_init == "teacher" and args.init_from is None:
     init_from_teacher(enc, tok, teacher, data_dir, args)
   models, loss_fn = {"encoder": enc}, sz.distill_loss_fn
-  joint = cfg.loss_weights.get("ce", 0) > 0
-  if joint:  # the decoder learns z -> text alongside: mode A rows decode z_s (CE reaches the encoder), mode B z_t
-    from studentz import Decoder, ModeBProjection, joint_loss_fn
+  if cfg.loss_weights.get("ce", 0) > 0:  # the decoder learns z -> text: mode A rows decode z_s (CE reaches the encoder
+    from studentz import Decoder, ModeBProjection, joint_loss_fn  # unless it is frozen), mode B rows z_t
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
   if state is None and args.init_from is not None: init_from_checkpoint(models, args.init_from, tok)
-  if with_tok and (table := token_table(train_loader, args)) is not None:
+  if cfg.loss_weights.get("tok", 0) > 0 and (table := token_table(loader, args)) is not None:
     loss_fn = functools.partial(loss_fn, tok_table=table)
-  trainer = Trainer(cfg, models, loss_fn, devices=args.devices)
-  from tinygrad.nn.state import get_state_dict
-  n_params = sum(int(np.prod(t.shape)) for m in models.values() for t in get_state_dict(m).values())
-  n_trained = sum(int(np.prod(t.shape)) for t in trainer.named.values())
-  meta = {"teacher": {"name": teacher.name, "dim": teacher.dim, "fingerprint": teacher.fingerprint},
-          "data_dir": str(data_dir), "data_source": str(Path(dd.meta["source"]).resolve()), "n_params": n_params,
-          "n_trained": n_trained}
-  ck = Checkpointer(out, cfg, meta, tok)
-  best, bad_evals, start = -1.0, 0, 0
-  if state is not None:  # resume: weights, optimiser, schedule, loss scale, RNG and data position
-    best, bad_evals = ck.restore(state, trainer, train_loader)
-    start = trainer.step_count
-    trim_log(out / "metrics.jsonl", start)
-  print(f"model: {n_params / 1e6:.2f}M params" + (f" ({n_trained / 1e6:.2f}M trained)" if cfg.freeze else "") +
-        f", receptive field {enc.receptive_field} tokens, "
-        f"precision {cfg.precision}", file=sys.stderr)
+  from studentz_training.trainer import Trainer
+  return models, Trainer(cfg, models, loss_fn, devices=args.devices)
 
-  stop = {"flag": False}
-  def on_signal(sig, frame):  # Ctrl-C: finish the step, write last/, exit cleanly
-    stop["flag"] = True
-  old = signal.signal(signal.SIGINT, on_signal)
-  bar = Progress(cfg.steps, "train", "step", disable=args.quiet)
-  bar.n = start
-  t_last, tok_count, bad_run = time.perf_counter(), 0, 0
-  deadline = time.perf_counter() + args.time_limit * 60 if args.time_limit > 0 else float("inf")
-  planner = StepPlanner(args.minutes, start) if args.minutes > 0 else None
-  budget = args.time_limit
-  if planner is not None and planner.deadline < deadline: deadline, budget = planner.deadline, args.minutes
-  total, planned = cfg.steps, False  # the LR schedule's length: the config's, or --minutes' plan
-  first_eval = True  # this process's first validation compiles its kernels: StepPlanner.discount leaves it out
-  if planner is not None and state is None:  # a fresh run, until its first plan: no end in sight, so the LR stays at
-    total, bar.total = 10 ** 9, None        # its peak after warmup (a resumed one keeps its saved plan meanwhile)
-    trainer.set_total_steps(total)
-  log = open(out / "metrics.jsonl", "a")
-  pending = []  # (step, queued result): steps are read in groups, since each read waits for the device
 
-  def read_pending():
-    nonlocal t_last, tok_count, bad_run
+class Stopper:
+  """When a run stops early: Ctrl-C (finish the step, write last/, exit cleanly) or a deadline (--time-limit, a pause;
+  --minutes, the end of the budget)."""
+
+  def __init__(self, run: Run, planner):
+    args = run.args
+    self.flag, self.by_budget = False, False
+    self.deadline = time.perf_counter() + args.time_limit * 60 if args.time_limit > 0 else float("inf")
+    self.budget = args.time_limit
+    if planner is not None and planner.deadline < self.deadline:
+      self.deadline, self.budget, self.by_budget = planner.deadline, run.minutes, True
+    self.old = signal.signal(signal.SIGINT, self.on_signal)
+
+  def on_signal(self, sig, frame):
+    self.flag, self.by_budget = True, False
+
+  def check(self, step: int) -> None:
+    if time.perf_counter() > self.deadline and not self.flag:
+      print(f"\ntime limit of {self.budget:g} min reached at step {step + 1}", file=sys.stderr)
+      self.flag = True
+
+  def close(self) -> None: signal.signal(signal.SIGINT, self.old)
+
+
+class StepLog:
+  """Reads queued steps in groups (each read waits for the device), logs their figures to metrics.jsonl and the
+  progress bar, and stops a run after cfg.max_bad_steps non-finite steps in a row."""
+
+  def __init__(self, run: Run, bar):
+    self.run, self.bar = run, bar
+    self.file = open(run.out / "metrics.jsonl", "a")
+    self.pending: list = []  # (step, queued result)
+    self.t_last, self.tok_count, self.bad_run = time.perf_counter(), 0, 0
+
+  def write(self, rec: dict) -> None:
+    self.file.write(json.dumps(rec) + "\n")
+    self.file.flush()
+
+  def read_pending(self) -> None:
+    run, cfg = self.run, self.run.cfg
     now = time.perf_counter()
-    rate = tok_count / max(now - t_last, 1e-9)
-    t_last, tok_count = now, 0
-    for s, queued in pending:
-      m = trainer.read(queued)
-      bad_run = 0 if m["ok"] > 0.5 else bad_run + 1
-      if bad_run:
+    rate = self.tok_count / max(now - self.t_last, 1e-9)
+    self.t_last, self.tok_count = now, 0
+    for s, queued in self.pending:
+      m = run.trainer.read(queued)
+      self.bad_run = 0 if m["ok"] > 0.5 else self.bad_run + 1
+      if self.bad_run:
         print(f"\nwarning: step {s + 1} had non-finite loss/gradients (loss {m['loss']}): skipped, "
               f"loss scale {m['loss_scale']:g}", file=sys.stderr)
-      if (s + 1) % cfg.log_every == 0 or s == start or bad_run:  # every skipped step leaves a record (ok=0)
-        rec = {"step": s + 1, "time": time.time(), **{k: round(v, 6) for k, v in m.items()}, "tokens_per_s": rate,
-               "cos_loss": round(m["cos"], 6), "cos": round(1 - m["cos"], 6)}
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        bar.update(s + 1 - bar.n, loss=m["loss"], cos=1 - m["cos"], tok_s=int(rate))
-      if bad_run >= cfg.max_bad_steps:
+      if (s + 1) % cfg.log_every == 0 or s == run.start or self.bad_run:  # every skipped step leaves a record (ok=0)
+        self.write({"step": s + 1, "time": time.time(), **{k: round(v, 6) for k, v in m.items()},
+                    "tokens_per_s": rate, "cos_loss": round(m["cos"], 6), "cos": round(1 - m["cos"], 6)})
+        self.bar.update(s + 1 - self.bar.n, loss=m["loss"], cos=1 - m["cos"], tok_s=int(rate))
+      if self.bad_run >= cfg.max_bad_steps:
         # after the log write, so the last bad step is on record too
-        ck.save("last", trainer, train_loader, best, bad_evals, {})
-        raise SystemExit(f"error: {bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
-                         f"precision fp32. Last good state is in {out / 'last'}")
-    pending.clear()
+        run.ck.save("last", run.trainer, run.loader, run.best, run.bad_evals, {})
+        raise SystemExit(f"error: {self.bad_run} non-finite steps in a row; stopped. Lower optimizer.lr or use "
+                         f"precision fp32. Last good state is in {run.out / 'last'}")
+    self.pending.clear()
 
+  def close(self) -> None: self.file.close()
+
+
+def step_feed(run: Run, batch: dict, step: int) -> dict:
+  """The trainer's inputs of one batch; a decoder's run also draws which rows decode from the teacher vector (mode B):
+  from the step number, so a resumed run draws the same; whole batches alternate by default, or rows mix within a
+  batch (mode_b_mix "row")."""
+  import numpy as np
+  feed = {k: batch[k] for k in ("tokens", "mask", "teacher", "tok_target", "tok_index", "tok_mask") if k in batch}
+  if run.joint:
+    cfg = run.cfg
+    rng = np.random.default_rng([cfg.seed, step])
+    n = len(batch["tokens"])
+    draw = rng.random(n) if cfg.mode_b_mix == "row" else np.full(n, rng.random())
+    feed["mode_b"] = (draw < cfg.mode_b_ratio).astype(np.float32)
+  return feed
+
+
+def fit(run: Run) -> bool:
+  """The training loop: steps queued and read in groups, validation and checkpoints every eval_every steps, the LR
+  schedule re-planned under --minutes. True when the run is complete (steps done, early stop, budget spent); False
+  when Ctrl-C or --time-limit paused it."""
+  from studentz_corpus.progress import Progress
+  args, cfg = run.args, run.cfg
+  planner = StepPlanner(run.minutes, run.start) if run.minutes > 0 else None
+  stop = Stopper(run, planner)
+  bar = Progress(cfg.steps, "train", "step", disable=args.quiet)
+  bar.n = run.start
+  log = StepLog(run, bar)
+  run.total = cfg.steps
+  if planner is not None and run.start == 0:  # a fresh run, until its first plan: no end in sight, so the LR stays at
+    run.total, bar.total = 10 ** 9, None      # its peak after warmup (a resumed one keeps its saved plan meanwhile)
+    run.trainer.set_total_steps(run.total)
   try:
-    step = start - 1
-    while step + 1 < total:
+    step = run.start - 1
+    while step + 1 < run.total:
       step += 1
-      batch = next(train_loader)
-      feed = {k: batch[k] for k in ("tokens", "mask", "teacher", "tok_target", "tok_index", "tok_mask") if k in batch}
-      if joint:  # which rows decode from the teacher vector (mode B): drawn from the step number, so a resumed run
-        # draws the same; whole batches alternate by default, or rows mix within a batch (mode_b_mix "row")
-        rng = np.random.default_rng([cfg.seed, step])
-        n = len(batch["tokens"])
-        draw = rng.random(n) if cfg.mode_b_mix == "row" else np.full(n, rng.random())
-        feed["mode_b"] = (draw < cfg.mode_b_ratio).astype(np.float32)
-      pending.append((step, trainer.launch(feed)))
-      tok_count += int(batch["mask"].sum())
-      if time.perf_counter() > deadline and not stop["flag"]:
-        print(f"\ntime limit of {budget:g} min reached at step {step + 1}", file=sys.stderr)
-        stop["flag"] = True
-      evaluate_now = (step + 1) % cfg.eval_every == 0 or step + 1 == total or stop["flag"]
-      if (step + 1) % cfg.log_every == 0 or step == start or evaluate_now:
-        read_pending()
-        if planner is not None and (new := planner.plan(step + 1, total)) is not None:
-          if not planned:
-            print(f"\n--minutes {args.minutes:g}: LR schedule set to {new:,} steps from the measured step rate "
-                  f"(the config said {cfg.steps:,}); re-planned as the run goes", file=sys.stderr)
-          total, planned = new, True
-          cfg = replace(cfg, steps=total)  # what checkpoints record, so --resume continues this schedule
-          ck.cfg = cfg
-          trainer.set_total_steps(total)
-          bar.total = total
-          log.write(json.dumps({"step": step + 1, "time": time.time(), "planned_steps": total}) + "\n")
-          evaluate_now = evaluate_now or step + 1 >= total
-      if evaluate_now:
-        t_eval = time.perf_counter()
-        ev = trainer.eval_models()  # with several devices: one-device copies of the current weights
-        vm = validate(ev["encoder"], val, cfg)
-        if joint: vm.update(decode_watch(ev, tok, val))
-        # a frozen encoder's val_cos never moves: the decoder's held-out perplexity picks the best checkpoint then
-        score = 1 / vm["val_perplexity_a"] if "encoder" in cfg.freeze else vm["val_cos_domain_mean"]
-        improved = score > best
-        if improved: best, bad_evals = score, 0
-        else: bad_evals += 1
-        log.write(json.dumps({"step": step + 1, "time": time.time(), **vm, "best_val_cos": best}) + "\n")
-        log.flush()
-        ck.save("last", trainer, train_loader, best, bad_evals, vm)
-        if improved: ck.link("best")
-        if planner is not None and first_eval: planner.discount(time.perf_counter() - t_eval)
-        first_eval = False
-        extra = f" distinct-2 {vm['val_distinct2']:.3f} e.g. {vm['val_decode_example'][:60]!r}" if joint else ""
-        doms = " ".join(f"{k[8:]} {v:.3f}" for k, v in vm.items()
-                        if k.startswith("val_cos_") and k != "val_cos_domain_mean")
-        doms = f" (domain mean {vm['val_cos_domain_mean']:.4f}: {doms})" if doms else ""
-        print(f"\nstep {step + 1}: val_cos {vm['val_cos']:.4f}{doms} val_mse {vm['val_mse']:.4f}{extra}"
-              f"{' (best)' if improved else ''}", file=sys.stderr)
-        if bad_evals >= cfg.patience:
-          print(f"early stop: no better val_cos in {bad_evals} evaluations", file=sys.stderr)
-          break
-      if stop["flag"]:
-        if time.perf_counter() > deadline: break
-        print(f"interrupted: state saved in {out / 'last'}; continue with --resume {out}", file=sys.stderr)
+      batch = next(run.loader)
+      log.pending.append((step, run.trainer.launch(step_feed(run, batch, step))))
+      log.tok_count += int(batch["mask"].sum())
+      stop.check(step)
+      evaluate_now = (step + 1) % cfg.eval_every == 0 or step + 1 == run.total or stop.flag
+      if (step + 1) % cfg.log_every == 0 or step == run.start or evaluate_now:
+        log.read_pending()
+        evaluate_now = replan(run, planner, step, bar, log) or evaluate_now
+      if evaluate_now and not validate_and_save(run, step + 1, log, planner): break
+      if stop.flag:
+        if stop.deadline < float("inf") and time.perf_counter() > stop.deadline: break
+        print(f"interrupted: state saved in {run.out / 'last'}; continue with --resume {run.out}", file=sys.stderr)
         break
   finally:
     bar.close()
     log.close()
-    signal.signal(signal.SIGINT, old)
-  gb = backend._BEAM
+    stop.close()
+  return not stop.flag or stop.by_budget
+
+
+def replan(run: Run, planner, step: int, bar, log: StepLog) -> bool:
+  """--minutes: a new step count from the measured rate, given to the LR schedule and the checkpoints' config (so
+  --resume continues it). True when the plan ends the run at this step."""
+  if planner is None or (new := planner.plan(step + 1, run.total)) is None: return False
+  if not run.planned:
+    print(f"\n--minutes {run.minutes:g}: LR schedule set to {new:,} steps from the measured step rate "
+          f"(the config said {run.cfg.steps:,}); re-planned as the run goes", file=sys.stderr)
+  run.total, run.planned = new, True
+  run.cfg = replace(run.cfg, steps=new)
+  run.ck.cfg = run.cfg
+  run.trainer.set_total_steps(new)
+  bar.total = new
+  log.write({"step": step + 1, "time": time.time(), "planned_steps": new})
+  return step + 1 >= new
+
+
+def validate_and_save(run: Run, step: int, log: StepLog, planner) -> bool:
+  """Validate, write last/ (and best/ when better), print the figures. False when patience ran out (early stop)."""
+  cfg, trainer = run.cfg, run.trainer
+  t_eval = time.perf_counter()
+  ev = trainer.eval_models()  # with several devices: one-device copies of the current weights
+  vm = validate(ev["encoder"], run.val, cfg)
+  if run.joint: vm.update(decode_watch(ev, run.tok, run.val))
+  # a frozen encoder's val_cos never moves: the decoder's held-out perplexity picks the best checkpoint then
+  score = 1 / vm["val_perplexity_a"] if "encoder" in cfg.freeze else vm["val_cos_domain_mean"]
+  improved = score > run.best
+  if improved: run.best, run.bad_evals = score, 0
+  else: run.bad_evals += 1
+  log.write({"step": step, "time": time.time(), **vm, "best_val_cos": run.best})
+  run.ck.save("last", trainer, run.loader, run.best, run.bad_evals, vm)
+  if improved: run.ck.link("best")
+  if planner is not None and run.first_eval: planner.discount(time.perf_counter() - t_eval)
+  run.first_eval = False
+  extra = f" distinct-2 {vm['val_distinct2']:.3f} e.g. {vm['val_decode_example'][:60]!r}" if run.joint else ""
+  doms = " ".join(f"{k[8:]} {v:.3f}" for k, v in vm.items() if k.startswith("val_cos_") and k != "val_cos_domain_mean")
+  doms = f" (domain mean {vm['val_cos_domain_mean']:.4f}: {doms})" if doms else ""
+  print(f"\nstep {step}: val_cos {vm['val_cos']:.4f}{doms} val_mse {vm['val_mse']:.4f}{extra}"
+        f"{' (best)' if improved else ''}", file=sys.stderr)
+  if run.bad_evals < cfg.patience: return True
+  print(f"early stop: no better val_cos in {run.bad_evals} evaluations", file=sys.stderr)
+  return False
+
+
+def report(run: Run) -> int:
+  """The run's closing lines: the GEMM schedules it ran on, and its best checkpoint (status 1 when there is none)."""
+  gb, out = backend._BEAM, run.out
   if gb["found"] + gb["not_found"] + gb["rejected"]:  # how much of the step ran on searched GEMM schedules
     failed = f" ({gb['rejected']} of them: their searched schedule failed its check)" if gb["rejected"] else ""
     print(f"GEMM kernels of the step: {gb['found']} with a searched schedule, {gb['not_found'] + gb['rejected']} with "
@@ -493,9 +604,58 @@ def train(cfg, teacher_name: str, out: Path, args, device: str, state=None) -> i
     print(f"error: no validation gave a finite score, so there is no best checkpoint; the last state is in "
           f"{out / 'last'} (lower optimizer.lr or use precision fp32)", file=sys.stderr)
     return 1
-  what = f"perplexity {1 / best:.2f}" if "encoder" in cfg.freeze and best > 0 else f"val_cos (domain mean) {best:.4f}"
+  best = run.best
+  what = f"perplexity {1 / best:.2f}" if "encoder" in run.cfg.freeze and best > 0 else \
+    f"val_cos (domain mean) {best:.4f}"
   print(f"best {what}; checkpoints in {out / 'best'} and {out / 'last'}", file=sys.stderr)
   return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the decoder's stage: a decoder fitted to the distilled encoder, kept frozen (scripts/gpu_decoder.sh by hand)
+
+# what the stage changes in the run's config: the decoder's CE alone (the frozen encoder's losses are only logged;
+# token targets train an encoder), and dropout 0.1 for the decoder, as the shipped decoder was fitted with
+DECODER_STAGE = {"freeze": ["encoder"], "dropout": 0.1, "loss_weights": {"ce": 1.0, "tok": 0.0}}
+
+
+def wants_decoder_stage(cfg) -> bool:
+  return cfg.decoder_share > 0 and cfg.loss_weights.get("ce", 0) == 0 and "encoder" not in cfg.freeze
+
+
+def decoder_steps(total: int, cfg) -> int:
+  return max(round(total * cfg.decoder_share), 1)
+
+
+def decoder_config(cfg):
+  """The decoder stage's config from the encoder's (whose steps are the 1 - decoder_share part of the run's)."""
+  from studentz import Config
+  d = cfg.to_dict()
+  steps = decoder_steps(round(cfg.steps / (1 - cfg.decoder_share)), cfg)
+  return Config.from_dict({**d, **DECODER_STAGE, "steps": steps, "warmup_steps": min(cfg.warmup_steps, steps // 4),
+                           "loss_weights": {**d["loss_weights"], **DECODER_STAGE["loss_weights"]}})
+
+
+def fit_decoder(run: Run, teacher_name: str, device: str, elapsed: float) -> int:
+  """Stage 2 in RUN/decoder: a decoder fitted to RUN/best's encoder for decoder_share of the steps and --minutes (what
+  --time-limit leaves of its pause), then RUN/best points at its best checkpoint, which holds both models."""
+  import copy
+  args = copy.copy(run.args)
+  args.init_from, args.data_dir = run.out / "best", run.data_dir
+  args.minutes = run.args.minutes * run.cfg.decoder_share
+  if args.time_limit > 0:
+    args.time_limit -= elapsed / 60
+    if args.time_limit <= 0:
+      print(f"time limit reached before the decoder's stage: continue with --resume {run.out}", file=sys.stderr)
+      return 0
+  cfg = decoder_config(run.cfg)
+  out = run.out / DECODER_DIR
+  print(f"decoder stage: {cfg.steps} steps on the frozen encoder of {args.init_from}, run folder {out}",
+        file=sys.stderr)
+  with run_lock(out):  # a stage begun earlier (its folder has a last/) continues where it stopped
+    rc = resume_in(out, args, device) if (out / "last").exists() else train(cfg, teacher_name, out, args, device)
+  if rc == 0: publish_decoder(run.out)
+  return rc
 
 
 def token_table(loader, args):
@@ -591,12 +751,25 @@ def decode_watch(models: dict, tok, rows: dict, n: int = 64) -> dict:
 
 
 def resume(args, overrides=()) -> int:
-  from studentz import Config
+  """--resume RUN: the decoder's stage where it had begun (the encoder's is complete then), else the run itself."""
   run = Path(args.resume)
   if overrides or args.config:  # they were silently ignored: the run's own config is what resumes exactly
     what = ", ".join(f"--{k}" for k, _ in overrides) or "--config"
     raise ValueError(f"--resume continues {run} with its own config; {what} cannot change it (only --steps, "
                      "--minutes and --time-limit can): start a new run with --init-from to change the model")
+  read_checkpoint_info(run / "last")  # a folder without a run fails here, in one line
+  stage = run / DECODER_DIR
+  if not (stage / "last").exists() or args.print_config:
+    with run_lock(run): return resume_in(run, args, backend.device_name())
+  with run_lock(run), run_lock(stage):
+    rc = resume_in(stage, args, backend.device_name())
+  if rc == 0: publish_decoder(run)
+  return rc
+
+
+def resume_in(run: Path, args, device: str) -> int:
+  """Continue the run in folder `run` from its last checkpoint, with that checkpoint's config and corpus."""
+  from studentz import Config
   last = run / "last"
   info = read_checkpoint_info(last)
   cfg = Config.from_dict(info["config"])
@@ -610,9 +783,7 @@ def resume(args, overrides=()) -> int:
   # the run's own corpus: prepare() would rebuild data_dir from the default corpus and resume on other sentences
   if args.data_source is None and info.get("data_source"): args.data_source = Path(info["data_source"])
   print(f"resuming {run} at step {info['step']}", file=sys.stderr)
-  with run_lock(run):
-    return train(cfg, info["teacher"]["name"], run, args, backend.device_name(),
-                 state={"dir": last.resolve(), "info": info})
+  return train(cfg, info["teacher"]["name"], run, args, device, state={"dir": last.resolve(), "info": info})
 
 
 def load_encoder(ckpt: Path):

@@ -1,16 +1,19 @@
 """Decoder fidelity per domain on held-out texts, on the CPU: one-pass greedy (modes A and B), the repetition controls
-and the re-embedding rerank, each scored by semantic cos (the teacher re-embeds the decode), BLEU, token-F1 and time.
+and the re-embedding correction (rerank over rounds, scored after each round), each scored by semantic cos (the
+teacher re-embeds the decode), BLEU, token-F1 and time.
 
   python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd \\
     --tokenizer models/default/tokenizer.json \\
       --limit 20000
-  python scripts/decode_eval.py --data /tmp/mixd --per-domain 64 --json results/cpu_decode_eval.json
+  python scripts/decode_eval.py --data /tmp/mixd --per-domain 16 --json results/cpu_decode_eval_rounds.json
+  python scripts/decode_eval.py --data /tmp/mixd --samples 10 --configs a_greedy,b_greedy --samples-md samples.md
 
 Texts: the first test-split rows of each domain (scripts/heldout_eval.py) of at most --max-tokens student tokens.
 Mode A decodes the student's z of each text, mode B the teacher's vector (the model's mode-B projection). Semantic cos
 is cos(teacher(x), teacher(decode)) with the numpy teacher; "overall" pools every sentence (BLEU over the pooled
-corpus), "domain_mean" averages the domains. ms_per_sentence: the decode alone (rerank: its candidates' encodes too),
-one batch per domain on the numpy engine.
+corpus), "domain_mean" averages the domains. ms_per_sentence: the decode alone (rerank: its candidates' encodes too;
+a correction round: all rounds up to it), one batch per domain on the numpy engine. --samples N keeps each domain's
+first N texts with their decodes (not picked: good and bad alike).
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -23,13 +26,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 PREPARE = ("python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd "
            "--tokenizer models/default/tokenizer.json --limit 20000")
-# (name, mode, decode options): one pass and each control alone, then the rerank with its default candidates
+# (name, mode, decode options): one pass and each control alone, then the correction: the rerank with its default
+# candidates for up to 5 rounds, each round's best scored (results name_round1 .. name_round5)
 CONFIGS = [("a_greedy", "a", {}), ("b_greedy", "b", {}),
            ("a_no_repeat_ngram3", "a", {"no_repeat_ngram": 3}), ("b_no_repeat_ngram3", "b", {"no_repeat_ngram": 3}),
            ("a_repetition_penalty1.2", "a", {"repetition_penalty": 1.2}),
            ("b_repetition_penalty1.2", "b", {"repetition_penalty": 1.2}),
-           ("a_rerank8", "a", {"strategy": "rerank", "rerank": 8}),
-           ("b_rerank8", "b", {"strategy": "rerank", "rerank": 8})]
+           ("a_correct8", "a", {"strategy": "rerank", "rerank": 8, "rounds": 5}),
+           ("b_correct8", "b", {"strategy": "rerank", "rerank": 8, "rounds": 5})]
 
 
 def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int) -> dict:
@@ -50,22 +54,53 @@ def scores(hyps, refs, t_hyp, t_ref, seconds: float) -> dict:
           "ms_per_sentence": round(1000 * seconds / max(len(refs), 1), 1)}
 
 
-def run_config(model, teacher, texts: dict, t_ref: dict, z_a: dict, mode: str, opts: dict) -> dict:
-  res, all_h, all_r, all_th, all_tr, total_s = {}, [], [], [], [], 0.0
-  for dom, refs in texts.items():
+def decode_rounds(model, z: np.ndarray, mode: str, opts: dict) -> list[tuple[list[str], float]]:
+  """(texts, seconds since the start) after each round: one for a plain decode, `rounds` for the correction."""
+  if opts.get("strategy") != "rerank":
     t0 = time.perf_counter()
-    hyps = model.decode(z_a[dom], **opts) if mode == "a" else model.decode_from_teacher(t_ref[dom], **opts)
-    secs = time.perf_counter() - t0
-    th = teacher.embed(hyps)
-    res[dom] = scores(hyps, refs, th, t_ref[dom], secs)
-    res[dom]["samples"] = [{"input": r, "output": h} for r, h in zip(refs[:3], hyps[:3])]
-    all_h, all_r, total_s = all_h + hyps, all_r + refs, total_s + secs
-    all_th.append(th), all_tr.append(t_ref[dom])
-  res["overall"] = scores(all_h, all_r, np.concatenate(all_th), np.concatenate(all_tr), total_s)
-  doms = [d for d in texts]
-  res["domain_mean"] = {k: round(float(np.mean([res[d][k] for d in doms])), 4)
-                        for k in ("semantic_cos", "bleu", "token_f1", "ms_per_sentence")}
-  return res
+    hyps = model.decode(z, **opts) if mode == "a" else model.decode_from_teacher(z, **opts)
+    return [(hyps, time.perf_counter() - t0)]
+  from studentz_runtime import blas_threads, decoding
+  with blas_threads.limit(1):  # as StudentZ.decode runs the numpy engine
+    zc = z if mode == "a" else model._proj_b(z)
+    res = decoding.rerank_decode(model.models["decoder"], zc, model.tokenizer, model.encode, z, opts["rerank"],
+                                 mode=int(mode == "b"), rounds=opts["rounds"],
+                                 proj=model._proj_b if mode == "b" else None)
+  return [(r["texts"], r["seconds"]) for r in res["rounds"]]
+
+
+def run_config(model, teacher, texts: dict, t_ref: dict, z_a: dict, mode: str, opts: dict, n_samples: int) -> list:
+  """Scores per domain, pooled ("overall") and averaged ("domain_mean"): one dict, or one per correction round."""
+  per_dom = {dom: decode_rounds(model, z_a[dom] if mode == "a" else t_ref[dom], mode, opts) for dom in texts}
+  out = []
+  for r in range(len(next(iter(per_dom.values())))):
+    res, all_h, all_r, all_th, all_tr, total_s = {}, [], [], [], [], 0.0
+    for dom, refs in texts.items():
+      hyps, secs = per_dom[dom][r]
+      th = teacher.embed(hyps)
+      res[dom] = scores(hyps, refs, th, t_ref[dom], secs)
+      res[dom]["samples"] = [{"input": x, "output": h} for x, h in zip(refs[:n_samples], hyps[:n_samples])]
+      all_h, all_r, total_s = all_h + hyps, all_r + refs, total_s + secs
+      all_th.append(th), all_tr.append(t_ref[dom])
+    res["overall"] = scores(all_h, all_r, np.concatenate(all_th), np.concatenate(all_tr), total_s)
+    res["domain_mean"] = {k: round(float(np.mean([res[d][k] for d in texts])), 4)
+                          for k in ("semantic_cos", "bleu", "token_f1", "ms_per_sentence")}
+    out.append(res)
+  return out
+
+
+def samples_markdown(results: dict, texts: dict, n: int) -> str:
+  """Per domain, its first n held-out texts and each configuration's decode of them, verbatim (code spans)."""
+  def cell(t: str) -> str: return "`" + " ".join(t.split()).replace("`", "'").replace("|", "\\|") + "`"
+  names = list(results)
+  lines = []
+  for dom in texts:
+    lines += [f"**{dom}**", "", "| held-out text | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+    for i, ref in enumerate(texts[dom][:n]):
+      outs = [cell(results[c][dom]["samples"][i]["output"]) for c in names]
+      lines.append(f"| {cell(ref)} | " + " | ".join(outs) + " |")
+    lines.append("")
+  return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -76,6 +111,10 @@ def main(argv=None) -> int:
   ap.add_argument("--max-tokens", type=int, default=32, help="longest text kept, in student tokens (default 32)")
   ap.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
   ap.add_argument("--json", default=None, help="write the results here")
+  ap.add_argument("--samples", type=int, default=3,
+                  help="decodes kept per domain and configuration: the domain's first held-out texts (default 3)")
+  ap.add_argument("--samples-md", default=None,
+                  help="also write the samples as markdown tables, one per domain (original, then each decode)")
   a = ap.parse_args(argv)
   from studentz import StudentZ
   from teacher.numpy_model import load_teacher
@@ -92,10 +131,14 @@ def main(argv=None) -> int:
   for name, mode, opts in CONFIGS:
     if want and name not in want: continue
     t0 = time.perf_counter()
-    out["results"][name] = r = run_config(model, teacher, texts, t_ref, z_a, mode, opts)
-    o = r["overall"]
-    print(f"{name:>26}  cos {o['semantic_cos']:.3f}  BLEU {o['bleu']:5.1f}  F1 {o['token_f1']:5.1f}  "
-          f"{o['ms_per_sentence']:6.1f} ms/sent  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    rounds = run_config(model, teacher, texts, t_ref, z_a, mode, opts, a.samples)
+    for r, res in enumerate(rounds, 1):
+      key = f"{name}_round{r}" if len(rounds) > 1 else name
+      out["results"][key] = res
+      o = res["overall"]
+      print(f"{key:>26}  cos {o['semantic_cos']:.3f}  BLEU {o['bleu']:5.1f}  F1 {o['token_f1']:5.1f}  "
+            f"{o['ms_per_sentence']:6.1f} ms/sent  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+  if a.samples_md: Path(a.samples_md).write_text(samples_markdown(out["results"], texts, a.samples))
   if a.json: Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
   return 0
 

@@ -150,8 +150,8 @@ if [ $PHASE = 1 ]; then
 import json; ms = json.load(open('$C/bench_${NAMES[$i]}.json'))[0]['tinygrad_queued_ms']
 print(max(int(0.97 * $TOTAL * 60 / (ms * 1.265e-3)) // 100 * 100, 100))")
     echo "${NAMES[$i]}: ${TARGS[$i]} steps $steps" | tee -a $C/logs/plan.txt  # read by scripts/capacity_table.py
-    ARGS="--profile full $COMMON --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --minutes $TOTAL ${TARGS[$i]} \
-      --eval_every $((steps / 10))"
+    ARGS="--profile full $COMMON --decoder_share 0 --data-dir ${DIRS[$i]} --out $C/${NAMES[$i]} --minutes $TOTAL \
+      ${TARGS[$i]} --eval_every $((steps / 10))"
     if [ -n "$DETACH" ]; then  # one process for all the minutes, outliving this call (detach, scripts/gpu_env.sh)
       detach $C/exit_${NAMES[$i]} $C/logs/train_${NAMES[$i]}.log $((TOTAL_S + 900)) env CUDA_VISIBLE_DEVICES=$i \
         CACHEDB=$PWD/$C/tg-${NAMES[$i]}.db python3 train.py $ARGS

@@ -12,7 +12,7 @@ NAMES=(); i=0
 while IFS='|' read -r n a; do [ -z "$n" ] && continue; NAMES+=($n)
   CUDA_VISIBLE_DEVICES=$i CACHEDB=$PWD/runs/cap/tg-$n.db timeout $(python3 -c "print(int($MINUTES * 60 + 110))") \
     python3 train.py --profile full --teacher .devcarry/minilm16 --quiet --data-dir runs/gpu-data --out $C/$n \
-    --minutes $MINUTES --eval_every 1500 $a > $C/train_$n.log 2>&1 &
+    --minutes $MINUTES --eval_every 1500 --decoder_share 0 $a > $C/train_$n.log 2>&1 &
   i=$((i + 1)); done <<< "$CONFIGS"
 wait
 i=0; for n in ${NAMES[@]}; do

@@ -36,7 +36,7 @@ else
 fi
 (sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
 python3 train.py --profile full --teacher .devcarry/minilm16 --init-from models/default --data-source \
-  data/everyday-mix.json --data-dir $DATA --out $RUN --minutes ${MINUTES:-13} --quiet $EXTRA || exit 1
+  data/everyday-mix.json --data-dir $DATA --out $RUN --minutes ${MINUTES:-13} --decoder_share 0 --quiet $EXTRA || exit 1
 python3 train.py --eval $RUN/best --json --decode-limit 0 > runs/mix.eval.json
 [ "${DEC_MINUTES:-0}" = 0 ] && { wait; exit 0; }
 python3 scripts/package_model.py --decoder-from models/default --encoder-parts $RUN/best/model.safetensors \

@@ -26,7 +26,7 @@ NAME=$(basename $RUN)
 if [ -n "$MINUTES" ]; then
   rm -rf $RUN
   detach $RUN.exit $RUN.log $(python3 -c "print(int($MINUTES * 60 + 1500))") python3 train.py --profile full \
-    --teacher .devcarry/minilm16 --out $RUN --minutes $MINUTES --quiet $EXTRA
+    --teacher .devcarry/minilm16 --out $RUN --minutes $MINUTES --decoder_share 0 --quiet $EXTRA
   WAIT=1
 fi
 if [ -n "$WAIT" ]; then  # until the run has exited or the call's BUDGET is near, then where it stands
@@ -45,7 +45,7 @@ if [ -n "$TL" ]; then
     timeout 590 python3 train.py --resume $RUN --time-limit $TL --quiet $EXTRA >> $OUT/$NAME.log 2>&1
   else
     timeout 590 python3 train.py --profile full --teacher .devcarry/minilm16 --out $RUN --data-dir runs/gpu-data \
-      --time-limit $TL --quiet $EXTRA > $OUT/$NAME.log 2>&1
+      --time-limit $TL --decoder_share 0 --quiet $EXTRA > $OUT/$NAME.log 2>&1
   fi
   echo "train rc=$?"; grep -v "^\s*$" $OUT/$NAME.log | tail -25
   cp $RUN/metrics.jsonl $OUT/$NAME.metrics.jsonl 2>/dev/null

@@ -164,7 +164,7 @@ class StudentZ:
       return decoding.decode(self.models["decoder"], zc, self.tokenizer, strategy=strategy, max_len=max_len,
                              temperature=temperature, top_k=top_k, top_p=top_p,
                              beam=beam if strategy == "beam" else 1, seed=seed, mode=mode, **extra,
-                             embed_fn=self.encode, target=target)
+                             embed_fn=self.encode, target=target, proj=self._proj_b if mode == 1 else None)
 
   def _proj_b(self, z: np.ndarray) -> np.ndarray:
     if self.engine == "numpy": return self.models["proj_b"](z)
@@ -173,22 +173,25 @@ class StudentZ:
 
   def decode(self, z, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0, top_p: float = 1.0,
              temperature: float = 1.0, beam: int = 4, seed: int = 0, no_repeat_ngram: int = 0,
-             repetition_penalty: float = 1.0, rerank: int = 8) -> list[str]:
+             repetition_penalty: float = 1.0, rerank: int = 8, rounds: int = 1) -> list[str]:
     """Student vectors z ([D] or [N, D], mode A) -> N texts. strategy: "greedy", "sample" (temperature, top_k,
     top_p, seed), "beam" (width `beam`) or "rerank" (`rerank` candidates per row: greedy, beam and samples, re-encoded
-    by the student; the one closest to z wins). max_len: generated tokens at most (default: the checkpoint's
+    by the student; the one closest to z wins; `rounds` > 1 decodes again from a condition corrected by the best
+    text's error, decoding.rerank_decode). max_len: generated tokens at most (default: the checkpoint's
     max_len - 1). no_repeat_ngram: n-grams of this size never repeat within a row's text (0 = off);
     repetition_penalty: already generated tokens' logits divided (positive) or multiplied (negative) by it (1 = off)."""
     return self._decode(z, 0, max_len, strategy, top_k, top_p, temperature, beam, seed, no_repeat_ngram=no_repeat_ngram,
-                        repetition_penalty=repetition_penalty, rerank=rerank)
+                        repetition_penalty=repetition_penalty, rerank=rerank, rounds=rounds)
 
   def decode_from_teacher(self, z_teacher, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0,
                           top_p: float = 1.0, temperature: float = 1.0, beam: int = 4, seed: int = 0,
-                          no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, rerank: int = 8) -> list[str]:
+                          no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, rerank: int = 8,
+                          rounds: int = 1) -> list[str]:
     """The teacher's own vectors ([D] or [N, D], mode B: through the checkpoint's proj_b) -> N texts; as `decode`
     (rerank compares the student's z of each candidate with the teacher vector itself)."""
     return self._decode(z_teacher, 1, max_len, strategy, top_k, top_p, temperature, beam, seed,
-                        no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, rerank=rerank)
+                        no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, rerank=rerank,
+                        rounds=rounds)
 
   # -- streaming
   def stream_state(self):

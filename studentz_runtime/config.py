@@ -52,11 +52,16 @@ class Config:
   mode_b_ratio: float = 0.5        # share of decoder batches fed from the teacher vector (mode B)
   mode_b_mix: str = "batch"        # "batch": whole batches alternate between modes; "row": modes mixed inside a batch
   label_smoothing: float = 0.1     # decoder cross-entropy smoothing
+  decoder_share: float = 0.0      # a distillation run (ce 0) leaves this share of its steps and --minutes to a
+                                   # second stage that fits the decoder to its best encoder, frozen (train.py)
   freeze: list = field(default_factory=list)  # models left untrained, e.g. ["encoder"] to fit a decoder to a
                                    # distilled encoder (train.py --init-from CKPT); the frozen encoder runs in eval mode
   # --- objective ---
-  loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": 0.0})
-                                   # tok: the teacher's token vectors as per-token targets (token_targets.py)
+  loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": 0.0,
+                                                      "cycle": 0.0})
+                                   # tok: the teacher's token vectors as per-token targets (token_targets.py);
+                                   # cycle: 1 - cos(z, encoder(soft decode of z)), the decoder's softmax times the
+                                   # encoder's embedding table read back by the frozen encoder (studentz.cycle_loss)
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
   # --- optimisation ---
   optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})
@@ -120,6 +125,7 @@ class Config:
     need(self.data_crops >= 0, "data_crops must be 0 or more")
     need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
     need(0 <= self.mode_b_ratio <= 1, "mode_b_ratio must be in [0, 1]")
+    need(0 <= self.decoder_share < 1, "decoder_share must be in [0, 1)")
     need(self.mode_b_mix in ("batch", "row"), "mode_b_mix must be 'batch' or 'row'")
     need(self.norm in ("layer", "group"), "norm must be 'layer' or 'group'")
     need(self.padding in ("centred", "causal"), "padding must be 'centred' or 'causal'")
@@ -149,11 +155,15 @@ class Config:
       need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas),
            "optimizer.betas must be two numbers in [0, 1)")
     lw = self.loss_weights
-    unknown = set(lw) - {"cos", "mse", "ce", "sem", "tok"}
-    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, tok)")
+    unknown = set(lw) - {"cos", "mse", "ce", "sem", "tok", "cycle"}
+    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, tok, cycle)")
     need(all(isinstance(v, (int, float)) and v >= 0 for v in lw.values()), "loss_weights must be >= 0")
     need(not (lw.get("tok", 0) > 0 and lw.get("ce", 0) > 0),
          "loss_weights.tok (token targets) trains the encoder alone: use it with ce 0, then fit a decoder")
+    decoder_vs_frozen = lw.get("ce", 0) > 0 and "encoder" in self.freeze
+    need(lw.get("cycle", 0) == 0 or decoder_vs_frozen or lw.get("ce", 0) == 0 and self.decoder_share > 0,
+         "loss_weights.cycle trains a decoder against a frozen encoder: use it with ce > 0 and freeze [\"encoder\"], "
+         "or in the decoder's stage (decoder_share > 0)")
     need(self.warmup_steps >= 0 and 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0 and min_lr_ratio in [0, 1]")
     need(self.clip_norm >= 0, "clip_norm must be >= 0")
     need(isinstance(self.length_buckets, list) and all(isinstance(b, int) and 3 <= b for b in self.length_buckets),

@@ -16,8 +16,9 @@ MAX_TOKENS = 8192  # generated tokens per row at most (config.SIZE_LIMITS' max_l
 MAX_NGRAM = 32  # no_repeat_ngram at most: longer n-grams almost never repeat, so a bigger value is a typo
 MAX_PENALTY = 10.0  # repetition_penalty at most: 1.2 (CTRL's value) is typical; beyond 10 a token can never come back
 MAX_RERANK = 64  # rerank candidates per row at most: each costs a decode and an encode
-# rerank's samples: a little colder than the model's own distribution and without its tail (generate.correct's
-# values), so candidates vary around the greedy decode instead of wandering off it
+MAX_ROUNDS = 20  # rerank's correction rounds at most: each costs a whole rerank
+# rerank's samples: a little colder than the model's own distribution and without its tail, so candidates vary
+# around the greedy decode instead of wandering off it
 RERANK_TEMPERATURE, RERANK_TOP_P = 0.8, 0.95
 
 
@@ -256,7 +257,7 @@ STRATEGIES = ("greedy", "sample", "beam", "rerank")
 
 
 def check_options(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, beam=1, seed=0, max_len=None,
-                  no_repeat_ngram=0, repetition_penalty=1.0, rerank=8) -> None:
+                  no_repeat_ngram=0, repetition_penalty=1.0, rerank=8, rounds=1) -> None:
   """ValueError naming the first decoding option that cannot mean anything (before any model work)."""
   if strategy not in STRATEGIES: raise ValueError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}")
   if not (_is_num(temperature) and temperature > 0 and np.isfinite(temperature)):
@@ -271,6 +272,8 @@ def check_options(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, beam=1
   check_repetition(no_repeat_ngram, repetition_penalty)
   if not (_is_int(rerank) and 2 <= rerank <= MAX_RERANK):
     raise ValueError(f"rerank must be an int in [2, {MAX_RERANK}] (candidates per row), got {rerank!r}")
+  if not (_is_int(rounds) and 1 <= rounds <= MAX_ROUNDS):
+    raise ValueError(f"rounds must be an int in [1, {MAX_ROUNDS}] (rerank's correction rounds), got {rounds!r}")
 
 
 def check_repetition(no_repeat_ngram=0, repetition_penalty=1.0) -> None:
@@ -290,21 +293,25 @@ def _texts(ids: np.ndarray, tokenizer) -> list[str]:
 def decode(decoder, z, tokenizer, strategy: str = "greedy", max_len: int | None = None,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam: int = 1, seed: int = 0, mode=0,
            length_penalty: float = 1.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
-           rerank: int = 8, embed_fn=None, target=None) -> list[str]:
+           rerank: int = 8, embed_fn=None, target=None, rounds: int = 1, proj=None) -> list[str]:
   """z (B, D) -> B strings (tokenizer: student_tokenizer.StudentTokenizer); 0 rows give [].
-  strategy "rerank" needs embed_fn (texts -> vectors) and uses `rerank` candidates per row (see rerank_decode)."""
-  check_options(strategy, temperature, top_k, top_p, beam, seed, max_len, no_repeat_ngram, repetition_penalty, rerank)
+  strategy "rerank" needs embed_fn (texts -> vectors) and uses `rerank` candidates per row for `rounds` rounds of
+  correction (see rerank_decode)."""
+  check_options(strategy, temperature, top_k, top_p, beam, seed, max_len, no_repeat_ngram, repetition_penalty, rerank,
+                rounds)
   if check_z(z, decoder.cfg.proj_dim).shape[0] == 0: return []
   rep = {"no_repeat_ngram": no_repeat_ngram, "repetition_penalty": repetition_penalty}
   if strategy == "rerank":
     if embed_fn is None: raise ValueError("strategy 'rerank' needs embed_fn: the encoder that judges the candidates")
-    return rerank_decode(decoder, z, tokenizer, embed_fn, target, rerank, max_len, seed, mode, **rep)["texts"]
+    return rerank_decode(decoder, z, tokenizer, embed_fn, target, rerank, max_len, seed, mode, rounds, proj,
+                         **rep)["texts"]
   ids = generate(decoder, z, strategy, max_len, temperature, top_k, top_p, beam, length_penalty, seed, mode, **rep)
   return _texts(ids, tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# re-embedding rerank: the encoder as judge of several decodes (vec2text's hypothesis scoring, one round)
+# re-embedding rerank: the encoder as judge of several decodes (vec2text's hypothesis scoring), over rounds of
+# correction (its corrector's loop, with the decoder itself as the corrector)
 
 def rerank_split(k: int) -> tuple[int, int]:
   """(beam width, samples) of k candidates per row: greedy, the beam's best ceil((k-1)/2), the rest sampled.
@@ -331,16 +338,35 @@ def rerank_candidates(decoder, z: np.ndarray, tokenizer, k: int, max_len=None, s
 
 
 def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_len=None, seed: int = 0, mode=0,
-                  **rep) -> dict:
+                  rounds: int = 1, proj=None, step_size: float = 1.0, **rep) -> dict:
   """Decode k candidates per row, re-embed them with embed_fn (texts -> (n, D)), keep the one closest in cosine to
   `target` (default z itself: mode A, the student's z judged by the student). For mode B pass the teacher vector as
   target: the student's z lives in the teacher's space, so the student judges there too.
-  Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) the greedy candidate's}."""
+
+  rounds > 1 corrects (vec2text's move): each later round decodes from c + step_size * (target - z_best), c the last
+  condition in target's space (first: target) and z_best the embedding of the best text so far, so the decoder is
+  pushed against the error its best text still makes; `proj` maps c to the decoder's input (mode B: the model's
+  ModeBProjection; default identity; round 1 decodes z itself). The best is kept across rounds: its cosine never falls.
+  Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) round 1's greedy candidate's, "rounds": per
+  round {"texts", "cos" (mean best so far), "new_cos" (mean of the round's own best), "seconds" (since the start)}}."""
+  import time
+  t0 = time.perf_counter()
   z = check_z(z, decoder.cfg.proj_dim)
   target = z if target is None else np.asarray(target, np.float32).reshape(len(z), -1)
-  groups = rerank_candidates(decoder, z, tokenizer, k, max_len, seed, mode, **rep)
-  emb = np.asarray(embed_fn([t for g in groups for t in g]), np.float32).reshape(len(groups), len(z), -1)
-  cos = cosine(emb, target)                                                   # (k, N)
-  pick = cos.argmax(0)  # ties go to the earlier candidate: greedy, then the beam's order
-  rows = np.arange(len(z))
-  return {"texts": [groups[c][i] for i, c in zip(rows, pick)], "cos": cos[pick, rows], "greedy_cos": cos[0]}
+  N, rows = len(z), np.arange(len(z))
+  best_txt, best_cos, best_z = [""] * N, np.full(N, -np.inf), np.zeros_like(target)
+  cond, zc, per_round, greedy_cos = target.copy(), z, [], None
+  for r in range(int(rounds)):
+    if r: cond = cond + step_size * (target - best_z)
+    if r: zc = check_z(cond if proj is None else proj(cond), decoder.cfg.proj_dim)
+    groups = rerank_candidates(decoder, zc, tokenizer, k, max_len, seed * 1000 + r, mode, **rep)
+    emb = np.asarray(embed_fn([t for g in groups for t in g]), np.float32).reshape(len(groups), N, -1)
+    cos = cosine(emb, target)                                                 # (k, N)
+    pick = cos.argmax(0)  # ties go to the earlier candidate: greedy, then the beam's order
+    new_cos = cos[pick, rows]
+    if greedy_cos is None: greedy_cos = cos[0]
+    for i in np.flatnonzero(new_cos > best_cos):
+      best_txt[i], best_cos[i], best_z[i] = groups[pick[i]][i], new_cos[i], emb[pick[i], i]
+    per_round.append({"texts": list(best_txt), "cos": float(best_cos.mean()), "new_cos": float(new_cos.mean()),
+                      "seconds": time.perf_counter() - t0})
+  return {"texts": best_txt, "cos": best_cos, "greedy_cos": greedy_cos, "rounds": per_round}

@@ -1,5 +1,5 @@
-"""Text from z on tinygrad: the incremental decoder state and re-embedding correction; the strategies (greedy,
-sampling, beam search) are decoding.py's, re-exported here.
+"""Text from z on tinygrad: the incremental decoder state; the strategies (greedy, sampling, beam search) and the
+re-embedding rerank with its correction rounds are decoding.py's, re-exported here.
 
 Decoding is incremental: `DecoderState` keeps, per decoder block, the last (k-1)*dilation + 1 inputs of its causal
 conv, so each new token costs one step through the blocks (`Decoder.step`, one TinyJit per batch size), not a pass
@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 from studentz_kernels import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
-from studentz_runtime.metrics import cosine
 from studentz_kernels.device_inputs import InputSlots
 from studentz_runtime.decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials,  # noqa: F401
                                        _prepare, _run, beam_search, check_options, check_z, decode, filter_logits,
-                                       generate, greedy, sample)
+                                       generate, greedy, rerank_decode, sample)
 from tinygrad import Tensor, TinyJit, dtypes
 
 if TYPE_CHECKING: from studentz import Decoder  # the model imports this package, never the reverse
@@ -109,52 +108,10 @@ def step(token_ids, state: DecoderState, parents=None) -> tuple[np.ndarray, Deco
 # re-embedding correction
 
 def student_embed_fn(encoder, tokenizer, max_len: int | None = None):
-  """texts -> the student encoder's z (N, D) numpy; the default judge of `correct`."""
+  """texts -> the student encoder's z (N, D) numpy: a judge for rerank_decode."""
   L = encoder.cfg.max_len if max_len is None else max_len
 
   def embed(texts: list[str]) -> np.ndarray:
     ids, mask = tokenizer.encode_batch(texts, L)
     return encoder(Tensor(ids), Tensor(mask)).numpy()
   return embed
-
-
-def correct(z_target, decoder: Decoder, encoder, tokenizer, rounds: int = 3, candidates: int = 8, embed_fn=None,
-            proj=None, mode=0, temperature: float = 0.8, top_p: float = 0.95, beam: int = 4, step_size: float = 1.0,
-            seed: int = 0, max_len: int | None = None) -> dict:
-  """Generate, re-embed, keep the candidate closest (cosine) to z_target; repeat from a corrected condition.
-
-  Each round decodes from the condition c (round 1: c = z_target) `candidates` texts per row: greedy, beam (if
-  beam > 1) and samples. `embed_fn(list[str]) -> (N, D)` re-embeds them in z_target's space (default: the student
-  encoder; pass teacher.embed for teacher vectors). The next condition is c + step_size * (z_target - z_best), the
-  vec2text move: the decoder is pushed against the error its best text still makes (z_best is the best embedding so
-  far, kept across rounds, so the best cosine never decreases). `proj` maps c into the decoder's z space (pass the
-  ModeBProjection for teacher vectors in mode B). Returns texts and cos (N,) of the best per row, and per round:
-  round_cos (mean best-so-far cosine) and round_new_cos (mean cosine of that round's own best candidate).
-  """
-  zt = np.asarray(z_target.numpy() if isinstance(z_target, Tensor) else z_target, np.float32)
-  N = zt.shape[0]
-  embed_fn = embed_fn or student_embed_fn(encoder, tokenizer)
-  n_samples = max(candidates - 1 - (beam > 1), 0)
-  best_txt, best_cos, best_z = [""] * N, np.full(N, -np.inf), np.zeros_like(zt)
-  c = zt.copy()
-  round_cos, round_new = [], []
-  for r in range(rounds):
-    zc = c if proj is None else proj(Tensor(c)).numpy()
-    cands = [decode(decoder, zc, tokenizer, "greedy", max_len, mode=mode)]   # each (N,) texts
-    if beam > 1: cands.append(decode(decoder, zc, tokenizer, "beam", max_len, beam=beam, mode=mode))
-    if n_samples:
-      s = decode(decoder, np.repeat(zc, n_samples, 0), tokenizer, "sample", max_len, temperature=temperature,
-                 top_p=top_p, seed=seed * 1000 + r, mode=mode)
-      cands += [s[j::n_samples] for j in range(n_samples)]
-    texts = [t for group in cands for t in group]                             # candidate-major: (n_cand * N,)
-    emb = np.asarray(embed_fn(texts), np.float32).reshape(len(cands), N, -1)
-    cos = cosine(emb, zt[None])                                                 # (n_cand, N)
-    pick = cos.argmax(0)
-    new_cos = cos[pick, np.arange(N)]
-    round_new.append(float(new_cos.mean()))
-    better = new_cos > best_cos
-    for i in np.flatnonzero(better):
-      best_txt[i], best_cos[i], best_z[i] = cands[pick[i]][i], new_cos[i], emb[pick[i], i]
-    round_cos.append(float(best_cos.mean()))
-    c = c + step_size * (zt - best_z)
-  return {"texts": best_txt, "cos": best_cos, "round_cos": round_cos, "round_new_cos": round_new}

@@ -17,7 +17,8 @@ def short_rows(rows: dict, max_tokens: int = 32, limit: int = 512) -> dict:
   """The held-out rows whose sentence has at most `max_tokens` tokens (BOS/EOS not counted)."""
   n_tok = rows["mask"].sum(1) - 2
   keep = np.nonzero(n_tok <= max_tokens)[0][:limit]
-  return {k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for k, v in rows.items()}
+  per_row = {k: v for k, v in rows.items() if k != "domains"}  # "domains": a mix's domain names, not one per row
+  return {**rows, **{k: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for k, v in per_row.items()}}
 
 
 def teacher_forced_scores(dec, rows: dict, z: np.ndarray, mode: str, batch_size: int) -> dict:
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
   """One-pass decoding and re-embedding correction rounds for a checkpoint with a decoder."""
   import argparse, json
   from tinygrad import Tensor
-  from studentz_runtime.generate import correct, decode, student_embed_fn
+  from studentz_runtime.generate import decode, rerank_decode, student_embed_fn
   from studentz_runtime.encode_tinygrad import encode_ids
   from studentz_training.heldout import default_corpus, load_teacher
   p = argparse.ArgumentParser(description=main.__doc__)
@@ -129,15 +130,15 @@ def main(argv=None) -> int:
     if args.json: args.json.write_text(json.dumps(res, indent=1))
     return 0
   # vec2text's setting: only the target vector is known; mode B conditions on it, the teacher judges candidates
-  cb = correct(zt, dec, enc, tok, rounds=args.rounds, candidates=args.candidates,
-               embed_fn=lambda t: teacher.embed(t, batch_size=32), proj=proj, mode=1)
+  cb = rerank_decode(dec, proj(Tensor(zt)).numpy(), tok, lambda t: teacher.embed(t, batch_size=32), zt,
+                     args.candidates, rounds=args.rounds, mode=1, proj=lambda c: proj(Tensor(c)).numpy())
   res["corrected_b"] = {**text_scores(cb["texts"], refs, teacher.embed(cb["texts"], batch_size=32), zt),
-                        "round_cos": cb["round_cos"], "round_new_cos": cb["round_new_cos"]}
+                        "round_cos": [r["cos"] for r in cb["rounds"]],
+                        "round_new_cos": [r["new_cos"] for r in cb["rounds"]]}
   # attention-free all the way: mode A from z_s, the student encoder judges (no teacher in the loop)
-  ca = correct(zs, dec, enc, tok, rounds=args.rounds, candidates=args.candidates,
-               embed_fn=student_embed_fn(enc, tok), mode=0)
+  ca = rerank_decode(dec, zs, tok, student_embed_fn(enc, tok), k=args.candidates, rounds=args.rounds, mode=0)
   res["corrected_a"] = {**text_scores(ca["texts"], refs, teacher.embed(ca["texts"], batch_size=32), zt),
-                        "round_student_cos": ca["round_cos"]}
+                        "round_student_cos": [r["cos"] for r in ca["rounds"]]}
   res["samples"] = [{"input": r, "mode_a": a, "mode_b": b, "corrected_b": c}
                     for r, a, b, c in zip(refs, one["a"], one["b"], cb["texts"])][:args.samples]
   print(json.dumps(res, indent=1))

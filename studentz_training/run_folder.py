@@ -1,8 +1,8 @@
-"""A training run's folder: step checkpoints written whole, then `last`/`best` links swapped atomically; the lock that
-keeps a second run out; the encoder shape --init-from takes from a checkpoint. Reading checkpoints is
-studentz_runtime/checkpoint.py (inference needs it, and nothing here)."""
+"""A training run's folder: step checkpoints written whole, then `last`/`best` links swapped atomically (`best` moved
+into the decoder's stage once it ends); the lock that keeps a second run out; the encoder shape --init-from takes
+from a checkpoint. Reading checkpoints is studentz_runtime/checkpoint.py (inference needs it, and nothing here)."""
 from __future__ import annotations
-import json, os, shutil
+import json, os, shutil, sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,6 +106,23 @@ def run_lock(out: Path):
     os.close(fd)  # closing the only descriptor releases the flock
 
 
+DECODER_DIR = "decoder"  # the decoder's stage's run folder inside the encoder's (train.fit_decoder)
+
+
+def publish_decoder(out: Path) -> None:
+  """Point out/best at the decoder stage's best (encoder and decoder), replacing the encoder-only best."""
+  dec_best = out / DECODER_DIR / "best"
+  if not dec_best.exists(): return
+  tmp = out / ".best.tmp"
+  if tmp.is_symlink() or tmp.exists(): tmp.unlink()
+  os.symlink(f"{DECODER_DIR}/{os.readlink(dec_best)}", tmp)
+  os.replace(tmp, out / "best")
+  keep = os.path.realpath(out / "last")  # the encoder's stage's own best, now in the decoder's: its folder goes
+  for d in out.glob("step-*"):
+    if d.is_dir() and not d.is_symlink() and os.path.realpath(d) != keep: shutil.rmtree(d)
+  print(f"encoder and decoder: {out / 'best'}", file=sys.stderr)
+
+
 # What an encoder's weights are shaped by, and the data its tokenizer was fitted on: train.py --init-from takes these
 # from the checkpoint (unless the user set them), so fitting a decoder to a wider distilled encoder needs no repeat of
 # its shape, and the run prepares the same data folder (another one would fit another tokenizer).
@@ -115,7 +132,6 @@ ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "
 
 def with_encoder_shape(cfg, ckpt: Path, keep: set = frozenset()):
   """cfg with the ENCODER_SHAPE fields of checkpoint ckpt's config, except those named in keep; says which it took."""
-  import sys
   from studentz import Config
   theirs = read_checkpoint_info(ckpt).get("config", {})
   mine = cfg.to_dict()

@@ -136,7 +136,8 @@ def test_domain_adaptation_from_a_checkpoint(tmp_path, capsys):
   src = write_gz(tmp_path / "my.jsonl.gz", lines)
   argv = ["--init-from", str(shipped), "--data-source", str(src), "--out", str(tmp_path / "run"), "--steps", "4",
           "--batch_size", "8", "--eval_every", "2", "--warmup_steps", "1", "--optimizer.lr", "1e-3", "--quiet",
-          "--loss_weights.tok", "0", "--length_buckets", "[]", "--data-dir", str(tmp_path / "data")]
+          "--loss_weights.tok", "0", "--length_buckets", "[]", "--data-dir", str(tmp_path / "data"),
+          "--decoder_share", "0"]  # the encoder's adaptation alone (test_two_stage runs the decoder's stage)
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(heldout, "load_teacher", lambda name: WordTeacher())
     assert train.main(argv) == 0

@@ -193,8 +193,9 @@ def test_correct_rounds(trained):
   enc, dec = models["encoder"], models["decoder"]
   tok = WordTokenizer()
   zs = enc(Tensor(toks), Tensor(mask)).numpy()
-  res = G.correct(zs, dec, enc, tok, rounds=2, candidates=3, beam=2, seed=0)
-  assert len(res["round_cos"]) == 2 and len(res["round_new_cos"]) == 2
-  assert res["round_cos"][1] >= res["round_cos"][0]
+  res = G.rerank_decode(dec, zs, tok, G.student_embed_fn(enc, tok), k=3, rounds=2, seed=0)
+  cos = [r["cos"] for r in res["rounds"]]
+  assert len(cos) == 2 and cos[1] >= cos[0] and res["rounds"][1]["seconds"] >= res["rounds"][0]["seconds"]
   # greedy already reproduces each sentence, and re-embedding it gives z_target back
   assert res["texts"] == tok.decode_batch(toks[:, 1:]) and (res["cos"] > 0.999).all()
+  assert res["rounds"][0]["texts"] == res["texts"]

@@ -32,7 +32,8 @@ RUN_STEPS, INTERRUPT_AT = 12, 6
 # what a train.main run reads from --config: the tiny student, dropout > 0 so resume must restore the RNG, evaluation
 # every 4 steps so the interruption at step 6 falls between two evaluations
 RUN_CFG = dict(TINY, dropout=0.2, steps=RUN_STEPS, eval_every=4, log_every=1, warmup_steps=3, data_limit=N_SENT,
-               pool_head=16)  # the head is in both profiles' defaults: tiny here rather than the GPU's 1024
+               pool_head=16,  # the head is in both profiles' defaults: tiny here rather than the GPU's 1024
+               decoder_share=0)  # the encoder alone; test_two_stage runs the profiles' decoder stage
 
 
 def hash_vector(t: str) -> np.ndarray:
@@ -133,9 +134,10 @@ def test_profiles_fill_what_the_user_left_unset():
     return train.resolve_config(args, overrides, "CPU")[0], args.profile_set
   cfg, applied = cfg_of()
   assert (cfg.pool_head, cfg.loss_weights["tok"], cfg.dropout) == (1024, 0.25, 0.0)
-  assert applied == ["pool_head", "loss_weights.tok", "dropout"]
+  assert applied == ["pool_head", "loss_weights.tok", "dropout", "decoder_share"]
   assert cfg_of("--dropout", "0.2")[0].dropout == 0.2
-  assert cfg_of("--loss_weights.sem", "0")[0].loss_weights == {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0, "tok": 0.25}
+  assert cfg_of("--loss_weights.sem", "0")[0].loss_weights == {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0, "tok": 0.25,
+                                                               "cycle": 0.0}
   assert cfg_of("--loss_weights", '{"cos": 1}')[0].loss_weights["tok"] == 0.0      # the whole dict: the user's
   assert cfg_of("--loss_weights.tok", "0")[0].loss_weights["tok"] == 0
   cfg, applied = cfg_of("--loss_weights.ce", "1", "--pool_head", "0")

@@ -130,3 +130,31 @@ def test_init_from_takes_the_encoder_shape(stages, tmp_path, capsys):
   assert cfg["pool_head"] == 24 and cfg["block_context"] is True  # the encoder's extra weights too
   assert "encoder shape from the checkpoint" in err and "hidden=72" in err
   assert printed("--hidden", "40")[0]["hidden"] == 40
+
+
+def test_one_run_trains_both_directions(work, tmp_path, capsys):
+  """train.py with decoder_share > 0 (both profiles set it): the encoder's steps, then a decoder fitted to its best
+  encoder in RUN/decoder; RUN/best then holds both, so infer.py --ckpt RUN/best decodes. --resume after the end
+  continues the decoder's stage (nothing left to do) and keeps RUN/best."""
+  import infer
+  out = tmp_path / "both"
+  argv = run_args(work, out, "--decoder_share", "0.5", *DECODER[4:-2], "--steps", "4", "--eval_every", "2")
+  assert run_main(argv) == 0
+  enc_run, dec_run = train.read_checkpoint_info(out / "last"), train.read_checkpoint_info(out / "decoder" / "last")
+  assert enc_run["step"] == 2 and dec_run["step"] == 2                                   # the steps, shared out
+  assert dec_run["config"]["freeze"] == ["encoder"] and dec_run["config"]["loss_weights"]["ce"] == 1
+  best = load_tensors(out / "best" / "model.safetensors")
+  enc_best = load_tensors(out / "decoder" / "best" / "model.safetensors")
+  assert any(k.startswith("decoder.") for k in best) and best.keys() == enc_best.keys()
+  first = load_tensors(out / "step-0000002" / "model.safetensors")                      # the encoder's stage's best
+  for k in (k for k in first if k.startswith("encoder.")): np.testing.assert_array_equal(best[k], first[k])
+  capsys.readouterr()
+  assert infer.main(["--ckpt", str(out / "best"), "--no-teacher", "--json", "The cat sat on the mat."]) == 0
+  row = json.loads(capsys.readouterr().out.splitlines()[0])
+  assert isinstance(row["text"], str)                                                    # None: "(no decoder)"
+  assert run_main(["--resume", out, "--quiet"]) == 0
+  assert (out / "best").resolve() == (out / "decoder" / "best").resolve()
+  capsys.readouterr()  # --eval decodes held-out rows of a checkpoint with a decoder (a mix's domain names came along)
+  assert run_main(["--eval", out / "best", "--json", "--decode-limit", "4", "--stsb-limit", "4"]) == 0
+  ev = json.loads(capsys.readouterr().out)
+  assert ev["decode_n"] > 0 and -1 <= ev["semantic_cos_a"] <= 1 and -1 <= ev["semantic_cos_b"] <= 1, sorted(ev)
