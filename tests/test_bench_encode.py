@@ -4,7 +4,6 @@ import json, shutil
 import pytest
 
 import bench
-from test_hub import tiny_checkpoint  # noqa: F401  (a fixture)
 
 
 def test_ratios_pair_rows_of_the_same_length_and_batch(capsys):

@@ -11,10 +11,8 @@ import pytest
 
 from conftest import ROOT
 import checkpoint, train
-from test_hub import tiny_checkpoint  # noqa: F401  (a fixture: a random 1-layer BERT teacher folder)
-from test_infer import ckpt  # noqa: F401  (a fixture: tiny encoder + decoder checkpoint)
 from test_reliability import error_lines, py
-from test_train import RUN_CFG, assert_one_line_error, cli, run_args, run_main, work  # noqa: F401  (work: a fixture)
+from test_train import RUN_CFG, assert_one_line_error, cli, run_args, run_main
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -240,11 +240,9 @@ def test_checkpoint_of_another_config_is_refused(sentences, tmp_path, what):
 # train.main on a prepared data folder
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def make_work(base: Path) -> dict:
   """A text corpus (not the default one, so resume must find it by itself), its data folder with the fake teacher's
-  vectors, and the run config file."""
-  base = tmp_path_factory.mktemp("train")
+  vectors, and the run config file (the session's `work` fixture, tests/conftest.py: shared by every training test)."""
   source = base / "corpus.txt"
   source.write_text("".join(s + "\n" for s, _ in corpus.build_sentences(WIKI, limit=N_SENT)), encoding="utf-8")
   data_dir = base / "data"

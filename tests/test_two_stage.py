@@ -12,7 +12,7 @@ import pytest
 import studentz as sz
 import train
 from checkpoint import load_tensors
-from test_train import BATCH, run_args, run_main, work  # noqa: F401  (work: the data-folder fixture)
+from test_train import BATCH, run_args, run_main
 from tinygrad.nn.state import get_state_dict
 
 STEPS = 2
