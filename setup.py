@@ -35,7 +35,7 @@ setup(
   install_requires=["tinygrad==0.14.0", "numpy", "tokenizers>=0.15", "safetensors"],
   extras_require={
     # torch/transformers are test oracles and optional baselines only; torch 2.13.0 has a local CPU wheel here
-    "test": ["pytest", "hypothesis", "torch==2.13.0", "transformers", "scipy", "sacrebleu"],
+    "test": ["pytest", "pytest-xdist", "hypothesis", "torch==2.13.0", "transformers", "scipy", "sacrebleu"],
     # scripts/cpu_throughput.py's baselines: the teacher on sentence-transformers and on ONNX Runtime int8
     "bench": ["torch", "sentence-transformers", "onnx", "onnxruntime"],
   },

@@ -1,4 +1,4 @@
-import os, sys
+import gc, json, os, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -10,8 +10,59 @@ from studentz_kernels import backend  # noqa: E402,F401  (maps METAL=1 style swi
 SHARED_DATA = Path(os.environ.get("STUDENTZ_DATA", ROOT.parent / "shared" / "data"))
 
 
-# ---- teacher fixtures (shared: any test that needs the real MiniLM teacher folder or STS-B sentences) ----
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The heap left by the run's kernels is gigabytes of objects: frozen, the interpreter's exit skips a minute of
+  collecting garbage it is about to drop anyway."""
+  gc.freeze()
+
+
+# ---- shared fixtures: built once per session (per worker under pytest-xdist) and used by several test files ----
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory):
+  """test_train's data folder, corpus and run config for the tiny student (see test_train.make_work)."""
+  from test_train import make_work
+  return make_work(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+  """A tiny untrained encoder + decoder checkpoint (see test_infer.make_ckpt)."""
+  from test_infer import make_ckpt
+  return make_ckpt(tmp_path_factory.mktemp("ckpt"))
+
+
+def _tiny_tokenizer_json() -> str:
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(97, 123)]
+                                      + ["##" + chr(c) for c in range(97, 123)] + ["the", "a", "cat", "sat"])}
+  tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  return tok.to_str()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+  """A random 1-layer BERT saved by transformers as safetensors, with tokenizer.json and sentence-transformers files."""
+  from transformers import BertConfig, BertModel
+  d = tmp_path_factory.mktemp("tiny-bert")
+  cfg = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=99,
+                   max_position_embeddings=64)
+  BertModel(cfg).save_pretrained(d, safe_serialization=True)
+  (d / "tokenizer.json").write_text(_tiny_tokenizer_json())
+  (d / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "Transformer"},
+                                              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "Pooling"}]))
+  (d / "1_Pooling").mkdir()
+  pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+  (d / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+  return d
+
+
+# ---- teacher fixtures (shared: any test that needs the real MiniLM teacher folder or STS-B sentences) ----
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +83,6 @@ def stsb_test_pairs() -> list[tuple[str, str]]:
 
 def write_checkpoint(out, cfg, models: dict, tok, teacher_name: str = "none-such-teacher") -> None:
   """A checkpoint folder in train.py's layout (model.safetensors, config.json, tokenizer.json) from untrained models."""
-  import json
   import studentz as sz
   from tinygrad.nn.state import get_state_dict
   out.mkdir(parents=True, exist_ok=True)

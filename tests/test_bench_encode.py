@@ -5,7 +5,6 @@ import pytest
 
 from bench import speed as bench
 from bench.__main__ import main as bench_main
-from test_hub import tiny_checkpoint  # noqa: F401  (a fixture)
 
 
 def test_ratios_pair_rows_of_the_same_length_and_batch(capsys):

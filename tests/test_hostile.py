@@ -14,10 +14,8 @@ from studentz_training import heldout
 import train
 from studentz_runtime import checkpoint
 from studentz_training import run_folder
-from test_hub import tiny_checkpoint  # noqa: F401  (a fixture: a random 1-layer BERT teacher folder)
-from test_infer import ckpt  # noqa: F401  (a fixture: tiny encoder + decoder checkpoint)
 from test_reliability import error_lines, py
-from test_train import RUN_CFG, assert_one_line_error, cli, run_args, run_main, work  # noqa: F401  (work: a fixture)
+from test_train import RUN_CFG, assert_one_line_error, cli, run_args, run_main
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -11,32 +11,6 @@ TINY = "test-org/tiny-bert"
 PT_ONLY = "test-org/pt-only"
 
 
-def _tiny_tokenizer_json() -> str:
-  from tokenizers import Tokenizer, models, pre_tokenizers
-  vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(97, 123)]
-                                      + ["##" + chr(c) for c in range(97, 123)] + ["the", "a", "cat", "sat"])}
-  tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  return tok.to_str()
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-  """A random 1-layer BERT saved by transformers as safetensors, with tokenizer.json and sentence-transformers files."""
-  from transformers import BertConfig, BertModel
-  d = tmp_path_factory.mktemp("tiny-bert")
-  cfg = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=99,
-                   max_position_embeddings=64)
-  BertModel(cfg).save_pretrained(d, safe_serialization=True)
-  (d / "tokenizer.json").write_text(_tiny_tokenizer_json())
-  (d / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "Transformer"},
-                                              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "Pooling"}]))
-  (d / "1_Pooling").mkdir()
-  pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
-  (d / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-  return d
-
-
 class _Recorder(http.server.SimpleHTTPRequestHandler):
   requests: list  # (path, Authorization header), set per server
 

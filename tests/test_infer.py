@@ -11,9 +11,9 @@ import infer
 D = 24
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-  """A checkpoint folder in train.py's layout: encoder + decoder + proj_b weights, config.json, tokenizer.json."""
+def make_ckpt(base: Path) -> Path:
+  """A checkpoint folder in train.py's layout: encoder + decoder + proj_b weights, config.json, tokenizer.json (the
+  session's `ckpt` fixture, tests/conftest.py)."""
   import studentz as sz
   from studentz_runtime import metrics
   from studentz import Decoder, ModeBProjection
@@ -25,7 +25,7 @@ def ckpt(tmp_path_factory) -> Path:
   cfg = sz.Config(vocab_size=tok.vocab_size, d_model=16, hidden=24, n_blocks=2, dilation_schedule=[1, 2], kernel_size=3,
                   proj_dim=D, max_len=16, dec_blocks=2, dec_dilation_schedule=[1, 2],
                   loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.1}).validate()
-  out = tmp_path_factory.mktemp("ckpt") / "best"
+  out = base / "best"
   models = {"encoder": sz.Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
   write_checkpoint(out, cfg, models, tok)
   return out

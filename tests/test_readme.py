@@ -29,7 +29,7 @@ TIMEOUT = 120
 COMMANDS = {
   "apt-get update -qq && apt-get install -y -qq clang && pip install -e . && python train.py": ("setup", ()),
   "apt-get update -qq && apt-get install -y -qq clang >/dev/null && pip install -q -e '.[test]' && "
-  "python -m pytest -q tests": ("setup", ()),
+  "python -m pytest -q -n 2 --dist loadfile tests": ("setup", ()),
   "DEV=CUDA python train.py --minutes 15": ("gpu", ()),
   "python train.py": ("config", ()),
   "python train.py --resume runs/NAME": ("config", ("runs/NAME/last",)),

@@ -22,8 +22,7 @@ import train
 from studentz_corpus import prepare as corpus
 import studentz as sz
 from test_train import (BATCH, D, MAX_LEN, RUN_CFG, TINY, VOCAB, FakeTeacher, assert_one_line_error, cli, run_args,
-                        run_main, work)  # noqa: F401  (work is a fixture, used by name)
-from test_hub import tiny_checkpoint  # noqa: F401  (a fixture)
+                        run_main)
 from tinygrad.nn.state import get_state_dict
 
 

@@ -246,11 +246,9 @@ def test_checkpoint_of_another_config_is_refused(sentences, tmp_path, what):
 # train.main on a prepared data folder
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def make_work(base: Path) -> dict:
   """A text corpus (not the default one, so resume must find it by itself), its data folder with the fake teacher's
-  vectors, and the run config file."""
-  base = tmp_path_factory.mktemp("train")
+  vectors, and the run config file (the session's `work` fixture, tests/conftest.py: shared by every training test)."""
   source = base / "corpus.txt"
   source.write_text("".join(s + "\n" for s, _ in corpus.build_sentences(WIKI, limit=N_SENT)), encoding="utf-8")
   data_dir = base / "data"
@@ -302,7 +300,25 @@ def runs(work):
   return {"full": full, "part": part, "stopped_at": stopped_at}
 
 
-def test_minutes_plans_a_complete_schedule(work, tmp_path):
+@pytest.fixture
+def step_clock(monkeypatch):
+  """train.py's clock moved by its training steps alone (0.2 s each), so --minutes and --time-limit budgets count
+  steps: the plans no longer hang on how busy the machine is (another test worker, a compile) while the planner, the
+  hard stop and the resumed plan run as they do on a real clock (test_step_planner_* test the rate maths)."""
+  import types
+  now = [time.perf_counter()]
+  clock = types.SimpleNamespace(perf_counter=lambda: now[0], time=time.time)
+  launch = sz.Trainer.launch
+
+  def timed_launch(self, batch):
+    now[0] += 0.2
+    return launch(self, batch)
+  monkeypatch.setattr(sz.Trainer, "launch", timed_launch)
+  monkeypatch.setattr(train, "time", clock)
+  monkeypatch.setattr(train.StepPlanner.__init__, "__defaults__", (clock.perf_counter,))
+
+
+def test_minutes_plans_a_complete_schedule(work, tmp_path, step_clock):
   """train.py --minutes: the config's 12 steps become the planned count that fills the budget (logged, and written
   into the checkpoint's config so --resume continues that schedule), and the LR ends decayed, not cut off."""
   out = tmp_path / "budget"
@@ -317,13 +333,10 @@ def test_minutes_plans_a_complete_schedule(work, tmp_path):
   assert last["lr"] < 0.25 * base and last["lr"] >= 0.99 * floor * base, (last, plans)
 
 
-def test_minutes_survives_a_pause_and_resume(work, tmp_path):
+def test_minutes_survives_a_pause_and_resume(work, tmp_path, step_clock):
   """--minutes with --time-limit: the process stops early (a pause) with the plan so far in its checkpoint; --resume
   --minutes R re-plans the rest for the R minutes left, from the saved plan, and still ends with the LR decayed."""
   out = tmp_path / "paused"
-  # the pause must come after the first plan (20 settling steps, then 1.2 s of steps), so the kernels are compiled
-  # first: with a cold compile cache the first steps alone can outlast the time limit
-  assert run_main(run_args(work, tmp_path / "warm-up", "--steps", "30", "--eval_every", "100")) == 0
   assert run_main(run_args(work, out, "--minutes", "0.5", "--time-limit", "0.25", "--eval_every", "100")) == 0
   paused = train.read_checkpoint_info(out / "last")
   assert paused["config"]["steps"] > paused["step"] > RUN_CFG["steps"], paused["step"]

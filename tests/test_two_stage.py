@@ -13,7 +13,7 @@ import studentz as sz
 from studentz_training.trainer import Trainer
 import train
 from studentz_runtime.checkpoint import load_tensors
-from test_train import BATCH, run_args, run_main, work  # noqa: F401  (work: the data-folder fixture)
+from test_train import BATCH, run_args, run_main
 from tinygrad.nn.state import get_state_dict
 
 STEPS = 2
