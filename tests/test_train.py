@@ -306,14 +306,15 @@ def step_clock(monkeypatch):
   steps: the plans no longer hang on how busy the machine is (another test worker, a compile) while the planner, the
   hard stop and the resumed plan run as they do on a real clock (test_step_planner_* test the rate maths)."""
   import types
+  from studentz_training.trainer import Trainer
   now = [time.perf_counter()]
   clock = types.SimpleNamespace(perf_counter=lambda: now[0], time=time.time)
-  launch = sz.Trainer.launch
+  launch = Trainer.launch
 
   def timed_launch(self, batch):
     now[0] += 0.2
     return launch(self, batch)
-  monkeypatch.setattr(sz.Trainer, "launch", timed_launch)
+  monkeypatch.setattr(Trainer, "launch", timed_launch)
   monkeypatch.setattr(train, "time", clock)
   monkeypatch.setattr(train.StepPlanner.__init__, "__defaults__", (clock.perf_counter,))
 
