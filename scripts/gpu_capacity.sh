@@ -31,7 +31,8 @@ PHASE=${PHASE:-1}; END=${BUDGET:-580}; MINUTES=${MINUTES:-14.9}; TL2MAX=${TL2MAX
 C=runs/cap; DATA=runs/gpu-data; mkdir -p $C/logs
 SRC=$STUDENTZ_DATA/wikipedia/enwiki-docs.jsonl.gz
 NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
-# name | train.py arguments | python -m bench arguments (the same model); a config with --data_crops K gets its own data folder
+# name | train.py arguments | python -m bench arguments (the same model); a config with --data_crops K gets its own
+# data folder
 CONFIGS=${CONFIGS:-"base|--d_model 256 --hidden 512|--d 256 --h 512
 h1024|--d_model 256 --hidden 1024|--d 256 --h 1024
 d384|--d_model 384 --hidden 1024|--d 384 --h 1024"}
@@ -127,12 +128,14 @@ if [ $PHASE = 1 ]; then
   # merged into it
   for D in ${UDIRS[@]}; do
     on_cards teacher $D
-    [ $NGPU -gt 1 ] && python3 -m studentz_corpus merge --dst $D --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
+    [ $NGPU -gt 1 ] && python3 -m studentz_corpus merge --dst $D \
+      --src $(for i in $(seq 1 $((NGPU - 1))); do echo $D-s$i; done) \
       --teacher .devcarry/minilm16 | tail -1
   done
   echo "teacher vectors at ${SECONDS}s"
-  # token targets (studentz_corpus/token_targets.py) for the folders of configs that train on them (all but --loss_weights.tok 0: the
-  # GPU default does): one shard per card, all in the folder itself; the last shard to finish joins them
+  # token targets (studentz_corpus/token_targets.py) for the folders of configs that train on them (all but
+  # --loss_weights.tok 0: the GPU default does): one shard per card, all in the folder itself; the last shard to
+  # finish joins them
   TOKD=(); for i in $(seq 0 $((N - 1))); do
     echo " ${TARGS[$i]} " | grep -qE -- '--loss_weights.tok 0(\.0*)? ' || TOKD+=(${DIRS[$i]}); done
   for D in $(printf "%s\n" "${TOKD[@]}" | sort -u); do

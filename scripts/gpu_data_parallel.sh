@@ -6,7 +6,8 @@
 # tinygrad wheel carried in .whl/.
 source scripts/gpu_env.sh
 nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
-timeout 150 python3 scripts/gpu_cuda_ops_check.py --scale 4 --json $OUT/cuda_ops_check.json > $OUT/cuda_ops_check.log 2>&1
+timeout 150 python3 scripts/gpu_cuda_ops_check.py --scale 4 --json $OUT/cuda_ops_check.json \
+  > $OUT/cuda_ops_check.log 2>&1
 echo "cuda_ops check: exit $? ($(grep -c PASS $OUT/cuda_ops_check.log) PASS lines)"; tail -3 $OUT/cuda_ops_check.log
 run() {  # name, env...
   local name=$1; shift

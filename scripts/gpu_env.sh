@@ -33,8 +33,8 @@ save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d
   rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
 }
 
-# train_row NAME "VAR=value ..." [python -m bench train arguments]: one train-step measurement under those variables, its
-# rows in $OUT/NAME.json and its summary line on stdout; TO is the time limit in seconds
+# train_row NAME "VAR=value ..." [python -m bench train arguments]: one train-step measurement under those variables,
+# its rows in $OUT/NAME.json and its summary line on stdout; TO is the time limit in seconds
 train_row() {
   local name=$1 vars=$2; shift 2
   env $vars timeout ${TO:-200} python3 -m bench train --reps 20 --json $OUT/$name.json "$@" 2>&1 | grep bench=

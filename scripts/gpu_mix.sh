@@ -11,7 +11,8 @@
 #   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, metrics, eval JSON and
 #            the best encoder so far as fp16 parts ($OUT/model16.part-*)
 # DEC_MINUTES: then fit the shipped decoder (warm) to the new encoder on the mix for that long (runs/dec, its
-# best checkpoint is the one brought back from then on). TOK=0: no token targets (a shorter teacher pass; pass --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
+# best checkpoint is the one brought back from then on). TOK=0: no token targets (a shorter teacher pass; pass
+# --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
 # in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds
 # ../shared/data/extra's files
 # and .devcarry/tokenizer.json is models/default/tokenizer.json.

@@ -23,7 +23,8 @@ FITTING = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)  # sho
 
 @pytest.fixture(scope="module")
 def tok():
-  corpus = ["The cat sat on the mat.", "Naïve café owners ☕ serve crème brûlée.", "東京は日本の首都です。",
+  corpus = ["The cat sat on the mat.", "Naïve café owners ☕ serve crème brûlée.",
+            "東京は日本の首都です。",
             "Emoji 🙂👍🏽 and tabs\tand\x07bells.", "Numbers 12345 and symbols <s> </s> {}[]."]
   corpus *= 20
   return StudentTokenizer.fit(corpus, vocab_size=300, min_frequency=2)

@@ -42,7 +42,8 @@ def test_options_reach_the_decode(shipped, tmp_path, capsys):
           "--repetition-penalty", "1.2"]
   assert infer.main(argv) == 0
   assert capsys.readouterr().out.splitlines() == shipped.decode(z, strategy="rerank", rerank=3, repetition_penalty=1.2)
-  assert infer.main(["--decode", str(tmp_path / "z.npy"), "--strategy", "rerank", "--rerank", "3", "--rounds", "2"]) == 0
+  argv = ["--decode", str(tmp_path / "z.npy"), "--strategy", "rerank", "--rerank", "3", "--rounds", "2"]
+  assert infer.main(argv) == 0
   assert capsys.readouterr().out.splitlines() == shipped.decode_from_teacher(z, strategy="rerank", rerank=3, rounds=2)
 
 
