@@ -48,6 +48,7 @@ FULL_PROFILE = {"pool_head": 1024, "loss_weights.tok": 0.25, "dropout": 0.0, "de
 
 
 def parse_args(argv=None):
+  """The parser, its known arguments and the --key value config overrides left over."""
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     epilog="Any config field can be overridden as --key value (nested: --optimizer.lr 1e-3, --loss_weights.sem 0); "
@@ -55,6 +56,15 @@ def parse_args(argv=None):
            "STUDENTZ_GEMM_BEAM: the training step's large GEMMs take searched schedules already known (default "
            "'cached': tinygrad's cache db and the bundled beam/ files, never a search), 2 searches the unknown ones "
            "(minutes per kernel, once per card kind), 0 turns it off.")
+  _add_run_args(p)
+  _add_eval_args(p)
+  _add_runtime_args(p)
+  args, rest = p.parse_known_args(argv)
+  return p, args, _config_overrides(p, rest)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+  """What to train, on which data, for how long, and from which starting point."""
   p.add_argument("--config", type=Path, help="JSON config file (fields of studentz.Config); unset fields keep defaults")
   p.add_argument("--teacher", default=None, help=f"teacher name, local HF folder or hub id (default {DEFAULT_TEACHER})")
   p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
@@ -85,6 +95,10 @@ def parse_args(argv=None):
                  help="start from the weights of the models this checkpoint holds (same tokenizer; the encoder's "
                       "shape is taken from it unless you set it), e.g. a distilled encoder to fit a decoder to: "
                       "--init-from runs/x/best --loss_weights.ce 1 --freeze '[\"encoder\"]'")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+  """--eval and the options that only matter with it."""
   p.add_argument("--eval", type=Path, default=None, metavar="CKPT_DIR", help="evaluate a checkpoint and exit")
   p.add_argument("--json", action="store_true", help="with --eval: print one JSON object")
   p.add_argument("--decode-limit", type=int, default=512,
@@ -96,6 +110,10 @@ def parse_args(argv=None):
                       "checkpoint)")
   p.add_argument("--stsb-limit", type=int, default=0,
                  help="with --eval: use only the first N STS-B test pairs (0 = all 1379; the teacher's side is cached)")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+  """Output, devices and where token targets live."""
   p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--devices", type=int, default=None, metavar="N",
@@ -107,7 +125,10 @@ def parse_args(argv=None):
                       "gathers each batch's rows there; 'host' gathers them on the CPU and copies them every step "
                       "(B x L x D x 2 bytes: 25 MB at B=512, L=64); auto: device on a GPU backend, falling back to "
                       "host with a note if it does not fit, host on the CPU backend (default auto)")
-  args, rest = p.parse_known_args(argv)
+
+
+def _config_overrides(p: argparse.ArgumentParser, rest: list[str]) -> list[tuple[str, str]]:
+  """The arguments argparse did not know, read as --key value / --key=value config overrides."""
   overrides = []
   i = 0
   while i < len(rest):  # the remaining --key value pairs are config overrides
@@ -121,7 +142,7 @@ def parse_args(argv=None):
       i += 1
     overrides.append((key, val))
     i += 1
-  return p, args, overrides
+  return overrides
 
 
 def resolve_config(args, overrides, device: str):

@@ -176,44 +176,64 @@ def compute_token_targets(data_dir, teacher, batch_size: int = 64, shard=None, p
   else:  # written next to the data, moved into the teacher's folder once the sentence vectors have made it
     cache, st = dd.path, {"shards": []}
   vecs = None if vectors_done else np.zeros((dd.n, info["dim"]), np.float32)
-  if n == 1:  # shards computed elsewhere (`tokens --shard`) and all there: join them instead of recomputing
-    counts = {int(m.group(1)) for p in st["shards"] if (m := re.match(r"tokens\.shard\d+of(\d+)\.json", p))}
-    for k in sorted(counts):
-      if all((cache / (_shard_name(j, k) + ".json")).is_file() for j in range(k)):
-        return assemble(dd, info["fingerprint"], k)
+  # shards computed elsewhere (`tokens --shard`) and all there: join them instead of recomputing
+  if n == 1 and (joined := _join_complete_shards(dd, cache, st, info["fingerprint"])) is not None: return joined
   off, n_chunks = _layout(dd)
   mine = [c for c in range(n_chunks) if c % n == i]
   rows = [(c * CHUNK, min(dd.n, (c + 1) * CHUNK)) for c in mine]
   size = sum(int(off[b] - off[a]) for a, b in rows)
-  tok = dd.tokenizer.backend
   bar = Progress(sum(b - a for a, b in rows), desc=f"token targets {info['name']}" + (f" {i}/{n}" if n > 1 else ""),
                  unit="sent", disable=not progress)
   name = TARGETS if n == 1 else _shard_name(i, n) + ".f16.npy"
-  bad = 0
   with atomic_memmap(cache / name, np.float16, (size, info["dim"])) as tgt:
-    ok_all, pos = np.zeros(size, np.uint8), 0
-    for a, b in rows:
-      for s0 in range(a, b, 1024):
-        s1, p0 = min(s0 + 1024, b), pos
-        texts = dd.texts(start=s0, stop=s1)
-        tv = teacher.token_vectors(texts, batch_size=batch_size)
-        encs = tok.encode_batch(texts, add_special_tokens=False)
-        n_pos = np.asarray(dd.lengths[s0:s1], np.int64)
-        if vecs is not None: vecs[s0:s1] = [np.asarray(h, np.float32).mean(0) for h, _, _ in tv]
-        y, ok = align_many([h for h, _, _ in tv], [o for _, o, _ in tv], [sp for _, _, sp in tv],
-                           [e.offsets for e in encs], n_pos)
-        first = np.cumsum(n_pos) - n_pos
-        for k, r in enumerate(range(s0, s1)):  # no target where re-encoding did not give the stored ids
-          q, m = int(first[k]), int(n_pos[k])
-          if list(encs[k].ids[:m - 2]) != dd.tokens[r, 1:m - 1].tolist(): ok[q:q + m], bad = False, bad + 1
-        tgt[pos:pos + len(y)], ok_all[pos:pos + len(y)] = y, ok
-        pos += len(y)
-        if not np.isfinite(tgt[p0:pos]).all():  # also what overflowed float16
-          raise ValueError(f"non-finite token targets for sentences {s0}..{s1 - 1}; refusing to cache them")
-        bar.update(s1 - s0)
+    ok_all, bad = _fill_targets(tgt, size, dd, teacher, rows, vecs, batch_size, bar)
   bar.close()
   if bad: print(f"note: {bad} sentences re-encoded differently from the stored ids: no token targets for them",
                 file=sys.stderr)
+  return _save_targets(dd, teacher, info, cache, (i, n), ok_all, size, bad, vecs)
+
+
+def _join_complete_shards(dd, cache: Path, st: dict, fingerprint: str) -> Path | None:
+  """Assemble the first complete set of shard files in `cache`, so a finished sharded run is not recomputed."""
+  counts = {int(m.group(1)) for p in st["shards"] if (m := re.match(r"tokens\.shard\d+of(\d+)\.json", p))}
+  for k in sorted(counts):
+    if all((cache / (_shard_name(j, k) + ".json")).is_file() for j in range(k)):
+      return assemble(dd, fingerprint, k)
+  return None
+
+
+def _fill_targets(tgt, size: int, dd, teacher, rows, vecs, batch_size: int, bar) -> tuple[np.ndarray, int]:
+  """Teacher token vectors aligned to our tokens for `rows`, written into `tgt`; also fills `vecs` when given.
+  Returns the per-position ok mask and how many sentences re-encoded differently from the stored ids."""
+  tok = dd.tokenizer.backend
+  bad = 0
+  ok_all, pos = np.zeros(size, np.uint8), 0
+  for a, b in rows:
+    for s0 in range(a, b, 1024):
+      s1, p0 = min(s0 + 1024, b), pos
+      texts = dd.texts(start=s0, stop=s1)
+      tv = teacher.token_vectors(texts, batch_size=batch_size)
+      encs = tok.encode_batch(texts, add_special_tokens=False)
+      n_pos = np.asarray(dd.lengths[s0:s1], np.int64)
+      if vecs is not None: vecs[s0:s1] = [np.asarray(h, np.float32).mean(0) for h, _, _ in tv]
+      y, ok = align_many([h for h, _, _ in tv], [o for _, o, _ in tv], [sp for _, _, sp in tv],
+                         [e.offsets for e in encs], n_pos)
+      first = np.cumsum(n_pos) - n_pos
+      for k, r in enumerate(range(s0, s1)):  # no target where re-encoding did not give the stored ids
+        q, m = int(first[k]), int(n_pos[k])
+        if list(encs[k].ids[:m - 2]) != dd.tokens[r, 1:m - 1].tolist(): ok[q:q + m], bad = False, bad + 1
+      tgt[pos:pos + len(y)], ok_all[pos:pos + len(y)] = y, ok
+      pos += len(y)
+      if not np.isfinite(tgt[p0:pos]).all():  # also what overflowed float16
+        raise ValueError(f"non-finite token targets for sentences {s0}..{s1 - 1}; refusing to cache them")
+      bar.update(s1 - s0)
+  return ok_all, bad
+
+
+def _save_targets(dd, teacher, info: dict, cache: Path, shard: tuple[int, int], ok_all, size: int, bad: int,
+                  vecs) -> Path:
+  """Write the ok mask and manifest (and the sentence vectors, if this pass made them); returns the cache folder."""
+  i, n = shard
   ok_name = OK if n == 1 else _shard_name(i, n) + ".u8.npy"
   atomic_save_npy(cache / ok_name, ok_all)
   meta = {**_identity(dd, info), "shard": [i, n], "positions": size, "ok": int(ok_all.sum()), "mismatched_rows": bad}

@@ -88,8 +88,21 @@ class Config:
                                    # short sentences stop paying for max_len; one JIT capture per bucket ([] = off)
 
   def validate(self) -> "Config":
+    """Check every field, raising one ValueError that names all the problems found; returns self."""
     # types first: every value check below compares or measures, which on a wrong type (a string from --key value, a
     # JSON list where a number belongs) would raise TypeError deep inside instead of naming the field
+    self._check_types()
+    errs = []
+    def need(ok, msg):
+      if not ok: errs.append(msg)
+    for check in (self._check_sizes, self._check_shape, self._check_choices, self._check_optimizer,
+                  self._check_losses, self._check_schedule):
+      check(need)
+    if errs: raise ValueError("invalid config: " + "; ".join(errs))
+    return self
+
+  def _check_types(self) -> None:
+    """Types and finiteness first, so the value checks never meet a value they cannot compare."""
     default = type(self)()
     wrong = []
     for f in fields(self):
@@ -103,9 +116,9 @@ class Config:
     # JSON's Infinity/NaN (a --config file, a checkpoint's config.json) pass every comparison below as a "number"
     if bad := [k for f in fields(self) for k in _nonfinite(f.name, getattr(self, f.name))]:
       raise ValueError(f"invalid config: {', '.join(bad)} must be finite numbers (not Infinity or NaN)")
-    errs = []
-    def need(ok, msg):
-      if not ok: errs.append(msg)
+
+  def _check_sizes(self, need) -> None:
+    """Counts and sizes: positive, within the limits a file may set."""
     for k in ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "proj_dim", "batch_size", "grad_accum",
               "steps", "eval_every", "log_every", "dec_blocks"):
       need(isinstance(getattr(self, k), int) and getattr(self, k) > 0, f"{k} must be a positive integer")
@@ -114,6 +127,9 @@ class Config:
     for k, top in SIZE_LIMITS.items():  # sizes a file can set: each bounded, so memory and time stay finite
       need(getattr(self, k) <= top, f"{k} must be at most {top}, got {getattr(self, k)}")
     need(0 <= self.seed < 2 ** 32, "seed must be in [0, 2**32)")
+
+  def _check_shape(self, need) -> None:
+    """Convolution shape: odd kernels, one dilation per block."""
     need(self.kernel_size % 2 == 1, "kernel_size must be odd so centred padding is symmetric")
     need(len(self.dilation_schedule) == self.n_blocks,
          f"dilation_schedule has {len(self.dilation_schedule)} entries but n_blocks is {self.n_blocks}")
@@ -121,6 +137,9 @@ class Config:
          f"dec_dilation_schedule has {len(self.dec_dilation_schedule)} entries but dec_blocks is {self.dec_blocks}")
     need(all(isinstance(x, int) and x > 0 for x in self.dilation_schedule + self.dec_dilation_schedule),
          "dilations must be positive integers")
+
+  def _check_choices(self, need) -> None:
+    """Ratios in range and named options among the known ones."""
     need(0 <= self.dropout < 1, "dropout must be in [0, 1)")
     need(self.data_crops >= 0, "data_crops must be 0 or more")
     need(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
@@ -141,6 +160,9 @@ class Config:
     need(self.precision in ("fp32", "mixed"), "precision must be 'fp32' or 'mixed'")
     need(self.temperature > 0, "temperature must be positive")
     need(self.grad_accum > 0 and self.batch_size % self.grad_accum == 0, "batch_size must be divisible by grad_accum")
+
+  def _check_optimizer(self, need) -> None:
+    """The optimizer object: AdamW with known keys and sane hyperparameters."""
     opt = self.optimizer
     need(isinstance(opt, dict) and opt.get("type", "adamw") == "adamw", "optimizer.type must be 'adamw'")
     if isinstance(opt, dict):
@@ -154,6 +176,9 @@ class Config:
       betas = opt.get("betas", [0.9, 0.999])
       need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas),
            "optimizer.betas must be two numbers in [0, 1)")
+
+  def _check_losses(self, need) -> None:
+    """loss_weights: known keys, non-negative, and combinations that train something coherent."""
     lw = self.loss_weights
     unknown = set(lw) - {"cos", "mse", "ce", "sem", "tok", "cycle"}
     need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, tok, cycle)")
@@ -164,12 +189,13 @@ class Config:
     need(lw.get("cycle", 0) == 0 or decoder_vs_frozen or lw.get("ce", 0) == 0 and self.decoder_share > 0,
          "loss_weights.cycle trains a decoder against a frozen encoder: use it with ce > 0 and freeze [\"encoder\"], "
          "or in the decoder's stage (decoder_share > 0)")
+
+  def _check_schedule(self, need) -> None:
+    """Learning-rate schedule, clipping and length buckets."""
     need(self.warmup_steps >= 0 and 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0 and min_lr_ratio in [0, 1]")
     need(self.clip_norm >= 0, "clip_norm must be >= 0")
     need(isinstance(self.length_buckets, list) and all(isinstance(b, int) and 3 <= b for b in self.length_buckets),
          "length_buckets must be a list of integers >= 3")
-    if errs: raise ValueError("invalid config: " + "; ".join(errs))
-    return self
 
   @classmethod
   def from_dict(cls, d: dict) -> "Config":

@@ -327,14 +327,7 @@ def scatter_plot(points, path, title: str, xlabel: str, ylabel: str, logx: bool 
   and marker shape per group, in order of first appearance, shown in the legend).
   Returns the layout: {"size", "plot_area" (x0, y0, x1, y1), "points" [(px, py)], "styles" {group: (colour, shape)}}.
   """
-  pts = list(points)
-  if not pts: raise ValueError("no points to plot")
-  for i, p in enumerate(pts):
-    for key in ("x", "y"):
-      v = p.get(key)
-      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"point {i} ({p.get('label', '')!r}) has no finite {key}: {v!r}")
-    if logx and p["x"] <= 0: raise ValueError(f"point {i} ({p.get('label', '')!r}) has x={p['x']} <= 0 on a log axis")
+  pts = _checked_points(points, logx)
   groups = list(dict.fromkeys(str(p.get("group", "")) for p in pts))
   styles = {g: (PALETTE[i % len(PALETTE)], SHAPES[i % len(SHAPES)]) for i, g in enumerate(groups)}
   W, H = size
@@ -347,6 +340,39 @@ def scatter_plot(points, path, title: str, xlabel: str, ylabel: str, logx: bool 
   xlo, xhi = log_range(xs) if logx else linear_range(xs)
   ylo, yhi = linear_range(ys)
   ax, ay = Axis(xlo, xhi, x0, x1, logx), Axis(ylo, yhi, y1, y0, False)
+  _grid_and_ticks(cv, ax, ay, (xlo, xhi), (ylo, yhi), area, logx, scale)
+  cv.text(W // 2, 12, title, BLACK, scale + 1, "ct")
+  if subtitle: cv.text(W // 2, 12 + (GLYPH_H + 1) * (scale + 1), subtitle, FRAME, scale, "ct")
+  cv.text((x0 + x1) // 2, H - 10, xlabel, INK, scale, "cb")
+  cv.text(12, (y0 + y1) // 2, ylabel, INK, scale, "lm", vertical=True)
+  r = 4 * scale
+  pos = [(ax(p["x"]), ay(p["y"])) for p in pts]
+  taken = [(px - r, py - r, px + r, py + r) for px, py in pos]  # labels avoid markers and each other
+  for p, (px, py) in zip(pts, pos):
+    color, shape = styles[str(p.get("group", ""))]
+    cv.marker(px, py, shape, r, color, edge=darker(color))
+  _place_labels(cv, pts, pos, taken, area, r, lh, scale)
+  _legend(cv, styles, area, taken, scale, r)
+  cv.save(path)
+  return {"size": (W, H), "plot_area": area, "points": pos, "styles": styles}
+
+
+def _checked_points(points, logx: bool) -> list:
+  """The points as a list, refusing an empty one or any point that cannot be placed on the axes."""
+  pts = list(points)
+  if not pts: raise ValueError("no points to plot")
+  for i, p in enumerate(pts):
+    for key in ("x", "y"):
+      v = p.get(key)
+      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"point {i} ({p.get('label', '')!r}) has no finite {key}: {v!r}")
+    if logx and p["x"] <= 0: raise ValueError(f"point {i} ({p.get('label', '')!r}) has x={p['x']} <= 0 on a log axis")
+  return pts
+
+
+def _grid_and_ticks(cv: Canvas, ax, ay, xrange, yrange, area, logx: bool, scale: int) -> None:
+  """Grid lines, tick marks and tick labels on both axes, then the plot frame over them."""
+  (xlo, xhi), (ylo, yhi), (x0, y0, x1, y1) = xrange, yrange, area
   if logx: xticks, xlabels = log_ticks(xlo, xhi), None
   else:
     xticks, xstep = linear_ticks(xlo, xhi)
@@ -363,16 +389,10 @@ def scatter_plot(points, path, title: str, xlabel: str, ylabel: str, logx: bool 
     cv.line(x0 - 5, py, x0, py, FRAME)
     cv.text(x0 - 9, py, fmt_linear(t, ystep), INK, scale, "rm")
   cv.rect(x0, y0, x1, y1, FRAME, fill=False)
-  cv.text(W // 2, 12, title, BLACK, scale + 1, "ct")
-  if subtitle: cv.text(W // 2, 12 + (GLYPH_H + 1) * (scale + 1), subtitle, FRAME, scale, "ct")
-  cv.text((x0 + x1) // 2, H - 10, xlabel, INK, scale, "cb")
-  cv.text(12, (y0 + y1) // 2, ylabel, INK, scale, "lm", vertical=True)
-  r = 4 * scale
-  pos = [(ax(p["x"]), ay(p["y"])) for p in pts]
-  taken = [(px - r, py - r, px + r, py + r) for px, py in pos]  # labels avoid markers and each other
-  for p, (px, py) in zip(pts, pos):
-    color, shape = styles[str(p.get("group", ""))]
-    cv.marker(px, py, shape, r, color, edge=darker(color))
+
+
+def _place_labels(cv: Canvas, pts, pos, taken: list, area, r: int, lh: int, scale: int) -> None:
+  """Each point's label at the first of eight spots beside it that stays inside the plot and clear of `taken`."""
   for p, (px, py) in zip(pts, pos):
     label = str(p.get("label", ""))
     if not label: continue
@@ -386,9 +406,6 @@ def scatter_plot(points, path, title: str, xlabel: str, ylabel: str, logx: bool 
     box = next((b for b in fits if not any(_overlap(b, t) for t in taken)), fits[0])
     taken.append(box)
     cv.text(box[0], box[1], label, INK, scale, "lt")
-  _legend(cv, styles, area, taken, scale, r)
-  cv.save(path)
-  return {"size": (W, H), "plot_area": area, "points": pos, "styles": styles}
 
 
 def _legend(cv: Canvas, styles: dict, area, taken: list, scale: int, r: int) -> tuple[int, int, int, int]:

@@ -24,14 +24,7 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
     models, info, tok = evaluate.load_models(ckpt)  # loaded once: the decode metrics below reuse them
     enc = models["encoder"]
     cfg = enc.cfg
-    data_dir = Path(data_dir or info["data_dir"])
-    if not info["data_dir"] and data_dir == Path(""):
-      raise ValueError(f"{ckpt} names no data folder (a shipped model): give one with --data-dir")
-    if data_dir != Path(info["data_dir"]) and corpus.open_data_dir(data_dir).meta.get("tokenizer_fingerprint") != \
-       tok.fingerprint:
-      raise ValueError(f"--data-dir {data_dir} was tokenized with another tokenizer than {ckpt}'s")
-    rows = heldout.domain_rows(data_dir, split, info["teacher"]["fingerprint"], 4096)
-    if not len(rows["index"]): raise ValueError(f"{data_dir} has no {split} sentences")
+    data_dir, rows = _heldout_rows(ckpt, info, tok, data_dir, split)
   except (CheckpointError, ValueError, OSError, KeyError, corpus.TeacherCacheIncomplete) as e:
     # a bad config.json, a moved or deleted data folder, a missing teacher cache: one line, not a traceback
     msg = f"{ckpt}/config.json lacks {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
@@ -49,19 +42,47 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
          "retrieval_domain": rows["domains"][0],
          "retrieval_p_at_10": metrics.retrieval_overlap_at_k(zs[first], zt[first], k=10) if first.sum() > 10 else None}
   stsb = heldout.default_stsb()
-  if stsb is not None:
-    s1, s2, scores = metrics.load_stsb(stsb)
-    if stsb_limit > 0: s1, s2, scores = s1[:stsb_limit], s2[:stsb_limit], scores[:stsb_limit]
-    res["stsb_n"] = len(s1)
-    ids1, m1 = tok.encode_batch(s1, cfg.max_len)
-    ids2, m2 = tok.encode_batch(s2, cfg.max_len)
-    e1, e2 = heldout.encode_ids(enc, ids1, m1, cfg.batch_size), heldout.encode_ids(enc, ids2, m2, cfg.batch_size)
-    res["stsb_spearman"] = metrics.stsb_spearman(e1, e2, scores)
-    t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir, teacher)
-    res["teacher_stsb_spearman"] = metrics.stsb_spearman(t1, t2, scores) if t1 is not None else None
-    if t1 is not None: res["stsb_ratio"] = res["stsb_spearman"] / res["teacher_stsb_spearman"]
+  if stsb is not None: res.update(_stsb_metrics(stsb, enc, tok, info, data_dir, stsb_limit, teacher))
   if decode_limit > 0 and "decoder" in models:
     res.update(run_decode_eval(models, tok, info, rows, decode_limit, teacher))
+  _print_results(res, json_out)
+  return 0
+
+
+def _heldout_rows(ckpt: Path, info: dict, tok, data_dir: Path | None, split: str) -> tuple[Path, dict]:
+  """The data folder to evaluate on and its held-out rows; ValueError when it is missing, foreign or empty."""
+  from studentz_corpus import prepare as corpus
+  data_dir = Path(data_dir or info["data_dir"])
+  if not info["data_dir"] and data_dir == Path(""):
+    raise ValueError(f"{ckpt} names no data folder (a shipped model): give one with --data-dir")
+  if data_dir != Path(info["data_dir"]) and corpus.open_data_dir(data_dir).meta.get("tokenizer_fingerprint") != \
+     tok.fingerprint:
+    raise ValueError(f"--data-dir {data_dir} was tokenized with another tokenizer than {ckpt}'s")
+  rows = heldout.domain_rows(data_dir, split, info["teacher"]["fingerprint"], 4096)
+  if not len(rows["index"]): raise ValueError(f"{data_dir} has no {split} sentences")
+  return data_dir, rows
+
+
+def _stsb_metrics(stsb, enc, tok, info: dict, data_dir: Path, stsb_limit: int, teacher) -> dict:
+  """STS-B Spearman of the student and of the teacher on the test pairs, and their ratio when both exist."""
+  from studentz_runtime import metrics
+  cfg = enc.cfg
+  res: dict = {}
+  s1, s2, scores = metrics.load_stsb(stsb)
+  if stsb_limit > 0: s1, s2, scores = s1[:stsb_limit], s2[:stsb_limit], scores[:stsb_limit]
+  res["stsb_n"] = len(s1)
+  ids1, m1 = tok.encode_batch(s1, cfg.max_len)
+  ids2, m2 = tok.encode_batch(s2, cfg.max_len)
+  e1, e2 = heldout.encode_ids(enc, ids1, m1, cfg.batch_size), heldout.encode_ids(enc, ids2, m2, cfg.batch_size)
+  res["stsb_spearman"] = metrics.stsb_spearman(e1, e2, scores)
+  t1, t2 = teacher_stsb_vectors(info, s1, s2, data_dir, teacher)
+  res["teacher_stsb_spearman"] = metrics.stsb_spearman(t1, t2, scores) if t1 is not None else None
+  if t1 is not None: res["stsb_ratio"] = res["stsb_spearman"] / res["teacher_stsb_spearman"]
+  return res
+
+
+def _print_results(res: dict, json_out: bool) -> None:
+  """One JSON object, or one aligned line per metric with decode samples indented below their key."""
   if json_out:
     print(json.dumps(res))
   else:
@@ -71,7 +92,6 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
         for s in v: print(f"    {s['input']!r}\n ->  {s['output']!r}")
       else:
         print(f"{k:>24}  {v:.4f}" if isinstance(v, float) else f"{k:>24}  {v}")
-  return 0
 
 
 def run_decode_eval(models: dict, tok, info: dict, rows: dict, limit: int, teacher=None) -> dict:
