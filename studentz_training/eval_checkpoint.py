@@ -15,7 +15,6 @@ def run_eval(ckpt: Path, json_out: bool, stsb_limit: int = 0, decode_limit: int 
   """val_cos / val_mse / retrieval P@10 on held-out sentences (the first 4,096 of `split`), STS-B Spearman of student
   and teacher. data_dir: the data folder whose split to use instead of the checkpoint's own (same tokenizer
   required)."""
-  import numpy as np
   from studentz_corpus import prepare as corpus
   from studentz_runtime import metrics
   from studentz import CheckpointError
