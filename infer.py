@@ -4,12 +4,12 @@
   python infer.py "one" "two" --ckpt runs/NAME/best --json                     # one JSON object per text
   python infer.py --file sentences.txt --ckpt runs/NAME/best > out.jsonl        # one text per line (- = stdin)
   STUDENTZ_CKPT=runs/NAME/best python infer.py "text" --png z.png --strategy beam --beam 4
-  python infer.py "text" --int8                          # weights through int8 (quantize.py writes such a checkpoint)
+  python infer.py "text" --int8                          # weights through int8 (python -m studentz_runtime.quantize)
   python -m teacher embed --out v.npy < sents.txt && python infer.py --decode v.npy     # teacher vectors -> text
   python infer.py --decode z.npy --decode-mode a --json  # the student's own z (StudentZ.encode) -> text, JSON lines
 
-On a CPU the models run in plain numpy (numpy_infer.py, teacher/numpy_model.py: nothing to compile); on a GPU, or
-with --engine tinygrad, through tinygrad (backend.inference_engine decides).
+On a CPU the models run in plain numpy (studentz_runtime/numpy_infer.py, teacher/numpy_model.py: nothing to
+compile); on a GPU, or with --engine tinygrad, through tinygrad (backend.inference_engine decides).
 JSON lines carry `input`, `z` (D floats), `text` (the decode, or null without a decoder), `cos_teacher` (or null).
 """
 from __future__ import annotations
@@ -65,8 +65,8 @@ def parse_args(argv=None):
   p.add_argument("--engine", choices=backend.ENGINES, default=None,
                  help="numpy (CPU, nothing to compile), tinygrad (GPU or CPU kernels) or auto (numpy where tinygrad "
                  "would use the CPU); default $STUDENTZ_ENGINE, else auto")
-  p.add_argument("--int8", action="store_true", help="int8 weights with per-channel scales (quantize.py); a "
-                 "checkpoint written by quantize.py is int8 without it")
+  p.add_argument("--int8", action="store_true", help="int8 weights with per-channel scales; a "
+                 "checkpoint written by python -m studentz_runtime.quantize is int8 without it")
   return p.parse_args(argv)
 
 

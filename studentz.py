@@ -567,7 +567,8 @@ class AdamW(Optimizer):
 
 def load_models(ckpt: Path, decoder: bool = True, int8: bool = False):
   """(models dict, info, tokenizer) from a checkpoint folder: encoder always, decoder and proj_b when trained (and
-  `decoder` is true). An int8 checkpoint (quantize.py) is dequantised; int8: a float one goes through int8 first."""
+  `decoder` is true). An int8 checkpoint (studentz_runtime/quantize.py) is dequantised; int8: a float one goes
+  through int8 first."""
   from studentz_runtime import quantize
   from studentz_corpus.tokenizer import StudentTokenizer
   info = read_checkpoint_info(ckpt)
