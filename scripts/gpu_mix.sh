@@ -12,7 +12,8 @@
 #            the best encoder so far as fp16 parts ($OUT/model16.part-*)
 # DEC_MINUTES: then fit the shipped decoder (warm) to the new encoder on the mix for that long (runs/dec, its
 # best checkpoint is the one brought back from then on). TOK=0: no token targets (a shorter teacher pass; pass
-# --loss_weights.tok 0 in EXTRA). MINUTES, EXTRA, BUDGET as
+# --loss_weights.tok 0 in EXTRA); TOKEN_SHARDS: processes for the token targets (default 6). DEC_EXTRA: more
+# train.py arguments for the decoder stage. MINUTES, EXTRA, BUDGET as
 # in scripts/gpu_train.sh. `bash scripts/prepare_devcarry.sh` builds the carried files; .devcarry/data/extra holds
 # ../shared/data/extra's files
 # and .devcarry/tokenizer.json is models/default/tokenizer.json.
@@ -30,10 +31,14 @@ if [ -n "$START" ]; then
 set -x
 python3 -m studentz_corpus prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json \
   --max-len 64 --quiet || exit 1
-if [ "${TOK:-1}" = 1 ]; then  # token targets and sentence vectors in one pass, else sentence vectors only
+python3 -m studentz_corpus teacher --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+if [ "${TOK:-1}" = 1 ]; then  # token targets in TOKEN_SHARDS processes on the one card (each is bound by its CPU side)
+  for j in \$(seq 0 $((${TOKEN_SHARDS:-6} - 1))); do
+    python3 -m studentz_corpus tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 \
+      --shard \$j/${TOKEN_SHARDS:-6} > runs/tokens_\$j.log 2>&1 &
+  done
+  wait
   python3 -m studentz_corpus tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
-else
-  python3 -m studentz_corpus teacher --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
 fi
 (sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
 python3 train.py --profile full --teacher .devcarry/minilm16 --init-from models/default --data-source \
@@ -46,7 +51,8 @@ python3 scripts/package_model.py --decoder-from models/default --encoder-parts $
 python3 train.py --profile full --teacher .devcarry/minilm16 --init-from runs/combo --data-source \
   data/everyday-mix.json --data-dir $DATA --out runs/dec --freeze '["encoder"]' --loss_weights.ce 1 \
   --loss_weights.tok 0 --dropout 0.1 --dec_output tied --dec_blocks 4 --dec_dilation_schedule '[1,2,4,8]' \
-  --mode_b_mix row --eval_every 500 --batch_size 128 --optimizer.lr 1e-3 --minutes $DEC_MINUTES --quiet || exit 1
+  --mode_b_mix row --eval_every 500 --batch_size 128 --optimizer.lr 1e-3 --minutes $DEC_MINUTES --quiet $DEC_EXTRA \\
+  || exit 1
 python3 train.py --eval runs/dec/best --json --decode-limit 256 > runs/dec.eval.json
 wait
 EOC
