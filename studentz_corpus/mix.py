@@ -5,13 +5,18 @@ source with the fields of `Source`. A relative path is looked up beside the mix 
 (STUDENTZ_DATA, ../shared/data, ./data). Sentences of all sources are interleaved round-robin, so a corpus limit (the
 CPU profile's 2,000 sentences) still holds every domain; each domain keeps its own hash-split val/test rows, which give
 the per-domain figures (val_cos_<domain>).
+
+Opt-in augmentation (augment.py): "augment": {"lower": 0.1, "nopunct": 0.1} on a source, or at the top of the file for
+every source without its own, adds that share of the source's training texts again as that variant (training rows of
+the same domain, so its weight applies to them too); val and test rows stay as they are without it.
 """
 from __future__ import annotations
 import json, os, re, unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from studentz_corpus import augment as corpus_augment
 from studentz_corpus.text import MAX_WORDS, read_texts, split_of, split_sentences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +37,7 @@ class Source:
   split: str = "sentences"    # "sentences": split articles into clean sentences; "lines": each line is one text
   tag: str = ""               # lines "TAG<TAB>text": keep only those with this TAG (empty: take lines as they are)
   heldout: float = 0.01       # share of the domain's texts in each of val and test
+  augment: dict = field(default_factory=dict)  # {variant: share of training texts also added as it} (augment.py)
 
   def check(self) -> "Source":
     if not _DOMAIN.match(self.domain): raise ValueError(f"domain must match {_DOMAIN.pattern}, got {self.domain!r}")
@@ -41,6 +47,7 @@ class Source:
       raise ValueError(f"{self.domain}: split must be 'sentences' or 'lines', got {self.split!r}")
     if not (isinstance(self.heldout, (int, float)) and 0 < self.heldout <= 0.25):
       raise ValueError(f"{self.domain}: heldout must be in (0, 0.25], got {self.heldout!r}")
+    corpus_augment.check(self.augment, self.domain)
     return self
 
   @property
@@ -75,13 +82,17 @@ def load_mix(path) -> list[Source]:
   if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
     raise ValueError(f"{p}: a mix file holds {{\"sources\": [{{\"domain\": ..., \"path\": ...}}, ...]}}")
   known = set(Source.__dataclass_fields__)
+  default_augment = raw.get("augment", {})
+  corpus_augment.check(default_augment, f"{p}: mix-level")
   out = []
   for e in entries:
+    e = {"augment": default_augment, **e}
     if unknown := set(e) - known:
       raise ValueError(f"{p}: unknown source field(s) {sorted(unknown)}; known: {sorted(known)}")
     if not isinstance(e.get("path"), str): raise ValueError(f"{p}: every source needs a \"path\" string")
     s = Source(**e).check()
-    out.append(Source(**{**asdict(s), "path": str(resolve(s.path, p.parent))}))
+    out.append(Source(**{**asdict(s), "path": str(resolve(s.path, p.parent)),
+                         "augment": corpus_augment.check(s.augment, s.domain)}))
   if len({s.domain for s in out}) != len(out): raise ValueError(f"{p}: domains must be distinct")
   return out
 
@@ -127,6 +138,17 @@ def interleave(iters: list[Iterator]) -> Iterator[tuple[int, object]]:
 
 
 def fingerprint(sources: list[Source], file_fingerprint) -> list:
-  """What a data folder built from these sources depends on (weights excluded: the loader reads them at train time)."""
-  return [{**{k: v for k, v in asdict(s).items() if k not in ("weight", "path")},
+  """What a data folder built from these sources depends on (weights excluded: the loader reads them at train time;
+  an empty augment too, so folders built before it existed keep their key)."""
+  return [{**{k: v for k, v in asdict(s).items() if k not in ("weight", "path") and (k != "augment" or v)},
            "file": file_fingerprint(s.path)} for s in sources]
+
+
+def augmenter(sources: list[Source]):
+  """variants(text, domain index) -> the extra training texts of a training text, per its source's augment field;
+  None when no source augments. A variant is kept only where its own hash puts it in train under every source's split,
+  so it can never be, or drop as a duplicate, a held-out text of any domain."""
+  if not any(s.augment for s in sources): return None
+  fractions = sorted({s.fractions for s in sources})
+  def is_train(v: str) -> bool: return all(split_of(v, f) == 0 for f in fractions)
+  return lambda text, d: corpus_augment.variants(text, sources[d].augment, is_train)

@@ -86,20 +86,22 @@ def build_sentences(source, limit: int | None = None, *, fractions=DEFAULT_FRACT
 def build_mixed(sources: list, limit: int | None = None, *, stats: dict | None = None,
                 crops: int = 0) -> Iterator[tuple[str, int, int]]:
   """Yield (text, split, domain index) of a mix (corpus_mix.Source list), sources interleaved round-robin, deduplicated
-  across sources (the first source to give a text keeps it); the reader counts of each domain land in
-  stats["reader"]."""
+  across sources (the first source to give a text keeps it), each training text followed by the variants its source's
+  augment field picks (corpus_mix.augmenter); the reader counts of each domain land in stats["reader"]."""
   stats = stats if stats is not None else {}
   readers: dict = {}
   its = [corpus_mix.source_texts(src, readers) for src in sources]
   try:
-    yield from _dedup(((s, sp, d) for d, (s, sp) in corpus_mix.interleave(its)), limit, stats, crops)
+    yield from _dedup(((s, sp, d) for d, (s, sp) in corpus_mix.interleave(its)), limit, stats, crops,
+                      corpus_mix.augmenter(sources))
   finally:
     for it in its: it.close()  # the readers' counts are written when their generators close
     stats["reader"] = readers
 
 
-def _dedup(stream, limit, stats: dict, crops: int) -> Iterator[tuple[str, int, int]]:
-  """Drop exact repeats of (text, split, domain) items, add word-span crops of training texts, stop at `limit`."""
+def _dedup(stream, limit, stats: dict, crops: int, variants=None) -> Iterator[tuple[str, int, int]]:
+  """Drop exact repeats of (text, split, domain) items, add word-span crops and, given variants(text, domain), the
+  augmented variants of training texts; stop at `limit`."""
   if limit is not None and int(limit) < 1: raise ValueError(f"limit must be >= 1 or None, got {limit!r}")
   seen: set[bytes] = set()
   def fresh(t: str) -> bool:
@@ -107,19 +109,22 @@ def _dedup(stream, limit, stats: dict, crops: int) -> Iterator[tuple[str, int, i
     if k in seen: return False
     seen.add(k)
     return True
-  kept = dups = cropped = 0
+  kept = dups = cropped = augmented = 0
   try:
     for s, sp, d in stream:
       if not fresh(s):
         dups += 1
         continue
-      for t, t_sp in [(s, sp), *((c, 0) for c in span_crops(s, crops if sp == 0 else 0))]:
-        if t is not s and not fresh(t): continue  # a span that repeats a text already kept
-        kept, cropped = kept + 1, cropped + (t is not s)
+      crop_texts = span_crops(s, crops if sp == 0 else 0)
+      extra = variants(s, d) if variants is not None and sp == 0 else []
+      for t, t_sp in [(s, sp), *((c, 0) for c in crop_texts + extra)]:
+        if t is not s and not fresh(t): continue  # a span or variant that repeats a text already kept
+        kept, cropped, augmented = kept + 1, cropped + (t in crop_texts), augmented + (t in extra)
         yield t, t_sp, d
         if limit is not None and kept >= limit: return
   finally:
-    stats.update({"sentences": kept, "duplicates": dups, **({"crops": cropped} if crops else {})})
+    stats.update({"sentences": kept, "duplicates": dups, **({"crops": cropped} if crops else {}),
+                  **({"augmented": augmented} if variants is not None else {})})
 
 
 # ---------------------------------------------------------------- writing a data folder
@@ -398,6 +403,7 @@ def prepare_report(dd: DataDir) -> list[str]:
   skipped = {k: v for k, v in rd.items() if k not in ("lines", "texts", "invalid_utf8") and v}
   out = [f"read {rd.get('lines', 0)} lines: {rd.get('texts', 0)} texts, {st.get('sentences', dd.n)} sentences kept"
          + (f" ({st['crops']} of them word spans of training sentences)" if st.get("crops") else "")
+         + (f" ({st['augmented']} of them augmented variants of training texts)" if st.get("augmented") else "")
          + (f", {st['duplicates']} duplicates dropped" if st.get("duplicates") else "")]
   if skipped:
     out.append(f"skipped {sum(skipped.values())} lines: " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items())))

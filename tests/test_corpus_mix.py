@@ -159,3 +159,69 @@ class WordTeacher:
     out = np.stack([sum(np.random.default_rng(zlib.crc32(w.encode())).standard_normal(384) for w in t.split())
                     for t in texts]).astype(np.float32)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _held_out(dd):
+  dom, split, texts = np.asarray(dd.domain_of), np.asarray(dd.split), np.array(dd.texts(np.arange(dd.n)))
+  return {(d, s): texts[(dom == d) & (split == s)].tolist() for d in range(len(dd.domains)) for s in (1, 2)}
+
+
+def test_augment_adds_variants_as_training_rows_only(mix, tmp_path):
+  from studentz_corpus import augment
+  plain = corpus.prepare(mix, tmp_path / "plain", vocab_size=300, max_len=24, progress=False)
+  spec = json.loads(mix.read_text())
+  shares = {"lower": 0.5, "nopunct": 0.7, "crop": 0.4, "typo": 0.3}
+  spec["augment"] = {"typo": 0.2}  # mix-level: for every source without its own
+  spec["sources"][3]["augment"] = shares
+  mix.write_text(json.dumps(spec))
+  dd = corpus.prepare(mix, tmp_path / "aug", vocab_size=300, max_len=24, progress=False)
+  assert dd.data_id != plain.data_id and dd.meta["stats"]["augmented"] > 0
+  assert _held_out(dd) == _held_out(plain)  # val and test rows: the same texts in the same order
+  again = corpus.prepare(mix, tmp_path / "again", vocab_size=300, max_len=24, progress=False)
+  assert again.data_id == dd.data_id  # deterministic
+  dom, split = np.asarray(dd.domain_of), np.asarray(dd.split)
+  texts = np.array(dd.texts(np.arange(dd.n)))
+  originals = set(plain.texts(np.arange(plain.n)))
+  quotes = set(texts[(dom == 3) & (split == 0)].tolist())
+  train = [t for t in np.array(plain.texts(np.arange(plain.n)))[(np.asarray(plain.domain_of) == 3)
+                                                               & (np.asarray(plain.split) == 0)]]
+  want = {augment.VARIANTS[k](s) for s in train for k, p in shares.items() if augment.chosen(k, s, p)} - set(train)
+  want = {v for v in want if corpus.split_of(v, (0.8, 0.1, 0.1)) == 0}
+  assert quotes - set(train) == want and 0 < len(want) < 2 * len(train)
+  assert any(t.islower() for t in want) and any(not t.endswith(".") for t in want)
+  # the mix-level default reached the other sources: typo variants of their training texts, nothing else new
+  for d in range(3):
+    new = set(texts[dom == d].tolist()) - originals
+    assert new and all(len(t) == len(next(s for s in originals if augment.typo(s) == t)) for t in new)
+
+
+def test_augment_values_are_checked_in_one_line(mix, tmp_path):
+  bad = tmp_path / "bad.json"
+  src = {"domain": "a", "path": str(mix), "split": "lines"}
+  for spec, words in [({"sources": [{**src, "augment": {"lower": 1.5}}]}, "share of 'lower' must be"),
+                      ({"sources": [{**src, "augment": {"lower": 0}}]}, "share of 'lower' must be"),
+                      ({"sources": [{**src, "augment": {"lower": True}}]}, "share of 'lower' must be"),
+                      ({"sources": [{**src, "augment": {"shout": 0.1}}]}, "unknown augment variant 'shout'"),
+                      ({"sources": [{**src, "augment": ["lower"]}]}, "augment must be an object"),
+                      ({"augment": {"crop": "a lot"}, "sources": [src]}, "mix-level: augment share of 'crop'")]:
+    bad.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=words) as e: corpus_mix.load_mix(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_augment_variants():
+  from studentz_corpus import augment
+  s = '"Where is the railway station?" she asked.'
+  assert augment.lower(s) == s.lower() and augment.nopunct(s) == '"Where is the railway station?" she asked'
+  assert augment.lower_nopunct("Is it OK?!") == "is it ok"
+  t = augment.typo(s)
+  diff = [i for i, (a, b) in enumerate(zip(s, t)) if a != b]
+  assert len(t) == len(s) and len(diff) == 2 and diff[1] == diff[0] + 1 and s[diff[0]] == t[diff[1]]
+  assert s[diff[0] - 1].isalpha() and s[diff[0]].isalpha() and s[diff[1]].isalpha()  # inside a word, not its start
+  assert augment.typo("An ox at sea") == "An ox at sea" and augment.crop("Is it ok?") == "Is it ok?"
+  words = "The mayor opens a new bridge over the river in the old town today.".split()
+  crops = {augment.crop(" ".join(words[:n])) for n in range(5, len(words) + 1)}
+  assert all(3 <= len(c.split()) <= 8 and " ".join(words).startswith(c) for c in crops) and len(crops) > 1
+  assert augment.typo(s) == t and augment.crop(" ".join(words)) == augment.crop(" ".join(words))
+  picked = sum(augment.chosen("lower", f"text {i}", 0.25) for i in range(2000))
+  assert 400 < picked < 600
