@@ -281,25 +281,40 @@ def student_inputs(n: int, L: int, vocab: int):
   return np.random.default_rng(0).integers(4, vocab, (n, L)).astype(np.int32), np.ones((n, L), np.float32)
 
 
+def stsb_file() -> Path | None:
+  """STS-B sentences for the bench's tokenizer: the train split where found, else the test split (the one the GPU
+  machines carry, under $STUDENTZ_DATA)."""
+  for base in (os.environ.get("STUDENTZ_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
+    for name in ("sts-train.csv", "sts-test.csv"):
+      if base and (p := Path(base) / "stsb" / name).is_file(): return p
+  return None
+
+
 @functools.lru_cache(maxsize=4)
 def bench_tokenizer(vocab: int):
-  """A student tokenizer of at most min(vocab, 4000) tokens fitted on STS-B sentences (a fixed filler text without
-  them): tokenizing costs about the same whatever the vocabulary it was fitted to."""
+  """A student tokenizer of at most min(vocab, 4000) tokens fitted on STS-B sentences: tokenizing costs about the same
+  whatever the vocabulary it was fitted to, as long as it knows common words (one fitted on a fixed filler text, the
+  fallback without STS-B, splits the bench's texts into several times the tokens: rows say student_text_tokens)."""
   from studentz_runtime import metrics
   from studentz_corpus.tokenizer import StudentTokenizer
-  stsb = ROOT.parent / "shared" / "data" / "stsb" / "sts-train.csv"
-  s1, s2, _ = metrics.load_stsb(stsb) if stsb.is_file() else (["a small corpus for the tokenizer"] * 50, [], None)
+  stsb = stsb_file()
+  s1, s2, _ = metrics.load_stsb(stsb) if stsb else (["a small corpus for the tokenizer"] * 50, [], None)
   return StudentTokenizer.fit(list(s1[:3000]) + list(s2[:3000]), vocab_size=min(vocab, 4000))
 
 
-def student_text_rate(enc, texts: list[str], L: int, args) -> float:
-  """Student sentences/s from text, as StudentZ.encode runs it: the student's tokenizer (padded to L) then the
-  encoder, on the texts the teacher rows use, so both sides of a ratio start from the same strings."""
-  from train import encode_ids
+def student_text_rates(enc, texts: list[str], L: int, args) -> dict:
+  """Student sentences/s from text, as StudentZ.encode runs it on a GPU: the student's tokenizer (padded to L) a batch
+  ahead in a background thread while the encoder runs (encode_texts), on the texts the teacher rows use, so both sides
+  of a ratio start from the same strings; and serially (all texts tokenized, then encoded) for comparison."""
+  from studentz_runtime.encode_tinygrad import encode_ids, encode_texts
   tok = bench_tokenizer(enc.cfg.vocab_size)
-  run = lambda: encode_ids(enc, *tok.encode_batch(texts, L), args.batch)
-  run()
-  return len(texts) / timed(run, 1, args.reps_teacher)
+  out = {"student_text_tokens": float(tok.token_counts(texts[:64]).mean())}  # content tokens per text, before the cut
+  runs = {"student_text_sent_per_s": lambda: encode_texts(enc, tok, texts, args.batch),
+          "student_text_serial_sent_per_s": lambda: encode_ids(enc, *tok.encode_batch(texts, L), args.batch)}
+  for key, run in runs.items():
+    run()
+    out[key] = len(texts) / timed(run, 1, args.reps_teacher)
+  return out
 
 
 def student_rate(enc, ids, mask, batch: int, reps: int) -> float:
@@ -429,7 +444,7 @@ def bench_encode(args, device: str) -> list[dict]:
     row = {"bench": "student_encode", "L": L, "B": args.batch, "n": n, "d": cfg.d_model, "blocks": cfg.n_blocks,
            "precision": prec if prec == "fp32" else str(enc.act_dtype.name), "device": device,
            "card": card_name(device), "student_sent_per_s": student_rate(enc, ids, mask, args.batch, args.reps_teacher),
-           "student_text_sent_per_s": student_text_rate(enc, teacher_texts(L, n), L, args)}
+           **student_text_rates(enc, teacher_texts(L, n), L, args)}
     if not args.no_torch and prec == "fp32":
       row.update(torch_encode(enc, ids, mask, args.batch, device, args.reps_teacher, n))
     rows.append(row)

@@ -50,6 +50,14 @@ def _new_tokenizer() -> Tokenizer:
   return tok
 
 
+def _ids(backend: Tokenizer, texts: list[str]) -> list[list[int]]:
+  """Content ids per text in one Rust call (it releases the GIL and spreads the texts over cores); without offsets
+  where the installed tokenizers can skip them (encode_batch_fast)."""
+  if not texts: return []
+  encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+  return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+
 class StudentTokenizer:
   """Wraps a `tokenizers.Tokenizer`; ids are BOS + content + EOS, then PAD, with a float mask of real positions."""
 
@@ -60,6 +68,7 @@ class StudentTokenizer:
     self.meta = dict(meta or {})
     for i, s in enumerate(SPECIAL_TOKENS):
       if self._tok.token_to_id(s) != i: raise ValueError(f"tokenizer maps {s!r} to {self._tok.token_to_id(s)}, not {i}")
+    self._ascii_tok: Tokenizer | None = None  # _ascii_backend builds it on first use
 
   # ---- building ----
   @classmethod
@@ -115,18 +124,17 @@ class StudentTokenizer:
     """-> (ids int32 [N, max_len], mask float32 [N, max_len]) [, truncated bool [N]]; one Rust call for all rows."""
     max_len = _check_max_len(max_len)
     if isinstance(texts, str): raise ValueError("encode_batch takes a list of str; use encode() for one str")
-    texts = [_check_text(t, "every text") for t in texts]
-    n = len(texts)
-    encs = self._tok.encode_batch(texts, add_special_tokens=False) if n else []
-    lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
-    flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum()))
+    rows = self._content_ids([_check_text(t, "every text") for t in texts])
+    n = len(rows)
+    lens = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lens.sum()))
     ids = np.zeros((n, max_len), np.int32)
     keep = np.minimum(lens, max_len - 2)
     # scatter the content of every row at columns 1.. in one vectorised step, dropping what does not fit
-    rows = np.repeat(np.arange(n), lens)
+    row = np.repeat(np.arange(n), lens)
     pos = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
-    sel = pos < keep[rows]
-    ids[rows[sel], pos[sel] + 1] = flat[sel]
+    sel = pos < keep[row]
+    ids[row[sel], pos[sel] + 1] = flat[sel]
     ids[:, 0] = BOS
     ids[np.arange(n), keep + 1] = EOS
     mask = (np.arange(max_len)[None, :] < (keep + 2)[:, None]).astype(np.float32)
@@ -134,8 +142,28 @@ class StudentTokenizer:
 
   def token_counts(self, texts) -> np.ndarray:
     """Content tokens per text without BOS/EOS or truncation (int64 [N]): plan max_len from this."""
-    encs = self._tok.encode_batch([_check_text(t, "every text") for t in texts], add_special_tokens=False)
-    return np.array([len(e.ids) for e in encs], np.int64)
+    rows = self._content_ids([_check_text(t, "every text") for t in texts])
+    return np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+
+  def _content_ids(self, texts: list[str]) -> list[list[int]]:
+    """Content ids of each text (no BOS/EOS, not cut), in order. ASCII texts go through a copy without the NFKC
+    normaliser, which leaves ASCII unchanged and is a large share of the Rust time; the others through the full one."""
+    plain = [t.isascii() for t in texts]
+    if all(plain): return _ids(self._ascii_backend(), texts)
+    if not any(plain): return _ids(self._tok, texts)
+    out: list = [None] * len(texts)
+    for want, backend in ((True, self._ascii_backend()), (False, self._tok)):
+      where = [i for i, p in enumerate(plain) if p == want]
+      for i, r in zip(where, _ids(backend, [texts[i] for i in where])): out[i] = r
+    return out
+
+  def _ascii_backend(self) -> Tokenizer:
+    if self._ascii_tok is None:  # a race builds two equal copies: harmless
+      tok = Tokenizer.from_str(self._tok.to_str())
+      tok.normalizer = None
+      tok.encode_special_tokens = True
+      self._ascii_tok = tok
+    return self._ascii_tok
 
   # ---- decoding ----
   def _content(self, ids) -> list[int]:

@@ -127,15 +127,21 @@ class StudentZ:
       inputs = list(inputs)
       if inputs and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in inputs):
         single, inputs = True, [inputs]  # one sequence of ids, the token-level spelling of a single str
-    if all(isinstance(x, str) for x in inputs):
-      ids, mask = self.tokenizer.encode_batch(inputs, self.max_len)
+    if inputs and all(isinstance(x, str) for x in inputs):
+      z = self._encode_texts(inputs, int(batch_size))
     elif not any(isinstance(x, str) for x in inputs):
-      ids, mask = self._ids(inputs)
+      z = self._encode_ids(*self._ids(inputs), int(batch_size))
     else:
       raise ValueError("inputs must be all str or all token-id rows, not a mix")
-    z = self._encode_ids(ids, mask, int(batch_size))
     if normalize: z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
     return z[0] if single else z
+
+  def _encode_texts(self, texts: list[str], batch_size: int) -> np.ndarray:
+    if self.engine == "numpy" or len(texts) <= batch_size:  # one batch: nothing to overlap the tokenizer with
+      return self._encode_ids(*self.tokenizer.encode_batch(texts, self.max_len), batch_size)
+    from studentz_runtime.encode_tinygrad import encode_texts
+    with self.lock:  # the next batch's texts are tokenized in a background thread while the device runs this one
+      return np.asarray(encode_texts(self.encoder, self.tokenizer, texts, batch_size), np.float32)
 
   def _encode_ids(self, ids: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray:
     if len(ids) == 0: return np.zeros((0, self.dim), np.float32)

@@ -204,3 +204,19 @@ def test_threads_match_serial(model):
     assert all(np.array_equal(got, want) for got in results[("enc", i)])
   for i, want in enumerate(serial_dec):
     assert all(got == want for got in results[("dec", i)])
+
+
+def test_text_pipeline_matches_serial_encode(run_dir, monkeypatch):
+  """Texts over several batches on the tinygrad engine: tokenized a batch ahead in a background thread, the same z
+  bit for bit, in order, as the tokenizer's ids encoded one batch after another."""
+  from studentz_runtime.encode_tinygrad import encode_ids
+  tg = StudentZ.load(run_dir, engine="tinygrad")
+  texts = TEXTS + ["\ufb01ve \ufb01sh", ""]                              # 3 batches of 4, the last one padded
+  want = encode_ids(tg.encoder, *tg.tokenizer.encode_batch(texts, L), 4)
+  where, encode_batch = [], tg.tokenizer.encode_batch
+  monkeypatch.setattr(tg.tokenizer, "encode_batch", lambda t, n: where.append(threading.current_thread()) or
+                      encode_batch(t, n))
+  got = tg.encode(texts, batch_size=4)
+  assert got.dtype == np.float32 and np.array_equal(got, want)
+  assert len(where) == 3 and all(t is not threading.main_thread() for t in where)
+  assert np.array_equal(tg.encode(texts[::-1], batch_size=4), want[::-1])

@@ -58,6 +58,16 @@ def test_ids_and_mask_consistent(tok, texts, max_len):
 
 
 @SETTINGS
+@given(texts=st.lists(st.one_of(TEXT, st.text(st.characters(max_codepoint=127), max_size=200)), min_size=1, max_size=6),
+       max_len=st.integers(3, 40))
+def test_fast_paths_match_the_full_tokenizer(tok, texts, max_len):
+  """ASCII rows skip the normaliser, no row tracks offsets: the same content ids as the full tokenizer, in order."""
+  from test_student_tokenizer import reference_layout
+  got, want = tok.encode_batch(texts, max_len, return_truncated=True), reference_layout(tok, texts, max_len)
+  assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+@SETTINGS
 @given(ids=st.lists(st.integers(0, 299), max_size=60))
 def test_decode_any_valid_ids(tok, ids):
   assert isinstance(tok.decode(np.array(ids, np.int64)), str)

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import SHARED_DATA
 from studentz_corpus.prepare import build_sentences
-from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK, SPECIAL_TOKENS, StudentTokenizer
+from studentz_corpus.tokenizer import (BOS, EOS, PAD, UNK, SPECIAL_TOKENS, StudentTokenizer,
+                                       without_surrogates)
 
 WIKI = SHARED_DATA / "wikipedia" / "enwiki-docs.jsonl.gz"
 STSB = SHARED_DATA / "stsb" / "sts-test.csv"
@@ -130,3 +131,33 @@ def test_errors(tok):
   with pytest.raises(ValueError, match="list"): tok.encode_batch("not a list", max_len=8)
   with pytest.raises(ValueError, match="ids"): tok.decode([5, tok.vocab_size])
   with pytest.raises(ValueError, match="ids"): tok.decode([5, -1])
+
+
+def reference_layout(tok, texts, L):
+  """encode_batch as it was built before its fast paths: every text through the full tokenizer (NFKC included, with
+  offsets), laid out one row at a time."""
+  encs = tok.backend.encode_batch(texts, add_special_tokens=False)
+  ids, mask = np.zeros((len(texts), L), np.int32), np.zeros((len(texts), L), np.float32)
+  for i, e in enumerate(encs):
+    c = e.ids[:L - 2]
+    ids[i, :len(c) + 2], mask[i, :len(c) + 2] = [BOS, *c, EOS], 1
+  return ids, mask, np.array([len(e.ids) > L - 2 for e in encs])
+
+
+MIXED = ["Plain ASCII text.", "\ufb01ve \ufb01sh", "\u00a0nbsp and \uff46\uff55\uff4c\uff4c", "",
+         "literal <pad> <s> </s>", "caf\u00e9 na\u0131ve", "x y " * 20, "Two  spaces\tand a tab",
+         "\ud800 lone surrogate", "\u00bd of \u2168"]
+
+
+@pytest.mark.parametrize("pick", ["mixed", "ascii", "non_ascii"])
+def test_fast_paths_give_the_reference_layout(tok, wiki_sentences, pick):
+  """ASCII texts skip the normaliser and no path tracks offsets: ids, mask, cut flags and counts stay as they were,
+  in order, whether a batch is all ASCII, none or mixed."""
+  texts = {"mixed": MIXED + wiki_sentences[:30], "ascii": [t for t in MIXED if t.isascii()] + wiki_sentences[:30],
+           "non_ascii": [t for t in MIXED if not t.isascii()]}[pick]
+  checked = [without_surrogates(t) for t in texts]
+  for L in (5, 12, 64):
+    got, want = tok.encode_batch(texts, L, return_truncated=True), reference_layout(tok, checked, L)
+    for g, w in zip(got, want): assert g.dtype == w.dtype and np.array_equal(g, w)
+  counts = [len(e.ids) for e in tok.backend.encode_batch(checked, add_special_tokens=False)]
+  assert tok.token_counts(texts).tolist() == counts
