@@ -4,7 +4,8 @@
 
 The sentences are the corpus's test split (the hash split training held out), up to max_len tokens. Speeds are the
 numpy engine's (numpy_infer.py), one process, medians: encode of one sentence, and of the 500 in batches of 32. Both
-run float32 arithmetic (numpy has no int8 GEMM); the file records numpy's int8 and float32 matmul rates to say why.
+run float32 arithmetic (numpy has no int8 GEMM); the file records numpy's int8 and float32 matmul rates to say why,
+and the seconds each checkpoint takes to load (the int8 one inflates its deflated matrices).
 """
 from __future__ import annotations
 import argparse, json, os, statistics, sys, tempfile, time
@@ -55,12 +56,16 @@ def main() -> int:
     sizes = quantize.quantize_checkpoint(args.ckpt, Path(tmp) / "q8")
     fp, info, tok = numpy_infer.load_models(args.ckpt)
     q8 = numpy_infer.load_models(Path(tmp) / "q8")[0]
+    load_s = {k: timed(lambda: numpy_infer.load_models(d), 3) for k, d in (("fp16", args.ckpt),
+                                                                           ("int8", Path(tmp) / "q8"))}
   L = fp["encoder"].cfg.max_len
   texts = evaluate.held_out_sentences(default_corpus(), None, args.n, tok, L, max_tokens=L - 2)
   ids, mask = tok.encode_batch(texts, L)
-  out = {"checkpoint": str(args.ckpt), "n": len(texts), "mean_tokens": float(mask.sum(1).mean()),
+  out = {"command": " ".join(["python scripts/int8_fidelity.py", *sys.argv[1:]]), "checkpoint": str(args.ckpt),
+         "n": len(texts), "mean_tokens": float(mask.sum(1).mean()),
          "fp16_file_mb": sizes["fp_bytes"] / 1e6, "int8_file_mb": sizes["int8_bytes"] / 1e6,
-         "int8_size_ratio": sizes["int8_bytes"] / sizes["fp_bytes"], "load_average_1min": os.getloadavg()[0]}
+         "int8_size_ratio": sizes["int8_bytes"] / sizes["fp_bytes"], "load_average_1min": os.getloadavg()[0],
+         "fp16_load_s": load_s["fp16"], "int8_load_s": load_s["int8"]}
   z = {k: numpy_infer.encode_batches(m["encoder"], ids, mask, 32) for k, m in (("fp16", fp), ("int8", q8))}
   cos = (z["fp16"] * z["int8"]).sum(1) / np.linalg.norm(z["fp16"], axis=1) / np.linalg.norm(z["int8"], axis=1)
   out.update(cos_mean=float(cos.mean()), cos_min=float(cos.min()), cos_p01=float(np.quantile(cos, 0.01)))

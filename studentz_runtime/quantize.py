@@ -3,19 +3,22 @@
   python -m studentz_runtime.quantize models/default models/default-int8  # writes an int8 checkpoint folder beside it
 
 Every matrix a GEMM reads (conv and linear weights, FiLM, the embedding tables, which the tied decoder head also
-multiplies by) is stored as int8 `name` plus float16 scales `name.qscale`, one per output row (w ~ q * scale,
-symmetric, |q| <= 127); vectors (biases, norm scales) stay float16. `load_float32` reads either kind of file back as
-float32 arrays: numpy has no fast int8 GEMM, so on the numpy path int8 buys a file of one byte per weight (and its
-read), not faster arithmetic: about half the fp16 file (the scales and vectors are the rest; docs/RESULTS.md).
+multiplies by) is int8 `name` plus float16 scales `name.qscale`, one per output row (w ~ q * scale, symmetric,
+|q| <= 127); vectors (biases, norm scales) stay float16. In the file each int8 matrix is deflated (zlib, lossless; its
+shape in the metadata): at one byte per value the header, scales and vectors alone keep a file above half the fp16
+one, while int8 weights, most of them near zero, deflate well. `load_float32` reads any of these files (and int8 files
+written before deflate) back as float32 arrays: numpy has no fast int8 GEMM, so on the numpy path int8 buys a smaller
+file, not faster arithmetic (docs/RESULTS.md).
 """
 from __future__ import annotations
-import json, shutil, sys
+import json, math, shutil, sys, zlib
 from pathlib import Path
 
 import numpy as np
 
 SCALE_SUFFIX = ".qscale"
-FORMAT = "int8-per-output-channel"
+FORMAT = "int8-per-output-channel+deflate"
+PACKED_KEY = "studentz_int8_deflate"  # file metadata: {name: shape} of the int8 tensors stored deflated
 MIN_SIZE = 4096  # smaller tensors (biases, norm scales) stay float16: their bytes do not matter, their values do
 
 
@@ -46,9 +49,40 @@ def load_float32(path: Path, int8: bool = False) -> dict[str, np.ndarray]:
   """A checkpoint's model.safetensors (fp16, fp32 or int8) as float32 arrays; CheckpointError if unreadable. int8:
   a float file is quantised first, so the weights are those its int8 copy would hold."""
   from studentz_runtime.checkpoint import load_tensors
-  arrays = load_tensors(path)
+  arrays = unpack(load_tensors(path), read_metadata(path), path)
   if int8 and not any(k.endswith(SCALE_SUFFIX) for k in arrays): arrays = quantize_arrays(arrays)
   return dequantize(arrays)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+  """The safetensors file's string metadata ({} if none); call after load_tensors has read the file."""
+  from safetensors import safe_open
+  with safe_open(str(path), framework="numpy") as f: return f.metadata() or {}
+
+
+def pack(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """The file's arrays and metadata: each int8 array deflated into a uint8 one, its shape kept in the metadata."""
+  out, shapes = dict(arrays), {}
+  for k, v in arrays.items():
+    if v.dtype == np.int8:
+      out[k], shapes[k] = np.frombuffer(zlib.compress(v.tobytes(), 9), np.uint8), list(v.shape)
+  return out, {"studentz_quantization": FORMAT, PACKED_KEY: json.dumps(shapes, separators=(",", ":"))}
+
+
+def unpack(arrays: dict[str, np.ndarray], meta: dict[str, str], path: Path) -> dict[str, np.ndarray]:
+  """pack undone (arrays without PACKED_KEY metadata are returned as they are); CheckpointError on a bad file."""
+  from studentz_runtime.checkpoint import CheckpointError
+  if PACKED_KEY not in meta: return arrays
+  try:
+    for k, shape in json.loads(meta[PACKED_KEY]).items():
+      n = math.prod(shape)
+      d = zlib.decompressobj()
+      raw = d.decompress(arrays[k].tobytes(), n)  # at most n bytes: a hostile stream cannot inflate without bound
+      if len(raw) != n or not d.eof or d.unused_data: raise ValueError(f"{k} inflates to other than its {n} bytes")
+      arrays[k] = np.frombuffer(raw, np.int8).reshape(shape)
+  except (AttributeError, KeyError, TypeError, ValueError, zlib.error) as e:  # json.JSONDecodeError is a ValueError
+    raise CheckpointError(f"{path} has a damaged int8 tensor ({type(e).__name__}: {e})") from e
+  return arrays
 
 
 def quantize_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -71,7 +105,7 @@ def quantize_checkpoint(src: Path, dst: Path) -> dict:
   if info.get("quantization"): raise ValueError(f"{src} is already quantised ({info['quantization']})")
   arrays = quantize_arrays(load_tensors(src / "model.safetensors"))
   dst.mkdir(parents=True, exist_ok=True)
-  atomic_write_bytes(dst / "model.safetensors", save(arrays, metadata={"studentz_quantization": FORMAT}))
+  atomic_write_bytes(dst / "model.safetensors", save(*pack(arrays)))
   info = {**info, "quantization": FORMAT, "quantized_from": str(src)}
   atomic_write_bytes(dst / "config.json", json.dumps(info, indent=1).encode())
   shutil.copyfile(src / "tokenizer.json", dst / "tokenizer.json")

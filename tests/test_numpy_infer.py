@@ -146,6 +146,29 @@ def test_int8_round_trip_and_fidelity(tmp_path):
     quantize.quantize_checkpoint(tmp_path / "q8", tmp_path / "x")
 
 
+def test_int8_file_deflated_and_old_layout(tmp_path):
+  """The int8 file holds its matrices deflated; it, the plain int8 layout of older files and the float weights through
+  int8 all read back the same; a damaged deflated tensor is a CheckpointError, not garbage weights."""
+  from safetensors.numpy import save_file
+  from studentz_runtime.checkpoint import CheckpointError
+  rng = np.random.default_rng(3)
+  fp = {"m.weight": rng.normal(0, 0.1, (128, 8, 5)).astype(np.float32),  # big enough to be quantised
+        "m.bias": rng.normal(0, 1, 128).astype(np.float32)}
+  q = quantize.quantize_arrays(fp)
+  packed, meta = quantize.pack(q)
+  assert packed["m.weight"].dtype == np.uint8 and packed["m.weight"].size < q["m.weight"].size
+  save_file(packed, str(tmp_path / "new.safetensors"), metadata=meta)
+  save_file(q, str(tmp_path / "old.safetensors"), metadata={"studentz_quantization": "int8-per-output-channel"})
+  save_file(fp, str(tmp_path / "fp.safetensors"))
+  new, old = (quantize.load_float32(tmp_path / f"{n}.safetensors") for n in ("new", "old"))
+  mem = quantize.load_float32(tmp_path / "fp.safetensors", int8=True)
+  for k in fp: assert np.array_equal(new[k], old[k]) and np.array_equal(new[k], mem[k])
+  assert 0 < np.abs(new["m.weight"] - fp["m.weight"]).max() < np.abs(fp["m.weight"]).max() / 127  # within a step
+  bad = dict(packed, **{"m.weight": packed["m.weight"][:-3]})
+  save_file(bad, str(tmp_path / "bad.safetensors"), metadata=meta)
+  with pytest.raises(CheckpointError, match="damaged int8 tensor"): quantize.load_float32(tmp_path / "bad.safetensors")
+
+
 def test_engine_choice(monkeypatch):
   monkeypatch.delenv("STUDENTZ_ENGINE", raising=False)
   monkeypatch.setenv("DEV", "CPU")
