@@ -1,11 +1,11 @@
-"""Issue 33: what the student's from-text path costs on the CPU per sentence at L=128, before and after its fast paths.
+"""What the student's from-text path costs on the CPU per sentence at L=128, with and without its two shortcuts.
 
   python scripts/tokenize_cost.py                      # writes results/cpu_tokenize_cost.json and prints each figure
 
 Paths, each timed on the same texts: `raw` (the full `tokenizers` encode_batch, offsets and NFKC included: what the
-wrapper called before), `before` (the wrapper as it was: raw, then every Encoding's ids read twice and laid out),
-`content` (the wrapper's Rust part now: ASCII texts through a copy without the normaliser, no offsets, ids read once)
-and `after` (StudentTokenizer.encode_batch now: content plus the layout). Texts: the bench's (`python -m bench teacher
+wrapper would call without its shortcuts), `no_shortcuts` (raw, then the wrapper's layout), `content` (the wrapper's
+Rust part: ASCII texts through a copy without the normaliser, no offsets) and `wrapper` (StudentTokenizer.encode_batch:
+content plus the layout). Texts: the bench's (`python -m bench teacher
 encode`: one filler sentence of L-2 tokens, repeated) and real ones (STS-B sentences joined into passages of at least L
 tokens, cut to L). Each path runs with the Rust tokenizer spreading a batch over the cores (its default) and on one
 thread (TOKENIZERS_PARALLELISM=false). The paths run in turns, a figure is the median over rounds of microseconds per
@@ -21,23 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def before_encode_batch(tok, texts, max_len: int):
-  """StudentTokenizer.encode_batch as it was before issue 33 (commit 9ec58a6), kept here as the baseline."""
-  from studentz_corpus.tokenizer import BOS, EOS, _check_text
-  texts = [_check_text(t, "every text") for t in texts]
-  n = len(texts)
-  encs = tok.backend.encode_batch(texts, add_special_tokens=False) if n else []
-  lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
-  flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum()))
-  ids = np.zeros((n, max_len), np.int32)
-  keep = np.minimum(lens, max_len - 2)
-  rows = np.repeat(np.arange(n), lens)
-  pos = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
-  sel = pos < keep[rows]
-  ids[rows[sel], pos[sel] + 1] = flat[sel]
-  ids[:, 0] = BOS
-  ids[np.arange(n), keep + 1] = EOS
-  mask = (np.arange(max_len)[None, :] < (keep + 2)[:, None]).astype(np.float32)
+def no_shortcuts_encode_batch(tok, texts, max_len: int):
+  """StudentTokenizer.encode_batch without its two shortcuts (every text normalised, offsets tracked): the baseline."""
+  from studentz_corpus.tokenizer import _check_text, pack_rows
+  encs = tok.backend.encode_batch([_check_text(t, "every text") for t in texts], add_special_tokens=False)
+  ids, mask, _ = pack_rows([e.ids for e in encs], max_len)
   return ids, mask
 
 
@@ -56,9 +44,9 @@ def real_passages(tok, n: int, L: int) -> list[str]:
 
 def paths(tok, texts, L) -> dict:
   return {"raw": lambda: tok.backend.encode_batch(texts, add_special_tokens=False),
-          "before": lambda: before_encode_batch(tok, texts, L),
+          "no_shortcuts": lambda: no_shortcuts_encode_batch(tok, texts, L),
           "content": lambda: tok._content_ids(texts),
-          "after": lambda: tok.encode_batch(texts, L)}
+          "wrapper": lambda: tok.encode_batch(texts, L)}
 
 
 def measure(fns: dict, n: int, rounds: int) -> dict:
@@ -85,7 +73,7 @@ def main(argv=None) -> int:
   tok = bench_tokenizer(16000)
   sets = {"bench": teacher_texts(args.L, args.n), "real": real_passages(tok, args.n, args.L)}
   for name, texts in sets.items():  # the figures below are of identical outputs
-    assert all(np.array_equal(a, b) for a, b in zip(before_encode_batch(tok, texts, args.L),
+    assert all(np.array_equal(a, b) for a, b in zip(no_shortcuts_encode_batch(tok, texts, args.L),
                                                      tok.encode_batch(texts, args.L))), name
   out = {"command": "python " + " ".join([f"scripts/{Path(__file__).name}", *(argv or sys.argv[1:])]),
          "L": args.L, "n": args.n, "rounds": args.rounds, "cpus": os.cpu_count(), "machine": platform.processor()

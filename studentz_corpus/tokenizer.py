@@ -58,6 +58,24 @@ def _ids(backend: Tokenizer, texts: list[str]) -> list[list[int]]:
   return [e.ids for e in encode(texts, add_special_tokens=False)]
 
 
+def pack_rows(rows, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Content id lists -> (ids int32 [N, max_len] as BOS + content + EOS, mask float32 [N, max_len], content lengths
+  int64 [N]): every row scattered in one vectorised step, what does not fit dropped."""
+  n = len(rows)
+  lens = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+  flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lens.sum()))
+  ids = np.zeros((n, max_len), np.int32)
+  keep = np.minimum(lens, max_len - 2)
+  row = np.repeat(np.arange(n), lens)
+  pos = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
+  sel = pos < keep[row]
+  ids[row[sel], pos[sel] + 1] = flat[sel]
+  ids[:, 0] = BOS
+  ids[np.arange(n), keep + 1] = EOS
+  mask = (np.arange(max_len)[None, :] < (keep + 2)[:, None]).astype(np.float32)
+  return ids, mask, lens
+
+
 class StudentTokenizer:
   """Wraps a `tokenizers.Tokenizer`; ids are BOS + content + EOS, then PAD, with a float mask of real positions."""
 
@@ -124,20 +142,7 @@ class StudentTokenizer:
     """-> (ids int32 [N, max_len], mask float32 [N, max_len]) [, truncated bool [N]]; one Rust call for all rows."""
     max_len = _check_max_len(max_len)
     if isinstance(texts, str): raise ValueError("encode_batch takes a list of str; use encode() for one str")
-    rows = self._content_ids([_check_text(t, "every text") for t in texts])
-    n = len(rows)
-    lens = np.fromiter(map(len, rows), dtype=np.int64, count=n)
-    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lens.sum()))
-    ids = np.zeros((n, max_len), np.int32)
-    keep = np.minimum(lens, max_len - 2)
-    # scatter the content of every row at columns 1.. in one vectorised step, dropping what does not fit
-    row = np.repeat(np.arange(n), lens)
-    pos = np.arange(flat.size) - np.repeat(np.cumsum(lens) - lens, lens)
-    sel = pos < keep[row]
-    ids[row[sel], pos[sel] + 1] = flat[sel]
-    ids[:, 0] = BOS
-    ids[np.arange(n), keep + 1] = EOS
-    mask = (np.arange(max_len)[None, :] < (keep + 2)[:, None]).astype(np.float32)
+    ids, mask, lens = pack_rows(self._content_ids([_check_text(t, "every text") for t in texts]), max_len)
     return (ids, mask, lens > max_len - 2) if return_truncated else (ids, mask)
 
   def token_counts(self, texts) -> np.ndarray:
