@@ -94,7 +94,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
                  help="start from the weights of the models this checkpoint holds (same tokenizer; the encoder's "
                       "shape is taken from it unless you set it), e.g. a distilled encoder to fit a decoder to: "
-                      "--init-from runs/x/best --loss_weights.ce 1 --freeze '[\"encoder\"]'")
+                      "--init-from runs/x/best --loss_weights.ce 1 --freeze '[\"encoder\"]'; a deeper model: a "
+                      "--dilation_schedule or --dec_dilation_schedule that extends the checkpoint's adds blocks that "
+                      "start as the identity (output Linear zero), e.g. --init-from models/default "
+                      "--dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -159,6 +162,10 @@ def resolve_config(args, overrides, device: str):
   if args.steps is not None: overrides = [*overrides, ("steps", str(args.steps))]
   cfg = Config.from_dict(user).override(*overrides)
   set_by_user = set(user) | {k.split(".")[0].replace("-", "_") for k, _ in overrides}
+  from studentz_runtime.config import SCHEDULE_COUNTS
+  # a schedule the user gave sets its block count too (Config.override), which no profile or checkpoint then replaces
+  set_by_user |= {c for s, c in SCHEDULE_COUNTS.items() if s in set_by_user}
+  args.schedules_set = {s for s in SCHEDULE_COUNTS if s in set_by_user}  # --init-from may add blocks to these
   # what the user named exactly: a whole field, or one entry of a dict field (a config file's dict names its entries)
   named = {k.replace("-", "_") for k, _ in overrides}
   for k, v in user.items(): named |= {f"{k}.{e}" for e in v} if isinstance(v, dict) else {k}
@@ -447,7 +454,8 @@ def build_models(cfg, teacher, tok, data_dir: Path, loader, args, state):
     from studentz import Decoder, ModeBProjection, joint_loss_fn  # unless it is frozen), mode B rows z_t
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
-  if state is None and args.init_from is not None: init_from_checkpoint(models, args.init_from, tok)
+  if state is None and args.init_from is not None:
+    init_from_checkpoint(models, args.init_from, tok, getattr(args, "schedules_set", frozenset()))
   if cfg.loss_weights.get("tok", 0) > 0 and (table := token_table(loader, args)) is not None:
     loss_fn = functools.partial(loss_fn, tok_table=table)
   from studentz_training.trainer import Trainer
@@ -716,21 +724,28 @@ def trim_log(path: Path, step: int) -> None:
   atomic_write_bytes(path, "".join(k + "\n" for k in keep).encode())
 
 
-def init_from_checkpoint(models: dict, ckpt: Path, tok) -> None:
-  """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required."""
+def init_from_checkpoint(models: dict, ckpt: Path, tok, schedules_set=frozenset()) -> None:
+  """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required. A block
+  schedule the user set (schedules_set) may extend the checkpoint's: the added blocks start as the identity."""
   from studentz_runtime.checkpoint import CheckpointError, assign_state, load_tensors
+  from studentz_training import deepen
   try:
-    read_checkpoint_info(ckpt)
+    theirs = read_checkpoint_info(ckpt)["config"]
     if json.loads((Path(ckpt) / "tokenizer.json").read_text()) != json.loads(tok.to_json_str()):
       raise CheckpointError(f"{ckpt} was trained with another tokenizer than this run's data; use the same corpus, "
                             "data_limit, vocab_size and max_len")
     arrays = load_tensors(Path(ckpt) / "model.safetensors")
     loaded = [k for k in models if any(a.startswith(f"{k}.") for a in arrays)]
     if not loaded: raise CheckpointError(f"{ckpt} holds none of the models {sorted(models)}")
-    for k in loaded: assign_state(models[k], arrays, prefix=f"{k}.")
+    # every model is checked before any is written, so a refusal names its field and loads nothing
+    kept = {k: deepen.blocks_kept(theirs, models[k].cfg.to_dict(), k, deepen.SCHEDULE[k] in schedules_set)
+            for k in loaded if k in deepen.SCHEDULE}
+    added = [deepen.load(models[k], k, arrays, f"{k}.", kept[k]) if k in kept else
+             assign_state(models[k], arrays, prefix=f"{k}.") for k in loaded]
   except (CheckpointError, OSError) as e:
     fail(f"--init-from: {e}")
   print(f"init from {ckpt}: {', '.join(loaded)}", file=sys.stderr)
+  if added := [a for a in added if a]: print(f"--init-from: added as identity: {'; '.join(added)}", file=sys.stderr)
 
 
 def init_from_teacher(enc, tok, teacher, data_dir: Path, args, n_fit: int = 20000) -> None:

@@ -204,6 +204,7 @@ class Config:
     unknown = sorted(set(d) - known)
     if unknown: raise ValueError(f"invalid config: unknown keys {unknown}")
     base = cls()
+    d = counts_follow_schedules(d, set(d))
     for k, v in d.items():  # merge nested dicts so a config may name only the keys it changes
       if isinstance(getattr(base, k), dict) and isinstance(v, dict): v = {**getattr(base, k), **v}
       setattr(base, k, v)
@@ -225,7 +226,19 @@ class Config:
         d[head] = {**d[head], sub: parsed}
       else:
         d[head] = parsed
-    return Config.from_dict(d)
+    return Config.from_dict(counts_follow_schedules(d, {k.replace("-", "_").partition(".")[0] for k, _ in pairs}))
+
+
+# each block schedule and the count that must equal its length
+SCHEDULE_COUNTS = {"dilation_schedule": "n_blocks", "dec_dilation_schedule": "dec_blocks"}
+
+
+def counts_follow_schedules(d: dict, named: set) -> dict:
+  """d with n_blocks / dec_blocks set to the length of a schedule that `named` holds and its count is not in: a
+  schedule alone says how many blocks there are (so a deeper one needs no second flag)."""
+  take = {c: len(d[s]) for s, c in SCHEDULE_COUNTS.items()
+          if s in named and c not in named and isinstance(d.get(s), list)}
+  return {**d, **take}
 
 
 def check_streamable(cfg) -> None:

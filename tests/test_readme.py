@@ -48,6 +48,7 @@ COMMANDS = {
   "python infer.py --decode vecs.npy --strategy rerank --rerank 8 --repetition-penalty 1.2 --json": ("run", ()),
   "python train.py --init-from models/default --data-source my.jsonl.gz --out runs/mine --optimizer.lr 1e-3":
     ("config", ("my.jsonl.gz",)),
+  "python train.py --init-from models/default --dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'": ("config", ()),
   "DEV=CUDA python train.py --devices 2": ("gpu", ()),
   "DEV=CUDA python -m bench train --devices 2 --precision fp32 bf16 --no-torch": ("gpu", ()),
 }

@@ -34,8 +34,8 @@ def stages(work):
   start, steps = {}, []
   init, launch = train.init_from_checkpoint, Trainer.launch
 
-  def spy_init(models, ckpt, tok):
-    init(models, ckpt, tok)
+  def spy_init(models, ckpt, tok, *rest):
+    init(models, ckpt, tok, *rest)
     start.update({f"{k}.{n}": t.numpy().copy() for k, m in models.items() for n, t in get_state_dict(m).items()})
 
   def spy_launch(self, batch):  # the figures are read here, at once, since the run reads them later

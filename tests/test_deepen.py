@@ -1,0 +1,115 @@
+"""train.py --init-from into a deeper model: the checkpoint's schedule a prefix of the run's, the added blocks start
+as the identity (the same z and logits as the checkpoint's models), anything else refused in one line naming the
+field, and a training step moves the added blocks. Tiny shapes: every new one is a clang compile."""
+import json
+
+import numpy as np
+import pytest
+from tinygrad import Tensor
+
+import train
+from studentz import Config, Decoder, Encoder, ModeBProjection, joint_loss_fn
+from studentz_corpus.tokenizer import BOS, EOS
+from studentz_runtime.checkpoint import save_tensors
+from studentz_training.trainer import Trainer
+from tinygrad.nn.state import get_state_dict
+
+V, D, L, B = 64, 12, 10, 4
+
+
+class FakeTok:  # init_from_checkpoint compares only the tokenizer's JSON
+  def to_json_str(self) -> str: return '{"fake": 1}'
+
+
+def tiny_cfg(**kw) -> Config:
+  base = dict(vocab_size=V, d_model=16, hidden=24, n_blocks=2, kernel_size=3, dilation_schedule=[1, 2], proj_dim=D,
+              max_len=L, dec_blocks=2, dec_dilation_schedule=[1, 2], dropout=0.0, batch_size=B, warmup_steps=0,
+              loss_weights={"cos": 1.0, "mse": 1.0, "ce": 1.0, "sem": 0.0})
+  return Config(**{**base, **kw}).validate()
+
+
+def rand(t: Tensor, rng, loc=0.0):
+  t.assign(Tensor(rng.normal(loc, 0.3, t.shape).astype(np.float32))).realize()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  """A checkpoint folder of the tiny models, FiLM and norms made non-trivial so every path of the old blocks counts."""
+  Tensor.manual_seed(0)
+  cfg, rng = tiny_cfg(), np.random.default_rng(0)
+  models = {"encoder": Encoder(cfg), "decoder": Decoder(cfg), "proj_b": ModeBProjection(cfg)}
+  for f in models["decoder"].films: rand(f.weight, rng)
+  for blk in models["encoder"].blocks + models["decoder"].blocks: rand(blk.norm.bias, rng)
+  d = tmp_path_factory.mktemp("ckpt")
+  save_tensors(d / "model.safetensors",
+               {f"{k}.{n}": t for k, m in models.items() for n, t in get_state_dict(m).items()})
+  (d / "config.json").write_text(json.dumps({"format_version": 1, "step": 0, "config": cfg.to_dict()}))
+  (d / "tokenizer.json").write_text(FakeTok().to_json_str())
+  return d, cfg, models
+
+
+def batch(seed=1):
+  rng = np.random.default_rng(seed)
+  toks, mask = np.zeros((B, L), np.int32), np.zeros((B, L), np.float32)
+  for i in range(B):
+    n = int(rng.integers(3, L - 2))
+    toks[i, 0], toks[i, 1:n + 1], toks[i, n + 1], mask[i, :n + 2] = BOS, rng.integers(4, V, n), EOS, 1
+  teacher = rng.normal(size=(B, D)).astype(np.float32)
+  return {"tokens": toks, "mask": mask, "teacher": teacher, "mode_b": (np.arange(B) % 2).astype(np.float32)}
+
+
+def deeper(cfg, *pairs):
+  """Fresh models of cfg with the overrides (a schedule alone sets its block count), loaded from the checkpoint."""
+  new = cfg.override(*pairs)
+  Tensor.manual_seed(5)  # another init than the checkpoint's, so a block that was not loaded would show
+  return new, {"encoder": Encoder(new), "decoder": Decoder(new), "proj_b": ModeBProjection(new)}
+
+
+def test_deeper_encoder_and_decoder_compute_what_the_checkpoint_did(ckpt, capsys):
+  d, cfg, old = ckpt
+  new, models = deeper(cfg, ("dilation_schedule", "[1, 2, 4]"), ("dec_dilation_schedule", "[1, 2, 1, 2]"))
+  assert (new.n_blocks, new.dec_blocks) == (3, 4)
+  train.init_from_checkpoint(models, d, FakeTok(), {"dilation_schedule", "dec_dilation_schedule"})
+  err = capsys.readouterr().err.splitlines()
+  assert "added as identity: encoder blocks [2] (dilations [4]); decoder blocks [2, 3] (dilations [1, 2])" in err[-1]
+  b = batch()
+  toks, mask = Tensor(b["tokens"]), Tensor(b["mask"])
+  z_old, z_new = old["encoder"](toks, mask).numpy(), models["encoder"](toks, mask).numpy()
+  np.testing.assert_allclose(z_new, z_old, atol=1e-5, rtol=1e-5)
+  args = (toks, Tensor(b["teacher"]), Tensor(b["mode_b"].astype(np.int32)))
+  np.testing.assert_allclose(models["decoder"](*args).numpy(), old["decoder"](*args).numpy(), atol=1e-5, rtol=1e-5)
+  for blk in models["encoder"].blocks[2:] + models["decoder"].blocks[2:]:  # identity by the zero output only
+    assert not blk.out.weight.numpy().any() and not blk.out.bias.numpy().any() and blk.conv.weight.numpy().any()
+  assert not any(f.weight.numpy().any() for f in models["decoder"].films[2:])
+
+
+@pytest.mark.parametrize("pairs,named,says", [
+  ((("dilation_schedule", "[2, 1, 4]"),), {"dilation_schedule"},
+   "dilation_schedule [2, 1, 4] does not start with the checkpoint's [1, 2]"),
+  ((("dilation_schedule", "[1]"),), {"dilation_schedule"}, "dilation_schedule [1] does not start with"),
+  ((("dec_dilation_schedule", "[1, 2, 4]"),), set(), "dec_dilation_schedule is [1, 2] in the checkpoint but [1, 2, 4]"),
+  ((("hidden", "32"),), set(), "hidden is 24 in the checkpoint but 32 in this run"),
+])
+def test_other_mismatches_are_refused_in_one_line(ckpt, capsys, pairs, named, says):
+  d, cfg, _ = ckpt
+  _, models = deeper(cfg, *pairs)
+  with pytest.raises(SystemExit) as e: train.init_from_checkpoint(models, d, FakeTok(), named)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: --init-from: ") and says in err[0], err
+
+
+def test_a_schedule_on_the_command_line_sets_the_block_count(ckpt, capsys):
+  d = ckpt[0]
+  assert train.main(["--init-from", str(d), "--dilation_schedule", "[1, 2, 4, 8]", "--print-config"]) == 0
+  cfg = json.loads(capsys.readouterr().out)
+  assert cfg["n_blocks"] == 4 and cfg["dilation_schedule"] == [1, 2, 4, 8] and cfg["hidden"] == 24
+
+
+def test_a_training_step_moves_the_added_blocks(ckpt):
+  d, cfg, _ = ckpt
+  new, models = deeper(cfg, ("dilation_schedule", "[1, 2, 4]"), ("dec_dilation_schedule", "[1, 2, 4]"))
+  train.init_from_checkpoint(models, d, FakeTok(), {"dilation_schedule", "dec_dilation_schedule"})
+  out = Trainer(new, models, joint_loss_fn).step(batch(2))
+  assert np.isfinite(out["loss"])
+  for name in ("encoder", "decoder"):
+    assert np.abs(models[name].blocks[2].out.weight.numpy()).max() > 0, f"the added {name} block did not train"
