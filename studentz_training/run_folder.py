@@ -130,13 +130,29 @@ ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "
                  "pool", "pool_head", "block_context", "proj_dim", "max_len", "data_limit", "data_crops")
 
 
+# What a decoder's weights are shaped by beyond the encoder's fields: taken too when the checkpoint holds a decoder, so
+# `--init-from models/default --loss_weights.ce 1` goes on training the decoder it ships
+DECODER_SHAPE = ("dec_blocks", "dec_dilation_schedule", "dec_output", "mode_b_proj")
+
+
+def holds_decoder(ckpt: Path) -> bool:
+  from safetensors import safe_open
+  try:
+    with safe_open(str(Path(ckpt) / "model.safetensors"), "np") as f:
+      return any(k.startswith("decoder.") for k in f.keys())
+  except Exception:  # a missing or damaged file: loading the weights says so, with its one-line error
+    return False
+
+
 def with_encoder_shape(cfg, ckpt: Path, keep: set = frozenset()):
-  """cfg with the ENCODER_SHAPE fields of checkpoint ckpt's config, except those named in keep; says which it took."""
+  """cfg with the ENCODER_SHAPE fields of checkpoint ckpt's config (and DECODER_SHAPE's where it holds a decoder),
+  except those named in keep; says which it took."""
   from studentz import Config
   theirs = read_checkpoint_info(ckpt).get("config", {})
   mine = cfg.to_dict()
-  take = {k: theirs[k] for k in ENCODER_SHAPE if k in theirs and k not in keep and theirs[k] != mine[k]}
-  if take:
-    said = ", ".join(f"{k}={json.dumps(v)}" for k, v in take.items())
-    print(f"--init-from: encoder shape from the checkpoint: {said}", file=sys.stderr)
-  return Config.from_dict({**mine, **take})
+  def take(fields): return {k: theirs[k] for k in fields if k in theirs and k not in keep and theirs[k] != mine[k]}
+  enc, dec = take(ENCODER_SHAPE), (take(DECODER_SHAPE) if holds_decoder(ckpt) else {})
+  for what, got in (("encoder", enc), ("decoder", dec)):
+    if got: print(f"--init-from: {what} shape from the checkpoint: "
+                  f"{', '.join(f'{k}={json.dumps(v)}' for k, v in got.items())}", file=sys.stderr)
+  return Config.from_dict({**mine, **enc, **dec})

@@ -105,6 +105,16 @@ def test_a_schedule_on_the_command_line_sets_the_block_count(ckpt, capsys):
   assert cfg["n_blocks"] == 4 and cfg["dilation_schedule"] == [1, 2, 4, 8] and cfg["hidden"] == 24
 
 
+def test_the_decoder_shape_comes_from_a_checkpoint_that_holds_one(ckpt, capsys):
+  """No schedule flags: the run takes the checkpoint's decoder (2 blocks, not the default 6), so it loads as it is."""
+  d = ckpt[0]
+  assert train.main(["--init-from", str(d), "--loss_weights.ce", "1", "--print-config"]) == 0
+  out = capsys.readouterr()
+  cfg = json.loads(out.out)
+  assert cfg["dec_blocks"] == 2 and cfg["dec_dilation_schedule"] == [1, 2], cfg
+  assert "decoder shape from the checkpoint" in out.err
+
+
 def test_a_training_step_moves_the_added_blocks(ckpt):
   d, cfg, _ = ckpt
   new, models = deeper(cfg, ("dilation_schedule", "[1, 2, 4]"), ("dec_dilation_schedule", "[1, 2, 4]"))
