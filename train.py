@@ -93,8 +93,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
   p.add_argument("--init-from", type=Path, default=None, metavar="CKPT_DIR",
                  help="start from the weights of the models this checkpoint holds (same tokenizer; the encoder's "
-                      "shape, and its decoder's if it holds one, are taken from it unless you set them), e.g. a distilled encoder to fit a decoder to: "
-                      "--init-from runs/x/best --loss_weights.ce 1 --freeze '[\"encoder\"]'; a deeper model: a "
+                      "shape, and its decoder's if it holds one, are taken from it unless you set them), e.g. a "
+                      "distilled encoder to fit a decoder to: --init-from runs/x/best --loss_weights.ce 1 --freeze "
+                      "'[\"encoder\"]'; a deeper model: a "
                       "--dilation_schedule or --dec_dilation_schedule that extends the checkpoint's adds blocks that "
                       "start as the identity (output Linear zero), e.g. --init-from models/default "
                       "--dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'")
