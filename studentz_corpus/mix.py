@@ -12,7 +12,7 @@ the same domain, so its weight applies to them too); val and test rows stay as t
 """
 from __future__ import annotations
 import json, os, re, unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -47,8 +47,7 @@ class Source:
       raise ValueError(f"{self.domain}: split must be 'sentences' or 'lines', got {self.split!r}")
     if not (isinstance(self.heldout, (int, float)) and 0 < self.heldout <= 0.25):
       raise ValueError(f"{self.domain}: heldout must be in (0, 0.25], got {self.heldout!r}")
-    corpus_augment.check(self.augment, self.domain)
-    return self
+    return replace(self, augment=corpus_augment.check(self.augment, self.domain))  # checked and in canonical form
 
   @property
   def fractions(self) -> tuple: return (1 - 2 * self.heldout, self.heldout, self.heldout)
@@ -91,8 +90,7 @@ def load_mix(path) -> list[Source]:
       raise ValueError(f"{p}: unknown source field(s) {sorted(unknown)}; known: {sorted(known)}")
     if not isinstance(e.get("path"), str): raise ValueError(f"{p}: every source needs a \"path\" string")
     s = Source(**e).check()
-    out.append(Source(**{**asdict(s), "path": str(resolve(s.path, p.parent)),
-                         "augment": corpus_augment.check(s.augment, s.domain)}))
+    out.append(replace(s, path=str(resolve(s.path, p.parent))))
   if len({s.domain for s in out}) != len(out): raise ValueError(f"{p}: domains must be distinct")
   return out
 
