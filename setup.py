@@ -29,7 +29,7 @@ setup(
             "studentz_models", "studentz_data"],
   package_dir={"studentz_cli": ".", "studentz_models": "models", "studentz_data": "data"},
   # the shipped model, the default training mix and its texts, the searched GEMM schedules
-  package_data={"studentz_models": ["default/*"], "studentz_data": ["everyday-mix.json", "text/*"],
+  package_data={"studentz_models": ["*/*"], "studentz_data": ["everyday-mix.json", "text/*"],
                 "studentz_kernels": ["beam/*.db"]},
   # tinygrad's API changes between releases: pin the version the tests run on
   install_requires=["tinygrad==0.14.0", "numpy", "tokenizers>=0.15", "safetensors"],

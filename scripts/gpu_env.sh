@@ -15,13 +15,14 @@ if [ -f .devcarry/enwiki-docs.jsonl.xz ]; then
     python3 -c "import lzma, gzip, shutil; shutil.copyfileobj(lzma.open('.devcarry/enwiki-docs.jsonl.xz'),
 gzip.open('runs/fulldata/wikipedia/enwiki-docs.jsonl.gz', 'wb', compresslevel=1), 1 << 20)"
   fi
-  export STUDENTZ_DATA=runs/fulldata
 fi
+# once unpacked, later calls need not carry it again (models/ and the xz together come near the 64 MiB a call carries)
+[ -f runs/fulldata/wikipedia/enwiki-docs.jsonl.gz ] && export STUDENTZ_DATA=runs/fulldata
 nvidia-smi --query-gpu=name --format=csv,noheader
 
-# export16 CKPT [SKIP]: the checkpoint's weights as fp16 safetensors in 15 MB parts $OUT/model16.part-* (files that
-# come back from the machine are limited to 16 MiB each); tensors whose names start with SKIP (e.g. "encoder.", when
-# an earlier call brought the frozen encoder back) are left out
+# export16 CKPT [SKIP] [NAME]: the checkpoint's weights as fp16 safetensors in 15 MB parts $OUT/NAME.part-* (NAME
+# defaults to model16; files that come back from the machine are limited to 16 MiB each); tensors whose names start
+# with SKIP (e.g. "encoder.", when an earlier call brought the frozen encoder back) are left out
 export16() {
   python3 -c "
 from safetensors.numpy import load_file, save_file
@@ -30,7 +31,8 @@ d = load_file('$1/model.safetensors')
 skip = '${2:-}'
 save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in d.items()
            if not (skip and k.startswith(skip))}, '/tmp/model16.safetensors')"
-  rm -f $OUT/model16.part-*; split -b 15M /tmp/model16.safetensors $OUT/model16.part-
+  local name=${3:-model16}
+  rm -f $OUT/$name.part-*; split -b 15M /tmp/model16.safetensors $OUT/$name.part-
 }
 
 # train_row NAME "VAR=value ..." [python -m bench train arguments]: one train-step measurement under those variables,

@@ -106,7 +106,9 @@ def assign_state(model, arrays: dict[str, np.ndarray], prefix: str = "", strict:
 def read_checkpoint_info(ckpt: Path) -> dict:
   ckpt = Path(ckpt)
   cfg_file = ckpt / "config.json"
-  if not ckpt.exists(): raise CheckpointError(f"checkpoint not found: {ckpt}")
+  if not ckpt.exists():
+    names = ", ".join(shipped_models())
+    raise CheckpointError(f"checkpoint not found: {ckpt}" + (f" (shipped models by name: {names})" if names else ""))
   if not cfg_file.is_file(): raise CheckpointError(f"{ckpt} is not a StudentZ checkpoint (no config.json)")
   try: info = json.loads(cfg_file.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{cfg_file} is corrupt: {e}")
@@ -138,14 +140,23 @@ NO_DEFAULT = ("the shipped default model (models/default) is missing from this i
               "e.g. StudentZ.load('runs/NAME/best'), or set STUDENTZ_CKPT")
 
 
+def shipped_models() -> list[str]:
+  """The names of the model folders shipped beside the default one (e.g. "default", "streaming")."""
+  root = DEFAULT_MODEL_DIR.parent
+  return sorted(d.name for d in root.iterdir() if (d / "config.json").is_file()) if root.is_dir() else []
+
+
 def resolve_path(path=None) -> Path:
-  """The checkpoint folder for `path` (None: $STUDENTZ_CKPT, then the shipped default); a run folder means its best/."""
+  """The checkpoint folder for `path` (None: $STUDENTZ_CKPT, then the shipped default; a bare name that is no folder
+  here, such as "streaming": that shipped model); a run folder means its best/."""
   if path is None:
     env = os.environ.get("STUDENTZ_CKPT", "").strip()
     if env: path = env
     elif DEFAULT_MODEL_DIR.exists(): path = DEFAULT_MODEL_DIR
     else: raise FileNotFoundError(NO_DEFAULT)
   p = Path(path).expanduser()
+  if not p.exists() and len(p.parts) == 1 and (DEFAULT_MODEL_DIR.parent / p.name / "config.json").is_file():
+    p = DEFAULT_MODEL_DIR.parent / p.name  # a shipped model by name, as sentence-transformers takes model names
   # runs/NAME is an easy slip for runs/NAME/best (infer.py accepts it too)
   if not (p / "config.json").exists() and (p / "best" / "config.json").exists(): p = p / "best"
   return p

@@ -2,6 +2,7 @@
 ids, decode in both modes, streaming == the full encoder on every prefix, and thread safety.
 
 Shapes are kept to a few (batches of 1, 2 and 4; L=16) because every new tinygrad shape costs a clang compile."""
+import shutil
 import threading
 from pathlib import Path
 
@@ -77,6 +78,20 @@ def test_load_paths_and_lazy_reexport(run_dir, model, monkeypatch, tmp_path):
   monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", tmp_path / "none")
   with pytest.raises(FileNotFoundError, match="shipped default model"): StudentZ.load()
   with pytest.raises(sz.CheckpointError, match="not found"): StudentZ.load(tmp_path / "missing")
+
+
+def test_load_a_shipped_model_by_name(run_dir, monkeypatch, tmp_path):
+  shipped = tmp_path / "models"
+  (shipped / "default").mkdir(parents=True)
+  shutil.copytree(run_dir / "best", shipped / "streaming")
+  monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_DIR", shipped / "default")
+  monkeypatch.chdir(tmp_path)  # no folder named "streaming" here: the name means the shipped one
+  assert checkpoint.shipped_models() == ["streaming"]  # default has no config.json here
+  assert StudentZ.load("streaming").path == shipped / "streaming"
+  with pytest.raises(sz.CheckpointError, match=r"not found: nosuch \(shipped models by name: streaming\)"):
+    StudentZ.load("nosuch")
+  (tmp_path / "streaming").mkdir()  # a folder of that name here wins, as any path does
+  with pytest.raises(sz.CheckpointError, match="no config.json"): StudentZ.load("streaming")
 
 
 def test_encode_texts_and_ids(model):
