@@ -28,9 +28,9 @@ setup(
   packages=["studentz_cli", "studentz_kernels", "studentz_corpus", "studentz_runtime", "studentz_training", "teacher",
             "studentz_models", "studentz_data"],
   package_dir={"studentz_cli": ".", "studentz_models": "models", "studentz_data": "data"},
-  # the shipped model, the default training mix and its texts, the searched GEMM schedules
+  # the shipped model, the default training mix and its texts, the searched GEMM schedules, the int8 kernel's source
   package_data={"studentz_models": ["*/*"], "studentz_data": ["everyday-mix.json", "text/*"],
-                "studentz_kernels": ["beam/*.db"]},
+                "studentz_kernels": ["beam/*.db"], "studentz_runtime": ["*.c"]},
   # tinygrad's API changes between releases: pin the version the tests run on
   install_requires=["tinygrad==0.14.0", "numpy", "tokenizers>=0.15", "safetensors"],
   extras_require={

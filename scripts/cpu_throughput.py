@@ -3,8 +3,9 @@
   python scripts/cpu_throughput.py         # writes results/cpu_throughput.json and prints each figure
 
 One process, side by side: (a) the student on the numpy engine (numpy_infer.py, the default on a CPU), float weights
-and int8 ones; (b) sentence-transformers all-MiniLM-L6-v2 on PyTorch fp32, built from the local teacher folder
-(Transformer + mean Pooling + Normalize, no model hub); (c) the same teacher exported with torch.onnx, quantised by
+and int8 ones (int8 GEMMs on int8_gemm.py's kernel where the CPU has one: `student_int8_kernel`); (b)
+sentence-transformers all-MiniLM-L6-v2 on PyTorch fp32, built from the local teacher folder (Transformer + mean
+Pooling + Normalize, no model hub); (c) the same teacher exported with torch.onnx, quantised by
 onnxruntime.quantization.quantize_dynamic (int8 weights, per output channel) and run by ONNX Runtime, mean pooling in
 numpy. Texts: held-out Wikipedia sentences (the corpus's test split) joined into passages of at least 128 tokens in
 both tokenizers, so every engine cuts every text to exactly 128 tokens, specials included. Each engine tokenizes
@@ -163,7 +164,10 @@ def main() -> int:
     load_start = os.getloadavg()[0]
     for _ in range(args.rounds):
       for name, enc in engines.items(): rates[name].append(rate(enc, texts, args.seconds))
-  out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "threads": THREADS,
+  from studentz_runtime import int8_gemm
+  out = {"command": " ".join(["python scripts/cpu_throughput.py", *sys.argv[1:]]),
+         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "threads": THREADS,
+         "student_int8_kernel": int8_gemm.lib() is not None,
          "texts": len(texts), "tokens_per_text": args.len, "batch": args.batch, "rounds": args.rounds,
          "seconds_per_round": args.seconds, "load_average_1min": [load_start, os.getloadavg()[0]],
          "sentences_per_s": {k: statistics.median(v) for k, v in rates.items()},

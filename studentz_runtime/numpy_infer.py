@@ -4,7 +4,8 @@ Why: on a CPU, tinygrad schedules and compiles every new shape's kernels on firs
 and again for the first decode), while a forward of one sentence is a few small GEMMs. numpy's
 BLAS runs them at once, with nothing to compile. This module never imports tinygrad; it mirrors studentz.Encoder,
 decoder.Decoder (its `step`) and decoder.ModeBProjection operation for operation (tests/test_numpy_infer.py compares
-them). Weights are float32 in memory whatever the file holds (fp16, or int8 with scales: quantize.py).
+them). Weights are float32 in memory whatever the file holds (fp16, or int8 with scales: quantize.py); with int8
+weights the encoder's GEMMs run on int8_gemm.py's kernel where the CPU has one (`name.qint8` arrays: load_models).
 Shapes: B batch, L tokens, d residual channels, h block channels, D z dimension, V vocabulary.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from studentz_runtime import blas_threads
+from studentz_runtime import blas_threads, int8_gemm
 import numpy as np
 
 EPS = 1e-5  # CondNorm's eps (studentz.CondNorm)
@@ -26,6 +27,7 @@ SPLIT_TOKENS = 256
 # a big call's rows go to the threads in chunks of about this many tokens: a chunk's activations (the conv's taps:
 # 5 KB a token) then stay near a core's cache between the GEMM and the elementwise passes over them
 CHUNK_TOKENS = 1024
+QINT8 = ".qint8"  # an int8 matrix beside its float32 copy: `name.qint8` with scales `name.qscale` (load_models)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -95,28 +97,40 @@ def weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------------
 # layers over a dict of float32 arrays (a checkpoint's tensors under one prefix)
 
+def packed(w: dict, key: str, bias, as_kn) -> int8_gemm.PackedWeight | None:
+  """w[key]'s int8 copy packed for the int8 kernel (as_kn: it as (K, N)), or None where w has none."""
+  q = w.get(key + QINT8)
+  return None if q is None else int8_gemm.PackedWeight(as_kn(q), w[key + ".qscale"], bias)
+
+
 class Linear:
-  def __init__(self, w: dict, name: str = "", copy: bool = False):
+  def __init__(self, w: dict, name: str = "", copy: bool = False, int8: bool = False):
     pre = f"{name}." if name else ""
     # (in, out): a transposed view, which BLAS reads as is; `copy` lays it out so: a one-row product (the decoder's
     # step, e.g. the tied vocabulary-sized head) then runs faster
     self.wt = np.ascontiguousarray(w[f"{pre}weight"].T) if copy else w[f"{pre}weight"].T
     self.b = w.get(f"{pre}bias")
+    self.q = packed(w, f"{pre}weight", self.b, lambda q: q.T) if int8 else None  # int8: the kernel where given
 
   def __call__(self, x: np.ndarray) -> np.ndarray:
-    y = x.reshape(-1, x.shape[-1]) @ self.wt
-    if self.b is not None: y += self.b
+    flat = x.reshape(-1, x.shape[-1])
+    if self.q is not None: y = self.q.linear(flat)
+    else:
+      y = flat @ self.wt
+      if self.b is not None: y += self.b
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class Conv:
   """studentz.DilatedConv: one GEMM over the k shifted views side by side, weight laid out once as (k*C_in, C_out)."""
 
-  def __init__(self, w: dict, name: str, dilation: int, causal: bool):
+  def __init__(self, w: dict, name: str, dilation: int, causal: bool, int8: bool = False):
     cw = w[f"{name}.weight"]                                # (C_out, C_in, k), PyTorch's layout
     self.k, self.dilation, self.causal = cw.shape[2], dilation, causal
-    self.w = np.ascontiguousarray(cw.transpose(2, 1, 0).reshape(-1, cw.shape[0]))
+    as_kn = lambda a: a.transpose(2, 1, 0).reshape(-1, a.shape[0])  # noqa: E731
+    self.w = np.ascontiguousarray(as_kn(cw))
     self.b = w[f"{name}.bias"]
+    self.q = packed(w, f"{name}.weight", self.b, as_kn) if int8 else None  # int8: the kernel where given
 
   @property
   def span(self) -> int: return (self.k - 1) * self.dilation
@@ -125,6 +139,7 @@ class Conv:
     """(B, L, C_in) -> (B, L, C_out); inputs where mask (B, L, 1) is 0, and outside the sequence, read as zero."""
     B, L, C = x.shape
     left = self.span if self.causal else self.span // 2
+    if self.q is not None: return self.q.conv(x, mask, self.k, self.dilation, left)
     taps = np.empty((B, L, self.k * C), np.float32)  # the k shifted copies side by side, filled in place
     for j in range(self.k):
       off = j * self.dilation - left                 # tap j at position t reads x at t + off
@@ -166,9 +181,10 @@ class Norm:
 class Block:
   """studentz.TCNBlock: x + Conv1x1(GELU(Norm(DilatedConv(x)))), FiLM (gamma, beta) after the norm where given."""
 
-  def __init__(self, w: dict, name: str, dilation: int, causal: bool, norm: str, copy: bool = False):
-    self.conv = Conv(w, f"{name}.conv", dilation, causal)
-    self.norm, self.out = Norm(w, f"{name}.norm", norm), Linear(w, f"{name}.out", copy)
+  def __init__(self, w: dict, name: str, dilation: int, causal: bool, norm: str, copy: bool = False,
+               int8: bool = False):
+    self.conv = Conv(w, f"{name}.conv", dilation, causal, int8)
+    self.norm, self.out = Norm(w, f"{name}.norm", norm), Linear(w, f"{name}.out", copy, int8)
 
   def residual(self, x, conv_out, mask=None, mode=0, film=None) -> np.ndarray:
     """conv_out is overwritten (the norm and GELU run in place on it)."""
@@ -195,18 +211,21 @@ def _sub(arrays: dict, prefix: str) -> dict:
 # encoder: tokens -> z
 
 class Encoder:
-  """studentz.Encoder at inference (no dropout): __call__(ids (B, L) int, mask (B, L)) -> z (B, D) float32."""
+  """studentz.Encoder at inference (no dropout): __call__(ids (B, L) int, mask (B, L)) -> z (B, D) float32. Its
+  matrices with an int8 copy in `arrays` (QINT8) run on the int8 kernel."""
 
   def __init__(self, cfg, arrays: dict):
     self.cfg = cfg
     w = _sub(arrays, "encoder.")
     causal = cfg.padding == "causal"
     self.embed = w["embed.weight"]                                                 # (V, d)
-    self.blocks = [Block(w, f"blocks.{i}", dl, causal, cfg.norm) for i, dl in enumerate(cfg.dilation_schedule)]
-    self.ctx_in = [Linear(w, f"ctx_in.{i}") for i in range(cfg.n_blocks)] if cfg.block_context else None
-    self.norm, self.proj = Norm(w, "norm"), Linear(w, "proj")
-    self.gate = Linear(w, "gate") if cfg.pool == "gated" else None
-    if cfg.pool_head: self.head_up, self.head_down = Linear(w, "head_up"), Linear(w, "head_down")
+    self.blocks = [Block(w, f"blocks.{i}", dl, causal, cfg.norm, int8=True)
+                   for i, dl in enumerate(cfg.dilation_schedule)]
+    lin = functools.partial(Linear, w, int8=True)
+    self.ctx_in = [lin(f"ctx_in.{i}") for i in range(cfg.n_blocks)] if cfg.block_context else None
+    self.norm, self.proj = Norm(w, "norm"), lin("proj")
+    self.gate = lin("gate") if cfg.pool == "gated" else None
+    if cfg.pool_head: self.head_up, self.head_down = lin("head_up"), lin("head_down")
 
   def features(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(B, L, d) after the blocks and the final norm."""
@@ -397,16 +416,30 @@ def encode_batches(encoder: Encoder, ids: np.ndarray, mask: np.ndarray, batch_si
   return out
 
 
+def with_int8(raw: dict) -> dict:
+  """The float32 arrays of load_arrays's `raw`, plus each int8 matrix as `name.qint8` with its `name.qscale` where the
+  int8 kernel runs here (int8_gemm.lib)."""
+  from studentz_runtime import quantize
+  arrays = quantize.dequantize(raw)
+  if int8_gemm.lib() is None: return arrays
+  for k in raw:
+    if k.endswith(quantize.SCALE_SUFFIX):
+      name = k[:-len(quantize.SCALE_SUFFIX)]
+      arrays[name + QINT8], arrays[k] = raw[name], raw[k]
+  return arrays
+
+
 def load_models(ckpt: Path, decoder: bool = True, int8: bool = False):
   """evaluate.load_models for this path: ({encoder, decoder?, proj_b?}, info, tokenizer), no tinygrad. int8: the
-  weights through quantize.py's int8 rounding (an int8 checkpoint is read as it is)."""
+  weights through quantize.py's int8 rounding (an int8 checkpoint is read as it is); the encoder's GEMMs then run in
+  int8 where the CPU can (int8_gemm.py), else on the int8 weights as float32."""
   from studentz_runtime import quantize
   from studentz_runtime.checkpoint import read_checkpoint_info
   from studentz_runtime.config import Config
   from studentz_corpus.tokenizer import StudentTokenizer
   info = read_checkpoint_info(ckpt)
   cfg = Config.from_dict(info["config"])
-  arrays = quantize.load_float32(Path(ckpt) / "model.safetensors", int8=int8)
+  arrays = with_int8(quantize.load_arrays(Path(ckpt) / "model.safetensors", int8=int8))
   models = {"encoder": Encoder(cfg, arrays)}
   if decoder and any(k.startswith("decoder.") for k in arrays):
     models["decoder"], models["proj_b"] = Decoder(cfg, arrays), ModeBProjection(cfg, arrays)

@@ -7,8 +7,8 @@ multiplies by) is int8 `name` plus float16 scales `name.qscale`, one per output 
 |q| <= 127); vectors (biases, norm scales) stay float16. In the file each int8 matrix is deflated (zlib, lossless; its
 shape in the metadata): at one byte per value the header, scales and vectors alone keep a file above half the fp16
 one, while int8 weights, most of them near zero, deflate well. `load_float32` reads any of these files (and int8 files
-written before deflate) back as float32 arrays: numpy has no fast int8 GEMM, so on the numpy path int8 buys a smaller
-file, not faster arithmetic (docs/RESULTS.md).
+written before deflate) back as float32 arrays, `load_arrays` as stored: the numpy engine runs the encoder's int8
+matrices on int8_gemm.py's kernel where the CPU has one, and on float32 copies elsewhere.
 """
 from __future__ import annotations
 import json, math, shutil, sys, zlib
@@ -45,13 +45,18 @@ def dequantize(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
-def load_float32(path: Path, int8: bool = False) -> dict[str, np.ndarray]:
-  """A checkpoint's model.safetensors (fp16, fp32 or int8) as float32 arrays; CheckpointError if unreadable. int8:
-  a float file is quantised first, so the weights are those its int8 copy would hold."""
+def load_arrays(path: Path, int8: bool = False) -> dict[str, np.ndarray]:
+  """A checkpoint's model.safetensors as stored (int8 matrices with their scales where quantised); CheckpointError if
+  unreadable. int8: a float file is quantised first, so the arrays are those its int8 copy would hold."""
   from studentz_runtime.checkpoint import load_tensors
   arrays = unpack(load_tensors(path), read_metadata(path), path)
   if int8 and not any(k.endswith(SCALE_SUFFIX) for k in arrays): arrays = quantize_arrays(arrays)
-  return dequantize(arrays)
+  return arrays
+
+
+def load_float32(path: Path, int8: bool = False) -> dict[str, np.ndarray]:
+  """load_arrays's arrays (fp16, fp32 or int8 file) as float32."""
+  return dequantize(load_arrays(path, int8))
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """`pip install .` ships what the code needs under names that say whose they are: the wheel (built here, no
 dependencies fetched) holds the model module, the studentz_* packages and the teacher ports, the shipped model, the
-default training mix and the GEMM schedules, and console commands that point at functions it contains.
+default training mix, the GEMM schedules and the int8 kernel's C source, and console commands that point at functions
+it contains.
 The fresh-venv check (`python -m venv /tmp/v && /tmp/v/bin/pip install .`, then `studentz-infer "hello"` from another
 folder) needs the package registry; docs/ARCHITECTURE.md gives it."""
 import configparser, subprocess, sys, zipfile
@@ -33,6 +34,7 @@ def test_package_data_is_shipped(wheel):
   assert "studentz_data/everyday-mix.json" in names and any(n.startswith("studentz_data/text/") for n in names)
   shipped = {p.name for p in (ROOT / "studentz_kernels" / "beam").glob("*.db")}
   assert shipped and {f"studentz_kernels/beam/{n}" for n in shipped} <= names
+  assert "studentz_runtime/int8_gemm.c" in names                                 # built at first use
 
 
 def test_console_commands_point_into_the_wheel(wheel):
