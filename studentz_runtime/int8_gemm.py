@@ -1,10 +1,11 @@
 """int8 GEMMs for the numpy engine: int8_gemm.c (AVX-512 VNNI), built with clang at first use and loaded with ctypes.
 
-Why: numpy has no int8 GEMM, so int8 weights ran as float32. With VNNI one instruction does 64 int8 multiply-adds
-where an fp32 FMA does 16. Activations are quantized per row at run time (absmax / 127), weights per output channel
-(quantize.py). `lib()` is None where the CPU lacks VNNI, clang is missing, the build fails or STUDENTZ_INT8_GEMM=0:
-callers then keep the float path. The library is cached under $STUDENTZ_CACHE (or ~/.cache/studentz), named by the
-hash of its source, the compiler and the CPU's flags. Calls release the GIL (ctypes), so threads run them in parallel.
+Why: numpy has no int8 GEMM (its int8 matmul is a plain loop), while with VNNI one instruction does 64 int8
+multiply-adds where an fp32 FMA does 16. Activations are quantized per row at run time (absmax / 127), weights per
+output channel (quantize.py). `lib()` is None where the CPU lacks VNNI, clang is missing, the build fails or
+STUDENTZ_INT8_GEMM=0: callers then keep the float path. The library is cached under $STUDENTZ_CACHE (or
+~/.cache/studentz), named by the hash of its source, the compiler and the CPU's flags. Calls release the GIL (ctypes),
+so threads run them in parallel.
 """
 from __future__ import annotations
 import ctypes, functools, hashlib, os, platform, shutil, subprocess, tempfile
