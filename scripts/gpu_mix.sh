@@ -1,13 +1,14 @@
 #!/bin/bash
 # The shipped encoder's training on the everyday mix (data/everyday-mix.json) on a lent GPU machine, in calls of at
 # most 10 minutes that must follow each other within the machine's 30 s of warmth. A call carries at most 64 MiB, and
-# the fp16 teacher (45 MB), the xz Wikipedia (14 MB) and models/ (41 MB) do not fit together, so:
+# the fp16 teacher (45 MB), the xz Wikipedia (14 MB) and models/ (65 MB) do not fit together, so:
 #   STAGE=1  carry .whl .devcarry/minilm16 .devcarry/data .devcarry/tokenizer.json, with models/ and results/ moved
 #            aside here: installs tinygrad; the teacher stays on the machine (ignored folders are kept between calls)
-#   START=1  carry .devcarry/enwiki-docs.jsonl.xz (models/ back in place): one detached chain of data folder (the
-#            shipped tokenizer), the teacher's token targets and vectors, train.py --init-from models/default for
-#            MINUTES, the test-split evaluation of the new encoder; the shipped model's evaluation on the same split
-#            beside it
+#   STAGE=1  again, carrying .devcarry/enwiki-docs.jsonl.xz (models/ and results/ still aside): unpacks the corpus
+#   START=1  models/default back in place (models/streaming and results/ still aside), nothing carried: one
+#            detached chain of data folder (the shipped tokenizer), the teacher's token targets and vectors,
+#            train.py --init-from models/default for MINUTES, the test-split evaluation of the new encoder; the
+#            shipped model's evaluation on the same split beside it
 #   (every call) waits until the chain has exited or BUDGET seconds, then brings back logs, curves, eval JSON and
 #            configs ($OUT/small.tgz) and weights as fp16 parts: the new encoder ($OUT/enc16.part-*), the causal one
 #            ($OUT/causal16.part-*) and the decoder stage's best without its encoder ($OUT/model16.part-*)
