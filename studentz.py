@@ -390,6 +390,17 @@ def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
   return (rows.mean() + cols.mean()) / 2
 
 
+def similarity_kd(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
+  """Relational distillation: each student vector's softmax over its in-batch neighbours (itself left out) must match
+  the teacher's, the neighbour order that retrieval and similarity rankings read, which cos and mse do not weigh."""
+  a = zs / ((zs * zs).sum(-1, keepdim=True) + 1e-12).sqrt()
+  b = zt / ((zt * zt).sum(-1, keepdim=True) + 1e-12).sqrt()
+  self_out = Tensor.eye(zs.shape[0]).to(zs.device) * 1e4                            # (B, B)
+  log_s = (a.matmul(a.T) / temperature - self_out).log_softmax(-1)                 # (B, B)
+  p_t = (b.matmul(b.T) / temperature - self_out).softmax(-1)                       # (B, B)
+  return -(p_t * log_s).sum(-1).mean()
+
+
 def token_loss(y: Tensor, target: Tensor, mask: Tensor) -> Tensor:
   """Squared distance between per-token predictions y (B, L, D) and the teacher's token targets
   (studentz_corpus/token_targets.py), averaged over the positions that have one (mask (B, L))."""
@@ -403,6 +414,7 @@ def distill_losses(zs: Tensor, zt: Tensor, cfg: Config, extra: dict | None = Non
   w = cfg.loss_weights
   parts = {"cos": cosine_loss(zs, zt), "mse": mse_loss(zs, zt), **(extra or {})}
   if w.get("sem", 0) > 0: parts["sem"] = info_nce(zs, zt, cfg.temperature)
+  if w.get("rel", 0) > 0: parts["rel"] = similarity_kd(zs.float(), zt.float(), cfg.temperature)
   parts["loss"] = sum(w.get(k, 0) * v for k, v in parts.items())
   return parts
 

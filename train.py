@@ -728,14 +728,15 @@ def trim_log(path: Path, step: int) -> None:
 def init_from_checkpoint(models: dict, ckpt: Path, tok, schedules_set=frozenset()) -> None:
   """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required. A block
   schedule the user set (schedules_set) may extend the checkpoint's: the added blocks start as the identity."""
-  from studentz_runtime.checkpoint import CheckpointError, assign_state, load_tensors
+  from studentz_runtime.checkpoint import CheckpointError, assign_state
+  from studentz_runtime.quantize import load_float32
   from studentz_training import deepen
   try:
     theirs = read_checkpoint_info(ckpt)["config"]
     if json.loads((Path(ckpt) / "tokenizer.json").read_text()) != json.loads(tok.to_json_str()):
       raise CheckpointError(f"{ckpt} was trained with another tokenizer than this run's data; use the same corpus, "
                             "data_limit, vocab_size and max_len")
-    arrays = load_tensors(Path(ckpt) / "model.safetensors")
+    arrays = load_float32(Path(ckpt) / "model.safetensors")  # an int8 checkpoint is read back as float
     loaded = [k for k in models if any(a.startswith(f"{k}.") for a in arrays)]
     if not loaded: raise CheckpointError(f"{ckpt} holds none of the models {sorted(models)}")
     # every model is checked before any is written, so a refusal names its field and loads nothing

@@ -59,6 +59,8 @@ class Config:
   # --- objective ---
   loss_weights: dict = field(default_factory=lambda: {"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.1, "tok": 0.0,
                                                       "cycle": 0.0})
+                                   # sem: in-batch InfoNCE; rel: the student's in-batch neighbour softmax against
+                                   # the teacher's (studentz.similarity_kd);
                                    # tok: the teacher's token vectors as per-token targets (token_targets.py);
                                    # cycle: 1 - cos(z, encoder(soft decode of z)), the decoder's softmax times the
                                    # encoder's embedding table read back by the frozen encoder (studentz.cycle_loss)
@@ -180,8 +182,8 @@ class Config:
   def _check_losses(self, need) -> None:
     """loss_weights: known keys, non-negative, and combinations that train something coherent."""
     lw = self.loss_weights
-    unknown = set(lw) - {"cos", "mse", "ce", "sem", "tok", "cycle"}
-    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, tok, cycle)")
+    unknown = set(lw) - {"cos", "mse", "ce", "sem", "rel", "tok", "cycle"}
+    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, rel, tok, cycle)")
     need(all(isinstance(v, (int, float)) and v >= 0 for v in lw.values()), "loss_weights must be >= 0")
     need(not (lw.get("tok", 0) > 0 and lw.get("ce", 0) > 0),
          "loss_weights.tok (token targets) trains the encoder alone: use it with ce 0, then fit a decoder")

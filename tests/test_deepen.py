@@ -123,3 +123,15 @@ def test_a_training_step_moves_the_added_blocks(ckpt):
   assert np.isfinite(out["loss"])
   for name in ("encoder", "decoder"):
     assert np.abs(models[name].blocks[2].out.weight.numpy()).max() > 0, f"the added {name} block did not train"
+
+
+def test_an_int8_checkpoint_warm_starts_as_its_float_values(ckpt, tmp_path):
+  """--init-from models/streaming (shipped int8): the weights load dequantized, the same z as the int8 file computes."""
+  from studentz_runtime.quantize import load_float32, quantize_checkpoint
+  d, cfg, _ = ckpt
+  quantize_checkpoint(d, tmp_path / "q")
+  _, models = deeper(cfg)
+  train.init_from_checkpoint(models, tmp_path / "q", FakeTok())
+  want = load_float32(tmp_path / "q" / "model.safetensors")
+  for n, t in get_state_dict(models["encoder"]).items():
+    np.testing.assert_allclose(t.numpy(), want[f"encoder.{n}"], atol=1e-6, err_msg=n)

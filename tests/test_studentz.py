@@ -202,3 +202,24 @@ def test_dropout_draws_what_tinygrad_draws_and_is_identity_outside_training():
   assert 0.15 < (ours == 0).mean() < 0.35
   np.testing.assert_allclose(g, (ours != 0) / 0.75, rtol=1e-6)
   np.testing.assert_array_equal(sz.dropout(x, 0.25).numpy(), x.numpy())
+
+
+def test_similarity_kd_is_the_cross_entropy_of_neighbour_softmaxes_and_is_least_at_the_teachers_geometry():
+  rng = np.random.default_rng(0)
+  zt, zs = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(6, 8)).astype(np.float32)
+  def ref(s, t, tau=0.5):  # numpy oracle, self-similarity left out (its -inf log times a zero probability)
+    n = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    ls, lt = n(s) @ n(s).T / tau, n(t) @ n(t).T / tau
+    np.fill_diagonal(ls, -np.inf), np.fill_diagonal(lt, -np.inf)
+    log_s = ls - np.log(np.exp(ls - ls.max(1, keepdims=True)).sum(1, keepdims=True)) - ls.max(1, keepdims=True)
+    p_t = np.exp(lt - lt.max(1, keepdims=True)); p_t /= p_t.sum(1, keepdims=True)
+    return -np.where(p_t > 0, p_t * np.where(p_t > 0, log_s, 0), 0).sum(1).mean()
+  got = sz.similarity_kd(Tensor(zs), Tensor(zt), 0.5).item()
+  np.testing.assert_allclose(got, ref(zs, zt), rtol=1e-4)
+  # a rescaled teacher (same directions) is the minimum: lower than any other student
+  at_teacher = sz.similarity_kd(Tensor(3 * zt), Tensor(zt), 0.5).item()
+  assert at_teacher < got and abs(at_teacher - ref(zt, zt)) < 1e-4
+  cfg = sz.Config(loss_weights={"cos": 1.0, "mse": 1.0, "ce": 0.0, "sem": 0.0, "rel": 0.5}).validate()
+  parts = sz.distill_losses(Tensor(zs), Tensor(zt), cfg)
+  rel = sz.similarity_kd(Tensor(zs), Tensor(zt), cfg.temperature).item()
+  np.testing.assert_allclose(parts["loss"].item(), parts["cos"].item() + parts["mse"].item() + 0.5 * rel, rtol=1e-4)
