@@ -4,7 +4,9 @@
 # the fp16 teacher (45 MB), the xz Wikipedia (14 MB) and models/ (65 MB) do not fit together, so:
 #   STAGE=1  carry .whl .devcarry/minilm16 .devcarry/data .devcarry/tokenizer.json, with models/ and results/ moved
 #            aside here: installs tinygrad; the teacher stays on the machine (ignored folders are kept between calls)
-#   STAGE=1  again, carrying .devcarry/enwiki-docs.jsonl.xz (models/ and results/ still aside): unpacks the corpus
+#   STAGE=1  again, carrying .devcarry/enwiki-docs.jsonl.xz (models/ and results/ still aside): unpacks the corpus;
+#            PREP=1 (with the same TOK) also starts the data folder and the teacher pass detached, so they run while
+#            the next call carries models/
 #   START=1  models/default back in place (models/streaming and results/ still aside), nothing carried: one
 #            detached chain of data folder (the shipped tokenizer), the teacher's vectors (and token targets), the
 #            stages below, each with its test-split evaluation; the shipped model's evaluation on the same split
@@ -24,13 +26,13 @@ source scripts/gpu_env.sh
 if [ -d .devcarry/data/extra ] && [ ! -d runs/fulldata/extra ]; then
   mkdir -p runs/fulldata && cp -r .devcarry/data/extra runs/fulldata/extra
 fi
-if [ -n "$STAGE" ]; then
-  ls runs/fulldata; python3 -c "import tinygrad; print('tinygrad', tinygrad.__file__)"; exit 0
-fi
 RUN=runs/mix DATA=runs/mixdata
-if [ -n "$START" ]; then
-  rm -rf $RUN $DATA runs/dec runs/combo runs/causal runs/causal8 runs/*.eval.json runs/*.back runs/*.log
-  cat > runs/chain.sh <<EOC
+snapshot() {  # a detached job runs from a copy of this tree: later calls carry the tree again, and it may change
+  rm -rf $1 && mkdir -p $1 && ln -s .. $1/runs && ln -s ../../.devcarry $1/.devcarry
+  tar -cf - --exclude=./runs --exclude=./.devcarry --exclude=./.whl --exclude=./.git . | tar -xf - -C $1
+}
+write_prep() {
+  cat > runs/prep.sh <<EOP
 set -x
 python3 -m studentz_corpus prepare --source data/everyday-mix.json --out $DATA --tokenizer .devcarry/tokenizer.json \
   --max-len 64 --quiet || exit 1
@@ -42,6 +44,27 @@ if [ "${TOK:-1}" = 1 ]; then  # token targets in TOKEN_SHARDS processes on the o
   done
   wait
   python3 -m studentz_corpus tokens --data $DATA --teacher .devcarry/minilm16 --batch-size 256 || exit 1
+fi
+EOP
+}
+if [ -n "$STAGE" ]; then  # PREP=1 (once the corpus is unpacked): the data folder and teacher pass start detached now
+  ls runs/fulldata; python3 -c "import tinygrad; print('tinygrad', tinygrad.__file__)"
+  if [ -n "$PREP" ] && [ -f runs/fulldata/wikipedia/enwiki-docs.jsonl.gz ]; then
+    rm -rf $DATA && write_prep && snapshot runs/prepsrc
+    detach runs/prep.exit runs/prep.log 1800 bash -c "cd runs/prepsrc && exec bash ../prep.sh"
+    echo "data and teacher pass started (runs/prep.log)"
+  fi
+  exit 0
+fi
+if [ -n "$START" ]; then
+  rm -rf $RUN runs/dec runs/combo runs/causal runs/causal8 runs/*.eval.json runs/*.back runs/{chain,mix,dec,causal}.log
+  [ -f runs/prep.log ] || { rm -rf $DATA; write_prep; }
+  cat > runs/chain.sh <<EOC
+set -x
+if [ -f runs/prep.log ]; then  # started by STAGE=1 PREP=1: wait for it
+  while [ ! -f runs/prep.exit ]; do sleep 5; done; [ "\$(cat runs/prep.exit)" = 0 ] || exit 1
+else
+  bash runs/prep.sh || exit 1
 fi
 (sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
 COMMON="--profile full --teacher .devcarry/minilm16 --data-source data/everyday-mix.json --data-dir $DATA --quiet"
@@ -72,9 +95,7 @@ if [ "${DEC_MINUTES:-0}" != 0 ]; then  # the decoder's shape comes from the chec
 fi
 wait
 EOC
-  # the chain runs from a snapshot of this tree: later calls carry the tree again, and it may have changed by then
-  rm -rf runs/src && mkdir -p runs/src && ln -s .. runs/src/runs && ln -s ../../.devcarry runs/src/.devcarry
-  tar -cf - --exclude=./runs --exclude=./.devcarry --exclude=./.whl --exclude=./.git . | tar -xf - -C runs/src
+  snapshot runs/src
   detach runs/chain.exit runs/chain.log $(((${MINUTES:-13} + ${DEC_MINUTES:-0} + ${CAUSAL_MINUTES:-0}) * 60 + 1800)) \
     bash -c "cd runs/src && exec bash ../chain.sh"
 fi
