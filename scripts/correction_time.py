@@ -9,7 +9,7 @@ an untimed warm-up of the same call (JIT captures, kernel compilation), --reps t
 wall time divided by the batch. Quality is not measured here (scripts/decode_eval.py scores it per round).
 """
 from __future__ import annotations
-import argparse, gzip, json, statistics, sys, time
+import argparse, gzip, json, os, statistics, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     print(f"{name:18s} {rows[name]:8.2f} ms/sentence (batch {len(z)}, engine {m.engine})", flush=True)
   if args.json:
     out = {"command": "python " + " ".join([f"scripts/{Path(__file__).name}", *(argv or sys.argv[1:])]),
-           "engine": m.engine, "device": device_name(m.engine), "batch": len(z), "ms_per_sentence": rows}
+           "engine": m.engine, "device": device_name(m.engine), "batch": len(z), "ms_per_sentence": rows,
+           "load_average": [round(x, 2) for x in os.getloadavg()]}  # a shared CPU: what else was running
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
   return 0

@@ -64,7 +64,7 @@ def decode_rounds(model, z: np.ndarray, mode: str, opts: dict) -> list[tuple[lis
   with blas_threads.limit(1):  # as StudentZ.decode runs the numpy engine
     zc = z if mode == "a" else model._proj_b(z)
     res = decoding.rerank_decode(model.models["decoder"], zc, model.tokenizer, model.encode, z, opts["rerank"],
-                                 mode=int(mode == "b"), rounds=opts["rounds"],
+                                 mode=int(mode == "b"), rounds=opts["rounds"], seed=opts.get("seed", 0),
                                  proj=model._proj_b if mode == "b" else None)
   return [(r["texts"], r["seconds"]) for r in res["rounds"]]
 
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
   ap.add_argument("--json", default=None, help="write the results here")
   ap.add_argument("--samples", type=int, default=3,
                   help="decodes kept per domain and configuration: the domain's first held-out texts (default 3)")
+  ap.add_argument("--seed", type=int, default=0, help="the correction's sampling seed (default 0): rerun with others "
+                  "to see how much of a difference between two runs sampling alone makes")
   ap.add_argument("--samples-md", default=None,
                   help="also write the samples as markdown tables, one per domain (original, then each decode)")
   a = ap.parse_args(argv)
@@ -131,6 +133,7 @@ def main(argv=None) -> int:
   for name, mode, opts in CONFIGS:
     if want and name not in want: continue
     t0 = time.perf_counter()
+    if opts.get("strategy") == "rerank": opts = {**opts, "seed": a.seed}
     rounds = run_config(model, teacher, texts, t_ref, z_a, mode, opts, a.samples)
     for r, res in enumerate(rounds, 1):
       key = f"{name}_round{r}" if len(rounds) > 1 else name

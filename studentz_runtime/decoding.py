@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK
+from studentz_runtime import candidates
+from studentz_runtime.logits import (NEG, _log_softmax, _mask_specials, repeated_ngram_tokens,  # noqa: F401
+                                     restrict)
 from studentz_runtime.metrics import cosine
 
-NEG = -1e9  # a log-probability that never wins, without the NaNs of -inf arithmetic
 MAX_BEAM = 256  # beam rows x vocabulary logits per step: bounded so a typo (--beam 50000) cannot take all memory
 MAX_TOKENS = 8192  # generated tokens per row at most (config.SIZE_LIMITS' max_len)
 MAX_NGRAM = 32  # no_repeat_ngram at most: longer n-grams almost never repeat, so a bigger value is a typo
@@ -20,6 +22,9 @@ MAX_ROUNDS = 20  # rerank's correction rounds at most: each costs a whole rerank
 # rerank's samples: a little colder than the model's own distribution and without its tail, so candidates vary
 # around the greedy decode instead of wandering off it
 RERANK_TEMPERATURE, RERANK_TOP_P = 0.8, 0.95
+# ... and from the best RERANK_TOP_K tokens only: the candidates come from one shortlist per row and step
+# (candidates.py), which a GPU computes on the device instead of copying every logit to the host
+RERANK_TOP_K = 16
 
 
 def get_state(decoder, batch_size: int):
@@ -56,45 +61,6 @@ def _prepare(decoder, z, max_len):
   return z.astype(np.float32), T
 
 
-def _mask_specials(logits: np.ndarray) -> np.ndarray:
-  """PAD/BOS/UNK are never generated (PAD is only ever a smoothed target; byte-level BPE never needs UNK)."""
-  out = np.array(logits, dtype=np.float32)  # a writable copy; float32 keeps the per-step host work small
-  out[:, [PAD, BOS, UNK]] = NEG
-  return out
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-  x = x - x.max(-1, keepdims=True)
-  return (x - np.log(np.exp(x).sum(-1, keepdims=True))).astype(np.float64)  # beam scores add up in float64
-
-
-def repeated_ngram_tokens(seq: np.ndarray, n: int) -> np.ndarray:
-  """The tokens that would complete an n-gram already in `seq` (1-D ids) if appended: those no_repeat_ngram bans."""
-  if n < 1 or len(seq) < n: return np.zeros(0, np.int64)
-  if n == 1: return np.asarray(seq)
-  grams = np.lib.stride_tricks.sliding_window_view(seq, n)            # every n-gram so far
-  hit = (grams[:, :-1] == seq[len(seq) - n + 1:]).all(1)                # those starting with the last n-1 tokens
-  return grams[hit, -1]
-
-
-def restrict(logits: np.ndarray, hist: np.ndarray, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0):
-  """(R, V) logits (modified in place and returned) given each row's generated tokens `hist` (R, t).
-  repetition_penalty: HF's (CTRL's) rule on raw logits, every strategy alike: a token already generated has its logit
-  divided by the penalty when positive, multiplied when negative (so it always becomes less likely).
-  no_repeat_ngram n: a token that would repeat an n-gram of the row's output is banned (HF's no_repeat_ngram_size).
-  A row left with nothing allowed gets EOS, so a decode always ends instead of emitting a masked token."""
-  if hist.shape[1] == 0: return logits
-  rows = np.arange(len(logits))[:, None]
-  if repetition_penalty != 1.0:
-    seen = logits[rows, hist]                                           # repeats in hist write the same value
-    logits[rows, hist] = np.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty)
-  if no_repeat_ngram > 0:
-    for r in range(len(logits)): logits[r, repeated_ngram_tokens(hist[r], no_repeat_ngram)] = NEG
-    stuck = logits.max(-1) <= NEG
-    logits[stuck, EOS] = 0.0
-  return logits
-
-
 def _run(decoder, z: np.ndarray, T: int, mode, choose, rep: dict | None = None) -> np.ndarray:
   B = z.shape[0]
   state = get_state(decoder, B).reset(z, mode)
@@ -112,7 +78,7 @@ def _run(decoder, z: np.ndarray, T: int, mode, choose, rep: dict | None = None) 
   return out
 
 
-def _rep(no_repeat_ngram: int, repetition_penalty: float) -> dict | None:
+def _rep(no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> dict | None:
   """restrict's options, or None when both are off (the plain loop then does no extra work)."""
   if not no_repeat_ngram and repetition_penalty == 1.0: return None
   return {"no_repeat_ngram": int(no_repeat_ngram), "repetition_penalty": float(repetition_penalty)}
@@ -181,7 +147,12 @@ def beam_candidates(decoder, z, beam: int = 4, max_len: int | None = None, lengt
   z, T = _prepare(decoder, z, max_len)
   if int(beam) < 1: raise ValueError("beam must be >= 1")
   hyps = _beam_hyps(decoder, z, int(beam), T, length_penalty, mode, _rep(no_repeat_ngram, repetition_penalty))
-  out = np.full((len(z), n_best, T), PAD, np.int32)
+  return _hyp_ids(hyps, n_best, T)
+
+
+def _hyp_ids(hyps: list[list[tuple[float, np.ndarray]]], n_best: int, T: int) -> np.ndarray:
+  """ids (B, n_best, T) of each row's n_best best hypotheses (score, ids), best first."""
+  out = np.full((len(hyps), n_best, T), PAD, np.int32)
   for b, row in enumerate(hyps):
     for j, (_, seq) in enumerate(row[:n_best]): out[b, j, :len(seq[:T])] = seq[:T]
     out[b, len(row):] = out[b, 0]  # fewer hypotheses than asked (tiny vocabularies): the best stands in
@@ -322,17 +293,22 @@ def rerank_split(k: int) -> tuple[int, int]:
 
 def rerank_candidates(decoder, z: np.ndarray, tokenizer, k: int, max_len=None, seed: int = 0, mode=0,
                       **rep) -> list[list[str]]:
-  """k candidate texts per row of z (candidate-major lists of N): greedy first, then beam, then samples."""
+  """k candidate texts per row of z (candidate-major lists of N): greedy first, then the beam's best, then samples
+  (temperature RERANK_TEMPERATURE, nucleus RERANK_TOP_P among the m = max(RERANK_TOP_K, 2 * beam) best tokens), all
+  decoded in one pass over one state of k*N rows (candidates.one_pass), each as its own strategy would decode it."""
+  z, T = _prepare(decoder, z, max_len)
   n_beam, n_samp = rerank_split(k)
   N = len(z)
-  groups = [_texts(greedy(decoder, z, max_len, mode, **rep), tokenizer)]
+  modes = np.array(np.broadcast_to(np.asarray(mode), (N,)))
+  m = min(max(RERANK_TOP_K, 2 * n_beam), decoder.cfg.vocab_size)  # the beam reads each row's best 2K tokens
+  greedy_ids, hyps, sample_ids = candidates.one_pass(get_state(decoder, N * k), z, modes, T, n_beam, n_samp, m,
+                                                     RERANK_TEMPERATURE, RERANK_TOP_P, seed, _rep(**rep))
+  groups = [_texts(greedy_ids, tokenizer)]
   if n_beam:
-    ids = beam_candidates(decoder, z, n_beam, max_len, 1.0, mode, n_best=n_beam, **rep)
+    ids = _hyp_ids(hyps, n_beam, T)
     groups += [_texts(ids[:, j], tokenizer) for j in range(n_beam)]
   if n_samp:
-    modes = np.repeat(np.broadcast_to(mode, (N,)), n_samp)
-    ids = sample(decoder, np.repeat(z, n_samp, 0), max_len, RERANK_TEMPERATURE, 0, RERANK_TOP_P, seed, modes, **rep)
-    s = _texts(ids, tokenizer)
+    s = _texts(sample_ids, tokenizer)
     groups += [s[j::n_samp] for j in range(n_samp)]
   return groups
 

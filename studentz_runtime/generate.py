@@ -4,15 +4,18 @@ re-embedding rerank with its correction rounds are decoding.py's, re-exported he
 Decoding is incremental: `DecoderState` keeps, per decoder block, the last (k-1)*dilation + 1 inputs of its causal
 conv, so each new token costs one step through the blocks (`Decoder.step`, one TinyJit per batch size), not a pass
 over the whole prefix. Token choice happens on the host from the step's logits (numpy; seeded Generator), which is
-cheap for the small batches generation runs at.
+cheap for the small batches generation runs at; rerank's candidates, k rows per sentence, choose from a shortlist of
+each row's best tokens that the device computes (`DecoderState.step_top`), so only that crosses to the host.
 """
 from __future__ import annotations
+import functools
 import weakref
 from typing import TYPE_CHECKING
 
 from studentz_kernels import backend  # noqa: F401  (maps METAL=1 / CUDA=1 to DEV=... before tinygrad is imported)
 import numpy as np
 from studentz_kernels.device_inputs import InputSlots
+from studentz_runtime.logits import SPECIALS
 from studentz_runtime.decoding import (MAX_BEAM, MAX_TOKENS, NEG, _draw, _log_softmax, _mask_specials,  # noqa: F401
                                        _prepare, _run, beam_search, check_options, check_z, decode, filter_logits,
                                        generate, greedy, rerank_decode, sample)
@@ -51,8 +54,15 @@ class DecoderState:
                    Tensor.zeros(B, cfg.hidden, dtype=act).contiguous().realize()) for _ in decoder.blocks]
     self.mode = Tensor.zeros(B, dtype=dtypes.int32).contiguous().realize()
     self._jit = TinyJit(self._step_impl)
+    self._top_jits: dict[int, TinyJit] = {}  # step_top's, per shortlist size
     self._slots = InputSlots([np.zeros(B, np.int32), np.zeros(B, np.int32)])  # tokens, parents: no scheduler work
     self._identity = np.arange(B, dtype=np.int32)
+
+  @property
+  def shortlist_on_device(self) -> bool:
+    """Whether rerank's pass chooses from step_top's shortlist: not on a CPU device, where tinygrad's m reductions
+    over the logits cost more than numpy's partition of them, and there is no copy to save."""
+    return str(self.zb.device).split(":")[0] != "CPU"
 
   def reset(self, z, mode) -> "DecoderState":
     """Start every row afresh from z (B, D) numpy or Tensor in `mode` (int or (B,) ints)."""
@@ -67,7 +77,8 @@ class DecoderState:
     Tensor.realize(*outs)
     return self
 
-  def _step_impl(self, tok: Tensor, parent: Tensor) -> Tensor:
+  def _advance(self, tok: Tensor, parent: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """(logits (B, V), the state's updates to realize with them)."""
     # rows first take over their parent's cache (beam search reorders; otherwise parent is the identity)
     bufs = [buf[parent] for buf in self.bufs]
     zb, mode = self.zb[parent], self.mode[parent]
@@ -76,16 +87,54 @@ class DecoderState:
     outs = [buf.assign(nb) for buf, nb in zip(self.bufs, new_bufs)]
     outs += [self.zb.assign(zb), self.mode.assign(mode)]
     for (g, b), (g_new, b_new) in zip(self.films, films): outs += [g.assign(g_new), b.assign(b_new)]
+    return logits, outs
+
+  def _step_impl(self, tok: Tensor, parent: Tensor) -> Tensor:
+    logits, outs = self._advance(tok, parent)
     logits = logits.contiguous()
     Tensor.realize(logits, *outs)
     return logits
 
+  def _top_impl(self, tok: Tensor, parent: Tensor, m: int) -> Tensor:
+    logits, outs = self._advance(tok, parent)
+    top = shortlist_tensor(logits, m).contiguous()
+    Tensor.realize(top, *outs)
+    return top
+
   def step(self, tokens, parents=None) -> np.ndarray:
     """tokens (B,) ints fed at the next position; parents (B,) row each row continues from (None: itself).
     Returns logits (B, V) float32 for the position after."""
+    return self._jit(*self._inputs(tokens, parents)).numpy()
+
+  def step_top(self, tokens, parents, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As step, but returns logits.shortlist(specials masked, m) of every row, computed on the device: (B, 2m+1)
+    numbers come back instead of (B, V). One TinyJit per m."""
+    if m not in self._top_jits: self._top_jits[m] = TinyJit(functools.partial(self._top_impl, m=m))
+    out = self._top_jits[m](*self._inputs(tokens, parents)).numpy()
+    return out[:, :m], out[:, m:2 * m].astype(np.int32), out[:, 2 * m]
+
+  def _inputs(self, tokens, parents) -> list[Tensor]:
     tok = _host(np.asarray(tokens).reshape(self.batch_size), np.int32)
     par = self._identity if parents is None else _host(parents, np.int32)
-    return self._jit(*self._slots.fill(tok, par)).numpy()
+    return self._slots.fill(tok, par)
+
+
+def shortlist_tensor(logits: Tensor, m: int) -> Tensor:
+  """logits.shortlist on the device: (B, V) -> (B, 2m+1) float32: the m best values with SPECIALS masked (value
+  descending, ties by lower id), their ids, then log(sum(exp(logits))). Each next token is the best one after the
+  last in that order, so all m reductions read the logits alike (one compiled kernel, no copies of the logits)."""
+  B, V = logits.shape
+  if not 1 <= m <= V: raise ValueError(f"shortlist size must be in [1, {V}], got {m}")
+  ar = Tensor.arange(V).to(logits.device).reshape(1, V)
+  special = functools.reduce(lambda a, b: a | b, [ar == s for s in SPECIALS])
+  x = special.where(NEG, logits.float())
+  vals, ids = [x.max(-1, keepdim=True)], [x.argmax(-1, keepdim=True)]
+  for _ in range(m - 1):
+    after = (x < vals[-1]) | ((x == vals[-1]) & (ar > ids[-1]))
+    y = after.where(x, float("-inf"))
+    vals.append(y.max(-1, keepdim=True))
+    ids.append(y.argmax(-1, keepdim=True))
+  return Tensor.cat(*vals, *[i.float() for i in ids], x.logsumexp(-1).reshape(B, 1), dim=-1)
 
 
 _STATES: "weakref.WeakKeyDictionary[Decoder, dict]" = weakref.WeakKeyDictionary()

@@ -375,20 +375,38 @@ class DecoderState:
     self.bufs = [np.zeros((B, blk.conv.span + 1, dec.cfg.d_model), np.float32) for blk in dec.blocks]
     return self
 
-  def step(self, tokens, parents=None) -> np.ndarray:
-    with blas_threads.limit(1 if self.batch_size < SMALL_TOKENS else None): return self._step(tokens, parents)
+  takes_live = True  # step's `live`: candidates.one_pass skips the rows that have ended
 
-  def _step(self, tokens, parents=None) -> np.ndarray:
+  def step(self, tokens, parents=None, live=None) -> np.ndarray:
+    """live (B,) bool: the rows whose logits are wanted; the others come back as zeros and their caches stand still
+    (rows that have ended, whose logits nobody reads), so they cost nothing."""
+    with blas_threads.limit(1 if self.batch_size < SMALL_TOKENS else None): return self._step(tokens, parents, live)
+
+  def _step(self, tokens, parents=None, live=None) -> np.ndarray:
     dec = self.decoder
     if parents is not None:  # beam search: rows take over their parent's cache and conditioning
       p = np.asarray(parents)
-      self.bufs, self.zb, self.mode = [b[p] for b in self.bufs], self.zb[p], self.mode[p]
-      self.films = [(g[p], b[p]) for g, b in self.films]
-    x = dec.embed[np.asarray(tokens).reshape(self.batch_size)] + self.zb           # (B, d)
+      moved = np.flatnonzero(p != np.arange(len(p)))  # only those rows are copied (rerank's pass: its beam rows)
+      src = p[moved]
+      for a in [*self.bufs, self.zb, self.mode, *(f for film in self.films for f in film)]: a[moved] = a[src]
+    tok = np.asarray(tokens).reshape(self.batch_size)
+    if live is not None and not np.all(live): return self._step_rows(tok, np.flatnonzero(live))
+    x = dec.embed[tok] + self.zb                                                   # (B, d)
     for i, (blk, film) in enumerate(zip(dec.blocks, self.films)):
       self.bufs[i] = np.concatenate([self.bufs[i][:, 1:], x[:, None]], 1)
       x = blk.residual(x, blk.conv.last(self.bufs[i]), None, self.mode, film)
     return dec.head(dec.norm(x, None, self.mode)).astype(np.float32)
+
+  def _step_rows(self, tok: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    dec, mode = self.decoder, self.mode[rows]
+    x = dec.embed[tok[rows]] + self.zb[rows]
+    for buf, blk, (g, b) in zip(self.bufs, dec.blocks, self.films):
+      win = np.concatenate([buf[rows, 1:], x[:, None]], 1)
+      buf[rows] = win
+      x = blk.residual(x, blk.conv.last(win), None, mode, (g[rows], b[rows]))
+    out = np.zeros((self.batch_size, dec.cfg.vocab_size), np.float32)  # calloc: the skipped rows' pages stay untouched
+    out[rows] = dec.head(dec.norm(x, None, mode))
+    return out
 
 
 class ModeBProjection:

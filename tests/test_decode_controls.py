@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from studentz_runtime import decoding
+from studentz_runtime import candidates, decoding
+from studentz_runtime import logits as logits_rules
 from studentz_corpus.tokenizer import EOS, PAD
 
 V = 12  # 0-3 are PAD/BOS/EOS/UNK: 8 ordinary tokens
@@ -99,6 +100,91 @@ def test_rerank_keeps_the_candidate_the_judge_prefers():
   emb = embed([t for g in cands for t in g]).reshape(6, 3, 4)
   best = emb[..., 1] / np.linalg.norm(emb, axis=-1)  # cosine with the target (0, 1, 0, 0)
   assert [cands[c][i] for i, c in enumerate(best.argmax(0))] == res["texts"]
+
+
+V2 = 24  # the drifting fake's vocabulary: room for a shortlist smaller than it
+W_Z = np.sin(np.arange(4 * V2).reshape(4, V2) * 1.3)
+W_H = np.sin(np.arange(V2 * V2).reshape(V2, V2))
+
+
+class DriftState:
+  """Logits from z and each row's own history (which parents reorder, as a beam does), EOS more likely the longer a
+  row runs: rows end at different steps, so a pass must track each strategy's rows separately."""
+
+  def __init__(self, batch_size: int, log: list | None = None): self.batch_size, self.log = batch_size, log
+
+  def reset(self, z, mode):
+    self.z, self.h = np.asarray(z, np.float64), np.zeros((self.batch_size, V2))
+    return self
+
+  def step(self, tokens, parents=None):
+    if self.log is not None: self.log.append(self.batch_size)
+    if parents is not None: self.z, self.h = self.z[parents], self.h[parents]
+    self.h = 0.7 * self.h + np.eye(V2)[np.asarray(tokens) % V2]
+    logits = self.z @ W_Z * 2 + np.cos(self.h @ W_H) * 1.5
+    logits[:, EOS] += 0.9 * self.h.sum(-1) - 2.5
+    return logits.astype(np.float32)
+
+
+class SkippingDriftState(DriftState):
+  """As numpy_infer's state: rows not `live` get zero logits and keep their history, as if never stepped."""
+  takes_live = True
+
+  def step(self, tokens, parents=None, live=None):
+    h = self.h[parents] if parents is not None else self.h
+    logits = super().step(tokens, parents)
+    if live is not None: self.h[~live], logits[~live] = h[~live], 0
+    return logits
+
+
+class DriftDecoder:
+  cfg = SimpleNamespace(proj_dim=4, vocab_size=V2, max_len=25)
+
+  def __init__(self, skip: bool = False): self.states, self.steps, self.skip = [], [], skip
+
+  def new_state(self, batch_size: int):
+    self.states.append(batch_size)
+    return (SkippingDriftState if self.skip else DriftState)(batch_size, self.steps)
+
+
+ZD = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rep", [{}, {"repetition_penalty": 1.3}, {"no_repeat_ngram": 2}])
+@pytest.mark.parametrize("k,m", [(2, V2), (3, V2), (8, V2), (8, 8), (5, 5)])
+@pytest.mark.parametrize("skip", [False, True])
+def test_one_pass_gives_each_strategy_its_own_ids(rep, k, m, skip):
+  """rerank's single pass: greedy rows are greedy's ids, the beam rows beam_candidates's, the sample rows those of
+  sample with top_k = m and the same seed, whatever the others do (they end at other steps); a state that skips
+  ended rows (skip) changes nothing."""
+  n_beam, n_samp = decoding.rerank_split(k)
+  T = 24
+  g, hyps, s = candidates.one_pass(DriftDecoder(skip).new_state(5 * k), ZD, np.zeros(5, int), T, n_beam, n_samp, m,
+                                   0.8, 0.95, 7, decoding._rep(**rep))
+  dec = DriftDecoder()
+  assert (g == decoding.greedy(dec, ZD, **rep)).all()
+  assert len(set((g == EOS).argmax(1))) > 1  # rows do end at different steps
+  want = decoding.beam_candidates(dec, ZD, n_beam, n_best=n_beam, **rep)
+  assert (decoding._hyp_ids(hyps, n_beam, T) == want).all()
+  if n_samp:
+    want = decoding.sample(dec, np.repeat(ZD, n_samp, 0), None, 0.8, m if m < V2 else 0, 0.95, 7, **rep)
+    assert (s == want).all()
+
+
+def test_shortlist_best_first_ties_to_the_lower_id():
+  x = np.array([[1, 5, 3, 5, 0, 5], [2, 2, 2, 2, 2, 9]], np.float32)
+  vals, idx, lse = logits_rules.shortlist(x, 3, slice(0, 1))
+  assert idx.tolist() == [[1, 3, 5], [5, 0, 1]] and vals.tolist() == [[5, 5, 5], [9, 2, 2]]
+  assert np.isclose(lse[0], np.log(np.exp(x[0]).sum())) and np.isnan(lse[1])  # only the rows asked for
+  assert (np.argmax(x, -1) == logits_rules.shortlist(x, 1)[1][:, 0]).all()
+
+
+def test_rerank_rounds_decode_in_one_state_of_k_rows_per_sentence():
+  dec = DriftDecoder()
+  def embed(texts): return np.array([[len(t), t.count("5"), 1.0, 0] for t in texts], np.float32)
+  res = decoding.rerank_decode(dec, ZD, FakeTokenizer(), embed, k=8, max_len=20, rounds=3)
+  assert len(res["rounds"]) == 3 and dec.states == [5 * 8] * 3  # the same shape every round
+  assert len(dec.steps) <= 3 * 20 and set(dec.steps) == {40}  # one pass a round: its longest row's steps
 
 
 @pytest.fixture(scope="module")

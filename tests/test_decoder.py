@@ -188,14 +188,44 @@ def test_overfit_both_modes(trained):
   assert texts == tok.decode_batch(want)
 
 
-def test_correct_rounds(trained):
+def test_step_top_is_the_host_shortlist(dec):
+  """The device's shortlist (values, ids, log-normaliser) is logits.shortlist of the step's masked logits, also
+  across a beam's reordering of the rows."""
+  from studentz_runtime.logits import _mask_specials, shortlist
+  rng = np.random.default_rng(3)
+  z, mode, toks = rng.normal(size=(4, D)).astype(np.float32), np.array([0, 1, 0, 1], np.int32), _prefix(rng, 4)
+  a, b = G.DecoderState(dec, 4).reset(z, mode), G.DecoderState(dec, 4).reset(z, mode)
+  for t in range(4):
+    par = np.array([0, 0, 3, 2], np.int32) if t == 2 else None
+    vals, idx, lse = shortlist(_mask_specials(a.step(toks[:, t], par)), 6)
+    got = b.step_top(toks[:, t], par, 6)
+    np.testing.assert_allclose(got[0], vals, atol=1e-5)
+    assert (got[1] == idx).all()
+    np.testing.assert_allclose(got[2], lse, atol=1e-4)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_correct_rounds(trained, on_device, monkeypatch):
+  """on_device: candidates choose from step_top's shortlist, as on a GPU (a CPU device copies the logits)."""
+  from tinygrad.codegen import to_program_cache  # every kernel tinygrad has compiled
+  monkeypatch.setattr(G.DecoderState, "shortlist_on_device", on_device, raising=False)
   models, toks, mask, _, _ = trained
   enc, dec = models["encoder"], models["decoder"]
   tok = WordTokenizer()
   zs = enc(Tensor(toks), Tensor(mask)).numpy()
-  res = G.rerank_decode(dec, zs, tok, G.student_embed_fn(enc, tok), k=3, rounds=2, seed=0)
+  embed, seen = G.student_embed_fn(enc, tok), []
+
+  def judge(texts):  # after each round's decode: what the rounds have compiled and captured so far
+    out = embed(texts)
+    seen.append((len(to_program_cache), {b: (st._jit.captured, *(j.captured for j in st._top_jits.values()))
+                                         for b, st in G._STATES[dec].items()}))
+    return out
+  res = G.rerank_decode(dec, zs, tok, judge, k=3, rounds=3, seed=0)
   cos = [r["cos"] for r in res["rounds"]]
-  assert len(cos) == 2 and cos[1] >= cos[0] and res["rounds"][1]["seconds"] >= res["rounds"][0]["seconds"]
+  assert len(cos) == 3 and cos[2] >= cos[1] >= cos[0] and res["rounds"][1]["seconds"] >= res["rounds"][0]["seconds"]
+  # rounds 2 and 3 replay round 1's captured pass (one state of k*N rows): no new state, capture or kernel
+  captured = seen[0][1][3 * len(zs)]
+  assert seen[0] == seen[1] == seen[2] and (captured[-1] if on_device else captured[0]) is not None
   # greedy already reproduces each sentence, and re-embedding it gives z_target back
   assert res["texts"] == tok.decode_batch(toks[:, 1:]) and (res["cos"] > 0.999).all()
   assert res["rounds"][0]["texts"] == res["texts"]

@@ -95,6 +95,25 @@ def test_decoder_and_projection_match_tinygrad():
                                                                                         max_len=5)).all()
 
 
+def test_step_reorders_rows_and_skips_ended_ones():
+  """parents hand rows another row's cache (beam search; numpy copies only the moved rows) as tinygrad's state does;
+  rows not `live` come back as zeros, cost nothing and leave the live rows' logits as they were."""
+  from studentz_runtime import generate
+  cfg = tiny_cfg(dec_output="tied")
+  dec = perturbed(Decoder(cfg), 5)
+  ours = numpy_infer.Decoder(cfg, arrays_of({"decoder": dec}))
+  rng = np.random.default_rng(6)
+  z, mode, ids = rng.normal(0, 1, (4, D)).astype(np.float32), np.array([0, 1, 0, 1]), rng.integers(4, V, (4, 6))
+  a, b = generate.DecoderState(dec, 4).reset(z, mode), ours.new_state(4).reset(z, mode)
+  for t in range(6):
+    par = np.array([0, 0, 3, 2]) if t == 2 else None
+    live = np.array([True, False, True, True]) if t == 3 else None
+    want, got = a.step(ids[:, t], par), b.step(ids[:, t], par, live=live)
+    rows = [0, 2, 3] if t >= 3 else [0, 1, 2, 3]  # row 1 ended at step 3: its cache stood still since
+    assert np.abs(got[rows] - want[rows]).max() < 1e-4
+    if live is not None: assert (got[1] == 0).all()
+
+
 def test_separate_head():
   cfg = tiny_cfg(dec_output="separate")
   dec = perturbed(Decoder(cfg), 4)
