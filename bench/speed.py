@@ -14,9 +14,10 @@ Every number is a median over repetitions after warm-up; each row names the devi
 against a baseline measured in the same process.
 """
 from __future__ import annotations
-import argparse, contextlib, functools, json, os, platform, statistics, sys, time
+import argparse, contextlib, functools, json, os, platform, sys, time
 from pathlib import Path
 
+from bench.timing import timed
 from studentz_kernels import backend
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
@@ -33,19 +34,6 @@ def card_name(device: str) -> str:
       return torch.cuda.get_device_name(0)
     except Exception: return "CUDA GPU"
   return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def timed(fn, warmup: int, reps: int, sync=lambda: None) -> float:
-  """Median seconds per call; fn must block until its work is done (or sync must)."""
-  for _ in range(warmup): fn()
-  sync()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts)
 
 
 def bench_config(args):

@@ -9,26 +9,17 @@ an untimed warm-up of the same call (JIT captures, kernel compilation), --reps t
 wall time divided by the batch. Quality is not measured here (scripts/decode_eval.py scores it per round).
 """
 from __future__ import annotations
-import argparse, gzip, json, os, statistics, sys, time
+import argparse, gzip, json, os, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.timing import timed  # noqa: E402
 
 
 def texts(n: int) -> list[str]:
   with gzip.open(ROOT / "data" / "text" / "ding.txt.gz", "rt", encoding="utf-8") as f:
     return [line.strip() for _, line in zip(range(n), f)]
-
-
-def timed(fn, reps: int) -> float:
-  fn()  # warm-up: the same shapes, so the timed calls reuse its captures
-  walls = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    walls.append(time.perf_counter() - t)
-  return statistics.median(walls)
 
 
 def device_name(engine: str) -> str:
@@ -54,7 +45,7 @@ def main(argv=None) -> int:
     calls[f"rerank8_round{r}"] = lambda r=r: m.decode(z, strategy="rerank", rerank=8, rounds=r)
   rows = {}
   for name, fn in calls.items():
-    rows[name] = round(timed(fn, args.reps) / len(z) * 1e3, 2)
+    rows[name] = round(timed(fn, reps=args.reps) / len(z) * 1e3, 2)
     print(f"{name:18s} {rows[name]:8.2f} ms/sentence (batch {len(z)}, engine {m.engine})", flush=True)
   if args.json:
     out = {"command": "python " + " ".join([f"scripts/{Path(__file__).name}", *(argv or sys.argv[1:])]),

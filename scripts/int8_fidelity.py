@@ -9,22 +9,12 @@ the int8 weights); the file records that kernel's rate beside numpy's float32, i
 shape, and the seconds each checkpoint takes to load (the int8 one inflates its deflated matrices).
 """
 from __future__ import annotations
-import argparse, json, os, statistics, sys, tempfile, time
+import argparse, json, os, statistics, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def timed(fn, reps: int) -> float:
-  """Median seconds of reps calls after one untimed call."""
-  fn()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts)
+from bench.timing import timed  # noqa: E402
 
 
 def matmul_rates(rows: int, k: int, n: int) -> dict:
@@ -40,11 +30,11 @@ def matmul_rates(rows: int, k: int, n: int) -> dict:
   with blas_threads.limit(1):
     for name, dt in (("float32", np.float32), ("int8", np.int8), ("int32", np.int32)):
       x, y = a.astype(dt), b.astype(dt)
-      out[f"numpy_{name}_matmul_gops"] = ops / timed(lambda: x @ y, 1 if name != "float32" else 5)
+      out[f"numpy_{name}_matmul_gops"] = ops / timed(lambda: x @ y, reps=1 if name != "float32" else 5)
   if int8_gemm.lib() is not None:
     w = int8_gemm.PackedWeight(b.astype(np.int8), np.full(n, 1e-3))
     x = a.astype(np.float32)
-    out["int8_kernel_gops"] = ops / timed(lambda: w.linear(x), 5)
+    out["int8_kernel_gops"] = ops / timed(lambda: w.linear(x), reps=5)
   return out
 
 
@@ -62,7 +52,7 @@ def main() -> int:
     sizes = quantize.quantize_checkpoint(args.ckpt, Path(tmp) / "q8")
     fp, info, tok = numpy_infer.load_models(args.ckpt)
     q8 = numpy_infer.load_models(Path(tmp) / "q8")[0]
-    load_s = {k: timed(lambda: numpy_infer.load_models(d), 3) for k, d in (("fp16", args.ckpt),
+    load_s = {k: timed(lambda: numpy_infer.load_models(d), reps=3) for k, d in (("fp16", args.ckpt),
                                                                            ("int8", Path(tmp) / "q8"))}
   L = fp["encoder"].cfg.max_len
   texts = evaluate.held_out_sentences(default_corpus(), None, args.n, tok, L, max_tokens=L - 2)
@@ -86,8 +76,8 @@ def main() -> int:
   one, many = {"fp16": [], "int8": []}, {"fp16": [], "int8": []}
   for _ in range(args.reps):
     for k, m in (("fp16", fp), ("int8", q8)):
-      one[k].append(timed(lambda: numpy_infer.encode_batches(m["encoder"], ids[:1], mask[:1], 1), 5))
-      many[k].append(timed(lambda: numpy_infer.encode_batches(m["encoder"], ids, mask, 32), 1))
+      one[k].append(timed(lambda: numpy_infer.encode_batches(m["encoder"], ids[:1], mask[:1], 1), reps=5))
+      many[k].append(timed(lambda: numpy_infer.encode_batches(m["encoder"], ids, mask, 32), reps=1))
   for k in one:
     out[f"{k}_encode_one_ms"] = 1e3 * statistics.median(one[k])
     out[f"{k}_encode_sentences_per_s"] = len(texts) / statistics.median(many[k])

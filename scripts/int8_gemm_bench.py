@@ -15,7 +15,7 @@ import os
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"): os.environ.setdefault(var, "2")
 
-import argparse, json, platform, statistics, sys, time  # noqa: E402
+import argparse, json, platform, statistics, sys  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -23,16 +23,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def timed(fn, reps: int) -> float:
-  fn()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts)
+from bench.timing import timed  # noqa: E402
 
 
 def halves(fn, pool: ThreadPoolExecutor, x: np.ndarray):
@@ -94,7 +85,7 @@ def main() -> int:
       fns = variants(shape, (k, d) if name == "conv_layer" else None, pool)
       ts = {v: [] for v in fns}
       for _ in range(args.rounds):
-        for v, f in fns.items(): ts[v].append(timed(f, args.reps))
+        for v, f in fns.items(): ts[v].append(timed(f, reps=args.reps))
       ms = {v: 1e3 * statistics.median(t) for v, t in ts.items()}
       gops = {v: 2 * np.prod(shape) / (t / 1e3) / 1e9 for v, t in ms.items()}
       row = {"shape": list(shape), "ms": ms, "gops": gops,
