@@ -47,7 +47,7 @@ def parse_args(argv=None):
   p.add_argument("--decode-mode", choices=("a", "b"), default="b", help="what --decode's vectors are: b = the "
                  "teacher's (python -m teacher embed; default), a = the student's own z (StudentZ.encode)")
   p.add_argument("--strategy", choices=("greedy", "sample", "beam", "rerank"), default="greedy", help="how the decode "
-                 "picks tokens (default greedy); rerank: --rerank candidates re-encoded by the student, the closest "
+                 "picks tokens (default greedy); rerank: --rerank candidates re-encoded by the --judge, the closest "
                  "to the vector wins")
   p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --strategy sample")
   p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
@@ -58,6 +58,9 @@ def parse_args(argv=None):
                  "(greedy, beam and samples; default 8)")
   p.add_argument("--rounds", type=int, default=1, metavar="R", help="--strategy rerank's correction rounds: each "
                  "later one decodes again from the target pushed against the best text's error (default 1)")
+  p.add_argument("--judge", choices=("student", "teacher"), default="student", help="what re-embeds --strategy "
+                 "rerank's candidates: the student (default, fast) or the checkpoint's teacher (the embedder that "
+                 "defines the space: closer decodes, slower)")
   p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N", help="never repeat an N-gram of tokens "
                  "within a decode (0 = off; 3 stops loops like 'of the printing of the printing')")
   p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P", help="make tokens already generated "
@@ -221,6 +224,8 @@ def check_sampling(args) -> None:
 
 def run(args) -> int:
   check_sampling(args)
+  if args.judge == "teacher" and args.no_teacher:
+    raise UsageError("--judge teacher loads the teacher to re-embed the candidates: drop --no-teacher")
   if args.decode is not None: return run_decode(args)
   source = open_source(args)
   from studentz_corpus.tokenizer import without_surrogates  # invalid UTF-8 in argv arrives as surrogate escapes
@@ -318,7 +323,7 @@ def infer_batch(m, texts: list[str], first: int, bs: int, args):
 def decode_options(args) -> dict:
   return {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
           "beam": args.beam, "seed": args.seed, "rerank": args.rerank, "rounds": args.rounds,
-          "no_repeat_ngram": args.no_repeat_ngram, "repetition_penalty": args.repetition_penalty}
+          "no_repeat_ngram": args.no_repeat_ngram, "repetition_penalty": args.repetition_penalty, "judge": args.judge}
 
 
 def write_rows(texts, z, decoded, cos, json_out: bool, why: str) -> None:

@@ -27,13 +27,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 PREPARE = ("python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd "
            "--tokenizer models/default/tokenizer.json --limit 20000")
 # (name, mode, decode options): one pass and each control alone, then the correction: the rerank with its default
-# candidates for up to 5 rounds, each round's best scored (results name_round1 .. name_round5)
+# candidates for up to 5 rounds, each round's best scored (results name_round1 .. name_round5); _teacher: the teacher
+# judges the candidates (it is also the scorer of semantic cos: BLEU and token-F1 are the independent figures)
 CONFIGS = [("a_greedy", "a", {}), ("b_greedy", "b", {}),
            ("a_no_repeat_ngram3", "a", {"no_repeat_ngram": 3}), ("b_no_repeat_ngram3", "b", {"no_repeat_ngram": 3}),
            ("a_repetition_penalty1.2", "a", {"repetition_penalty": 1.2}),
            ("b_repetition_penalty1.2", "b", {"repetition_penalty": 1.2}),
            ("a_correct8", "a", {"strategy": "rerank", "rerank": 8, "rounds": 5}),
-           ("b_correct8", "b", {"strategy": "rerank", "rerank": 8, "rounds": 5})]
+           ("b_correct8", "b", {"strategy": "rerank", "rerank": 8, "rounds": 5}),
+           ("a_correct8_teacher", "a", {"strategy": "rerank", "rerank": 8, "rounds": 5, "judge": "teacher"}),
+           ("b_correct8_teacher", "b", {"strategy": "rerank", "rerank": 8, "rounds": 5, "judge": "teacher"})]
 
 
 def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int) -> dict:
@@ -63,7 +66,8 @@ def decode_rounds(model, z: np.ndarray, mode: str, opts: dict) -> list[tuple[lis
   from studentz_runtime import blas_threads, decoding
   with blas_threads.limit(1):  # as StudentZ.decode runs the numpy engine
     zc = z if mode == "a" else model._proj_b(z)
-    res = decoding.rerank_decode(model.models["decoder"], zc, model.tokenizer, model.encode, z, opts["rerank"],
+    judge = model._teacher_embed if opts.get("judge") == "teacher" else model.encode
+    res = decoding.rerank_decode(model.models["decoder"], zc, model.tokenizer, judge, z, opts["rerank"],
                                  mode=int(mode == "b"), rounds=opts["rounds"], seed=opts.get("seed", 0),
                                  proj=model._proj_b if mode == "b" else None)
   return [(r["texts"], r["seconds"]) for r in res["rounds"]]

@@ -155,22 +155,34 @@ class StudentZ:
       return np.asarray(encode_ids(self.encoder, ids, mask, bs), np.float32)
 
   # -- decoding
-  def _decode(self, z, mode: int, max_len, strategy, top_k, top_p, temperature, beam, seed, **extra) -> list[str]:
+  def _decode(self, z, mode: int, max_len, strategy, top_k, top_p, temperature, beam, seed, judge="student",
+              **extra) -> list[str]:
     from studentz_runtime import blas_threads, decoding
     if not self.has_decoder:
       raise ValueError(f"this checkpoint ({self.path}) has no decoder: train one with --loss_weights.ce 1")
     decoding.check_options(strategy, temperature, top_k, top_p, beam, seed, max_len, **extra)
+    if judge not in ("student", "teacher"): raise ValueError(f"judge must be 'student' or 'teacher', not {judge!r}")
+    embed_fn = self._teacher_embed if judge == "teacher" and strategy == "rerank" else self.encode
     z = np.asarray(z.numpy() if hasattr(z, "numpy") else z)  # a tinygrad Tensor too
     z = decoding.check_z(z[None] if z.ndim == 1 else z, self.dim)
     if len(z) == 0: return []  # as encode of 0 texts gives 0 rows
     # one BLAS thread across all of the numpy engine's steps (numpy_infer.SMALL_TOKENS says why)
     with self.lock, blas_threads.limit(1 if self.engine == "numpy" else None):
-      # rerank: the student judges candidates against the vector given, in the teacher's space for both modes
+      # rerank: the judge embeds candidates and compares them with the vector given, in the teacher's space for both
       target, zc = z, (self._proj_b(z) if mode == 1 else z)
       return decoding.decode(self.models["decoder"], zc, self.tokenizer, strategy=strategy, max_len=max_len,
                              temperature=temperature, top_k=top_k, top_p=top_p,
                              beam=beam if strategy == "beam" else 1, seed=seed, mode=mode, **extra,
-                             embed_fn=self.encode, target=target, proj=self._proj_b if mode == 1 else None)
+                             embed_fn=embed_fn, target=target, proj=self._proj_b if mode == 1 else None)
+
+  def _teacher_embed(self, texts) -> np.ndarray:
+    """The checkpoint's teacher (numpy, loaded once on first use) embeds texts: rerank's judge="teacher"."""
+    if getattr(self, "_teacher", None) is None:
+      name = (self.info.get("teacher") or {}).get("name")
+      if not name: raise ValueError(f"judge='teacher': the checkpoint {self.path} names no teacher")
+      from teacher.numpy_model import load_teacher
+      self._teacher = load_teacher(name)
+    return np.asarray(self._teacher.embed(list(texts), batch_size=32), np.float32)
 
   def _proj_b(self, z: np.ndarray) -> np.ndarray:
     if self.engine == "numpy": return self.models["proj_b"](z)
@@ -179,23 +191,26 @@ class StudentZ:
 
   def decode(self, z, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0, top_p: float = 1.0,
              temperature: float = 1.0, beam: int = 4, seed: int = 0, no_repeat_ngram: int = 0,
-             repetition_penalty: float = 1.0, rerank: int = 8, rounds: int = 1) -> list[str]:
+             repetition_penalty: float = 1.0, rerank: int = 8, rounds: int = 1, judge: str = "student") -> list[str]:
     """Student vectors z ([D] or [N, D], mode A) -> N texts. strategy: "greedy", "sample" (temperature, top_k,
-    top_p, seed), "beam" (width `beam`) or "rerank" (`rerank` candidates per row: greedy, beam and samples, re-encoded
-    by the student; the one closest to z wins; `rounds` > 1 decodes again from a condition corrected by the best
-    text's error, decoding.rerank_decode). max_len: generated tokens at most (default: the checkpoint's
-    max_len - 1). no_repeat_ngram: n-grams of this size never repeat within a row's text (0 = off);
-    repetition_penalty: already generated tokens' logits divided (positive) or multiplied (negative) by it (1 = off)."""
-    return self._decode(z, 0, max_len, strategy, top_k, top_p, temperature, beam, seed, no_repeat_ngram=no_repeat_ngram,
-                        repetition_penalty=repetition_penalty, rerank=rerank, rounds=rounds)
+    top_p, seed), "beam" (width `beam`) or "rerank" (`rerank` candidates per row: greedy, beam and samples, re-embedded
+    by the judge, "student" or "teacher" (the checkpoint's teacher, in numpy: slower, the embedder that defines the
+    space); the one closest to z wins; `rounds` > 1 decodes again from a condition corrected by the best text's
+    error, decoding.rerank_decode). max_len: generated tokens at most (default: the checkpoint's max_len - 1).
+    no_repeat_ngram: n-grams of this size never repeat within a row's text (0 = off); repetition_penalty: already
+    generated tokens' logits divided (positive) or multiplied (negative) by it (1 = off)."""
+    return self._decode(z, 0, max_len, strategy, top_k, top_p, temperature, beam, seed, judge,
+                        no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, rerank=rerank,
+                        rounds=rounds)
 
   def decode_from_teacher(self, z_teacher, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0,
                           top_p: float = 1.0, temperature: float = 1.0, beam: int = 4, seed: int = 0,
                           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, rerank: int = 8,
-                          rounds: int = 1) -> list[str]:
+                          rounds: int = 1, judge: str = "student") -> list[str]:
     """The teacher's own vectors ([D] or [N, D], mode B: through the checkpoint's proj_b) -> N texts; as `decode`
-    (rerank compares the student's z of each candidate with the teacher vector itself)."""
-    return self._decode(z_teacher, 1, max_len, strategy, top_k, top_p, temperature, beam, seed,
+    (rerank compares the judge's vector of each candidate with the teacher vector itself; judge="teacher" is
+    vec2text's setting, the inverted embedder re-embedding every hypothesis)."""
+    return self._decode(z_teacher, 1, max_len, strategy, top_k, top_p, temperature, beam, seed, judge,
                         no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, rerank=rerank,
                         rounds=rounds)
 

@@ -133,6 +133,27 @@ def test_decode_modes_and_errors(model):
   with pytest.raises(ValueError, match="has no decoder"): bare.decode_from_teacher(z)
 
 
+def test_rerank_judge_teacher_picks_what_the_teacher_prefers(model, monkeypatch):
+  """judge="teacher": the checkpoint's teacher (here a stand-in that likes short texts) re-embeds the candidates, so
+  its favourite wins; the teacher is loaded only for rerank, and a judge of another name is a one-line error."""
+  z = model.encode(TEXTS[:2])
+  class ShortLover:  # vectors turned away from z as the text grows: the shortest candidate is closest
+    calls = 0
+    def embed(self, texts, batch_size=32):
+      ShortLover.calls += 1
+      return np.stack([np.cos(len(t) / 50) * z[0] + np.sin(len(t) / 50) * np.roll(z[0], 1) for t in texts])
+  monkeypatch.setattr(model, "_teacher", None, raising=False)
+  assert model.decode(z[:1], max_len=6, judge="teacher") == model.decode(z[:1], max_len=6)  # greedy: no judge
+  assert model._teacher is None
+  monkeypatch.setattr(model, "_teacher", ShortLover(), raising=False)
+  got = model.decode(z[:1], max_len=6, strategy="rerank", rerank=6, judge="teacher")
+  from studentz_runtime import decoding
+  cands = decoding.rerank_candidates(model.models["decoder"], z[:1], model.tokenizer, 6, 6)
+  assert got[0] == min((g[0] for g in cands), key=len) and ShortLover.calls == 1
+  with pytest.raises(ValueError, match="judge must be 'student' or 'teacher'"):
+    model.decode(z, strategy="rerank", judge="oracle")
+
+
 def test_engines_agree_and_int8(run_dir, model):
   """The numpy engine (the default on the CPU) and the tinygrad one: the same z and decodes; int8 weights close."""
   assert model.engine == "numpy"

@@ -46,6 +46,7 @@ COMMANDS = {
     ("teacher", ("sentences.txt",)),
   "python infer.py --decode vecs.npy": ("run", ()),  # reads the vecs.npy the MiniLM embed line writes (EXAMPLE_NEEDS)
   "python infer.py --decode vecs.npy --strategy rerank --rerank 8 --repetition-penalty 1.2 --json": ("run", ()),
+  "python infer.py --decode vecs.npy --strategy rerank --rounds 2 --judge teacher": ("run", ()),
   "python train.py --init-from models/default --data-source my.jsonl.gz --out runs/mine --optimizer.lr 1e-3":
     ("config", ("my.jsonl.gz",)),
   "python train.py --init-from models/default --dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'": ("config", ()),
