@@ -379,10 +379,12 @@ def mse_loss(zs: Tensor, zt: Tensor) -> Tensor:
   return ((zs - zt) ** 2).sum(-1).contiguous().mean()
 
 
+def _unit(x: Tensor) -> Tensor: return x / ((x * x).sum(-1, keepdim=True) + 1e-12).sqrt()
+
+
 def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
   """Symmetric in-batch InfoNCE: each student vector must pick its own teacher vector among the batch's."""
-  a = zs / ((zs * zs).sum(-1, keepdim=True) + 1e-12).sqrt()
-  b = zt / ((zt * zt).sum(-1, keepdim=True) + 1e-12).sqrt()
+  a, b = _unit(zs), _unit(zt)
   logits = (a.matmul(b.T) / temperature).contiguous()                              # (B, B)
   labels = Tensor.arange(zs.shape[0]).to(zs.device)
   rows = logits.sparse_categorical_crossentropy(labels, reduction="none").contiguous()     # (B,)
@@ -393,8 +395,7 @@ def info_nce(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
 def similarity_kd(zs: Tensor, zt: Tensor, temperature: float) -> Tensor:
   """Relational distillation: each student vector's softmax over its in-batch neighbours (itself left out) must match
   the teacher's, the neighbour order that retrieval and similarity rankings read, which cos and mse do not weigh."""
-  a = zs / ((zs * zs).sum(-1, keepdim=True) + 1e-12).sqrt()
-  b = zt / ((zt * zt).sum(-1, keepdim=True) + 1e-12).sqrt()
+  a, b = _unit(zs), _unit(zt)
   self_out = Tensor.eye(zs.shape[0]).to(zs.device) * 1e4                            # (B, B)
   log_s = (a.matmul(a.T) / temperature - self_out).log_softmax(-1)                 # (B, B)
   p_t = (b.matmul(b.T) / temperature - self_out).softmax(-1)                       # (B, B)

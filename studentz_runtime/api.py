@@ -49,6 +49,7 @@ class StudentZ:
     self.config = self.encoder.cfg
     self.lock = TINYGRAD_LOCK
     self._free_streams: list = []  # reused by encode_stream: a new tinygrad StreamState costs a JIT capture
+    self._teacher = None  # rerank's judge="teacher": the checkpoint's teacher, loaded on first use
     if self.engine == "tinygrad": backend.per_thread_cache_db()  # its kernel cache db: usable from any thread
 
   @classmethod
@@ -177,7 +178,7 @@ class StudentZ:
 
   def _teacher_embed(self, texts) -> np.ndarray:
     """The checkpoint's teacher (numpy, loaded once on first use) embeds texts: rerank's judge="teacher"."""
-    if getattr(self, "_teacher", None) is None:
+    if self._teacher is None:
       name = (self.info.get("teacher") or {}).get("name")
       if not name: raise ValueError(f"judge='teacher': the checkpoint {self.path} names no teacher")
       from teacher.numpy_model import load_teacher
