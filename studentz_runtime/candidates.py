@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from studentz_corpus.tokenizer import BOS, EOS, PAD
-from studentz_runtime.logits import NEG, SPECIALS, restrict, shortlist
+from studentz_runtime.logits import NEG, SPECIALS, _draw, filter_logits, restrict, shortlist
 
 
 def draw_top(vals: np.ndarray, idx: np.ndarray, temperature: float, top_p: float,
@@ -20,23 +20,10 @@ def draw_top(vals: np.ndarray, idx: np.ndarray, temperature: float, top_p: float
   """One token per row sampled from its shortlist (vals, idx best first): temperature, then the nucleus (the best
   tokens whose mass reaches top_p, ties at the threshold kept). The same draw as decoding.sample with top_k = m: one
   uniform per row, inverse CDF over the kept tokens in id order."""
-  R = len(vals)
-  rows = np.arange(R)
-  x = vals.astype(np.float64) / max(temperature, 1e-6)
-  p = np.exp(x - x[:, :1])
-  p /= p.sum(-1, keepdims=True)
-  if top_p < 1.0:
-    n_keep = ((np.cumsum(p, -1) - p) < top_p).sum(-1)                            # >= 1
-    p = np.where(p >= p[rows, n_keep - 1][:, None], p, 0)
-    p /= p.sum(-1, keepdims=True)
+  p = filter_logits(vals, temperature, 0, top_p)                                # (R, m), best first
   order = np.argsort(idx, -1, kind="stable")
   p, ids = np.take_along_axis(p, order, -1), np.take_along_axis(idx, order, -1)
-  cum = np.cumsum(p, -1)
-  u = rng.random(R) * cum[:, -1]
-  j = np.minimum((cum <= u[:, None]).sum(-1), p.shape[1] - 1)                    # searchsorted(side="right")
-  bad = p[rows, j] <= 0  # rounding at the top end: the most likely token
-  j[bad] = p[bad].argmax(-1)
-  return ids[rows, j]
+  return ids[np.arange(len(ids)), _draw(p, rng)]
 
 
 class Beams:

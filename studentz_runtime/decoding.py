@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK
 from studentz_runtime import candidates
-from studentz_runtime.logits import (NEG, _log_softmax, _mask_specials, repeated_ngram_tokens,  # noqa: F401
-                                     restrict)
+from studentz_runtime.logits import (NEG, _draw, _log_softmax, _mask_specials, filter_logits,  # noqa: F401
+                                     repeated_ngram_tokens, restrict)
 from studentz_runtime.metrics import cosine
 
 MAX_BEAM = 256  # beam rows x vocabulary logits per step: bounded so a typo (--beam 50000) cannot take all memory
@@ -88,40 +88,6 @@ def greedy(decoder, z, max_len: int | None = None, mode=0, no_repeat_ngram: int 
            repetition_penalty: float = 1.0) -> np.ndarray:
   z, T = _prepare(decoder, z, max_len)
   return _run(decoder, z, T, mode, lambda lg: lg.argmax(-1), _rep(no_repeat_ngram, repetition_penalty))
-
-
-def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-  """(B, V) logits -> (B, V) probabilities after temperature, top-k and nucleus (top-p) truncation."""
-  x = logits.astype(np.float64) / max(temperature, 1e-6)
-  V = x.shape[-1]
-  if 0 < top_k < V:
-    kth = np.partition(x, V - top_k, axis=-1)[:, V - top_k, None]
-    x = np.where(x < kth, -np.inf, x)
-  p = np.exp(x - x.max(-1, keepdims=True))
-  p /= p.sum(-1, keepdims=True)
-  if top_p < 1.0:
-    # nucleus = tokens with p >= the smallest probability of the sorted prefix whose mass reaches top_p (ties at that
-    # value all stay). Only values are sorted, and only the top 256 when they already hold top_p (nearly always).
-    m = min(V, 256)
-    top = np.partition(p, V - m, axis=-1)[:, V - m:] if m < V else p
-    if (top.sum(-1) < top_p).any(): top = p
-    ps = -np.sort(-top, axis=-1)
-    n_keep = ((np.cumsum(ps, -1) - ps) < top_p).sum(-1)                          # >= 1
-    thr = ps[np.arange(p.shape[0]), n_keep - 1]
-    p = np.where(p >= thr[:, None], p, 0)
-    p /= p.sum(-1, keepdims=True)
-  return p
-
-
-def _draw(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """One index per row by inverse CDF from one uniform per row: reproducible for a seed and a batch."""
-  cum = np.cumsum(p, -1)
-  u = rng.random(p.shape[0]) * cum[:, -1]
-  idx = np.array([np.searchsorted(c, x, side="right") for c, x in zip(cum, u)])
-  idx = np.minimum(idx, p.shape[1] - 1)
-  bad = p[np.arange(p.shape[0]), idx] <= 0  # rounding at the top end: fall back to the most likely token
-  idx[bad] = p[bad].argmax(-1)
-  return idx
 
 
 def sample(decoder, z, max_len: int | None = None, temperature: float = 1.0, top_k: int = 0,

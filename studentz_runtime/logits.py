@@ -1,5 +1,6 @@
 """Rules over one decode step's logits (B, V), shared by every strategy: the special tokens never generated, the
-repetition controls, the log-softmax beam scores add up, and each row's shortlist of its best tokens.
+repetition controls, the log-softmax beam scores add up, each row's shortlist of its best tokens, and sampling's
+filter (temperature, top-k, nucleus) and draw.
 
 Its own module so that decoding.py (the strategies) and candidates.py (rerank's one-pass candidates) both build on it
 without importing each other.
@@ -75,3 +76,37 @@ def shortlist(logits: np.ndarray, m: int, lse_rows=slice(None)) -> tuple[np.ndar
     mx = vals[lse_rows, :1]
     lse[lse_rows] = (mx + np.log(np.exp(sub - mx).sum(-1, keepdims=True)))[:, 0]
   return vals.astype(np.float32), idx.astype(np.int32), lse
+
+
+def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+  """(B, V) logits -> (B, V) probabilities after temperature, top-k and nucleus (top-p) truncation."""
+  x = logits.astype(np.float64) / max(temperature, 1e-6)
+  V = x.shape[-1]
+  if 0 < top_k < V:
+    kth = np.partition(x, V - top_k, axis=-1)[:, V - top_k, None]
+    x = np.where(x < kth, -np.inf, x)
+  p = np.exp(x - x.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  if top_p < 1.0:
+    # nucleus = tokens with p >= the smallest probability of the sorted prefix whose mass reaches top_p (ties at that
+    # value all stay). Only values are sorted, and only the top 256 when they already hold top_p (nearly always).
+    m = min(V, 256)
+    top = np.partition(p, V - m, axis=-1)[:, V - m:] if m < V else p
+    if (top.sum(-1) < top_p).any(): top = p
+    ps = -np.sort(-top, axis=-1)
+    n_keep = ((np.cumsum(ps, -1) - ps) < top_p).sum(-1)                          # >= 1
+    thr = ps[np.arange(p.shape[0]), n_keep - 1]
+    p = np.where(p >= thr[:, None], p, 0)
+    p /= p.sum(-1, keepdims=True)
+  return p
+
+
+def _draw(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """One index per row by inverse CDF from one uniform per row: reproducible for a seed and a batch."""
+  cum = np.cumsum(p, -1)
+  u = rng.random(p.shape[0]) * cum[:, -1]
+  idx = np.array([np.searchsorted(c, x, side="right") for c, x in zip(cum, u)])
+  idx = np.minimum(idx, p.shape[1] - 1)
+  bad = p[np.arange(p.shape[0]), idx] <= 0  # rounding at the top end: fall back to the most likely token
+  idx[bad] = p[bad].argmax(-1)
+  return idx
