@@ -98,7 +98,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                       "'[\"encoder\"]'; a deeper model: a "
                       "--dilation_schedule or --dec_dilation_schedule that extends the checkpoint's adds blocks that "
                       "start as the identity (output Linear zero), e.g. --init-from models/default "
-                      "--dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'")
+                      "--dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'; a wider one: --hidden a multiple of the "
+                      "checkpoint's copies each hidden unit of every block, the same function at the start")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -166,7 +167,8 @@ def resolve_config(args, overrides, device: str):
   from studentz_runtime.config import SCHEDULE_COUNTS
   # a schedule the user gave sets its block count too (Config.override), which no profile or checkpoint then replaces
   set_by_user |= {c for s, c in SCHEDULE_COUNTS.items() if s in set_by_user}
-  args.schedules_set = {s for s in SCHEDULE_COUNTS if s in set_by_user}  # --init-from may add blocks to these
+  # --init-from may add blocks to the schedules the user set, and widen the blocks to a --hidden the user set
+  args.grow_set = {s for s in [*SCHEDULE_COUNTS, "hidden"] if s in set_by_user}
   # what the user named exactly: a whole field, or one entry of a dict field (a config file's dict names its entries)
   named = {k.replace("-", "_") for k, _ in overrides}
   for k, v in user.items(): named |= {f"{k}.{e}" for e in v} if isinstance(v, dict) else {k}
@@ -456,7 +458,7 @@ def build_models(cfg, teacher, tok, data_dir: Path, loader, args, state):
     models.update(decoder=Decoder(cfg), proj_b=ModeBProjection(cfg))
     loss_fn = joint_loss_fn
   if state is None and args.init_from is not None:
-    init_from_checkpoint(models, args.init_from, tok, getattr(args, "schedules_set", frozenset()))
+    init_from_checkpoint(models, args.init_from, tok, getattr(args, "grow_set", frozenset()))
   if cfg.loss_weights.get("tok", 0) > 0 and (table := token_table(loader, args)) is not None:
     loss_fn = functools.partial(loss_fn, tok_table=table)
   from studentz_training.trainer import Trainer
@@ -725,22 +727,27 @@ def trim_log(path: Path, step: int) -> None:
   atomic_write_bytes(path, "".join(k + "\n" for k in keep).encode())
 
 
-def init_from_checkpoint(models: dict, ckpt: Path, tok, schedules_set=frozenset()) -> None:
-  """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required. A block
-  schedule the user set (schedules_set) may extend the checkpoint's: the added blocks start as the identity."""
+def init_from_checkpoint(models: dict, ckpt: Path, tok, grow=frozenset()) -> None:
+  """Load the models `ckpt` holds into `models` (the others keep their fresh init); same tokenizer required. What the
+  user set (grow) may grow the checkpoint's models: a block schedule that extends the checkpoint's adds blocks that
+  start as the identity, a --hidden that is a multiple of its width copies each hidden unit (widen.py)."""
   from studentz_runtime.checkpoint import CheckpointError, assign_state
   from studentz_runtime.quantize import load_float32
-  from studentz_training import deepen
+  from studentz_training import deepen, widen
   try:
     theirs = read_checkpoint_info(ckpt)["config"]
     if json.loads((Path(ckpt) / "tokenizer.json").read_text()) != json.loads(tok.to_json_str()):
       raise CheckpointError(f"{ckpt} was trained with another tokenizer than this run's data; use the same corpus, "
                             "data_limit, vocab_size and max_len")
     arrays = load_float32(Path(ckpt) / "model.safetensors")  # an int8 checkpoint is read back as float
+    mine = next(iter(models.values())).cfg.to_dict()
+    if (r := widen.factor(theirs, mine, "hidden" in grow)) > 1:
+      arrays, theirs = widen.widen(arrays, theirs["hidden"], r), {**theirs, "hidden": mine["hidden"]}
+      print(f"--init-from: widened: {widen.describe(mine['hidden'] // r, r)}", file=sys.stderr)
     loaded = [k for k in models if any(a.startswith(f"{k}.") for a in arrays)]
     if not loaded: raise CheckpointError(f"{ckpt} holds none of the models {sorted(models)}")
     # every model is checked before any is written, so a refusal names its field and loads nothing
-    kept = {k: deepen.blocks_kept(theirs, models[k].cfg.to_dict(), k, deepen.SCHEDULE[k] in schedules_set)
+    kept = {k: deepen.blocks_kept(theirs, models[k].cfg.to_dict(), k, deepen.SCHEDULE[k] in grow)
             for k in loaded if k in deepen.SCHEDULE}
     added = [deepen.load(models[k], k, arrays, f"{k}.", kept[k]) if k in kept else
              assign_state(models[k], arrays, prefix=f"{k}.") for k in loaded]

@@ -1,6 +1,7 @@
-"""train.py --init-from into a deeper model: the checkpoint's schedule a prefix of the run's, the added blocks start
-as the identity (the same z and logits as the checkpoint's models), anything else refused in one line naming the
-field, and a training step moves the added blocks. Tiny shapes: every new one is a clang compile."""
+"""train.py --init-from into a deeper or wider model: the checkpoint's schedule a prefix of the run's, the added blocks
+start as the identity; a --hidden that is a multiple of the checkpoint's copies each unit (the same z and logits as
+the checkpoint's models either way); anything else refused in one line naming the field; a training step moves the
+added blocks and the copies apart. Tiny shapes: every new one is a clang compile."""
 import json
 
 import numpy as np
@@ -135,3 +136,46 @@ def test_an_int8_checkpoint_warm_starts_as_its_float_values(ckpt, tmp_path):
   want = load_float32(tmp_path / "q" / "model.safetensors")
   for n, t in get_state_dict(models["encoder"]).items():
     np.testing.assert_allclose(t.numpy(), want[f"encoder.{n}"], atol=1e-6, err_msg=n)
+
+
+def test_wider_models_compute_what_the_checkpoint_did_then_train_apart(ckpt, capsys):
+  """--hidden 48 from a checkpoint of hidden 24: every unit copied twice, the same z and logits; one step later the
+  two copies of a unit differ (their output shares differ, so their gradients do)."""
+  d, cfg, old = ckpt
+  new, models = deeper(cfg, ("hidden", "48"))
+  train.init_from_checkpoint(models, d, FakeTok(), {"hidden"})
+  assert "widened: hidden 24 -> 48 (each unit copied 2 times)" in capsys.readouterr().err
+  b = batch()
+  toks, mask = Tensor(b["tokens"]), Tensor(b["mask"])
+  np.testing.assert_allclose(models["encoder"](toks, mask).numpy(), old["encoder"](toks, mask).numpy(), atol=1e-5,
+                             rtol=1e-5)
+  args = (toks, Tensor(b["teacher"]), Tensor(b["mode_b"].astype(np.int32)))
+  np.testing.assert_allclose(models["decoder"](*args).numpy(), old["decoder"](*args).numpy(), atol=1e-5, rtol=1e-5)
+  Trainer(new, models, joint_loss_fn).step(batch(2))
+  for name in ("encoder", "decoder"):
+    w = models[name].blocks[0].conv.weight.numpy()                                 # (48, d, k): unit u -> 2u, 2u+1
+    assert np.abs(w[0::2] - w[1::2]).max() > 0, f"the {name}'s copies trained alike"
+
+
+def test_widening_keeps_group_norm_and_block_context():
+  """Masked GroupNorm takes its statistics per group of units: the copies stay in their unit's group."""
+  from studentz_training import widen
+  cfg = tiny_cfg(norm="group", block_context=True, hidden=16)
+  Tensor.manual_seed(0)
+  enc, rng = Encoder(cfg), np.random.default_rng(3)
+  for blk, ctx in zip(enc.blocks, enc.ctx_in): rand(blk.norm.bias, rng), rand(ctx.weight, rng)
+  arrays = {f"encoder.{n}": t.numpy() for n, t in get_state_dict(enc).items()}
+  wide = Encoder(cfg.override(("hidden", "48")))
+  from studentz_runtime.checkpoint import assign_state
+  assign_state(wide, widen.widen(arrays, 16, 3), prefix="encoder.")
+  b = batch()
+  toks, mask = Tensor(b["tokens"]), Tensor(b["mask"])
+  np.testing.assert_allclose(wide(toks, mask).numpy(), enc(toks, mask).numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_a_width_that_is_not_a_multiple_is_refused(ckpt, capsys):
+  d, cfg, _ = ckpt
+  _, models = deeper(cfg, ("hidden", "36"))
+  with pytest.raises(SystemExit): train.init_from_checkpoint(models, d, FakeTok(), {"hidden"})
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: --init-from: hidden is 24 in the checkpoint but 36") and "a multiple" in err, err
