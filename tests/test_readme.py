@@ -50,6 +50,7 @@ COMMANDS = {
   "python train.py --init-from models/default --data-source my.jsonl.gz --out runs/mine --optimizer.lr 1e-3":
     ("config", ("my.jsonl.gz",)),
   "python train.py --init-from models/default --dilation_schedule '[1,2,4,8,16,1,2,4,8,16]'": ("config", ()),
+  "python train.py --init-from models/default --hidden 1024": ("config", ()),
   "DEV=CUDA python train.py --devices 2": ("gpu", ()),
   "DEV=CUDA python -m bench train --devices 2 --precision fp32 bf16 --no-torch": ("gpu", ()),
 }
