@@ -5,6 +5,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # tests run on the CPU backend unless the caller says otherwise: small shapes, clang-compiled kernels
 os.environ.setdefault("DEV", "CPU")
+# kernels compile in this process: under pytest-xdist tinygrad gives each worker a pool of one compile process,
+# respawned every 16 kernels, which only adds start-up and pickling on a machine whose cores the workers already fill
+os.environ.setdefault("PARALLEL", "0")
 from studentz_kernels import backend  # noqa: E402,F401  (maps METAL=1 style switches before tinygrad is imported)
 
 SHARED_DATA = Path(os.environ.get("STUDENTZ_DATA", ROOT.parent / "shared" / "data"))

@@ -113,22 +113,16 @@ def test_bench_checks_several_steps_against_the_twin(tmp_path, monkeypatch):
 
 def test_bench_twin_trains_the_pool_head_and_block_context(tmp_path):
   """The twin of a student with both extras takes the same three optimiser steps (the paths start at zero, so the
-  steps after the first are where their gradients show); so does the pool head's with token targets."""
+  steps after the first are where their gradients show), with token targets (the GPU default's objective) gathered
+  from a table on the device (train.py on a GPU); and the pool head's with the targets copied in each step (its CPU
+  path)."""
   import json
-  from bench import speed as bench
   from bench.__main__ import main as bench_main
-  argv = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
+  base = ["train", "--precision", "fp32", "--batch", "4", "--len", "8", "--d", "16", "--h", "24", "--k", "3",
           "--dilations", "1", "2", "--vocab", "64", "--D", "12", "--check-steps", "3", "--reps", "1", "--warmup", "0",
-          "--pool-head", "8", "--block-context", "--json", str(tmp_path / "rows.json")]
-  assert bench_main(argv) == 0
-  row = json.loads((tmp_path / "rows.json").read_text())[0]
-  assert row["same_loss"], row
-  # and with token targets (the GPU default's objective): the twin's token loss, three steps again, with the targets
-  # gathered from a table on the device (train.py on a GPU) and copied in each step (its CPU path)
-  base = argv[:argv.index("--block-context")]
-  for where in ("device", "host"):
-    argv = base + ["--tok", "0.25", "--tok-table", where, "--json",
-                                                   str(tmp_path / "rows.json")]
-    assert bench_main(argv) == 0
+          "--pool-head", "8", "--tok", "0.25", "--json", str(tmp_path / "rows.json")]
+  for where, extra in (("device", ["--block-context"]), ("host", [])):
+    assert bench_main([*base, "--tok-table", where, *extra]) == 0
     row = json.loads((tmp_path / "rows.json").read_text())[0]
     assert row["same_loss"] and row["tok"] == 0.25 and row["tok_table"] == where, row
+    assert row.get("block_context", False) == bool(extra), row
