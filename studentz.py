@@ -269,6 +269,10 @@ class Decoder:
     self.blocks = [TCNBlock(d, h, cfg.kernel_size, dl, True, norm, cfg.dropout) for dl in cfg.dec_dilation_schedule]
     # zero FiLM at init: every block starts as the unconditioned block, and z enters through z_in only
     self.films = [zero_linear(D, 2 * h) for _ in cfg.dec_dilation_schedule]
+    if cfg.dec_draft:  # z's per-position draft: a rank-r code per input position, brought up to d; the zero
+      # up-projection starts it at nothing, so a checkpoint without a draft loads as the same function
+      self.draft_in = Linear(D, cfg.max_len * cfg.dec_draft)
+      self.draft_out = zero_linear(cfg.dec_draft, d)
     self.norm = CondNorm(d, "layer")
     self.tie_output = tie_output
     if tie_output:  # logits = x @ embedding^T + a free bias: V*d fewer parameters, the embedding gets both gradients
@@ -297,6 +301,15 @@ class Decoder:
     films = [(piece(d + 2 * h * i, h), piece(d + 2 * h * i + h, h)) for i in range(len(self.films))]  # (B, h) each
     return piece(0, d), films
 
+  def draft(self, z: Tensor, L: int) -> Tensor | None:
+    """z (B, D) -> what z adds to the input at positions 0..L-1 beyond z_in (B, L, d), zero from max_len on; None
+    when the decoder has no draft (dec_draft 0)."""
+    if not self.cfg.dec_draft: return None
+    B, M = z.shape[0], self.cfg.max_len
+    codes = self.draft_in(z.cast(self.act_dtype)).reshape(B, M, self.cfg.dec_draft)  # (B, M, r)
+    out = self.draft_out(codes)                                                    # (B, M, d)
+    return out[:, :L] if L <= M else out.pad(((0, 0), (0, L - M), (0, 0)))
+
   def head_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
     """(..., d) -> the output head's product (..., V) in x's dtype, without its bias, and the bias (V,)."""
     if self.tie_output: return matmul2d(x, self.embed.weight.cast(x.dtype).T), self.head_bias
@@ -319,6 +332,7 @@ class Decoder:
     ones = Tensor.ones(B, L, device=tokens.device)
     zb, films = self.condition(z)
     x = self.embed(tokens).cast(self.act_dtype) + zb.unsqueeze(1)                 # (B, L, d)
+    if (draft := self.draft(z, L)) is not None: x = x + draft
     for blk, film in zip(self.blocks, films): x = blk(x, ones, mode, film)
     return self.norm(x, ones, mode)                                                # (B, L, d)
 
@@ -332,7 +346,7 @@ class Decoder:
     """One new token per row from the cached block inputs: the math of __call__ at the last position.
 
     tok (B,) int; bufs[i] (B, span_i + 1, d) the last inputs of block i (zeros before the start, like the causal
-    pad); zb, films from `condition`. Returns logits (B, V) and the updated buffers (oldest input dropped)."""
+    pad); zb, films from `condition` (zb plus this position's row of `draft`, where the decoder has one). Returns logits (B, V) and the updated buffers (oldest input dropped)."""
     B = tok.shape[0]
     ones = Tensor.ones(B, 1, device=tok.device)
     x = self.embed(tok.reshape(B, 1)).cast(self.act_dtype) + zb.unsqueeze(1)      # (B, 1, d)
@@ -496,10 +510,22 @@ def joint_loss_fn(models: dict, batch: dict[str, Tensor]) -> dict[str, Tensor]:
   parts["ce_a"] = (row_sum * (1 - mb)).sum() / (row_n * (1 - mb)).sum().maximum(1)
   parts["ce_b"] = (row_sum * mb).sum() / (row_n * mb).sum().maximum(1)
   parts["loss"] = parts["loss"] + cfg.loss_weights.get("ce", 0.0) * parts["ce"]
+  if cfg.loss_weights.get("bow", 0) > 0:
+    parts["bow"] = bow_loss(dec, cond, targets, tmask)
+    parts["loss"] = parts["loss"] + cfg.loss_weights["bow"] * parts["bow"]
   if cfg.loss_weights.get("cycle", 0) > 0:  # the z each row was decoded from: z_t (mode B) or the frozen z_s (mode A)
     parts["cycle"] = cycle_loss(enc, dec, feats, tokens, mask, is_b.unsqueeze(-1).where(zt, zs.detach()))
     parts["loss"] = parts["loss"] + cfg.loss_weights["cycle"] * parts["cycle"]
   return parts
+
+
+def bow_loss(dec: Decoder, z: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+  """Bag of words: the input bias z_in(z) that every position of the decoder gets, read by its output head as one
+  distribution over the vocabulary, must give each target token (mask 1) of the row a high probability, wherever it
+  stands: mean -log p(token). z (B, D), targets (B, L) ints -> scalar."""
+  logp = dec.logits(dec.z_in(z.cast(dec.act_dtype))).log_softmax(-1)             # (B, V)
+  picked = logp.gather(-1, targets)                                               # (B, L)
+  return -(picked * mask).sum() / mask.sum().maximum(1)
 
 
 def soft_tokens(enc: Encoder, dec: Decoder, feats: Tensor, tokens: Tensor) -> Tensor:

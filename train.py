@@ -611,7 +611,7 @@ def validate_and_save(run: Run, step: int, log: StepLog, planner) -> bool:
   if improved: run.best, run.bad_evals = score, 0
   else: run.bad_evals += 1
   log.write({"step": step, "time": time.time(), **vm, "best_val_cos": run.best})
-  run.ck.save("last", trainer, run.loader, run.best, run.bad_evals, vm)
+  run.ck.save("last", trainer, run.loader, run.best, run.bad_evals, vm, is_best=improved)
   if improved: run.ck.link("best")
   if planner is not None and run.first_eval: planner.discount(time.perf_counter() - t_eval)
   run.first_eval = False

@@ -13,7 +13,7 @@ Idempotent: downloads are cached, outputs are rewritten byte-for-byte the same (
 """
 from __future__ import annotations
 
-import argparse, dataclasses, glob, gzip, html, io, re, shutil, subprocess, sys, tarfile, zipfile
+import argparse, dataclasses, glob, gzip, html, io, json, re, shutil, subprocess, sys, tarfile, zipfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -199,6 +199,60 @@ def aiml_license(root: Path) -> str:
   return head + (_read(code[0]) if code else "")
 
 
+def _botchan_file(root: Path) -> Path:
+  found = sorted(root.glob("*/test/botchan.txt"))
+  if not found: raise BuildError(f"no test/botchan.txt under {root}")
+  return found[0]
+
+
+def extract_botchan(root: Path) -> Iterator[str]:
+  """sentencepiece sdist: test/botchan.txt, Project Gutenberg's Botchan (Natsume, tr. Morri, 1919), one paragraph
+  broken over many lines and no blank lines between paragraphs: the novel's text between the START and END markers,
+  chapter headings dropped, joined and split into sentences (narration and dialogue)."""
+  text = _read(_botchan_file(root))
+  start, end = text.find("*** START OF"), text.find("*** END OF")
+  if start < 0 or end < 0: raise BuildError("botchan.txt: no Project Gutenberg START/END markers")
+  lines = text[text.find("\n", start) + 1:end].splitlines()
+  body = " ".join(ln for ln in lines if ln.strip() and not ln.strip().isupper())  # headings: CHAPTER I, titles
+  yield from prose_sentences(body)
+
+
+def botchan_license(root: Path) -> str:
+  """The text's terms are the Project Gutenberg header and license inside the file; sentencepiece's own LICENSE
+  (Apache-2.0) covers its code."""
+  text = _read(_botchan_file(root))
+  start, end = text.find("*** START OF"), text.find("End of Project Gutenberg")
+  return ("The lines of botchan.txt.gz come from test/botchan.txt of the sentencepiece 0.2.0 sdist: Project "
+          "Gutenberg EBook #8868, a public-domain text. The file's header and its Project Gutenberg License:\n\n"
+          + text[:start].strip().lstrip("\ufeff") + "\n\n" + text[end:].strip() + "\n")
+
+
+# string fields of Cataclysm: DDA's JSON that hold prose: item and place descriptions, NPC dialogue, messages, sounds
+_CDDA_KEYS = {"description", "text", "dynamic_line", "msg", "message", "snippet", "yes", "no", "sound", "info"}
+
+
+def _cdda_strings(o, key=None) -> Iterator[str]:
+  if isinstance(o, dict):
+    for k, v in o.items(): yield from _cdda_strings(v, k)
+  elif isinstance(o, list):
+    for v in o: yield from _cdda_strings(v, key)
+  elif isinstance(o, str) and key in _CDDA_KEYS:
+    yield o
+
+
+def extract_cdda(root: Path) -> Iterator[str]:
+  """cataclysm-dda-data: the game's JSON (usr/share/games/cataclysm-dda/json, mods left out); the prose string fields,
+  split into sentences. Templates (<name>, %s, $var) would leave holes: a string holding one is dropped."""
+  files = sorted(root.glob("usr/share/games/cataclysm-dda/json/**/*.json"))
+  if not files: raise BuildError(f"no usr/share/games/cataclysm-dda/json/**/*.json under {root}")
+  for f in files:
+    try: data = json.loads(_read(f))
+    except json.JSONDecodeError: continue
+    for text in _cdda_strings(data):
+      if re.search(r"<[^>]*>|%|\$", text): continue
+      yield from prose_sentences(text)
+
+
 _MAL = "{http://projectmallard.org/1.0/}"
 # inline elements whose text is code, a file name or a command: a sentence holding one is dropped (marker)
 _MAL_CODE = {"code", "cmd", "sys", "file", "input", "output", "var", "screen", "synopsis"}
@@ -308,6 +362,9 @@ SOURCES = [
          extract_gcide_quotes),
   Source("devil", "debian", "dict-devil", "1.0-13.1", "usr/share/doc/dict-devil/copyright", extract_devil),
   Source("aiml", "pypi", "python-aiml", "0.9.3", "", extract_aiml, aiml_license),
+  Source("botchan", "pypi", "sentencepiece", "0.2.0", "", extract_botchan, botchan_license),
+  Source("cdda", "debian", "cataclysm-dda-data", "0.F-3-9", "usr/share/doc/cataclysm-dda-data/copyright",
+         extract_cdda),
 ]
 
 

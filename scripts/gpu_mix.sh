@@ -66,7 +66,9 @@ if [ -f runs/prep.log ]; then  # started by STAGE=1 PREP=1: wait for it
 else
   bash runs/prep.sh || exit 1
 fi
-(sleep 90; python3 train.py --eval models/default --data-dir $DATA --json --decode-limit 0 > runs/shipped.eval.json) &
+# the shipped model on the same split; its decodes too when a decoder stage runs, so the two compare row for row
+(sleep 90; python3 train.py --eval models/default --data-dir $DATA --json \
+  --decode-limit $([ "${DEC_MINUTES:-0}" = 0 ] && echo 0 || echo 256) > runs/shipped.eval.json) &
 COMMON="--profile full --teacher .devcarry/minilm16 --data-source data/everyday-mix.json --data-dir $DATA --quiet"
 encoder_stage() {
   python3 train.py \$COMMON --init-from models/default --out $RUN --minutes ${MINUTES:-13} --decoder_share 0 $EXTRA \

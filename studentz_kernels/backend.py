@@ -217,9 +217,13 @@ def install_gemm_beam(amount: int, min_size: int = GEMM_BEAM_MIN, cached_only: b
   realize.pm_beam = PatternMatcher([(kernel_call, _mark_gemm)])  # matchers take no closures: hence _BEAM
   if not getattr(search.beam_search, "wrapped", False):
     search.beam_search = _with_bundled(search.beam_search)  # apply_opts imports it from the module at each call
-  from tinygrad.helpers import getenv
-  os.environ["JITBEAM"] = "1"  # makes the JIT run the hook; the amount searched is the one above
-  getenv.cache_clear()  # tinygrad caches every getenv it has read: a JIT compiled before this would keep JITBEAM=0
+  import tinygrad.engine.jit as jit
+  if not getattr(jit.getenv, "jitbeam_on", False):  # the JIT's JITBEAM reads 1, so it runs the hook; not set in
+    # os.environ, which processes started later would inherit: they would beam-search every kernel they JIT
+    read = jit.getenv
+    def getenv(key: str, default=0): return 1 if key == "JITBEAM" else read(key, default)
+    getenv.jitbeam_on = True
+    jit.getenv = getenv
 
 
 def _with_bundled(beam_search):

@@ -11,7 +11,8 @@ _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a l
                bool: "true or false"}
 # upper bounds of the sizes a config file or checkpoint can set (far above any trained model: max_len 64, vocab 16k)
 SIZE_LIMITS = {"max_len": 8192, "vocab_size": 1 << 20, "d_model": 1 << 14, "hidden": 1 << 16, "n_blocks": 256,
-               "dec_blocks": 256, "kernel_size": 255, "proj_dim": 1 << 14, "pool_head": 1 << 16, "batch_size": 1 << 20}
+               "dec_blocks": 256, "dec_draft": 1024, "kernel_size": 255, "proj_dim": 1 << 14, "pool_head": 1 << 16,
+               "batch_size": 1 << 20}
 
 
 def _nonfinite(name: str, v) -> list[str]:
@@ -47,6 +48,8 @@ class Config:
   # --- decoder (z -> tokens) ---
   dec_blocks: int = 6              # causal TCN blocks of the decoder
   dec_dilation_schedule: list = field(default_factory=lambda: [1, 2, 4, 8, 1, 2])
+  dec_draft: int = 0               # rank of z's per-position draft: each input position p also gets its own vector
+                                   # from z (a rank-r code, up to d), so z can say what goes where (0: none)
   dec_output: str = "separate"     # decoder logits: "separate" head, or "tied" to its input embedding (V*d fewer)
   mode_b_proj: str = "mlp"         # how the teacher vector enters the decoder in mode B: "mlp" or "identity"
   mode_b_ratio: float = 0.5        # share of decoder batches fed from the teacher vector (mode B)
@@ -63,7 +66,9 @@ class Config:
                                    # the teacher's (studentz.similarity_kd);
                                    # tok: the teacher's token vectors as per-token targets (token_targets.py);
                                    # cycle: 1 - cos(z, encoder(soft decode of z)), the decoder's softmax times the
-                                   # encoder's embedding table read back by the frozen encoder (studentz.cycle_loss)
+                                   # encoder's embedding table read back by the frozen encoder (studentz.cycle_loss);
+                                   # bow: the decoder's input bias from z, read by its output head, must name the
+                                   # sentence's tokens wherever they stand (studentz.bow_loss; with ce > 0)
   temperature: float = 0.05        # InfoNCE temperature ("sem" term): sharper than 1 so in-batch negatives matter
   # --- optimisation ---
   optimizer: dict = field(default_factory=lambda: {"type": "adamw", "lr": 6e-3, "weight_decay": 0.01})
@@ -128,6 +133,7 @@ class Config:
     need(self.max_len >= 3, "max_len must be at least 3 (BOS, a token, EOS)")
     for k, top in SIZE_LIMITS.items():  # sizes a file can set: each bounded, so memory and time stay finite
       need(getattr(self, k) <= top, f"{k} must be at most {top}, got {getattr(self, k)}")
+    need(isinstance(self.dec_draft, int) and self.dec_draft >= 0, "dec_draft must be 0 (none) or a positive rank")
     need(0 <= self.seed < 2 ** 32, "seed must be in [0, 2**32)")
 
   def _check_shape(self, need) -> None:
@@ -182,8 +188,8 @@ class Config:
   def _check_losses(self, need) -> None:
     """loss_weights: known keys, non-negative, and combinations that train something coherent."""
     lw = self.loss_weights
-    unknown = set(lw) - {"cos", "mse", "ce", "sem", "rel", "tok", "cycle"}
-    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, rel, tok, cycle)")
+    unknown = set(lw) - {"cos", "mse", "ce", "sem", "rel", "tok", "cycle", "bow"}
+    need(not unknown, f"unknown loss_weights keys: {sorted(unknown)} (known: cos, mse, ce, sem, rel, tok, cycle, bow)")
     need(all(isinstance(v, (int, float)) and v >= 0 for v in lw.values()), "loss_weights must be >= 0")
     need(not (lw.get("tok", 0) > 0 and lw.get("ce", 0) > 0),
          "loss_weights.tok (token targets) trains the encoder alone: use it with ce 0, then fit a decoder")
@@ -191,6 +197,9 @@ class Config:
     need(lw.get("cycle", 0) == 0 or decoder_vs_frozen or lw.get("ce", 0) == 0 and self.decoder_share > 0,
          "loss_weights.cycle trains a decoder against a frozen encoder: use it with ce > 0 and freeze [\"encoder\"], "
          "or in the decoder's stage (decoder_share > 0)")
+
+    need(lw.get("bow", 0) == 0 or lw.get("ce", 0) > 0 or self.decoder_share > 0,
+         "loss_weights.bow trains the decoder: use it with ce > 0 or in the decoder's stage (decoder_share > 0)")
 
   def _check_schedule(self, need) -> None:
     """Learning-rate schedule, clipping and length buckets."""

@@ -53,6 +53,9 @@ class DecoderState:
     self.films = [(Tensor.zeros(B, cfg.hidden, dtype=act).contiguous().realize(),
                    Tensor.zeros(B, cfg.hidden, dtype=act).contiguous().realize()) for _ in decoder.blocks]
     self.mode = Tensor.zeros(B, dtype=dtypes.int32).contiguous().realize()
+    # the draft's rows still to come (Decoder.draft), a zero row last: each step adds the first and moves on by one
+    self.draft = (Tensor.zeros(B, cfg.max_len + 1, cfg.d_model, dtype=act).contiguous().realize()
+                  if cfg.dec_draft else None)
     self._jit = TinyJit(self._step_impl)
     self._top_jits: dict[int, TinyJit] = {}  # step_top's, per shortlist size
     self._slots = InputSlots([np.zeros(B, np.int32), np.zeros(B, np.int32)])  # tokens, parents: no scheduler work
@@ -74,6 +77,7 @@ class DecoderState:
     outs = [self.zb.assign(zb), self.mode.assign(Tensor(mode))]
     for (g, b), (g_new, b_new) in zip(self.films, films): outs += [g.assign(g_new), b.assign(b_new)]
     outs += [buf.assign(buf.zeros_like()) for buf in self.bufs]
+    if self.draft is not None: outs.append(self.draft.assign(self.decoder.draft(z, self.draft.shape[1])))
     Tensor.realize(*outs)
     return self
 
@@ -83,9 +87,12 @@ class DecoderState:
     bufs = [buf[parent] for buf in self.bufs]
     zb, mode = self.zb[parent], self.mode[parent]
     films = [(g[parent], b[parent]) for g, b in self.films]
-    logits, new_bufs = self.decoder.step(tok, bufs, zb, films, mode)
+    draft = None if self.draft is None else self.draft[parent]
+    bias = zb if draft is None else zb + draft[:, 0]                              # (B, d) this position's
+    logits, new_bufs = self.decoder.step(tok, bufs, bias, films, mode)
     outs = [buf.assign(nb) for buf, nb in zip(self.bufs, new_bufs)]
     outs += [self.zb.assign(zb), self.mode.assign(mode)]
+    if draft is not None: outs.append(self.draft.assign(draft[:, 1:].cat(draft[:, -1:], dim=1)))
     for (g, b), (g_new, b_new) in zip(self.films, films): outs += [g.assign(g_new), b.assign(b_new)]
     return logits, outs
 

@@ -336,6 +336,8 @@ class Decoder:
     names = ["z_in"] + [f"films.{i}" for i in range(len(self.blocks))]
     self.cond = Linear({"weight": np.concatenate([w[f"{n}.weight"] for n in names]),
                         "bias": np.concatenate([w[f"{n}.bias"] for n in names])})
+    self.draft_in = Linear(w, "draft_in") if cfg.dec_draft else None
+    self.draft_out = Linear(w, "draft_out") if cfg.dec_draft else None
     self.norm = Norm(w, "norm")
     tied = "embed.weight" in w and "head.weight" not in w
     self.head = Linear({"weight": self.embed, "bias": w["head_bias"]} if tied else _sub(w, "head."), copy=True)
@@ -348,10 +350,18 @@ class Decoder:
              for i in range(len(self.blocks))]
     return out[:, :d], films
 
+  def draft(self, z: np.ndarray, L: int) -> np.ndarray | None:
+    """z (B, D) -> the input draft of positions 0..L-1 (B, L, d), zero from max_len on; None without one."""
+    if self.draft_in is None: return None
+    M = self.cfg.max_len
+    out = self.draft_out(self.draft_in(np.asarray(z, np.float32)).reshape(len(z), M, self.cfg.dec_draft))
+    return out[:, :L] if L <= M else np.pad(out, ((0, 0), (0, L - M), (0, 0)))
+
   def hidden(self, tokens: np.ndarray, z: np.ndarray, mode=0) -> np.ndarray:
     """Teacher forcing over whole sequences (B, L) -> (B, L, d), as Decoder.hidden."""
     zb, films = self.condition(z)
     x = self.embed[tokens] + zb[:, None]
+    if (draft := self.draft(z, tokens.shape[1])) is not None: x = x + draft
     for blk, film in zip(self.blocks, films): x = blk.residual(x, blk.conv(x), None, mode, film)
     return self.norm(x, None, mode)
 
@@ -373,7 +383,17 @@ class DecoderState:
     self.zb, self.films = dec.condition(z)
     self.mode = np.broadcast_to(np.asarray(mode, np.int64), (B,)).copy()
     self.bufs = [np.zeros((B, blk.conv.span + 1, dec.cfg.d_model), np.float32) for blk in dec.blocks]
+    # the draft's rows still to come, a zero row last (positions past max_len)
+    self.draft = dec.draft(z, dec.cfg.max_len + 1)
     return self
+
+  def _input_bias(self, rows=None) -> np.ndarray:
+    """z's input bias of each row's next position (zb plus the draft's next row), the draft moved on by one."""
+    if self.draft is None: return self.zb if rows is None else self.zb[rows]
+    sel = slice(None) if rows is None else rows
+    nxt = self.draft[sel, 0].copy()
+    self.draft[sel] = np.concatenate([self.draft[sel, 1:], self.draft[sel, -1:]], 1)
+    return self.zb[sel] + nxt
 
   takes_live = True  # step's `live`: candidates.one_pass skips the rows that have ended
 
@@ -389,9 +409,10 @@ class DecoderState:
       moved = np.flatnonzero(p != np.arange(len(p)))  # only those rows are copied (rerank's pass: its beam rows)
       src = p[moved]
       for a in [*self.bufs, self.zb, self.mode, *(f for film in self.films for f in film)]: a[moved] = a[src]
+      if self.draft is not None: self.draft[moved] = self.draft[src]
     tok = np.asarray(tokens).reshape(self.batch_size)
     if live is not None and not np.all(live): return self._step_rows(tok, np.flatnonzero(live))
-    x = dec.embed[tok] + self.zb                                                   # (B, d)
+    x = dec.embed[tok] + self._input_bias()                                        # (B, d)
     for i, (blk, film) in enumerate(zip(dec.blocks, self.films)):
       self.bufs[i] = np.concatenate([self.bufs[i][:, 1:], x[:, None]], 1)
       x = blk.residual(x, blk.conv.last(self.bufs[i]), None, self.mode, film)
@@ -399,7 +420,7 @@ class DecoderState:
 
   def _step_rows(self, tok: np.ndarray, rows: np.ndarray) -> np.ndarray:
     dec, mode = self.decoder, self.mode[rows]
-    x = dec.embed[tok[rows]] + self.zb[rows]
+    x = dec.embed[tok[rows]] + self._input_bias(rows)
     for buf, blk, (g, b) in zip(self.bufs, dec.blocks, self.films):
       win = np.concatenate([buf[rows, 1:], x[:, None]], 1)
       buf[rows] = win

@@ -13,6 +13,8 @@ SHAPE = {"encoder": ("vocab_size", "d_model", "hidden", "kernel_size", "pool", "
          "decoder": ("vocab_size", "d_model", "hidden", "kernel_size", "proj_dim", "dec_output")}
 SCHEDULE = {"encoder": "dilation_schedule", "decoder": "dec_dilation_schedule"}
 PER_BLOCK = {"encoder": ("blocks", "ctx_in"), "decoder": ("blocks", "films")}  # the lists with one entry per block
+# parts a run may add to a checkpoint without them, starting as their fresh init leaves them (the draft: at nothing)
+ADDABLE = {"decoder": ("dec_draft", ("draft_in.", "draft_out."))}
 
 
 def blocks_kept(theirs: dict, mine: dict, name: str, may_grow: bool) -> int:
@@ -22,6 +24,9 @@ def blocks_kept(theirs: dict, mine: dict, name: str, may_grow: bool) -> int:
     if f in theirs and theirs[f] != mine[f]:
       raise CheckpointError(f"{f} is {json.dumps(theirs[f])} in the checkpoint but {json.dumps(mine[f])} in this "
                             f"run: the {name}'s weights do not fit")
+  if name in ADDABLE and (f := ADDABLE[name][0]) in theirs and theirs[f] not in (0, mine[f]):
+    raise CheckpointError(f"{f} is {theirs[f]} in the checkpoint but {mine[f]} in this run: the {name}'s weights do "
+                          "not fit (only a checkpoint without one can take a new one)")
   s = SCHEDULE[name]
   old, new = theirs.get(s, mine[s]), mine[s]
   if old == new: return len(new)
@@ -41,12 +46,14 @@ def load(model, name: str, arrays: dict, prefix: str, n_old: int) -> str | None:
   from tinygrad.nn.state import get_state_dict
   new = range(n_old, len(model.blocks))
   fresh = {f"{p}.{i}." for p in PER_BLOCK[name] for i in new}
-  fill = {}
+  fill, added = {}, ADDABLE.get(name, ("", ()))[1]
   for k, t in get_state_dict(model).items():
+    if k.startswith(added) and prefix + k not in arrays: fill[prefix + k] = t.float().numpy()
     if not any(k.startswith(f) for f in fresh): continue
     zero = not k.startswith("blocks.") or ".out." in k
     fill[prefix + k] = np.zeros(t.shape, np.float32) if zero else t.float().numpy()
   assign_state(model, {**arrays, **fill}, prefix=prefix)
-  if not new: return None
+  parts = sorted({k[len(prefix):].split(".")[0] for k in fill if k[len(prefix):].startswith(added)})
   dil = [model.cfg.to_dict()[SCHEDULE[name]][i] for i in new]
-  return f"{name} blocks {list(new)} (dilations {dil})"
+  said = ([f"{name} blocks {list(new)} (dilations {dil})"] if new else []) + [f"{name} {p}" for p in parts]
+  return ", ".join(said) or None

@@ -20,7 +20,8 @@ class Checkpointer:
     self.out.mkdir(parents=True, exist_ok=True)
     self.current: Path | None = None
 
-  def save(self, name: str, trainer, loader, best: float, bad_evals: int, metrics: dict) -> Path:
+  def save(self, name: str, trainer, loader, best: float, bad_evals: int, metrics: dict, is_best: bool = False) -> Path:
+    """Write step-N/ and point out/name at it. is_best: this step is the new best, linked as best/ right after."""
     from tinygrad import Tensor
     from tinygrad.nn.state import get_state_dict
     step = trainer.step_count
@@ -32,7 +33,8 @@ class Checkpointer:
     rng = {f"rng.{i}": t for i, t in enumerate(dev.values())}
     save_tensors(d / "train_state.safetensors", {**trainer.state(), **rng})
     info = {"format_version": FORMAT_VERSION, "step": step, "config": self.cfg.to_dict(), **self.meta,
-            "metrics": metrics, "best_val_cos": best, "bad_evals": bad_evals, "loader": loader.state_dict()}
+            "metrics": metrics, "best_val_cos": best, "bad_evals": bad_evals, "is_best": is_best,
+            "loader": loader.state_dict()}
     atomic_write_bytes(d / "config.json", json.dumps(info, indent=2).encode())
     atomic_write_bytes(d / "tokenizer.json", self.tok.to_json_str().encode())
     self.current = d
@@ -71,6 +73,9 @@ class Checkpointer:
       if f"rng.{i}" in ts: t.assign(Tensor(ts[f"rng.{i}"], device=t.device)).realize()
     loader.load_state_dict(state["info"]["loader"])
     self.current = d.resolve()
+    best = self.out / "best"
+    # a kill between writing last/ and linking best/ left the best step unlinked: link it now
+    if state["info"].get("is_best") and not (best.exists() and best.resolve() == self.current): self.link("best")
     return float(state["info"]["best_val_cos"]), int(state["info"]["bad_evals"])
 
 
@@ -132,7 +137,7 @@ ENCODER_SHAPE = ("vocab_size", "d_model", "hidden", "n_blocks", "kernel_size", "
 
 # What a decoder's weights are shaped by beyond the encoder's fields: taken too when the checkpoint holds a decoder, so
 # `--init-from models/default --loss_weights.ce 1` goes on training the decoder it ships
-DECODER_SHAPE = ("dec_blocks", "dec_dilation_schedule", "dec_output", "mode_b_proj")
+DECODER_SHAPE = ("dec_blocks", "dec_dilation_schedule", "dec_draft", "dec_output", "mode_b_proj")
 
 
 def holds_decoder(ckpt: Path) -> bool:

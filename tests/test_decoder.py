@@ -63,6 +63,27 @@ def test_incremental_equals_full_forward(dec):
   assert np.abs(full[::-1, 5:] - np.stack(swapped, 1)).max() < 1e-4
 
 
+def test_draft_steps_equal_full_forward_and_stay_causal():
+  """z's per-position draft (dec_draft): the cached steps add each position's own row, as the full forward does, beam
+  reordering carries it, and a position still never sees a later token."""
+  Tensor.manual_seed(1)
+  d = Decoder(tiny_cfg(dec_draft=3))
+  rng = np.random.default_rng(7)
+  _rand_assign(d.draft_out.weight, rng)                                           # zero at init: made non-trivial
+  toks, z, mode = _prefix(rng), rng.normal(size=(2, D)).astype(np.float32), np.array([0, 1], np.int32)
+  draft = d.draft(Tensor(z), L).numpy()                                           # (2, L, d)
+  assert np.abs(draft[:, 0] - draft[:, 1]).max() > 1e-3                           # one row per position
+  full = d(Tensor(toks), Tensor(z), Tensor(mode)).numpy()
+  st = G.DecoderState(d, 2).reset(z, mode)
+  for t in range(5): st.step(toks[:, t])
+  swapped = [st.step(toks[::-1, 5], parents=[1, 0])] + [st.step(toks[::-1, t]) for t in range(6, L)]
+  assert np.abs(full[::-1, 5:] - np.stack(swapped, 1)).max() < 1e-4
+  toks2 = toks.copy()
+  toks2[:, 6] = np.where(toks[:, 6] == 4, 5, 4)
+  out2 = d(Tensor(toks2), Tensor(z), Tensor(mode)).numpy()
+  assert np.abs(out2[:, :6] - full[:, :6]).max() == 0 and np.abs(out2[:, 6:] - full[:, 6:]).max() > 1e-3
+
+
 def test_causal(dec):
   rng = np.random.default_rng(2)
   toks = _prefix(rng)
@@ -229,3 +250,24 @@ def test_correct_rounds(trained, on_device, monkeypatch):
   # greedy already reproduces each sentence, and re-embedding it gives z_target back
   assert res["texts"] == tok.decode_batch(toks[:, 1:]) and (res["cos"] > 0.999).all()
   assert res["rounds"][0]["texts"] == res["texts"]
+
+
+def test_bow_loss_is_the_bag_of_words_nll_of_the_input_bias(dec):
+  """loss_weights.bow: z_in(z) read by the output head as one distribution, -log p of each real target token."""
+  from studentz import bow_loss
+  rng = np.random.default_rng(11)
+  z, targets = rng.normal(size=(2, D)).astype(np.float32), rng.integers(4, V, (2, L)).astype(np.int32)
+  mask = (np.arange(L)[None] < np.array([[L], [4]])).astype(np.float32)
+  got = bow_loss(dec, Tensor(z), Tensor(targets), Tensor(mask)).numpy()
+  zb = z @ dec.z_in.weight.numpy().T + dec.z_in.bias.numpy()
+  logits = zb @ dec.head.weight.numpy().T + dec.head.bias.numpy()                # the fixture's separate head
+  logp = logits - logits.max(-1, keepdims=True)
+  logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+  want = -(np.take_along_axis(logp, targets, 1) * mask).sum() / mask.sum()
+  assert abs(float(got) - want) < 1e-4
+
+
+def test_bow_needs_a_decoder_objective():
+  with pytest.raises(ValueError, match="loss_weights.bow trains the decoder"):
+    tiny_cfg(loss_weights={"cos": 1.0, "ce": 0.0, "bow": 0.5})
+  assert tiny_cfg(loss_weights={"ce": 1.0, "bow": 0.5}).loss_weights["bow"] == 0.5

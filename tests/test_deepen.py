@@ -179,3 +179,24 @@ def test_a_width_that_is_not_a_multiple_is_refused(ckpt, capsys):
   with pytest.raises(SystemExit): train.init_from_checkpoint(models, d, FakeTok(), {"hidden"})
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: --init-from: hidden is 24 in the checkpoint but 36") and "a multiple" in err, err
+
+
+def test_a_draft_added_to_a_checkpoint_starts_at_nothing_then_trains(ckpt, capsys, tmp_path):
+  """--dec_draft R on a checkpoint without a draft: the same logits at the start, the draft moves after one step; a
+  checkpoint with another draft rank is refused in one line."""
+  d, cfg, old = ckpt
+  new, models = deeper(cfg, ("dec_draft", "3"))
+  train.init_from_checkpoint(models, d, FakeTok(), {"dec_draft"})
+  assert "added as identity: decoder draft_in, decoder draft_out" in capsys.readouterr().err.splitlines()[-1]
+  b = batch()
+  args = (Tensor(b["tokens"]), Tensor(b["teacher"]), Tensor(b["mode_b"].astype(np.int32)))
+  np.testing.assert_allclose(models["decoder"](*args).numpy(), old["decoder"](*args).numpy(), atol=1e-5, rtol=1e-5)
+  Trainer(new, models, joint_loss_fn).step(batch(2))
+  assert np.abs(models["decoder"].draft_out.weight.numpy()).max() > 0
+  save_tensors(tmp_path / "model.safetensors",
+               {f"{k}.{n}": t for k, m in models.items() for n, t in get_state_dict(m).items()})
+  (tmp_path / "config.json").write_text(json.dumps({"format_version": 1, "step": 1, "config": new.to_dict()}))
+  (tmp_path / "tokenizer.json").write_text(FakeTok().to_json_str())
+  _, other = deeper(cfg, ("dec_draft", "5"))
+  with pytest.raises(SystemExit): train.init_from_checkpoint(other, tmp_path, FakeTok(), {"dec_draft"})
+  assert "dec_draft is 3 in the checkpoint but 5 in this run" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import tinygrad.codegen.opt.search as search
+import tinygrad.engine.jit as jit_module
 import tinygrad.engine.realize as realize
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import getenv
@@ -31,10 +32,12 @@ def test_only_gemms_inside_the_scope_are_searched(monkeypatch):
     searched.append((amt, backend.gemm_size(s.ast)))
     return s
   monkeypatch.setattr(search, "beam_search", fake_search)
-  monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)  # restored after the test, as are JITBEAM and the globals
-  monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
+  monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)  # restored after the test, as are the JIT's getenv, globals
+  monkeypatch.setattr(jit_module, "getenv", jit_module.getenv)  # install_gemm_beam's JITBEAM read, restored after
   monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))
+  before = os.environ.get("JITBEAM")
   backend.install_gemm_beam(3, min_size=24 * 40 * 56)
+  assert os.environ.get("JITBEAM") == before  # child processes (tools, tests) must not inherit a beam search
   table, idx = Tensor.randn(50, 40).realize(), Tensor([[1, 7, 3]]).realize()
 
   def step(a, b):  # a GEMM big enough, a smaller GEMM, a gather (sum of a select, not a product) and elementwise work
@@ -70,7 +73,7 @@ def test_a_schedule_that_computes_other_values_is_rejected(monkeypatch):
     return s
   monkeypatch.setattr(search, "beam_search", record)
   monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)
-  monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
+  monkeypatch.setattr(jit_module, "getenv", jit_module.getenv)  # install_gemm_beam's JITBEAM read, restored after
   monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))
   backend.install_gemm_beam(2, min_size=24 * 40 * 56)
   a, b = Tensor.randn(24, 40).realize(), Tensor.randn(40, 56).realize()
@@ -307,7 +310,7 @@ def test_bench_times_the_step_train_py_runs(monkeypatch):
   from tinygrad.uop.ops import Ops, UPat, PatternMatcher
   from studentz_training.trainer import Trainer
   monkeypatch.setattr(realize, "pm_beam", realize.pm_beam)
-  monkeypatch.setenv("JITBEAM", os.environ.get("JITBEAM", "0"))
+  monkeypatch.setattr(jit_module, "getenv", jit_module.getenv)  # install_gemm_beam's JITBEAM read, restored after
   monkeypatch.setattr(backend, "_BEAM", dict(backend._BEAM))
   monkeypatch.setattr(search, "beam_search", lambda s, *a, **k: s)  # the kernels' keys only: no schedules
   backend.install_gemm_beam(2, min_size=1 << 14)

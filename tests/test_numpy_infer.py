@@ -73,8 +73,9 @@ def test_big_batch_split_over_threads_equals_small_batches(monkeypatch):
   assert split.shape == (n, D) and np.abs(split - small).max() < 1e-5
 
 
-def test_decoder_and_projection_match_tinygrad():
-  cfg = tiny_cfg(dec_output="tied")
+@pytest.mark.parametrize("draft", [0, 4])
+def test_decoder_and_projection_match_tinygrad(draft):
+  cfg = tiny_cfg(dec_output="tied", dec_draft=draft)
   dec, proj = perturbed(Decoder(cfg), 1), perturbed(ModeBProjection(cfg), 2)
   ours_arrays = arrays_of({"decoder": dec, "proj_b": proj})
   ours, ours_proj = numpy_infer.Decoder(cfg, ours_arrays), numpy_infer.ModeBProjection(cfg, ours_arrays)
@@ -95,11 +96,12 @@ def test_decoder_and_projection_match_tinygrad():
                                                                                         max_len=5)).all()
 
 
-def test_step_reorders_rows_and_skips_ended_ones():
+@pytest.mark.parametrize("draft", [0, 4])
+def test_step_reorders_rows_and_skips_ended_ones(draft):
   """parents hand rows another row's cache (beam search; numpy copies only the moved rows) as tinygrad's state does;
   rows not `live` come back as zeros, cost nothing and leave the live rows' logits as they were."""
   from studentz_runtime import generate
-  cfg = tiny_cfg(dec_output="tied")
+  cfg = tiny_cfg(dec_output="tied", dec_draft=draft)
   dec = perturbed(Decoder(cfg), 5)
   ours = numpy_infer.Decoder(cfg, arrays_of({"decoder": dec}))
   rng = np.random.default_rng(6)

@@ -569,3 +569,15 @@ def test_a_run_whose_validations_are_all_non_finite_names_no_best(work, tmp_path
   err = capsys.readouterr().err
   assert "no best checkpoint" in err and "checkpoints in" not in err
   assert (tmp_path / "run" / "last").exists() and not (tmp_path / "run" / "best").exists()
+
+
+def test_resume_links_a_best_step_a_kill_left_unlinked(work):
+  """validate_and_save writes last/ then links best/: a kill between the two left the best step without its link (a
+  resumed run that never beat it then ended with no best). Resuming links it."""
+  out = work["base"] / "unlinked"
+  assert run_main(run_args(work, out, "--steps", "2", "--eval_every", "2")) == 0
+  best = (out / "best").resolve()
+  (out / "best").unlink()
+  assert run_main(["--resume", out, "--steps", "4", "--quiet"]) == 0
+  assert (out / "best").exists() and json.loads((out / "best" / "config.json").read_text())["step"] in (2, 4)
+  assert best.name == "step-0000002"
