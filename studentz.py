@@ -346,7 +346,8 @@ class Decoder:
     """One new token per row from the cached block inputs: the math of __call__ at the last position.
 
     tok (B,) int; bufs[i] (B, span_i + 1, d) the last inputs of block i (zeros before the start, like the causal
-    pad); zb, films from `condition` (zb plus this position's row of `draft`, where the decoder has one). Returns logits (B, V) and the updated buffers (oldest input dropped)."""
+    pad); zb, films from `condition` (zb plus this position's row of `draft`, where the decoder has one). Returns
+    logits (B, V) and the updated buffers (oldest input dropped)."""
     B = tok.shape[0]
     ones = Tensor.ones(B, 1, device=tok.device)
     x = self.embed(tok.reshape(B, 1)).cast(self.act_dtype) + zb.unsqueeze(1)      # (B, 1, d)
