@@ -253,6 +253,24 @@ def extract_cdda(root: Path) -> Iterator[str]:
       yield from prose_sentences(text)
 
 
+_ES_BACKTICK = re.compile(r"`([^`]+)`")  # a conversation's text and choices
+_ES_FIELD = re.compile(r'^\s*(description|dialog|spaceport|message)\s+"([^"]{20,})"\s*$')  # descriptions, dialogs
+
+
+def extract_endless_sky(root: Path) -> Iterator[str]:
+  """endless-sky-data: the game's data files (usr/share/games/endless-sky/data/**/*.txt); the backtick-quoted
+  conversation texts and the quoted description, dialog, spaceport and message strings, split into sentences.
+  Strings with placeholders (<first>, <ship>, ...) are dropped rather than filled in."""
+  files = sorted(root.glob("usr/share/games/endless-sky/data/**/*.txt"))
+  if not files: raise BuildError(f"no usr/share/games/endless-sky/data/**/*.txt under {root}")
+  for f in files:
+    for line in _read(f).splitlines():
+      if line.lstrip().startswith("#"): continue
+      texts = _ES_BACKTICK.findall(line) or [m.group(2) for m in [_ES_FIELD.match(line)] if m]
+      for text in texts:
+        if not re.search(r"<[^>]*>", text): yield from prose_sentences(text.replace("\t", " "))
+
+
 _MAL = "{http://projectmallard.org/1.0/}"
 # inline elements whose text is code, a file name or a command: a sentence holding one is dropped (marker)
 _MAL_CODE = {"code", "cmd", "sys", "file", "input", "output", "var", "screen", "synopsis"}
@@ -365,6 +383,8 @@ SOURCES = [
   Source("botchan", "pypi", "sentencepiece", "0.2.0", "", extract_botchan, botchan_license),
   Source("cdda", "debian", "cataclysm-dda-data", "0.F-3-9", "usr/share/doc/cataclysm-dda-data/copyright",
          extract_cdda),
+  Source("endless-sky", "debian", "endless-sky-data", "0.9.8-1.2", "usr/share/doc/endless-sky-data/copyright",
+         extract_endless_sky),
 ]
 
 
