@@ -185,13 +185,14 @@ def test_a_draft_added_to_a_checkpoint_starts_at_nothing_then_trains(ckpt, capsy
   """--dec_draft R on a checkpoint without a draft: the same logits at the start, the draft moves after one step; a
   checkpoint with another draft rank is refused in one line."""
   d, cfg, old = ckpt
-  new, models = deeper(cfg, ("dec_draft", "3"))
+  new, models = deeper(cfg, ("dec_draft", "3"), ("loss_weights.bow", "0.1"))
   train.init_from_checkpoint(models, d, FakeTok(), {"dec_draft"})
   assert "added as identity: decoder draft_in, decoder draft_out" in capsys.readouterr().err.splitlines()[-1]
   b = batch()
   args = (Tensor(b["tokens"]), Tensor(b["teacher"]), Tensor(b["mode_b"].astype(np.int32)))
   np.testing.assert_allclose(models["decoder"](*args).numpy(), old["decoder"](*args).numpy(), atol=1e-5, rtol=1e-5)
-  Trainer(new, models, joint_loss_fn).step(batch(2))
+  out = Trainer(new, models, joint_loss_fn).step(batch(2))  # the JIT'd step, the bag-of-words term in it too
+  assert np.isfinite(out["bow"]) and out["bow"] > 0
   assert np.abs(models["decoder"].draft_out.weight.numpy()).max() > 0
   save_tensors(tmp_path / "model.safetensors",
                {f"{k}.{n}": t for k, m in models.items() for n, t in get_state_dict(m).items()})
