@@ -383,17 +383,17 @@ class DecoderState:
     self.zb, self.films = dec.condition(z)
     self.mode = np.broadcast_to(np.asarray(mode, np.int64), (B,)).copy()
     self.bufs = [np.zeros((B, blk.conv.span + 1, dec.cfg.d_model), np.float32) for blk in dec.blocks]
-    # the draft's rows still to come, a zero row last (positions past max_len)
-    self.draft = dec.draft(z, dec.cfg.max_len + 1)
+    # the draft of every position, a zero row last (positions past max_len), and each row's next position
+    self.draft, self.pos = dec.draft(z, dec.cfg.max_len + 1), np.zeros(B, np.int64)
     return self
 
   def _input_bias(self, rows=None) -> np.ndarray:
-    """z's input bias of each row's next position (zb plus the draft's next row), the draft moved on by one."""
+    """z's input bias of each row's next position (zb plus the draft's row there); those rows move on by one."""
     if self.draft is None: return self.zb if rows is None else self.zb[rows]
-    sel = slice(None) if rows is None else rows
-    nxt = self.draft[sel, 0].copy()
-    self.draft[sel] = np.concatenate([self.draft[sel, 1:], self.draft[sel, -1:]], 1)
-    return self.zb[sel] + nxt
+    r = np.arange(self.batch_size) if rows is None else rows
+    p = self.pos[r]
+    self.pos[r] = np.minimum(p + 1, self.decoder.cfg.max_len)
+    return self.zb[r] + self.draft[r, p]
 
   takes_live = True  # step's `live`: candidates.one_pass skips the rows that have ended
 
@@ -409,7 +409,7 @@ class DecoderState:
       moved = np.flatnonzero(p != np.arange(len(p)))  # only those rows are copied (rerank's pass: its beam rows)
       src = p[moved]
       for a in [*self.bufs, self.zb, self.mode, *(f for film in self.films for f in film)]: a[moved] = a[src]
-      if self.draft is not None: self.draft[moved] = self.draft[src]
+      if self.draft is not None: self.draft[moved], self.pos[moved] = self.draft[src], self.pos[src]
     tok = np.asarray(tokens).reshape(self.batch_size)
     if live is not None and not np.all(live): return self._step_rows(tok, np.flatnonzero(live))
     x = dec.embed[tok] + self._input_bias()                                        # (B, d)
