@@ -159,8 +159,7 @@ def extract_chatterbot(root: Path) -> Iterator[str]:
     import yaml
   except ImportError as e:
     raise BuildError("chatterbot needs PyYAML: pip install pyyaml (or apt-get install python3-yaml)") from e
-  files = sorted(root.glob("*/chatterbot_corpus/data/english/*.yml"))
-  if not files: raise BuildError(f"no english/*.yml under {root}")
+  files = _files(root, "*/chatterbot_corpus/data/english/*.yml")
   for f in files:
     for conv in (yaml.safe_load(_read(f)) or {}).get("conversations") or []:
       yield from (str(turn) for turn in conv if isinstance(turn, (str, int, float)))
@@ -191,7 +190,7 @@ def extract_aiml(root: Path) -> Iterator[str]:
 
 def aiml_license(root: Path) -> str:
   """The data's license is the GPL notice at the top of each ALICE file; the package's COPYING (BSD) covers its code."""
-  first = sorted(root.glob("*/aiml/botdata/alice/*.aiml"))[0]
+  first = _files(root, "*/aiml/botdata/alice/*.aiml")[0]
   notice = "\n".join(re.findall(r"<!--(.*?)-->", _read(first)[:2000])).strip()
   code = sorted(root.glob("*/COPYING.txt"))
   head = ("The lines of aiml.txt.gz come from the ALICE AIML files (aiml/botdata/alice/*.aiml), whose header "
@@ -200,9 +199,7 @@ def aiml_license(root: Path) -> str:
 
 
 def _botchan_file(root: Path) -> Path:
-  found = sorted(root.glob("*/test/botchan.txt"))
-  if not found: raise BuildError(f"no test/botchan.txt under {root}")
-  return found[0]
+  return _files(root, "*/test/botchan.txt")[0]
 
 
 def extract_botchan(root: Path) -> Iterator[str]:
@@ -243,9 +240,7 @@ def _cdda_strings(o, key=None) -> Iterator[str]:
 def extract_cdda(root: Path) -> Iterator[str]:
   """cataclysm-dda-data: the game's JSON (usr/share/games/cataclysm-dda/json, mods left out); the prose string fields,
   split into sentences. Templates (<name>, %s, $var) would leave holes: a string holding one is dropped."""
-  files = sorted(root.glob("usr/share/games/cataclysm-dda/json/**/*.json"))
-  if not files: raise BuildError(f"no usr/share/games/cataclysm-dda/json/**/*.json under {root}")
-  for f in files:
+  for f in _files(root, "usr/share/games/cataclysm-dda/json/**/*.json"):
     try: data = json.loads(_read(f))
     except json.JSONDecodeError: continue
     for text in _cdda_strings(data):
@@ -261,9 +256,7 @@ def extract_endless_sky(root: Path) -> Iterator[str]:
   """endless-sky-data: the game's data files (usr/share/games/endless-sky/data/**/*.txt); the backtick-quoted
   conversation texts and the quoted description, dialog, spaceport and message strings, split into sentences.
   Strings with placeholders (<first>, <ship>, ...) are dropped rather than filled in."""
-  files = sorted(root.glob("usr/share/games/endless-sky/data/**/*.txt"))
-  if not files: raise BuildError(f"no usr/share/games/endless-sky/data/**/*.txt under {root}")
-  for f in files:
+  for f in _files(root, "usr/share/games/endless-sky/data/**/*.txt"):
     for line in _read(f).splitlines():
       if line.lstrip().startswith("#"): continue
       texts = _ES_BACKTICK.findall(line) or [m.group(2) for m in [_ES_FIELD.match(line)] if m]
@@ -301,8 +294,7 @@ def _mallard_blocks(el: ET.Element) -> Iterator[str]:
 
 def extract_gnome_help(root: Path) -> Iterator[str]:
   """gnome-user-docs: the English (C) Mallard pages of the GNOME desktop help and the system admin guide."""
-  pages = sorted(root.glob("usr/share/help/C/*/*.page"))
-  if not pages: raise BuildError(f"no help/C/*/*.page under {root}")
+  pages = _files(root, "usr/share/help/C/*/*.page")
   for page in pages:
     for block in _mallard_blocks(ET.parse(page).getroot()):
       yield from (s for s in prose_sentences(block) if _MARK not in s)
@@ -341,6 +333,13 @@ def extract_debian_faq(root: Path) -> Iterator[str]:
     if re.match(r" {8,}", para.splitlines()[0] if para.strip() else ""): continue  # examples: commands, listings
     body = re.sub(r"^\s*(Chapter )?\d+(\.\d+)*\.\s+", "", " ".join(para.split()))
     yield from prose_sentences(body)
+
+
+def _files(root: Path, pattern: str) -> list[Path]:
+  """The package's files matching pattern, sorted; a BuildError naming the pattern when there are none."""
+  files = sorted(root.glob(pattern))
+  if not files: raise BuildError(f"no {pattern} under {root}")
+  return files
 
 
 def _read(path: Path) -> str:
