@@ -66,6 +66,11 @@ def prose_sentences(text: str) -> list[str]:
   return [s for s in split_sentences(text) if not s[0].islower()]
 
 
+def full_sentences(text: str) -> list[str]:
+  """Prose sentences that end like one (. ! ?, maybe inside quotes): names, titles, labels and goals don't."""
+  return [s for s in prose_sentences(text) if re.search(r"[.!?][\"')]*$", s)]
+
+
 def split_sentences(text: str) -> list[str]:
   """Split prose at . ! ? followed by a capitalised word; abbreviations (e.g., Mr.) and initials (J.) don't end one."""
   text = " ".join(text.split())
@@ -265,6 +270,24 @@ def extract_endless_sky(root: Path) -> Iterator[str]:
         if not re.search(r"<[^>]*>", text): yield from prose_sentences(text.replace("\t", " "))
 
 
+# WML, left to right: a comment, or a string ("" inside is a quote), translatable when _ comes before it
+_WML_TOKEN = re.compile(r'#[^\n]*|((?<!\w)_\s*)?"((?:[^"]|"")*)"')
+_WML_DIRECTION = re.compile(r"\(\s*<i>[^<]*</i>\s*\)")  # stage directions, (<i>Sighs</i>): not speech
+_WML_EMPHASIS = re.compile(r"</?(i|b|big|small|s|italic)>")
+
+
+def extract_wesnoth(root: Path) -> Iterator[str]:
+  """wesnoth-1.16 campaigns: the translatable strings (_ "...") of data/campaigns/*/**/*.cfg (dialogue, narration,
+  unit descriptions), full sentences only (names, titles and objectives end without . ! ?). Stage directions and
+  emphasis tags are removed; a string with other markup (<span>, <img>) or a variable ($name) is dropped."""
+  for f in _files(root, "usr/share/games/wesnoth/1.16/data/campaigns/*/**/*.cfg"):
+    for m in _WML_TOKEN.finditer(_read(f)):
+      if m.group(1) is None: continue  # a comment or an untranslated string: ids, file names, code
+      text = re.sub(r"^[\w +]+\^", "", m.group(2).replace('""', '"'))  # 'female^...': a translator's context
+      text = _WML_EMPHASIS.sub("", _WML_DIRECTION.sub("", text))
+      if not re.search(r"[<>$]", text): yield from full_sentences(text)
+
+
 _MAL = "{http://projectmallard.org/1.0/}"
 # inline elements whose text is code, a file name or a command: a sentence holding one is dropped (marker)
 _MAL_CODE = {"code", "cmd", "sys", "file", "input", "output", "var", "screen", "synopsis"}
@@ -375,6 +398,9 @@ class Source:
     return f"{self.package} {self.version}" + (f" +{len(self.more_packages)}" if self.more_packages else "")
 
 
+# the other 15 campaigns of Wesnoth 1.16 (httt is the source's first package); all 16 share one copyright file
+_WESNOTH_CAMPAIGNS = ("did", "dm", "dw", "ei", "l", "low", "nr", "sof", "sota", "sotbe", "thot", "trow", "tsg", "ttb",
+                      "utbs")
 SOURCES = [
   Source("ding", "debian", "trans-de-en", "1.9-6", "usr/share/doc/trans-de-en/copyright", extract_ding),
   Source("chatterbot", "pypi", "chatterbot-corpus", "1.3.3", "*/license.md", extract_chatterbot),
@@ -390,6 +416,8 @@ SOURCES = [
          extract_cdda),
   Source("endless-sky", "debian", "endless-sky-data", "0.9.8-1.2", "usr/share/doc/endless-sky-data/copyright",
          extract_endless_sky),
+  Source("wesnoth", "debian", "wesnoth-1.16-httt", "1:1.16.9-1", "usr/share/doc/wesnoth-1.16-httt/copyright",
+         extract_wesnoth, more_packages=tuple(f"wesnoth-1.16-{c}" for c in _WESNOTH_CAMPAIGNS)),
 ]
 
 
