@@ -288,6 +288,30 @@ def extract_wesnoth(root: Path) -> Iterator[str]:
       if not re.search(r"[<>$]", text): yield from full_sentences(text)
 
 
+# crawl's data files not taken: quotes.txt quotes books (many in copyright); commands, hints and tutorial are key help
+_CRAWL_SKIP = {"quotes.txt", "commands.txt", "hints.txt", "tutorial.txt"}
+# of database/ (mostly name generators), the game's own messages; monster and weapon speech quotes songs and films
+_CRAWL_DB = ("godspeak", "monspell", "shout")
+
+
+def extract_crawl(root: Path) -> Iterator[str]:
+  """crawl-common: entries of dat/descript/*.txt (monsters, items, places, gods, spells, ...) and of three database
+  message files. Entries sit between '%%%%' lines, a key line first; alternatives are separated by blank lines. An
+  alternative with a template (@monster@, $var, <include>, {{lua}}) or a comment line (often naming a quote's source)
+  is dropped; a 'w:5' weight line and a VISUAL:/SOUND: prefix are cut off."""
+  dat = "usr/share/crawl/dat"
+  files = [f for f in _files(root, f"{dat}/descript/*.txt") if f.name not in _CRAWL_SKIP]
+  for f in files + [root / dat / "database" / f"{n}.txt" for n in _CRAWL_DB]:
+    for entry in re.sub(r"\{\{.*?\}\}", "@", _read(f), flags=re.S).split("%%%%"):
+      lines = entry.strip("\n").split("\n")
+      while lines and lines[0].startswith("#"): lines.pop(0)  # section headings before the key
+      for para in re.split(r"\n[ \t]*\n", "\n".join(lines[1:])):
+        if re.search(r"[@$<>]", para) or re.search(r"^#", para, re.M): continue
+        para = re.sub(r"^(w:\d+\s*$|(VISUAL|SOUND):)", "", para, flags=re.M)
+        # 'if you see this, it is a bug': texts for states the game never reaches
+        yield from (t for t in full_sentences(para) if not re.search(r"\bbug", t, re.I))
+
+
 _MAL = "{http://projectmallard.org/1.0/}"
 # inline elements whose text is code, a file name or a command: a sentence holding one is dropped (marker)
 _MAL_CODE = {"code", "cmd", "sys", "file", "input", "output", "var", "screen", "synopsis"}
@@ -418,6 +442,7 @@ SOURCES = [
          extract_endless_sky),
   Source("wesnoth", "debian", "wesnoth-1.16-httt", "1:1.16.9-1", "usr/share/doc/wesnoth-1.16-httt/copyright",
          extract_wesnoth, more_packages=tuple(f"wesnoth-1.16-{c}" for c in _WESNOTH_CAMPAIGNS)),
+  Source("crawl", "debian", "crawl-common", "2:0.28.0-1.1", "usr/share/doc/crawl-common/copyright", extract_crawl),
 ]
 
 
