@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse, dataclasses, glob, gzip, html, io, json, re, shutil, subprocess, sys, tarfile, zipfile
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -348,6 +349,74 @@ def extract_gnome_help(root: Path) -> Iterator[str]:
       yield from (s for s in prose_sentences(block) if _MARK not in s)
 
 
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
+# LibreOffice help pages: page furniture, menu-path boxes, code examples, link lists and Mac-only variants aren't text
+_LO_SKIP_TAGS = {"head", "header", "aside", "nav", "footer", "script", "style", "pre", "noscript"}
+_LO_SKIP_CLASSES = {"howtoget", "relatedtopics", "bascode", "pycode", "code", "debug", "iconcell", "DonationFrame"}
+_LO_KIND = {"literal": "code", "input": "code", "emph": "ui", "menuitem": "ui", "keycode": "ui"}
+
+
+class _HelpPage(HTMLParser):
+  """The <p> blocks of a help page, each a list of (text, kind): kind 'ui' for labels, 'code' for code, else ''."""
+
+  def __init__(self):
+    super().__init__(convert_charrefs=True)
+    self.stack: list[tuple[str, bool, str]] = []  # open elements: (tag, skipped, kind of text inside)
+    self.blocks: list[list[tuple[str, str]]] = []
+    self.block: list[tuple[str, str]] | None = None
+
+  def handle_starttag(self, tag, attrs):
+    if tag in _VOID: return
+    a = dict(attrs)
+    classes = set((a.get("class") or "").split()) | {a.get("id") or ""}  # ids too: the donation box
+    up_skip, up_kind = self.stack[-1][1:] if self.stack else (False, "")
+    # of a switch's hidden variants (MAC, WRITER, ...) the page shows the default one, the one without a class
+    skip = up_skip or tag in _LO_SKIP_TAGS or bool(classes & _LO_SKIP_CLASSES) or ("hidden" in a and "class" in a)
+    kind = up_kind or next((_LO_KIND[c] for c in sorted(classes) if c in _LO_KIND), "")
+    self.stack.append((tag, skip, kind))
+    if tag == "p" and not skip: self.block = []
+
+  def handle_endtag(self, tag):
+    if all(t != tag for t, _, _ in self.stack): return  # a stray end tag
+    while self.stack:
+      t, skip, _ = self.stack.pop()
+      if t == "p" and not skip and self.block is not None: self.blocks.append(self.block); self.block = None
+      if t == tag: break
+
+  def handle_data(self, data):
+    if self.block is not None and self.stack and not self.stack[-1][1]: self.block.append((data, self.stack[-1][2]))
+
+
+def _lo_sentences(block: list[tuple[str, str]]) -> Iterator[str]:
+  """Sentences of one block, without those holding code or made mostly of UI labels ('Choose Format - Page.')."""
+  chars: list[str] = []; kinds: list[str] = []
+  for text, kind in block:  # whitespace collapsed here, a kind kept per character
+    for c in text:
+      if c.isspace() and (not chars or chars[-1] == " "): continue
+      if c in ".,;:!?" and chars and chars[-1] == " ": chars.pop(); kinds.pop()  # 'icon <img>.' leaves 'icon .'
+      chars.append(" " if c.isspace() else c); kinds.append(kind)
+  text, pos = "".join(chars).rstrip(), 0
+  for s in full_sentences(text):
+    i = text.find(s, pos); pos = i + len(s)
+    starts = [m.start() + i for m in re.finditer(r"\S+", s)]
+    if "code" in kinds[i:pos] or sum(kinds[j] == "ui" for j in starts) > len(starts) / 2: continue
+    yield s
+
+
+# pages not taken: the Basic and macro reference (code), the lists of menu paths (*/00), the help viewer's own pages
+_LO_SKIP_PAGES = re.compile(r"/text/(sbasic|[a-z]+/00|shared/help)/")
+
+
+def extract_libreoffice_help(root: Path) -> Iterator[str]:
+  """libreoffice-help-en-us: the <p> blocks of the English help pages (text/**/*.html), split into sentences; see
+  _LO_SKIP_PAGES for the pages and _lo_sentences for the sentences left out."""
+  for page in _files(root, "usr/share/libreoffice/help/en-US/text/**/*.html"):
+    if _LO_SKIP_PAGES.search(page.as_posix()): continue
+    parser = _HelpPage()
+    parser.feed(_read(page)); parser.close()
+    for block in parser.blocks: yield from _lo_sentences(block)
+
+
 def extract_gcide_quotes(root: Path) -> Iterator[str]:
   """dict-gcide: the cited usage quotations (indented blocks ending '--Author.'); the attribution is cut off."""
   text = _read_dz(root / "usr/share/dictd/gcide.dict.dz")
@@ -443,6 +512,8 @@ SOURCES = [
   Source("wesnoth", "debian", "wesnoth-1.16-httt", "1:1.16.9-1", "usr/share/doc/wesnoth-1.16-httt/copyright",
          extract_wesnoth, more_packages=tuple(f"wesnoth-1.16-{c}" for c in _WESNOTH_CAMPAIGNS)),
   Source("crawl", "debian", "crawl-common", "2:0.28.0-1.1", "usr/share/doc/crawl-common/copyright", extract_crawl),
+  Source("libreoffice-help", "debian", "libreoffice-help-en-us", "4:7.4.7-1+deb12u14",
+         "usr/share/doc/libreoffice-help-en-us/copyright", extract_libreoffice_help),
 ]
 
 
