@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK
-from studentz_runtime import candidates
+from studentz_runtime import candidates, edits
 from studentz_runtime.logits import (NEG, _draw, _log_softmax, _mask_specials, filter_logits,  # noqa: F401
                                      repeated_ngram_tokens, restrict)
 from studentz_runtime.metrics import cosine
@@ -285,30 +285,35 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
   `target` (default z itself: mode A, the student's z judged by the student). For mode B pass the teacher vector as
   target: the student's z lives in the teacher's space, so the student judges there too.
 
-  rounds > 1 corrects (vec2text's move): each later round decodes from c + step_size * (target - z_best), c the last
-  condition in target's space (first: target) and z_best the embedding of the best text so far, so the decoder is
-  pushed against the error its best text still makes; `proj` maps c to the decoder's input (mode B: the model's
-  ModeBProjection; default identity; round 1 decodes z itself). The best is kept across rounds: its cosine never falls.
+  rounds > 1 corrects: each later round decodes from c + step_size * (target - z_best), c the last condition in
+  target's space (first: target) and z_best the embedding of the best text so far, so the decoder is pushed against
+  the error its best text still makes (vec2text's move; `proj` maps c to the decoder's input, mode B: the model's
+  ModeBProjection; default identity), and judges those candidates together with the one-word edits of the best text
+  (edits.py). The best is kept across rounds: its cosine never falls.
   Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) round 1's greedy candidate's, "rounds": per
   round {"texts", "cos" (mean best so far), "new_cos" (mean of the round's own best), "seconds" (since the start)}}."""
   import time
   t0 = time.perf_counter()
   z = check_z(z, decoder.cfg.proj_dim)
   target = z if target is None else np.asarray(target, np.float32).reshape(len(z), -1)
-  N, rows = len(z), np.arange(len(z))
+  N, T = len(z), _prepare(decoder, z, max_len)[1]
   best_txt, best_cos, best_z = [""] * N, np.full(N, -np.inf), np.zeros_like(target)
   cond, zc, per_round, greedy_cos = target.copy(), z, [], None
   for r in range(int(rounds)):
     if r: cond = cond + step_size * (target - best_z)
     if r: zc = check_z(cond if proj is None else proj(cond), decoder.cfg.proj_dim)
     groups = rerank_candidates(decoder, zc, tokenizer, k, max_len, seed * 1000 + r, mode, **rep)
-    emb = np.asarray(embed_fn([t for g in groups for t in g]), np.float32).reshape(len(groups), N, -1)
-    cos = cosine(emb, target)                                                 # (k, N)
-    pick = cos.argmax(0)  # ties go to the earlier candidate: greedy, then the beam's order
-    new_cos = cos[pick, rows]
-    if greedy_cos is None: greedy_cos = cos[0]
+    rows = [[g[i] for g in groups] for i in range(N)]  # greedy first: ties go to it, then to the beam's order
+    if r: rows = [a + b for a, b in zip(rows, edits.candidates(decoder, z, mode, tokenizer, best_txt, T))]
+    sizes = [len(row) for row in rows]
+    emb = np.asarray(embed_fn([t for row in rows for t in row]), np.float32)
+    offsets = np.cumsum([0] + sizes[:-1])
+    cos = [cosine(emb[o:o + n], target[i]) for i, (o, n) in enumerate(zip(offsets, sizes))]
+    pick = [int(c.argmax()) for c in cos]
+    new_cos = np.array([c[j] for c, j in zip(cos, pick)])
+    if greedy_cos is None: greedy_cos = np.array([c[0] for c in cos])
     for i in np.flatnonzero(new_cos > best_cos):
-      best_txt[i], best_cos[i], best_z[i] = groups[pick[i]][i], new_cos[i], emb[pick[i], i]
+      best_txt[i], best_cos[i], best_z[i] = rows[i][pick[i]], new_cos[i], emb[offsets[i] + pick[i]]
     per_round.append({"texts": list(best_txt), "cos": float(best_cos.mean()), "new_cos": float(new_cos.mean()),
                       "seconds": time.perf_counter() - t0})
   return {"texts": best_txt, "cos": best_cos, "greedy_cos": greedy_cos, "rounds": per_round}
