@@ -27,23 +27,24 @@ sys.path.insert(0, str(ROOT / "scripts"))
 PREPARE = ("python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd "
            "--tokenizer models/default/tokenizer.json --limit 20000")
 # (name, mode, decode options): one pass and each control alone, then the correction: the rerank with its default
-# candidates for up to 5 rounds, each round's best scored (results name_round1 .. name_round5); _teacher: the teacher
-# judges the candidates (it is also the scorer of semantic cos: BLEU and token-F1 are the independent figures)
+# candidates for up to 3 rounds (later rounds also judge the best text's one-word edits), each round's best scored
+# (results name_round1 .. name_round3); _teacher: the teacher judges the candidates (it is also the scorer of
+# semantic cos: BLEU and token-F1 are the independent figures)
 CONFIGS = [("a_greedy", "a", {}), ("b_greedy", "b", {}),
            ("a_no_repeat_ngram3", "a", {"no_repeat_ngram": 3}), ("b_no_repeat_ngram3", "b", {"no_repeat_ngram": 3}),
            ("a_repetition_penalty1.2", "a", {"repetition_penalty": 1.2}),
            ("b_repetition_penalty1.2", "b", {"repetition_penalty": 1.2}),
-           ("a_correct8", "a", {"strategy": "rerank", "rerank": 8, "rounds": 5}),
-           ("b_correct8", "b", {"strategy": "rerank", "rerank": 8, "rounds": 5}),
-           ("a_correct8_teacher", "a", {"strategy": "rerank", "rerank": 8, "rounds": 5, "judge": "teacher"}),
-           ("b_correct8_teacher", "b", {"strategy": "rerank", "rerank": 8, "rounds": 5, "judge": "teacher"})]
+           ("a_correct8", "a", {"strategy": "rerank", "rerank": 8, "rounds": 3}),
+           ("b_correct8", "b", {"strategy": "rerank", "rerank": 8, "rounds": 3}),
+           ("a_correct8_teacher", "a", {"strategy": "rerank", "rerank": 8, "rounds": 3, "judge": "teacher"}),
+           ("b_correct8_teacher", "b", {"strategy": "rerank", "rerank": 8, "rounds": 3, "judge": "teacher"})]
 
 
-def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int) -> dict:
+def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int, split: str = "test") -> dict:
   """{domain: up to per_domain held-out texts of at most max_tokens student tokens, in corpus order}."""
   from heldout_eval import heldout_texts
   out = {}
-  for name, texts in heldout_texts(data_dir, 10 ** 9).items():
+  for name, texts in heldout_texts(data_dir, 10 ** 9, split).items():
     _, mask = tok.encode_batch(texts, max_len) if texts else (None, np.zeros((0, 1)))
     keep = [t for t, n in zip(texts, mask.sum(1) - 2) if n <= max_tokens and t.strip()]
     if keep: out[name] = keep[:per_domain]
@@ -112,6 +113,8 @@ def main(argv=None) -> int:
   ap.add_argument("--data", required=True, help="a prepared mix folder (python -m studentz_corpus prepare)")
   ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: the shipped model)")
   ap.add_argument("--per-domain", type=int, default=64, help="held-out texts per domain (default 64)")
+  ap.add_argument("--split", choices=["test", "val"], default="test",
+                  help="held-out split (default test); val: for choosing decoding settings without reading test")
   ap.add_argument("--max-tokens", type=int, default=32, help="longest text kept, in student tokens (default 32)")
   ap.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
   ap.add_argument("--json", default=None, help="write the results here")
@@ -126,14 +129,14 @@ def main(argv=None) -> int:
   from teacher.numpy_model import load_teacher
   model = StudentZ.load(a.ckpt, engine="numpy")
   teacher = load_teacher(model.info["teacher"]["name"])
-  texts = short_texts(a.data, model.tokenizer, a.per_domain, a.max_tokens, model.max_len)
+  texts = short_texts(a.data, model.tokenizer, a.per_domain, a.max_tokens, model.max_len, a.split)
   t_ref = {d: teacher.embed(tx) for d, tx in texts.items()}
   z_a = {d: model.encode(tx) for d, tx in texts.items()}
   want = set(a.configs.split(",")) if a.configs else None
   out = {"command": "python scripts/decode_eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),
          "data_command": PREPARE,
          "card": "CPU 2-core", "engine": "numpy", "checkpoint": a.ckpt or "models/default", "data": str(a.data),
-         "split": "test", "max_tokens": a.max_tokens, "n": {d: len(t) for d, t in texts.items()}, "results": {}}
+         "split": a.split, "max_tokens": a.max_tokens, "n": {d: len(t) for d, t in texts.items()}, "results": {}}
   for name, mode, opts in CONFIGS:
     if want and name not in want: continue
     t0 = time.perf_counter()
