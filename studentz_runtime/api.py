@@ -197,9 +197,10 @@ class StudentZ:
     top_p, seed), "beam" (width `beam`) or "rerank" (`rerank` candidates per row: greedy, beam and samples, re-embedded
     by the judge, "student" or "teacher" (the checkpoint's teacher, in numpy: slower, the embedder that defines the
     space); the one closest to z wins; `rounds` > 1 decodes again from a condition corrected by the best text's
-    error and judges one-word edits of the best text too, decoding.rerank_decode). max_len: generated tokens at most (default: the checkpoint's max_len - 1).
-    no_repeat_ngram: n-grams of this size never repeat within a row's text (0 = off); repetition_penalty: already
-    generated tokens' logits divided (positive) or multiplied (negative) by it (1 = off)."""
+    error and judges one-word edits of the best text too, decoding.rerank_decode). max_len: generated tokens at
+    most (default: the checkpoint's max_len - 1). no_repeat_ngram: n-grams of this size never repeat within a
+    row's text (0 = off); repetition_penalty: already generated tokens' logits divided (positive) or multiplied
+    (negative) by it (1 = off)."""
     return self._decode(z, 0, max_len, strategy, top_k, top_p, temperature, beam, seed, judge,
                         no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, rerank=rerank,
                         rounds=rounds)
