@@ -76,10 +76,19 @@ def candidates(decoder, z: np.ndarray, mode, tokenizer, texts: list[str], max_to
   keep = [i for i, x in enumerate(ids) if x]
   out: list[list[str]] = [[] for _ in texts]
   if not keep: return out
-  m = 4 * (ALTERNATIVES + INSERTIONS)  # room for the shortlist's tokens that cannot stand as a word there
+  # room for the shortlist's tokens that cannot stand as a word there
+  m = min(4 * (ALTERNATIVES + INSERTIONS), decoder.cfg.vocab_size)
   top = forced_shortlists(decoder, z[keep], np.broadcast_to(np.asarray(mode), (len(texts),))[keep],
                           [ids[i] for i in keep], m)
   for j, i in enumerate(keep):
-    edits = [e[:max_tokens] for e in text_edits(ids[i], top[j], starts, firsts)]
-    out[i] = tokenizer.decode_batch([np.array(e + [EOS], np.int32) for e in edits]) if edits else []
+    out[i] = _decoded([e[:max_tokens] for e in text_edits(ids[i], top[j], starts, firsts)], tokenizer)
   return out
+
+
+def _decoded(rows: list[list[int]], tokenizer) -> list[str]:
+  """Token id lists -> texts, as decoding's strategies hand theirs over: (n, T) ids, EOS then PAD after each."""
+  from studentz_runtime.decoding import _texts  # decoding imports this module
+  if not rows: return []
+  ids = np.full((len(rows), max(map(len, rows)) + 1), PAD, np.int32)
+  for r, e in enumerate(rows): ids[r, :len(e) + 1] = e + [EOS]
+  return _texts(ids, tokenizer)
