@@ -304,7 +304,9 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
     if r: zc = check_z(cond if proj is None else proj(cond), decoder.cfg.proj_dim)
     groups = rerank_candidates(decoder, zc, tokenizer, k, max_len, seed * 1000 + r, mode, **rep)
     rows = [[g[i] for g in groups] for i in range(N)]  # greedy first: ties go to it, then to the beam's order
-    if r: rows = [a + b for a, b in zip(rows, edits.candidates(decoder, z, mode, tokenizer, best_txt, T))]
+    if r:  # the best texts' one-word edits, judged beside the round's decodes
+      more = edits.candidates(decoder, z, mode, tokenizer, best_txt, T)
+      rows = [row + (_texts(e, tokenizer) if len(e) else []) for row, e in zip(rows, more)]
     sizes = [len(row) for row in rows]
     emb = np.asarray(embed_fn([t for row in rows for t in row]), np.float32)
     offsets = np.cumsum([0] + sizes[:-1])

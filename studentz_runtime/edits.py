@@ -69,26 +69,24 @@ def text_edits(x: list[int], top: np.ndarray, starts: np.ndarray, firsts: np.nda
   return out
 
 
-def candidates(decoder, z: np.ndarray, mode, tokenizer, texts: list[str], max_tokens: int) -> list[list[str]]:
-  """The one-word edits of each of texts (decoded from z, (N, D)), as texts; an empty text gets none."""
+def candidates(decoder, z: np.ndarray, mode, tokenizer, texts: list[str], max_tokens: int) -> list[np.ndarray]:
+  """The one-word edits of each of texts (decoded from z, (N, D)) as the strategies hand decodes over: int32 ids
+  (n, T), EOS then PAD after each; an empty text gets none (0 rows)."""
   starts, firsts = word_starts(tokenizer)
   ids = [tokenizer.backend.encode(t, add_special_tokens=False).ids[:max_tokens] for t in texts]
   keep = [i for i, x in enumerate(ids) if x]
-  out: list[list[str]] = [[] for _ in texts]
+  out = [np.zeros((0, 1), np.int32) for _ in texts]
   if not keep: return out
   # room for the shortlist's tokens that cannot stand as a word there
   m = min(4 * (ALTERNATIVES + INSERTIONS), decoder.cfg.vocab_size)
   top = forced_shortlists(decoder, z[keep], np.broadcast_to(np.asarray(mode), (len(texts),))[keep],
                           [ids[i] for i in keep], m)
   for j, i in enumerate(keep):
-    out[i] = _decoded([e[:max_tokens] for e in text_edits(ids[i], top[j], starts, firsts)], tokenizer)
+    out[i] = _padded([e[:max_tokens] for e in text_edits(ids[i], top[j], starts, firsts)])
   return out
 
 
-def _decoded(rows: list[list[int]], tokenizer) -> list[str]:
-  """Token id lists -> texts, as decoding's strategies hand theirs over: (n, T) ids, EOS then PAD after each."""
-  from studentz_runtime.decoding import _texts  # decoding imports this module
-  if not rows: return []
-  ids = np.full((len(rows), max(map(len, rows)) + 1), PAD, np.int32)
+def _padded(rows: list[list[int]]) -> np.ndarray:
+  ids = np.full((len(rows), max(map(len, rows), default=0) + 1), PAD, np.int32)
   for r, e in enumerate(rows): ids[r, :len(e) + 1] = e + [EOS]
-  return _texts(ids, tokenizer)
+  return ids
