@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from studentz_corpus.tokenizer import BOS, EOS, PAD
-from studentz_runtime.logits import NEG, SPECIALS, shortlist
+from studentz_runtime.logits import _mask_specials, shortlist
 
 ALTERNATIVES = 6  # replacements tried per word: the decoder's best single-token words there
 INSERTIONS = 3  # words tried before each word and after the last
@@ -43,9 +43,7 @@ def forced_shortlists(decoder, z: np.ndarray, mode, ids: list[list[int]], m: int
     if getattr(state, "shortlist_on_device", False):
       out[:, t] = state.step_top(forced[:, t], None, m)[1]
     else:
-      logits = np.array(state.step(forced[:, t]), np.float32)
-      logits[:, list(SPECIALS)] = NEG
-      out[:, t] = shortlist(logits, m, slice(0))[1]
+      out[:, t] = shortlist(_mask_specials(state.step(forced[:, t])), m, slice(0))[1]
   return out
 
 
