@@ -3,7 +3,7 @@
 Decoding again from a corrected condition mostly gives back the texts a round already had; editing the best text moves
 it toward the target a word at a time. Each word of it is deleted, replaced by one of the decoder's best single-token
 words at its place, or preceded by one of them, and a word is appended at its end: the decoder reads the text teacher-
-forced from the round's condition, so the words it proposes fit the meaning being decoded. The judge re-embeds the
+forced from the z being decoded, so the words it proposes fit that meaning. The judge re-embeds the
 edits beside the round's decoded candidates; the round keeps the closest, so its cosine never falls.
 """
 from __future__ import annotations
