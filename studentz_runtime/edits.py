@@ -54,16 +54,21 @@ def _spans(x: list[int], starts: np.ndarray) -> list[tuple[int, int]]:
 
 
 def text_edits(x: list[int], top: np.ndarray, starts: np.ndarray, firsts: np.ndarray) -> list[list[int]]:
-  """Every one-word edit of x (token ids) from the decoder's shortlist `top` (len(x) + 1, m) of each position."""
+  """Every one-word edit of x (token ids) from the decoder's shortlist `top` (len(x) + 1, m) of each position; no
+  edit puts a word beside itself ("will will"): the judge, close to a bag of words, barely tells such a text apart."""
   out = []
   spans = _spans(x, starts)
-  for p, e in spans:
+  words = [x[p:e] for p, e in spans]
+  for k, (p, e) in enumerate(spans):
     fits = [int(a) for a in top[p] if (starts[a] or p == 0 and firsts[a]) and a != EOS]
-    out += [x[:p] + [a] + x[e:] for a in [a for a in fits if [a] != x[p:e]][:ALTERNATIVES]]
-    if len(spans) > 1: out.append(x[:p] + x[e:])
-    if p: out += [x[:p] + [a] + x[p:] for a in [a for a in fits if starts[a]][:INSERTIONS]]
+    before, after = words[k - 1] if k else None, words[k + 1] if k + 1 < len(words) else None
+    out += [x[:p] + [a] + x[e:] for a in [a for a in fits if [a] not in (words[k], before, after)][:ALTERNATIVES]]
+    if len(spans) > 1 and before != after: out.append(x[:p] + x[e:])
+    if p: out += [x[:p] + [a] + x[p:] for a in [a for a in fits if starts[a] and [a] not in (before, words[k])]
+                                                [:INSERTIONS]]
   n = len(x)
-  out += [x + [int(a)] for a in [a for a in top[n] if starts[a] and a != EOS][:INSERTIONS]]
+  last = words[-1] if words else None
+  out += [x + [int(a)] for a in [a for a in top[n] if starts[a] and a != EOS and [a] != last][:INSERTIONS]]
   return out
 
 

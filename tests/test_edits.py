@@ -53,6 +53,16 @@ def test_a_one_word_text_is_never_deleted_to_nothing(three_and_two):
   assert [] not in got and len(got) == 3 + 2
 
 
+def test_no_edit_puts_a_word_beside_itself(three_and_two):
+  starts, firsts = starts_firsts()
+  x = [10, 11, 10]  # words w10 w11 w10: removing w11 would leave w10 w10
+  top = np.array([[6, 10, 11, 12, 13], [10, 11, 12, 13, 14], [10, 11, 12, 13, 14], [10, 12, 13, 14, 15]])
+  got = edits.text_edits(x, top, starts, firsts)
+  assert [10, 10] not in got and [11, 11, 10] not in got and [10, 11, 10, 10] not in got
+  assert all(a != b for e in got for a, b in zip(e, e[1:])), [e for e in got if any(a == b for a, b in zip(e, e[1:]))]
+  assert [10, 11, 10, 12] in got and [10, 12, 11, 10] in got  # the words that repeat nothing stay
+
+
 @pytest.fixture(scope="module")
 def shipped():
   from studentz import DEFAULT_MODEL_DIR, StudentZ
@@ -93,7 +103,7 @@ def test_a_later_round_keeps_an_edit_only_when_the_judge_prefers_it(shipped):
   z = shipped.encode(texts)
   res = decoding.rerank_decode(shipped.models["decoder"], z, shipped.tokenizer, shipped.encode, k=4, rounds=2)
   one, two = res["rounds"]
-  assert two["cos"] >= one["cos"] - 1e-6  # the best so far never falls
+  assert two["score"] >= one["score"] - 1e-6  # the best so far never falls
   cos = decoding.cosine(shipped.encode(two["texts"]), z)
   assert np.allclose(cos, res["cos"], atol=1e-5)  # the cosine reported is the judge's of the text returned
 
