@@ -70,7 +70,8 @@ def decode_rounds(model, z: np.ndarray, mode: str, opts: dict) -> list[tuple[lis
     judge = model._teacher_embed if opts.get("judge") == "teacher" else model.encode
     res = decoding.rerank_decode(model.models["decoder"], zc, model.tokenizer, judge, z, opts["rerank"],
                                  mode=int(mode == "b"), rounds=opts["rounds"], seed=opts.get("seed", 0),
-                                 proj=model._proj_b if mode == "b" else None)
+                                 proj=model._proj_b if mode == "b" else None,
+                                 fluency_weight=opts.get("fluency", decoding.FLUENCY))
   return [(r["texts"], r["seconds"]) for r in res["rounds"]]
 
 
@@ -118,6 +119,9 @@ def main(argv=None) -> int:
   ap.add_argument("--max-tokens", type=int, default=32, help="longest text kept, in student tokens (default 32)")
   ap.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(c[0] for c in CONFIGS))
   ap.add_argument("--json", default=None, help="write the results here")
+  ap.add_argument("--fluency", type=float, default=None,
+                  help="the correction's weight on the decoder's log-probability of a candidate (default "
+                       "decoding.FLUENCY; 0: the judge's cosine alone)")
   ap.add_argument("--samples", type=int, default=3,
                   help="decodes kept per domain and configuration: the domain's first held-out texts (default 3)")
   ap.add_argument("--seed", type=int, default=0, help="the correction's sampling seed (default 0): rerun with others "
@@ -140,7 +144,8 @@ def main(argv=None) -> int:
   for name, mode, opts in CONFIGS:
     if want and name not in want: continue
     t0 = time.perf_counter()
-    if opts.get("strategy") == "rerank": opts = {**opts, "seed": a.seed}
+    if opts.get("strategy") == "rerank": opts = {**opts, "seed": a.seed, **({} if a.fluency is None else
+                                                                             {"fluency": a.fluency})}
     rounds = run_config(model, teacher, texts, t_ref, z_a, mode, opts, a.samples)
     for r, res in enumerate(rounds, 1):
       key = f"{name}_round{r}" if len(rounds) > 1 else name

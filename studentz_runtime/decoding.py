@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from studentz_corpus.tokenizer import BOS, EOS, PAD, UNK
-from studentz_runtime import candidates, edits
+from studentz_runtime import candidates, edits, fluency
 from studentz_runtime.logits import (NEG, _draw, _log_softmax, _mask_specials, filter_logits,  # noqa: F401
                                      repeated_ngram_tokens, restrict)
 from studentz_runtime.metrics import cosine
@@ -25,6 +25,9 @@ RERANK_TEMPERATURE, RERANK_TOP_P = 0.8, 0.95
 # ... and from the best RERANK_TOP_K tokens only: the candidates come from one shortlist per row and step
 # (candidates.py), which a GPU computes on the device instead of copying every logit to the host
 RERANK_TOP_K = 16
+# rerank's choice: the judge's cosine plus this much of the decoder's mean token log-probability of the candidate
+# (fluency.py), so that of two texts about as close the one that reads as text wins
+FLUENCY = 0.02
 
 
 def get_state(decoder, batch_size: int):
@@ -280,7 +283,7 @@ def rerank_candidates(decoder, z: np.ndarray, tokenizer, k: int, max_len=None, s
 
 
 def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_len=None, seed: int = 0, mode=0,
-                  rounds: int = 1, proj=None, step_size: float = 1.0, **rep) -> dict:
+                  rounds: int = 1, proj=None, step_size: float = 1.0, fluency_weight: float = FLUENCY, **rep) -> dict:
   """Decode k candidates per row, re-embed them with embed_fn (texts -> (n, D)), keep the one closest in cosine to
   `target` (default z itself: mode A, the student's z judged by the student). For mode B pass the teacher vector as
   target: the student's z lives in the teacher's space, so the student judges there too.
@@ -289,15 +292,18 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
   target's space (first: target) and z_best the embedding of the best text so far, so the decoder is pushed against
   the error its best text still makes (vec2text's move; `proj` maps c to the decoder's input, mode B: the model's
   ModeBProjection; default identity), and judges those candidates together with the one-word edits of the best text
-  (edits.py). The best is kept across rounds: its cosine never falls.
+  (edits.py). Candidates are chosen by cosine + fluency_weight * the decoder's mean token log-probability of them
+  from z (fluency.py; 0: cosine alone). The best is kept across rounds: its score never falls.
   Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) round 1's greedy candidate's, "rounds": per
-  round {"texts", "cos" (mean best so far), "new_cos" (mean of the round's own best), "seconds" (since the start)}}."""
+  round {"texts", "cos" (mean cosine of the best so far), "new_cos" (mean cosine of the round's own best), "score"
+  (mean score of the best so far), "seconds" (since the start)}}."""
   import time
   t0 = time.perf_counter()
   z = check_z(z, decoder.cfg.proj_dim)
   target = z if target is None else np.asarray(target, np.float32).reshape(len(z), -1)
   N, T = len(z), _prepare(decoder, z, max_len)[1]
   best_txt, best_cos, best_z = [""] * N, np.full(N, -np.inf), np.zeros_like(target)
+  best_score, modes = np.full(N, -np.inf), np.broadcast_to(np.asarray(mode), (N,))
   cond, zc, per_round, greedy_cos = target.copy(), z, [], None
   for r in range(int(rounds)):
     if r: cond = cond + step_size * (target - best_z)
@@ -311,11 +317,24 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
     emb = np.asarray(embed_fn([t for row in rows for t in row]), np.float32)
     offsets = np.cumsum([0] + sizes[:-1])
     cos = [cosine(emb[o:o + n], target[i]) for i, (o, n) in enumerate(zip(offsets, sizes))]
-    pick = [int(c.argmax()) for c in cos]
+    score = _fluent(decoder, z, modes, tokenizer, rows, T, cos, fluency_weight)
+    pick = [int(c.argmax()) for c in score]
     new_cos = np.array([c[j] for c, j in zip(cos, pick)])
+    new_score = np.array([c[j] for c, j in zip(score, pick)])
     if greedy_cos is None: greedy_cos = np.array([c[0] for c in cos])
-    for i in np.flatnonzero(new_cos > best_cos):
+    for i in np.flatnonzero(new_score > best_score):
       best_txt[i], best_cos[i], best_z[i] = rows[i][pick[i]], new_cos[i], emb[offsets[i] + pick[i]]
+      best_score[i] = new_score[i]
     per_round.append({"texts": list(best_txt), "cos": float(best_cos.mean()), "new_cos": float(new_cos.mean()),
-                      "seconds": time.perf_counter() - t0})
+                      "score": float(best_score.mean()), "seconds": time.perf_counter() - t0})
   return {"texts": best_txt, "cos": best_cos, "greedy_cos": greedy_cos, "rounds": per_round}
+
+
+def _fluent(decoder, z, modes, tokenizer, rows: list[list[str]], T: int, cos: list, weight: float) -> list:
+  """Each row's candidates' cosines plus weight * their mean token log-probability from that row's z."""
+  if not weight: return cos
+  ids = [tokenizer.backend.encode(t, add_special_tokens=False).ids[:T] for row in rows for t in row]
+  owner = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
+  lp = fluency.mean_logprob(decoder, np.asarray(z)[owner], modes[owner], ids, T + 1)
+  offsets = np.cumsum([0] + [len(row) for row in rows])
+  return [c + weight * lp[o:o + len(c)] for c, o in zip(cos, offsets)]

@@ -254,10 +254,11 @@ def test_correct_rounds(trained, on_device, monkeypatch):
                                          for b, st in G._STATES[dec].items()}))
     return out
   res = G.rerank_decode(dec, zs, tok, judge, k=3, rounds=3, seed=0)
-  cos = [r["cos"] for r in res["rounds"]]
-  assert len(cos) == 3 and cos[2] >= cos[1] >= cos[0] and res["rounds"][1]["seconds"] >= res["rounds"][0]["seconds"]
-  # every round replays round 1's captured pass (one state of k*N rows); round 2 adds the edits' teacher-forced pass
-  # (one state of N rows), which round 3 replays: nothing new is compiled or captured after round 2
+  score = [r["score"] for r in res["rounds"]]
+  assert len(score) == 3 and score[2] >= score[1] >= score[0]
+  assert res["rounds"][1]["seconds"] >= res["rounds"][0]["seconds"]
+  # every round replays round 1's captured pass (one state of k*N rows) and its fluency pass (one shape); round 2 adds
+  # the edits' teacher-forced pass (one state of N rows), which round 3 replays: nothing new compiles after round 2
   captured = seen[0][1][3 * len(zs)]
   assert seen[1][1][3 * len(zs)] == captured and (captured[-1] if on_device else captured[0]) is not None
   assert seen[1] == seen[2] and len(zs) in seen[1][1]
