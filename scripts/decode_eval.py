@@ -71,7 +71,7 @@ def decode_rounds(model, z: np.ndarray, mode: str, opts: dict) -> list[tuple[lis
     res = decoding.rerank_decode(model.models["decoder"], zc, model.tokenizer, judge, z, opts["rerank"],
                                  mode=int(mode == "b"), rounds=opts["rounds"], seed=opts.get("seed", 0),
                                  proj=model._proj_b if mode == "b" else None,
-                                 fluency_weight=opts.get("fluency", decoding.FLUENCY))
+                                 fluency_weight=opts.get("fluency"))
   return [(r["texts"], r["seconds"]) for r in res["rounds"]]
 
 

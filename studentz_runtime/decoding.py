@@ -283,7 +283,8 @@ def rerank_candidates(decoder, z: np.ndarray, tokenizer, k: int, max_len=None, s
 
 
 def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_len=None, seed: int = 0, mode=0,
-                  rounds: int = 1, proj=None, step_size: float = 1.0, fluency_weight: float = FLUENCY, **rep) -> dict:
+                  rounds: int = 1, proj=None, step_size: float = 1.0, fluency_weight: float | None = None,
+                  **rep) -> dict:
   """Decode k candidates per row, re-embed them with embed_fn (texts -> (n, D)), keep the one closest in cosine to
   `target` (default z itself: mode A, the student's z judged by the student). For mode B pass the teacher vector as
   target: the student's z lives in the teacher's space, so the student judges there too.
@@ -293,7 +294,7 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
   the error its best text still makes (vec2text's move; `proj` maps c to the decoder's input, mode B: the model's
   ModeBProjection; default identity), and judges those candidates together with the one-word edits of the best text
   (edits.py). Candidates are chosen by cosine + fluency_weight * the decoder's mean token log-probability of them
-  from z (fluency.py; 0: cosine alone). The best is kept across rounds: its score never falls.
+  from z (fluency.py; None: FLUENCY; 0: cosine alone). The best is kept across rounds: its score never falls.
   Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) round 1's greedy candidate's, "rounds": per
   round {"texts", "cos" (mean cosine of the best so far), "new_cos" (mean cosine of the round's own best), "score"
   (mean score of the best so far), "seconds" (since the start)}}."""
@@ -317,7 +318,7 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
     emb = np.asarray(embed_fn([t for row in rows for t in row]), np.float32)
     offsets = np.cumsum([0] + sizes[:-1])
     cos = [cosine(emb[o:o + n], target[i]) for i, (o, n) in enumerate(zip(offsets, sizes))]
-    score = _fluent(decoder, z, modes, tokenizer, rows, T, cos, fluency_weight)
+    score = _fluent(decoder, z, modes, tokenizer, rows, T, cos, FLUENCY if fluency_weight is None else fluency_weight)
     pick = [int(c.argmax()) for c in score]
     new_cos = np.array([c[j] for c, j in zip(cos, pick)])
     new_score = np.array([c[j] for c, j in zip(score, pick)])
