@@ -9,7 +9,8 @@ edits beside the round's decoded candidates; the round keeps the closest, so its
 from __future__ import annotations
 
 import numpy as np
-from studentz_corpus.tokenizer import BOS, EOS, PAD
+from studentz_corpus.tokenizer import EOS, PAD
+from studentz_runtime.fluency import forced_inputs
 from studentz_runtime.logits import _mask_specials, shortlist
 
 ALTERNATIVES = 6  # replacements tried per word: the decoder's best single-token words there
@@ -34,9 +35,7 @@ def forced_shortlists(decoder, z: np.ndarray, mode, ids: list[list[int]], m: int
   """The decoder's m best token ids (N, T + 1, m) at each position of each text teacher-forced (ids without BOS/EOS;
   position t predicts token t, the last the one after the text), specials left out."""
   N, T = len(ids), max(len(x) for x in ids)
-  forced = np.full((N, T + 1), PAD, np.int32)
-  forced[:, 0] = BOS
-  for i, x in enumerate(ids): forced[i, 1:1 + len(x)] = x
+  forced = forced_inputs(ids, T + 1)[0]
   state = decoder.new_state(N).reset(z, mode)
   out = np.zeros((N, T + 1, m), np.int32)
   for t in range(T + 1):
