@@ -122,6 +122,8 @@ def main(argv=None) -> int:
   ap.add_argument("--fluency", type=float, default=None,
                   help="the correction's weight on the decoder's log-probability of a candidate (default "
                        "decoding.FLUENCY; 0: the judge's cosine alone)")
+  ap.add_argument("--rounds", type=int, default=None,
+                  help="correction rounds (default 3; each round's figures are reported)")
   ap.add_argument("--samples", type=int, default=3,
                   help="decodes kept per domain and configuration: the domain's first held-out texts (default 3)")
   ap.add_argument("--seed", type=int, default=0, help="the correction's sampling seed (default 0): rerun with others "
@@ -144,8 +146,9 @@ def main(argv=None) -> int:
   for name, mode, opts in CONFIGS:
     if want and name not in want: continue
     t0 = time.perf_counter()
-    if opts.get("strategy") == "rerank": opts = {**opts, "seed": a.seed, **({} if a.fluency is None else
-                                                                             {"fluency": a.fluency})}
+    if opts.get("strategy") == "rerank":
+      opts = {**opts, "seed": a.seed, **({} if a.fluency is None else {"fluency": a.fluency}),
+              **({} if a.rounds is None else {"rounds": a.rounds})}
     rounds = run_config(model, teacher, texts, t_ref, z_a, mode, opts, a.samples)
     for r, res in enumerate(rounds, 1):
       key = f"{name}_round{r}" if len(rounds) > 1 else name

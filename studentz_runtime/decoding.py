@@ -28,6 +28,8 @@ RERANK_TOP_K = 16
 # rerank's choice: the judge's cosine plus this much of the decoder's mean token log-probability of the candidate
 # (fluency.py), so that of two texts about as close the one that reads as text wins
 FLUENCY = 0.02
+# the decoder reads each row's this many closest candidates first: their best score rules most of the others out
+FLUENCY_FIRST = 16
 
 
 def get_state(decoder, batch_size: int):
@@ -332,10 +334,21 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
 
 
 def _fluent(decoder, z, modes, tokenizer, rows: list[list[str]], T: int, cos: list, weight: float) -> list:
-  """Each row's candidates' cosines plus weight * their mean token log-probability from that row's z."""
+  """Each row's candidates' cosines plus weight * their mean token log-probability from that row's z. A log-probability
+  is below 0, so a candidate whose cosine is below a score already found cannot win: it is never read (score -inf).
+  Two passes: each row's FLUENCY_FIRST closest candidates, then those still closer than the best score."""
   if not weight: return cos
-  ids = [tokenizer.backend.encode(t, add_special_tokens=False).ids[:T] for row in rows for t in row]
-  owner = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-  lp = fluency.mean_logprob(decoder, np.asarray(z)[owner], modes[owner], ids, T + 1)
-  offsets = np.cumsum([0] + [len(row) for row in rows])
-  return [c + weight * lp[o:o + len(c)] for c, o in zip(cos, offsets)]
+  score = [np.full(len(c), -np.inf) for c in cos]
+  order = [np.argsort(-c, kind="stable") for c in cos]
+  first = [o[:FLUENCY_FIRST] for o in order]
+  for picks in (first, None):
+    if picks is None:
+      picks = [o[FLUENCY_FIRST:][c[o[FLUENCY_FIRST:]] > s.max(initial=-np.inf)] for c, s, o in zip(cos, score, order)]
+    owner = np.repeat(np.arange(len(rows)), [len(p) for p in picks])
+    if not len(owner): break
+    ids = [tokenizer.backend.encode(rows[i][j], add_special_tokens=False).ids[:T] for i, p in enumerate(picks)
+           for j in p]
+    lp = fluency.mean_logprob(decoder, np.asarray(z)[owner], modes[owner], ids, T + 1)
+    for i, (p, o) in enumerate(zip(picks, np.cumsum([0] + [len(p) for p in picks]))):
+      score[i][p] = cos[i][p] + weight * lp[o:o + len(p)]
+  return score

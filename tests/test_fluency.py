@@ -63,3 +63,22 @@ def test_rerank_chooses_by_cosine_plus_weighted_fluency(shipped):
     lp = fluency.mean_logprob(dec, np.repeat(z[i:i + 1], len(cands), 0), 0, ids_of(shipped, cands))
     assert res["texts"][i] == cands[int(np.argmax(cos + 0.5 * lp))]
     assert np.isclose(res["cos"][i], cos[int(np.argmax(cos + 0.5 * lp))], atol=1e-5)
+
+
+def test_pruned_fluency_pass_picks_what_scoring_every_candidate_picks(shipped, monkeypatch):
+  """_fluent reads the decoder only for candidates that can still win; its choice is the full computation's."""
+  dec, z = shipped.models["decoder"], shipped.encode(TEXTS)
+  words = [t.rstrip(".").split() for t in TEXTS]
+  rows = [[" ".join(w[:k] + w[k + 1:]) for k in range(len(w))] + [" ".join(w[::-1])] * 2 + [" ".join(w)]
+          for w in words]  # one-word deletions, a scramble twice (a tie), the text
+  cos = [decoding.cosine(shipped.encode(r), z[i]) for i, r in enumerate(rows)]
+  read = []
+  real = fluency.mean_logprob
+  monkeypatch.setattr(fluency, "mean_logprob", lambda *a, **k: read.append(len(a[3])) or real(*a, **k))
+  monkeypatch.setattr(decoding, "FLUENCY_FIRST", 2)
+  score = decoding._fluent(dec, z, np.zeros(2, int), shipped.tokenizer, rows, 24, cos, 0.02)
+  for i, r in enumerate(rows):
+    full = cos[i] + 0.02 * real(dec, np.repeat(z[i:i + 1], len(r), 0), 0, ids_of(shipped, r))
+    assert int(np.argmax(score[i])) == int(np.argmax(full))
+    assert np.isclose(score[i].max(), full.max(), atol=1e-5)
+  assert sum(read) < sum(map(len, rows)), read  # some candidates were never read
