@@ -124,6 +124,7 @@ def main(argv=None) -> int:
                        "decoding.FLUENCY; 0: the judge's cosine alone)")
   ap.add_argument("--rounds", type=int, default=None,
                   help="correction rounds (default 3; each round's figures are reported)")
+  ap.add_argument("--rerank", type=int, default=None, help="the correction's candidates decoded a round (default 8)")
   ap.add_argument("--samples", type=int, default=3,
                   help="decodes kept per domain and configuration: the domain's first held-out texts (default 3)")
   ap.add_argument("--seed", type=int, default=0, help="the correction's sampling seed (default 0): rerun with others "
@@ -147,8 +148,8 @@ def main(argv=None) -> int:
     if want and name not in want: continue
     t0 = time.perf_counter()
     if opts.get("strategy") == "rerank":
-      opts = {**opts, "seed": a.seed, **({} if a.fluency is None else {"fluency": a.fluency}),
-              **({} if a.rounds is None else {"rounds": a.rounds})}
+      given = {"fluency": a.fluency, "rounds": a.rounds, "rerank": a.rerank}
+      opts = {**opts, "seed": a.seed, **{k: v for k, v in given.items() if v is not None}}
     rounds = run_config(model, teacher, texts, t_ref, z_a, mode, opts, a.samples)
     for r, res in enumerate(rounds, 1):
       key = f"{name}_round{r}" if len(rounds) > 1 else name

@@ -295,7 +295,8 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
   target's space (first: target) and z_best the embedding of the best text so far, so the decoder is pushed against
   the error its best text still makes (vec2text's move; `proj` maps c to the decoder's input, mode B: the model's
   ModeBProjection; default identity), and judges those candidates together with the one-word edits of the best text
-  (edits.py). Candidates are chosen by cosine + fluency_weight * the decoder's mean token log-probability of them
+  and the decoder's rewrites of it after each word, then the edits that improved on it made together (edits.py).
+  Candidates are chosen by cosine + fluency_weight * the decoder's mean token log-probability of them
   from z (fluency.py; None: FLUENCY; 0: cosine alone). The best is kept across rounds: its score never falls.
   Returns {"texts": N best, "cos": (N,) their cosines, "greedy_cos": (N,) round 1's greedy candidate's, "rounds": per
   round {"texts", "cos" (mean cosine of the best so far), "new_cos" (mean cosine of the round's own best), "score"
@@ -308,6 +309,9 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
   best_txt, best_cos, best_z = [""] * N, np.full(N, -np.inf), np.zeros_like(target)
   best_score, modes = np.full(N, -np.inf), np.broadcast_to(np.asarray(mode), (N,))
   cond, zc, per_round, greedy_cos = target.copy(), z, [], None
+  weight = FLUENCY if fluency_weight is None else fluency_weight
+  judge = lambda rows: _judge(rows, embed_fn, target, lambda c: _fluent(decoder, z, modes, tokenizer, rows, T, c,
+                                                                         weight))
   for r in range(int(rounds)):
     if r: cond = cond + step_size * (target - best_z)
     if r: zc = check_z(cond if proj is None else proj(cond), decoder.cfg.proj_dim)
@@ -315,22 +319,42 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_
     rows = [[g[i] for g in groups] for i in range(N)]  # greedy first: ties go to it, then to the beam's order
     if r:  # the best texts' one-word edits, judged beside the round's decodes
       more = edits.candidates(decoder, z, mode, tokenizer, best_txt, T)
-      rows = [row + (_texts(e, tokenizer) if len(e) else []) for row, e in zip(rows, more)]
-    sizes = [len(row) for row in rows]
-    emb = np.asarray(embed_fn([t for row in rows for t in row]), np.float32)
-    offsets = np.cumsum([0] + sizes[:-1])
-    cos = [cosine(emb[o:o + n], target[i]) for i, (o, n) in enumerate(zip(offsets, sizes))]
-    score = _fluent(decoder, z, modes, tokenizer, rows, T, cos, FLUENCY if fluency_weight is None else fluency_weight)
+      rows = [row + _id_texts([x[:p] + new + x[e:] for p, e, new in mv], T, tokenizer)
+              for row, (x, mv) in zip(rows, more)]
+      again = edits.regenerations(decoder, z, mode, more, T)
+      rows = [row + _id_texts(y, T, tokenizer) for row, y in zip(rows, again)]
+    emb, cos, score = judge(rows)
+    if r:  # ... then the edits that improved on it, made together
+      starts = edits.word_starts(tokenizer)[0]
+      both = [_id_texts(edits.combine(x, mv, s[len(groups):len(groups) + len(mv)] - b, starts), T, tokenizer)
+              for (x, mv), s, b in zip(more, score, best_score)]
+      if any(both):
+        e2, c2, s2 = judge(both)
+        rows = [a + b for a, b in zip(rows, both)]
+        emb, cos, score = ([np.concatenate(ab) for ab in zip(x, y)] for x, y in ((emb, e2), (cos, c2), (score, s2)))
     pick = [int(c.argmax()) for c in score]
     new_cos = np.array([c[j] for c, j in zip(cos, pick)])
     new_score = np.array([c[j] for c, j in zip(score, pick)])
     if greedy_cos is None: greedy_cos = np.array([c[0] for c in cos])
     for i in np.flatnonzero(new_score > best_score):
-      best_txt[i], best_cos[i], best_z[i] = rows[i][pick[i]], new_cos[i], emb[offsets[i] + pick[i]]
-      best_score[i] = new_score[i]
+      best_txt[i], best_cos[i], best_z[i], best_score[i] = rows[i][pick[i]], new_cos[i], emb[i][pick[i]], new_score[i]
     per_round.append({"texts": list(best_txt), "cos": float(best_cos.mean()), "new_cos": float(new_cos.mean()),
                       "score": float(best_score.mean()), "seconds": time.perf_counter() - t0})
   return {"texts": best_txt, "cos": best_cos, "greedy_cos": greedy_cos, "rounds": per_round}
+
+
+def _id_texts(rows: list[list[int]], T: int, tokenizer) -> list[str]:
+  return _texts(edits.padded(rows, T), tokenizer) if rows else []
+
+
+def _judge(rows: list[list[str]], embed_fn, target: np.ndarray, fluent) -> tuple[list, list, list]:
+  """Each row's candidates re-embedded: their vectors (n, D), cosines to the row's target (n,), scores (n,)."""
+  sizes = [len(row) for row in rows]
+  emb = np.asarray(embed_fn([t for row in rows for t in row]), np.float32)
+  offsets = np.cumsum([0] + sizes[:-1])
+  emb = [emb[o:o + n] for o, n in zip(offsets, sizes)]
+  cos = [cosine(e, t) if len(e) else np.zeros(0, np.float32) for e, t in zip(emb, target)]
+  return emb, cos, fluent(cos)
 
 
 def _fluent(decoder, z, modes, tokenizer, rows: list[list[str]], T: int, cos: list, weight: float) -> list:

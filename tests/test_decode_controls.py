@@ -196,8 +196,12 @@ def test_rerank_rounds_decode_in_one_state_of_k_rows_per_sentence():
   def embed(texts): return np.array([[len(t), t.count("5"), 1.0, 0] for t in texts], np.float32)
   res = decoding.rerank_decode(dec, ZD, FakeTokenizer(), embed, k=8, max_len=20, rounds=3, fluency_weight=0)
   # one pass a round at the same shape, its longest row's steps; later rounds also read the best texts teacher-forced
-  assert len(res["rounds"]) == 3 and dec.states == [5 * 8, 5 * 8, 5, 5 * 8, 5]
-  assert dec.steps.count(40) <= 3 * 20 and dec.steps.count(5) <= 2 * 21 and set(dec.steps) == {40, 5}
+  # (5 rows), then continue their prefixes (one state of them all, at most max_len steps)
+  assert len(res["rounds"]) == 3 and dec.states[:3] == [5 * 8, 5 * 8, 5] and dec.states[4:6] == [5 * 8, 5]
+  again = dec.states[3::3]
+  assert len(dec.states) == 7 and all(n > 5 for n in again)
+  assert dec.steps.count(40) <= 3 * 20 and dec.steps.count(5) <= 2 * 21 and set(dec.steps) == {40, 5, *again}
+  assert sum(dec.steps.count(n) for n in set(again)) <= 2 * 20
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,19 @@ def test_no_edit_puts_a_word_beside_itself(three_and_two):
   assert [10, 11, 10, 12] in got and [10, 12, 11, 10] in got  # the words that repeat nothing stay
 
 
+def test_improving_moves_are_made_together_where_their_places_do_not_touch():
+  starts, _ = starts_firsts()
+  x = [10, 20, 11, 12, 13]  # words [10, 20] [11] [12] [13]
+  moves = [(0, 2, [14]), (2, 3, []), (2, 2, [15]), (3, 4, [16]), (5, 5, [17]), (4, 5, [18])]
+  gains = np.array([0.3, 0.1, 0.2, -0.1, 0.05, 0.0])
+  # by gain: word 1 -> 14; the insertion before word 2 (the deletion of word 2 touches it: left out); the append;
+  # word 3's replacement and word 4's did not improve
+  assert edits.combine(x, moves, gains, starts) == [[14, 15, 11, 12, 13], [14, 15, 11, 12, 13, 17]]
+  assert edits.combine(x, moves, np.array([0.3, 0, 0, 0, 0, 0]), starts) == []  # one move alone: nothing new
+  # two moves that would put w14 beside w14: the pair is dropped
+  assert edits.combine([10, 11], [(0, 1, [14]), (1, 2, [14])], np.array([0.2, 0.1]), starts) == []
+
+
 @pytest.fixture(scope="module")
 def shipped():
   from studentz import DEFAULT_MODEL_DIR, StudentZ
@@ -88,14 +101,15 @@ def test_forced_shortlist_is_the_teacher_forced_decoders_best(shipped):
 def test_edits_of_a_real_text_differ_by_one_word(shipped):
   text = "The cat sat on the mat."
   z = shipped.encode([text])
-  (ids,) = edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [text], 31)
-  cands = decoding._texts(ids, shipped.tokenizer)
+  ((x, moves),) = edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [text], 31)
+  assert x == shipped.tokenizer.backend.encode(text, add_special_tokens=False).ids
+  cands = decoding._texts(edits.padded([x[:p] + new + x[e:] for p, e, new in moves], 31), shipped.tokenizer)
   words = text.split()
   assert len(cands) > len(words)
   for c in cands:  # a word replaced, removed or added: the word lists differ by one edit
     w = c.split()
     assert abs(len(w) - len(words)) <= 1 and c != text
-  assert [len(e) for e in edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [""], 31)] == [0]
+  assert edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [""], 31) == [([], [])]
 
 
 def test_a_later_round_keeps_an_edit_only_when_the_judge_prefers_it(shipped):
@@ -118,3 +132,36 @@ def test_tinygrad_engine_gives_the_same_shortlist(shipped):
   a = edits.forced_shortlists(shipped.models["decoder"], z, 0, ids, 4)
   b = edits.forced_shortlists(models["decoder"], z, 0, ids, 4)
   assert (a[:, :, 0] == b[:, :, 0]).mean() > 0.9  # float32 on both: only near-ties may swap
+
+
+def test_continuing_an_empty_prefix_is_the_greedy_decode_and_a_prefix_is_kept(shipped):
+  dec, tok = shipped.models["decoder"], shipped.tokenizer
+  texts = ["The cat sat on the mat.", "Rain is expected tomorrow afternoon."]
+  z = shipped.encode(texts)
+  greedy = decoding.decode(dec, z, tok, "greedy", max_len=24)
+  head = tok.backend.encode("A dog", add_special_tokens=False).ids
+  empty, forced = edits.continuations(dec, z, 0, [[], head], 24)
+  assert tok.decode_batch(edits.padded([empty], 24))[0] == greedy[0]
+  assert forced[:len(head)] == head and len(forced) > len(head) and len(forced) <= 24
+
+
+def test_regenerations_continue_a_word_end_or_a_replaced_word(shipped):
+  text = "The cat sat on the mat."
+  z = shipped.encode([text])
+  ((x, moves),) = edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [text], 31)
+  (again,) = edits.regenerations(shipped.models["decoder"], z, 0, [(x, moves)], 31, per_word=1)
+  starts = [p for p, e in edits._spans(x, edits.word_starts(shipped.tokenizer)[0])]
+  heads = [x[:p] for p in starts[1:]] + [x[:p] + new for p, e, new in moves if new and e > p]
+  assert again and x not in again and len({tuple(y) for y in again}) == len(again)
+  assert all(any(y[:len(h)] == h for h in heads) for y in again)
+
+
+def test_tinygrad_engine_continues_a_prefix_as_numpy_does(shipped):
+  from studentz_training import evaluate
+  models, _, _ = evaluate.load_models(shipped.path)
+  z = shipped.encode(["The cat sat on the mat.", "Rain is expected tomorrow afternoon."])
+  head = shipped.tokenizer.backend.encode("The dog", add_special_tokens=False).ids
+  a = edits.continuations(shipped.models["decoder"], z, 0, [head, []], 16)
+  b = edits.continuations(models["decoder"], z, 0, [head, []], 16)
+  assert [y[:len(head)] for y in b[:1]] == [head]
+  assert sum(u == v for x, y in zip(a, b) for u, v in zip(x, y)) >= 0.9 * sum(map(len, a))  # near-ties may swap
