@@ -54,8 +54,8 @@ def parse_args(argv=None):
   p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
   p.add_argument("--beam", type=int, default=4, help="beam width for --strategy beam")
   p.add_argument("--seed", type=int, default=0, help="random seed for --strategy sample (and rerank's samples)")
-  p.add_argument("--rerank", type=int, default=8, metavar="K", help="candidates per text for --strategy rerank "
-                 "(greedy, beam and samples; default 8)")
+  p.add_argument("--rerank", type=int, default=16, metavar="K", help="candidates per text for --strategy rerank "
+                 "(greedy, beam and samples; default 16)")
   p.add_argument("--rounds", type=int, default=1, metavar="R", help="--strategy rerank's correction rounds: each "
                  "later one decodes again from the target pushed against the best text's error and tries "
                  "one-word edits of the best text (default 1)")

@@ -4,7 +4,7 @@
   python scripts/correction_time.py --batch 8                       # the CPU's numpy engine, a smaller batch
 
 Texts: the first --batch lines of the bundled everyday sentences (data/text/ding.txt.gz), encoded by the student;
-each of greedy and rerank with 1..--rounds rounds (mode A, 8 candidates a round) decodes the whole batch once after
+each of greedy and rerank with 1..--rounds rounds (mode A, 16 candidates a round) decodes the whole batch once after
 an untimed warm-up of the same call (JIT captures, kernel compilation), --reps times; the figure is the median
 wall time divided by the batch. Quality is not measured here (scripts/decode_eval.py scores it per round).
 """
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
   z = m.encode(texts(args.batch))
   calls = {"greedy": lambda: m.decode(z)}
   for r in range(1, args.rounds + 1):
-    calls[f"rerank8_round{r}"] = lambda r=r: m.decode(z, strategy="rerank", rerank=8, rounds=r)
+    calls[f"rerank16_round{r}"] = lambda r=r: m.decode(z, strategy="rerank", rerank=16, rounds=r)
   rows = {}
   for name, fn in calls.items():
     rows[name] = round(timed(fn, reps=args.reps) / len(z) * 1e3, 2)

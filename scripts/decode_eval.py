@@ -3,8 +3,7 @@ and the re-embedding correction (rerank over rounds, scored after each round), e
 teacher re-embeds the decode), BLEU, token-F1 and time.
 
   python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd \\
-    --tokenizer models/default/tokenizer.json \\
-      --limit 20000
+    --tokenizer models/default/tokenizer.json      # the whole mix: a --limit would hold other held-out rows
   python scripts/decode_eval.py --data /tmp/mixd --per-domain 16 --json results/cpu_decode_eval_rounds.json
   python scripts/decode_eval.py --data /tmp/mixd --samples 10 --configs a_greedy,b_greedy --samples-md samples.md
 
@@ -25,19 +24,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 PREPARE = ("python -m studentz_corpus prepare --source data/everyday-mix.json --out /tmp/mixd "
-           "--tokenizer models/default/tokenizer.json --limit 20000")
+           "--tokenizer models/default/tokenizer.json")
 # (name, mode, decode options): one pass and each control alone, then the correction: the rerank with its default
-# candidates for up to 3 rounds (later rounds also judge the best text's one-word edits), each round's best scored
+# candidates (16) for up to 3 rounds (later rounds also search around the best text: edits.py), each round's best scored
 # (results name_round1 .. name_round3); _teacher: the teacher judges the candidates (it is also the scorer of
 # semantic cos: BLEU and token-F1 are the independent figures)
 CONFIGS = [("a_greedy", "a", {}), ("b_greedy", "b", {}),
            ("a_no_repeat_ngram3", "a", {"no_repeat_ngram": 3}), ("b_no_repeat_ngram3", "b", {"no_repeat_ngram": 3}),
            ("a_repetition_penalty1.2", "a", {"repetition_penalty": 1.2}),
            ("b_repetition_penalty1.2", "b", {"repetition_penalty": 1.2}),
-           ("a_correct8", "a", {"strategy": "rerank", "rerank": 8, "rounds": 3}),
-           ("b_correct8", "b", {"strategy": "rerank", "rerank": 8, "rounds": 3}),
-           ("a_correct8_teacher", "a", {"strategy": "rerank", "rerank": 8, "rounds": 3, "judge": "teacher"}),
-           ("b_correct8_teacher", "b", {"strategy": "rerank", "rerank": 8, "rounds": 3, "judge": "teacher"})]
+           ("a_correct16", "a", {"strategy": "rerank", "rerank": 16, "rounds": 3}),
+           ("b_correct16", "b", {"strategy": "rerank", "rerank": 16, "rounds": 3}),
+           ("a_correct16_teacher", "a", {"strategy": "rerank", "rerank": 16, "rounds": 3, "judge": "teacher"}),
+           ("b_correct16_teacher", "b", {"strategy": "rerank", "rerank": 16, "rounds": 3, "judge": "teacher"})]
 
 
 def short_texts(data_dir, tok, per_domain: int, max_tokens: int, max_len: int, split: str = "test") -> dict:
@@ -124,7 +123,7 @@ def main(argv=None) -> int:
                        "decoding.FLUENCY; 0: the judge's cosine alone)")
   ap.add_argument("--rounds", type=int, default=None,
                   help="correction rounds (default 3; each round's figures are reported)")
-  ap.add_argument("--rerank", type=int, default=None, help="the correction's candidates decoded a round (default 8)")
+  ap.add_argument("--rerank", type=int, default=None, help="the correction's candidates decoded a round (default 16)")
   ap.add_argument("--samples", type=int, default=3,
                   help="decodes kept per domain and configuration: the domain's first held-out texts (default 3)")
   ap.add_argument("--seed", type=int, default=0, help="the correction's sampling seed (default 0): rerun with others "

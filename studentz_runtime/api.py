@@ -192,7 +192,7 @@ class StudentZ:
 
   def decode(self, z, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0, top_p: float = 1.0,
              temperature: float = 1.0, beam: int = 4, seed: int = 0, no_repeat_ngram: int = 0,
-             repetition_penalty: float = 1.0, rerank: int = 8, rounds: int = 1, judge: str = "student") -> list[str]:
+             repetition_penalty: float = 1.0, rerank: int = 16, rounds: int = 1, judge: str = "student") -> list[str]:
     """Student vectors z ([D] or [N, D], mode A) -> N texts. strategy: "greedy", "sample" (temperature, top_k,
     top_p, seed), "beam" (width `beam`) or "rerank" (`rerank` candidates per row: greedy, beam and samples, re-embedded
     by the judge, "student" or "teacher" (the checkpoint's teacher, in numpy: slower, the embedder that defines the
@@ -207,7 +207,7 @@ class StudentZ:
 
   def decode_from_teacher(self, z_teacher, max_len: int | None = None, strategy: str = "greedy", top_k: int = 0,
                           top_p: float = 1.0, temperature: float = 1.0, beam: int = 4, seed: int = 0,
-                          no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, rerank: int = 8,
+                          no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, rerank: int = 16,
                           rounds: int = 1, judge: str = "student") -> list[str]:
     """The teacher's own vectors ([D] or [N, D], mode B: through the checkpoint's proj_b) -> N texts; as `decode`
     (rerank compares the judge's vector of each candidate with the teacher vector itself; judge="teacher" is

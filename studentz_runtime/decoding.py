@@ -199,7 +199,7 @@ STRATEGIES = ("greedy", "sample", "beam", "rerank")
 
 
 def check_options(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, beam=1, seed=0, max_len=None,
-                  no_repeat_ngram=0, repetition_penalty=1.0, rerank=8, rounds=1) -> None:
+                  no_repeat_ngram=0, repetition_penalty=1.0, rerank=16, rounds=1) -> None:
   """ValueError naming the first decoding option that cannot mean anything (before any model work)."""
   if strategy not in STRATEGIES: raise ValueError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}")
   if not (_is_num(temperature) and temperature > 0 and np.isfinite(temperature)):
@@ -235,7 +235,7 @@ def _texts(ids: np.ndarray, tokenizer) -> list[str]:
 def decode(decoder, z, tokenizer, strategy: str = "greedy", max_len: int | None = None,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam: int = 1, seed: int = 0, mode=0,
            length_penalty: float = 1.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
-           rerank: int = 8, embed_fn=None, target=None, rounds: int = 1, proj=None) -> list[str]:
+           rerank: int = 16, embed_fn=None, target=None, rounds: int = 1, proj=None) -> list[str]:
   """z (B, D) -> B strings (tokenizer: student_tokenizer.StudentTokenizer); 0 rows give [].
   strategy "rerank" needs embed_fn (texts -> vectors) and uses `rerank` candidates per row for `rounds` rounds of
   correction (see rerank_decode)."""
@@ -284,7 +284,7 @@ def rerank_candidates(decoder, z: np.ndarray, tokenizer, k: int, max_len=None, s
   return groups
 
 
-def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 8, max_len=None, seed: int = 0, mode=0,
+def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 16, max_len=None, seed: int = 0, mode=0,
                   rounds: int = 1, proj=None, step_size: float = 1.0, fluency_weight: float | None = None,
                   **rep) -> dict:
   """Decode k candidates per row, re-embed them with embed_fn (texts -> (n, D)), keep the one closest in cosine to

@@ -17,8 +17,10 @@ from studentz_runtime.logits import _mask_specials, shortlist
 
 ALTERNATIVES = 6  # replacements tried per word: the decoder's best single-token words there
 INSERTIONS = 3  # words tried before each word and after the last
+REWRITES = 2  # a word's best replacements the decoder continues the text after (besides the word itself)
 MAX_WORDS = 64  # words edited per text at most: the candidates grow with the words, the judge's cost with them
 _STARTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+Move = tuple[int, int, list[int]]  # (p, e, new): the edited text is x[:p] + new + x[e:]
 
 
 def word_starts(tokenizer) -> tuple[np.ndarray, np.ndarray]:
@@ -48,59 +50,10 @@ def forced_shortlists(decoder, z: np.ndarray, mode, ids: list[list[int]], m: int
   return out
 
 
-def continuations(decoder, z: np.ndarray, mode, prefixes: list[list[int]], T: int) -> list[list[int]]:
-  """Each prefix (token ids, no BOS) teacher-forced, then continued greedily from its row of z (N, D) until EOS or T
-  tokens in all: one decoder state of N rows, one step a position."""
-  n = N = len(prefixes)
-  if not n: return []
-  modes = np.broadcast_to(np.asarray(mode), (N,))
-  if hasattr(decoder, "logits"):  # tinygrad: a state (a compiled step) per row count, so few counts
-    N = max(64, 1 << (N - 1).bit_length())
-    z, modes = (np.concatenate([a, np.repeat(a[:1], N - n, 0)]) for a in (np.asarray(z), modes))
-    prefixes = prefixes + [[]] * (N - n)
-  state = decoder.new_state(N).reset(z, modes)
-  out, live = [list(p) for p in prefixes], np.ones(N, bool)
-  feed = np.full(N, BOS, np.int32)
-  for t in range(T):
-    if getattr(state, "shortlist_on_device", False): pred = state.step_top(feed, None, 1)[1][:, 0]
-    else: pred = _mask_specials(state.step(feed)).argmax(-1)
-    for i, p in enumerate(prefixes):
-      if t < len(p): feed[i] = p[t]
-      elif live[i] and pred[i] != EOS: out[i].append(int(pred[i])); feed[i] = pred[i]
-      else: live[i], feed[i] = False, PAD
-    if not live.any(): break
-  return out[:n]
-
-
-def regenerations(decoder, z: np.ndarray, mode, texts: list[tuple[list[int], list[Move]]], T: int,
-                  per_word: int = 2) -> list[list[list[int]]]:
-  """Rewrites of each text (token ids with its moves, from candidates()) by the decoder: the text up to the end of a
-  word, or up to a word replaced by one of its per_word best replacements, continued greedily from its row of z.
-  One edit then lets the rest of the text follow it. New texts only, each once."""
-  prefixes, owner = [], []
-  for i, (x, moves) in enumerate(texts):
-    if not x: continue
-    ends = sorted({e for p, e, new in moves if new and e > p} - {len(x)})  # a word's end: its replacements' e
-    got = [x[:e] for e in ends]
-    count: dict[int, int] = {}
-    for p, e, new in moves:
-      if new and e > p and count.get(p, 0) < per_word: got.append(x[:p] + new); count[p] = count.get(p, 0) + 1
-    prefixes += got
-    owner += [i] * len(got)
-  done = continuations(decoder, z[owner], np.broadcast_to(np.asarray(mode), (len(z),))[owner], prefixes, T)
-  out: list[list[list[int]]] = [[] for _ in texts]
-  for i, y in zip(owner, done):
-    if y != texts[i][0] and y not in out[i]: out[i].append(y)
-  return out
-
-
 def _spans(x: list[int], starts: np.ndarray) -> list[tuple[int, int]]:
   """(first, end) token index of each word of x."""
   heads = [p for p in range(len(x)) if p == 0 or starts[x[p]]][:MAX_WORDS]
   return list(zip(heads, heads[1:] + [len(x)]))
-
-
-Move = tuple[int, int, list[int]]  # (p, e, new): the edited text is x[:p] + new + x[e:]
 
 
 def text_moves(x: list[int], top: np.ndarray, starts: np.ndarray, firsts: np.ndarray) -> list[Move]:
@@ -149,6 +102,52 @@ def _applied(x: list[int], moves: list[Move]) -> list[int]:
 def _repeats(x: list[int], starts: np.ndarray) -> bool:
   words = [x[p:e] for p, e in _spans(x, starts)]
   return any(a == b for a, b in zip(words, words[1:]))
+
+
+def continuations(decoder, z: np.ndarray, mode, prefixes: list[list[int]], T: int) -> list[list[int]]:
+  """Each prefix (token ids, no BOS) teacher-forced, then continued greedily from its row of z (N, D) until EOS or T
+  tokens in all: one decoder state of N rows, one step a position."""
+  n = N = len(prefixes)
+  if not n: return []
+  modes = np.broadcast_to(np.asarray(mode), (N,))
+  if hasattr(decoder, "logits"):  # tinygrad: a state (a compiled step) per row count, so few counts
+    N = max(64, 1 << (N - 1).bit_length())
+    z, modes = (np.concatenate([a, np.repeat(a[:1], N - n, 0)]) for a in (np.asarray(z), modes))
+    prefixes = prefixes + [[]] * (N - n)
+  state = decoder.new_state(N).reset(z, modes)
+  out, live = [list(p) for p in prefixes], np.ones(N, bool)
+  feed = np.full(N, BOS, np.int32)
+  for t in range(T):
+    if getattr(state, "shortlist_on_device", False): pred = state.step_top(feed, None, 1)[1][:, 0]
+    else: pred = _mask_specials(state.step(feed)).argmax(-1)
+    for i, p in enumerate(prefixes):
+      if t < len(p): feed[i] = p[t]
+      elif live[i] and pred[i] != EOS: out[i].append(int(pred[i])); feed[i] = pred[i]
+      else: live[i], feed[i] = False, PAD
+    if not live.any(): break
+  return out[:n]
+
+
+def regenerations(decoder, z: np.ndarray, mode, texts: list[tuple[list[int], list[Move]]], T: int
+                  ) -> list[list[list[int]]]:
+  """Rewrites of each text (token ids with its moves, from candidates()) by the decoder: the text up to the end of a
+  word, or up to a word replaced by one of its REWRITES best replacements, continued greedily from its row of z.
+  One edit then lets the rest of the text follow it. New texts only, each once."""
+  prefixes, owner = [], []
+  for i, (x, moves) in enumerate(texts):
+    if not x: continue
+    ends = sorted({e for p, e, new in moves if new and e > p} - {len(x)})  # a word's end: its replacements' e
+    got = [x[:e] for e in ends]
+    count: dict[int, int] = {}
+    for p, e, new in moves:
+      if new and e > p and count.get(p, 0) < REWRITES: got.append(x[:p] + new); count[p] = count.get(p, 0) + 1
+    prefixes += got
+    owner += [i] * len(got)
+  done = continuations(decoder, z[owner], np.broadcast_to(np.asarray(mode), (len(z),))[owner], prefixes, T)
+  out: list[list[list[int]]] = [[] for _ in texts]
+  for i, y in zip(owner, done):
+    if y != texts[i][0] and y not in out[i]: out[i].append(y)
+  return out
 
 
 def candidates(decoder, z: np.ndarray, mode, tokenizer, texts: list[str], max_tokens: int

@@ -145,11 +145,12 @@ def test_continuing_an_empty_prefix_is_the_greedy_decode_and_a_prefix_is_kept(sh
   assert forced[:len(head)] == head and len(forced) > len(head) and len(forced) <= 24
 
 
-def test_regenerations_continue_a_word_end_or_a_replaced_word(shipped):
+def test_regenerations_continue_a_word_end_or_a_replaced_word(shipped, monkeypatch):
+  monkeypatch.setattr(edits, "REWRITES", 1)
   text = "The cat sat on the mat."
   z = shipped.encode([text])
   ((x, moves),) = edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [text], 31)
-  (again,) = edits.regenerations(shipped.models["decoder"], z, 0, [(x, moves)], 31, per_word=1)
+  (again,) = edits.regenerations(shipped.models["decoder"], z, 0, [(x, moves)], 31)
   starts = [p for p, e in edits._spans(x, edits.word_starts(shipped.tokenizer)[0])]
   heads = [x[:p] for p in starts[1:]] + [x[:p] + new for p, e, new in moves if new and e > p]
   assert again and x not in again and len({tuple(y) for y in again}) == len(again)
