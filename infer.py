@@ -57,8 +57,8 @@ def parse_args(argv=None):
   p.add_argument("--rerank", type=int, default=16, metavar="K", help="candidates per text for --strategy rerank "
                  "(greedy, beam and samples; default 16)")
   p.add_argument("--rounds", type=int, default=1, metavar="R", help="--strategy rerank's correction rounds: each "
-                 "later one decodes again from the target pushed against the best text's error and tries "
-                 "one-word edits of the best text (default 1)")
+                 "later one decodes again from the target pushed against the best text's error and searches "
+                 "around the best text: one-word edits, the decoder's rewrites after each word (default 1)")
   p.add_argument("--judge", choices=("student", "teacher"), default="student", help="what re-embeds --strategy "
                  "rerank's candidates: the student (default, fast) or the checkpoint's teacher (the embedder that "
                  "defines the space: closer decodes, slower)")
