@@ -319,7 +319,7 @@ def rerank_decode(decoder, z, tokenizer, embed_fn, target=None, k: int = 16, max
     rows = [[g[i] for g in groups] for i in range(N)]  # greedy first: ties go to it, then to the beam's order
     if r:  # the best texts' one-word edits, judged beside the round's decodes
       more = edits.candidates(decoder, z, mode, tokenizer, best_txt, T)
-      rows = [row + _id_texts([x[:p] + new + x[e:] for p, e, new in mv], T, tokenizer)
+      rows = [row + _id_texts(edits.edited(x, mv), T, tokenizer)
               for row, (x, mv) in zip(rows, more)]
       again = edits.regenerations(decoder, z, mode, more, T)
       rows = [row + _id_texts(y, T, tokenizer) for row, y in zip(rows, again)]

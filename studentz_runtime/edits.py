@@ -74,9 +74,9 @@ def text_moves(x: list[int], top: np.ndarray, starts: np.ndarray, firsts: np.nda
   return out
 
 
-def text_edits(x: list[int], top: np.ndarray, starts: np.ndarray, firsts: np.ndarray) -> list[list[int]]:
-  """The texts of text_moves."""
-  return [x[:p] + new + x[e:] for p, e, new in text_moves(x, top, starts, firsts)]
+def edited(x: list[int], moves: list[Move]) -> list[list[int]]:
+  """x with each of moves made, one text a move."""
+  return [x[:p] + new + x[e:] for p, e, new in moves]
 
 
 def combine(x: list[int], moves: list[Move], gains: np.ndarray, starts: np.ndarray) -> list[list[int]]:

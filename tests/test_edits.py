@@ -38,7 +38,7 @@ def test_each_word_is_replaced_deleted_or_preceded_whole(three_and_two):
   starts, firsts = starts_firsts()
   x = [10, 20, 11]  # words [10, 20] and [11]
   top = np.array([[6, 20, 12, 13, 14], [21, 15, 16, 17, 18], [20, 12, 17, 11, 19], [5, 2, 13, 14, 15]])
-  got = edits.text_edits(x, top, starts, firsts)
+  got = edits.edited(x, edits.text_moves(x, top, starts, firsts))
   # word 1 (at the text's start an unmarked token may begin it): replaced whole, removed
   want = ([[a, 11] for a in (6, 20, 12)] + [[11]]
           + [[10, 20, a] for a in (12, 17, 19)] + [[10, 20]]     # word 2: its own token 11 is not a replacement
@@ -49,7 +49,7 @@ def test_each_word_is_replaced_deleted_or_preceded_whole(three_and_two):
 
 def test_a_one_word_text_is_never_deleted_to_nothing(three_and_two):
   starts, firsts = starts_firsts()
-  got = edits.text_edits([10], np.array([[11, 12, 13, 14], [15, 16, 17, 18]]), starts, firsts)
+  got = edits.edited([10], edits.text_moves([10], np.array([[11, 12, 13, 14], [15, 16, 17, 18]]), starts, firsts))
   assert [] not in got and len(got) == 3 + 2
 
 
@@ -57,7 +57,7 @@ def test_no_edit_puts_a_word_beside_itself(three_and_two):
   starts, firsts = starts_firsts()
   x = [10, 11, 10]  # words w10 w11 w10: removing w11 would leave w10 w10
   top = np.array([[6, 10, 11, 12, 13], [10, 11, 12, 13, 14], [10, 11, 12, 13, 14], [10, 12, 13, 14, 15]])
-  got = edits.text_edits(x, top, starts, firsts)
+  got = edits.edited(x, edits.text_moves(x, top, starts, firsts))
   assert [10, 10] not in got and [11, 11, 10] not in got and [10, 11, 10, 10] not in got
   assert all(a != b for e in got for a, b in zip(e, e[1:])), [e for e in got if any(a == b for a, b in zip(e, e[1:]))]
   assert [10, 11, 10, 12] in got and [10, 12, 11, 10] in got  # the words that repeat nothing stay
@@ -103,7 +103,7 @@ def test_edits_of_a_real_text_differ_by_one_word(shipped):
   z = shipped.encode([text])
   ((x, moves),) = edits.candidates(shipped.models["decoder"], z, 0, shipped.tokenizer, [text], 31)
   assert x == shipped.tokenizer.backend.encode(text, add_special_tokens=False).ids
-  cands = decoding._texts(edits.padded([x[:p] + new + x[e:] for p, e, new in moves], 31), shipped.tokenizer)
+  cands = decoding._texts(edits.padded(edits.edited(x, moves), 31), shipped.tokenizer)
   words = text.split()
   assert len(cands) > len(words)
   for c in cands:  # a word replaced, removed or added: the word lists differ by one edit
